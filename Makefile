@@ -1,0 +1,87 @@
+# tritonfleet — the two set-up commands are `make demo` and `make test`.
+# Every target installs what it needs: the Python virtualenv (.venv), the
+# Kubernetes testbed binaries and tritonserver (both cached under
+# $(TRITONFLEET_CACHE), outside the checkout, and reused when present).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export TRITONFLEET_CACHE ?= $(HOME)/.cache/tritonfleet
+# uv keeps its wheel cache outside the checkout too, so a clean clone installs fast.
+export UV_CACHE_DIR ?= $(TRITONFLEET_CACHE)/uv
+PYTEST_FLAGS ?=
+
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "[venv] installing tritonfleet and its dev dependencies into $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	@$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv with the package and dev tools
+
+.PHONY: lint
+lint: venv ## ruff, mypy --strict, import-linter layers, CRD drift check
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/tritonfleet crds --check
+
+.PHONY: crds
+crds: venv ## regenerate crds/ and the chart's copy from the pydantic models
+	$(BIN)/tritonfleet crds
+
+.PHONY: unit
+unit: venv ## unit tests (pure layers, fast)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_FLAGS)
+
+.PHONY: integration
+integration: venv triton testbed-build ## integration tests: real API server testbed, real tritonserver
+	$(BIN)/python -m pytest tests/integration $(PYTEST_FLAGS)
+
+.PHONY: test
+test: lint ## every check and every test (builds the testbed and Triton on first run)
+	$(MAKE) --no-print-directory testbed-build triton
+	$(BIN)/python -m pytest tests $(PYTEST_FLAGS)
+
+.PHONY: testbed-build
+testbed-build: ## build/cache kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm
+	hack/testbed/build.sh
+
+.PHONY: testbed-up
+testbed-up: ## start the local cluster (4 GPU + 2 CPU fake nodes); kubeconfig in .testbed/kubeconfig
+	hack/testbed/up.sh
+
+.PHONY: testbed-down
+testbed-down: ## stop the local cluster, leaving no process behind
+	hack/testbed/down.sh
+
+.PHONY: triton
+triton: ## install the real tritonserver (CPU, python backend) into the cache
+	hack/triton/install.sh
+
+.PHONY: demo
+demo: venv testbed-build triton ## start the testbed and show what tritonfleet does today
+	hack/demo.sh
+
+.PHONY: bench
+bench: venv ## benchmarks (figures printed, not timed tests)
+	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+.PHONY: clean
+clean: ## remove the virtualenv and local state (keeps the binary cache)
+	-hack/testbed/down.sh
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .testbed

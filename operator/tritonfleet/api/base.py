@@ -1,0 +1,102 @@
+"""Shared building blocks of the API models: the camelCase convention, CEL rule
+attachment, Kubernetes quantities and the minimal object metadata.
+
+Every spec model derives from :class:`ApiModel` so field names are snake_case
+in Python and camelCase on the wire, as Kubernetes users expect.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+GROUP = "tritonfleet.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Triton model names become directory names in the model repository and path
+# segments in its HTTP API, so keep them to a portable, URL-safe set.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,126}$"
+MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
+
+# Kubernetes resource.Quantity, as the API server parses it.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+def check_quantity(value: str | int) -> str | int:
+    """Refuse what the API server would refuse as a resource.Quantity."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a quantity must not be negative")
+        return value
+    if not QUANTITY_RE.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 512Mi, 2, 500m)")
+    return value
+
+
+Quantity = Annotated[
+    str | int,
+    AfterValidator(check_quantity),
+    WithJsonSchema(
+        {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
+    ),
+]
+"""A Kubernetes quantity such as ``1Gi`` or ``2``."""
+
+
+FreeFormObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
+"""A Kubernetes core type we pass through verbatim (e.g. ``affinity``)."""
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One CEL rule for ``x-kubernetes-validations``.
+
+    Every rule must have a pydantic validator twin on the same model, so the
+    offline renderer refuses exactly what the API server refuses.
+    """
+    out: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class ApiModel(BaseModel):
+    """Base of all spec/status models: camelCase aliases, strict about unknown keys."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it appears in Kubernetes: camelCase, unset fields omitted."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metav1.ObjectMeta the renderer needs; the rest is kept as-is."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+    namespace: str | None = None
+    generation: int | None = None
+    uid: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None

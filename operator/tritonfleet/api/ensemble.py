@@ -1,0 +1,85 @@
+"""The ``ModelEnsemble`` API: a pipeline of ``TritonModel`` members (e.g.
+embedding → vector search → LLM) that Triton runs as one ensemble model.
+
+Only the shape of each step is checked here; whether the steps fit their
+members (names, tensors, data types, ordering) needs the members' specs and is
+checked by ``tritonfleet.desired.ensemble``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from tritonfleet.api.base import ApiModel, ObjectMeta, cel
+from tritonfleet.api.model import (
+    FailoverSpec,
+    ModelName,
+    ObjectName,
+    ServingSpec,
+    TensorSpec,
+)
+from tritonfleet.api.status import ModelStatus
+
+TensorName = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class EnsembleStep(ApiModel):
+    model: ObjectName = Field(description="Name of a TritonModel in the same namespace.")
+    model_version: Annotated[int, Field(ge=-1)] = Field(
+        default=-1, description="Version of the member to run; -1 means the latest loaded."
+    )
+    input_map: dict[TensorName, TensorName] = Field(
+        description="Member input name → ensemble tensor that feeds it."
+    )
+    output_map: dict[TensorName, TensorName] = Field(
+        description="Member output name → ensemble tensor it produces."
+    )
+
+
+class ModelEnsembleSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("size(self.steps) > 0", "an ensemble needs at least one step", ".steps")
+            ]
+        }
+    )
+
+    model_name: ModelName | None = Field(
+        default=None, description="Name inside Triton; defaults to metadata.name."
+    )
+    max_batch_size: Annotated[int, Field(ge=0)] = 0
+    inputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=64)]
+    outputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=64)]
+    steps: Annotated[list[EnsembleStep], Field(min_length=1, max_length=32)]
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    failover: FailoverSpec | None = None
+
+
+class ModelEnsemble(ApiModel):
+    """A whole ``ModelEnsemble`` object as read from YAML or the API server."""
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore")
+
+    api_version: Literal["tritonfleet.io/v1alpha1"] = Field(
+        default="tritonfleet.io/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["ModelEnsemble"] = "ModelEnsemble"
+    metadata: ObjectMeta
+    spec: ModelEnsembleSpec
+    status: ModelStatus | None = None
+
+    @property
+    def triton_name(self) -> str:
+        return self.spec.model_name or self.metadata.name
+
+    @property
+    def member_names(self) -> tuple[str, ...]:
+        """Distinct TritonModel names the steps use, in first-use order."""
+        return tuple(dict.fromkeys(step.model for step in self.spec.steps))
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> ModelEnsemble:
+        return cls.model_validate(obj)

@@ -1,0 +1,489 @@
+"""The ``TritonModel`` API: where a model's files come from, how Triton should
+configure it, how it is served on GPUs, and where requests go when Triton cannot
+answer.
+
+These field names are the user-facing contract. Each cross-field rule exists
+twice: as a CEL rule (``x-kubernetes-validations``) the API server enforces at
+``kubectl apply`` time, and as a pydantic validator so ``tritonfleet render``
+refuses the same object offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from tritonfleet.api.base import (
+    DNS_SUBDOMAIN_PATTERN,
+    MODEL_NAME_PATTERN,
+    ApiModel,
+    FreeFormObject,
+    ObjectMeta,
+    Quantity,
+    cel,
+)
+from tritonfleet.api.status import ModelStatus
+
+ModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=127)]
+ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+
+DataType = Literal[
+    "TYPE_BOOL",
+    "TYPE_UINT8",
+    "TYPE_UINT16",
+    "TYPE_UINT32",
+    "TYPE_UINT64",
+    "TYPE_INT8",
+    "TYPE_INT16",
+    "TYPE_INT32",
+    "TYPE_INT64",
+    "TYPE_FP16",
+    "TYPE_FP32",
+    "TYPE_FP64",
+    "TYPE_STRING",
+    "TYPE_BF16",
+]
+
+MAX_INLINE_FILES = 64
+
+
+def _exactly_one(obj: ApiModel, fields: tuple[str, ...], what: str) -> None:
+    present = [f for f in fields if getattr(obj, f) is not None]
+    if len(present) != 1:
+        wire = [obj.model_fields[f].alias or f for f in fields]
+        raise ValueError(f"{what}: set exactly one of {', '.join(wire)} (found {len(present)})")
+
+
+# --- source -----------------------------------------------------------------
+
+
+class S3Source(ApiModel):
+    uri: Annotated[str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")] = Field(
+        description="s3://bucket/prefix holding the model directory (config.pbtxt optional, "
+        "version folders 1/, 2/...)."
+    )
+    endpoint: str | None = Field(
+        default=None, description="S3-compatible endpoint URL (MinIO, Ceph, moto); AWS if unset."
+    )
+    region: str | None = None
+    credentials_secret: ObjectName | None = Field(
+        default=None,
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optionally "
+        "AWS_SESSION_TOKEN); the pod's ambient credentials are used if unset.",
+    )
+
+
+class HttpSource(ApiModel):
+    url: Annotated[str, Field(pattern=r"^https?://.+", max_length=4096)]
+    sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = Field(
+        default=None, description="Expected SHA-256 of the download; the sync fails on mismatch."
+    )
+    archive: Literal["tar", "tgz", "zip"] | None = Field(
+        default=None,
+        description="Unpack the download into the model directory. Unset: a single file "
+        "stored at `path`.",
+    )
+    path: str | None = Field(
+        default=None,
+        description="Where a non-archive download goes inside the model directory "
+        "(default 1/<file name from the URL>).",
+    )
+
+
+class PvcSource(ApiModel):
+    claim_name: ObjectName
+    path: str = Field(default="/", description="Directory inside the claim holding the model.")
+
+
+def _check_relative_path(path: str) -> str:
+    pure = PurePosixPath(path)
+    if not path or pure.is_absolute() or ".." in pure.parts or "\\" in path:
+        raise ValueError(f"{path!r} must be a relative path inside the model directory")
+    return path
+
+
+class InlineSource(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.files.all(k, !k.startsWith('/') && !k.contains('..'))",
+                    "file paths must be relative and stay inside the model directory",
+                    ".files",
+                )
+            ]
+        }
+    )
+
+    files: Annotated[
+        dict[Annotated[str, Field(max_length=255)], str],
+        Field(min_length=1, max_length=MAX_INLINE_FILES),
+    ] = Field(description="Relative path (e.g. 1/model.py) → file content.")
+
+    @field_validator("files")
+    @classmethod
+    def _paths_stay_inside(cls, files: dict[str, str]) -> dict[str, str]:
+        for path in files:
+            _check_relative_path(path)
+        return files
+
+
+class ModelSource(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.s3), has(self.http), has(self.pvc), has(self.inline)]"
+                    ".filter(x, x).size() == 1",
+                    "set exactly one of s3, http, pvc, inline",
+                )
+            ]
+        }
+    )
+
+    s3: S3Source | None = None
+    http: HttpSource | None = None
+    pvc: PvcSource | None = None
+    inline: InlineSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ModelSource:
+        _exactly_one(self, ("s3", "http", "pvc", "inline"), "source")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(f for f in ("s3", "http", "pvc", "inline") if getattr(self, f) is not None)
+
+
+# --- Triton config ----------------------------------------------------------
+
+
+class TensorSpec(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    data_type: DataType
+    dims: Annotated[list[Annotated[int, Field(ge=-1)]], Field(max_length=16)]
+    optional: bool | None = Field(default=None, description="Inputs only: may be omitted.")
+    reshape: Annotated[list[Annotated[int, Field(ge=-1)]], Field(max_length=16)] | None = None
+
+
+class QueuePolicy(ApiModel):
+    timeout_action: Literal["REJECT", "DELAY"] | None = None
+    default_timeout_microseconds: Annotated[int, Field(ge=0)] | None = None
+    allow_timeout_override: bool | None = None
+    max_queue_size: Annotated[int, Field(ge=0)] | None = None
+
+
+class DynamicBatching(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.defaultPriorityLevel) || (has(self.priorityLevels) && "
+                    "self.defaultPriorityLevel <= self.priorityLevels)",
+                    "defaultPriorityLevel needs priorityLevels and must not exceed it",
+                    ".defaultPriorityLevel",
+                )
+            ]
+        }
+    )
+
+    preferred_batch_size: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] = (
+        Field(default_factory=list)
+    )
+    max_queue_delay_microseconds: Annotated[int, Field(ge=0)] | None = None
+    preserve_ordering: bool | None = None
+    priority_levels: Annotated[int, Field(ge=0)] | None = None
+    default_priority_level: Annotated[int, Field(ge=0)] | None = None
+    default_queue_policy: QueuePolicy | None = None
+
+    @model_validator(mode="after")
+    def _default_priority_within_levels(self) -> DynamicBatching:
+        if self.default_priority_level is not None and (
+            self.priority_levels is None or self.default_priority_level > self.priority_levels
+        ):
+            raise ValueError("defaultPriorityLevel needs priorityLevels and must not exceed it")
+        return self
+
+
+class InstanceGroup(ApiModel):
+    name: str | None = None
+    kind: Literal["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"] = "KIND_AUTO"
+    count: Annotated[int, Field(ge=1, le=64)] = 1
+    gpus: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=64)] | None = None
+
+
+class LatestVersions(ApiModel):
+    num_versions: Annotated[int, Field(ge=1)] = 1
+
+
+class SpecificVersions(ApiModel):
+    versions: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=64)]
+
+
+class AllVersions(ApiModel):
+    pass
+
+
+class VersionPolicy(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.latest), has(self.all), has(self.specific)]"
+                    ".filter(x, x).size() == 1",
+                    "set exactly one of latest, all, specific",
+                )
+            ]
+        }
+    )
+
+    latest: LatestVersions | None = None
+    all: AllVersions | None = None
+    specific: SpecificVersions | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_policy(self) -> VersionPolicy:
+        _exactly_one(self, ("latest", "all", "specific"), "versionPolicy")
+        return self
+
+
+class Optimization(ApiModel):
+    input_pinned_memory: bool | None = None
+    output_pinned_memory: bool | None = None
+    graph_level: int | None = Field(
+        default=None, description="Backend graph optimisation level (e.g. 1 for TensorFlow XLA)."
+    )
+
+
+class ModelConfigSpec(ApiModel):
+    """The typed subset of Triton's ModelConfig; anything else goes in ``extra``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.platform) != has(self.backend)",
+                    "set exactly one of platform, backend",
+                ),
+                cel(
+                    "!has(self.platform) || self.platform != 'ensemble'",
+                    "use a ModelEnsemble for ensembles",
+                    ".platform",
+                ),
+            ]
+        }
+    )
+
+    platform: Annotated[str, Field(pattern=r"^[a-z0-9_]+$", max_length=64)] | None = Field(
+        default=None, description="e.g. onnxruntime_onnx, pytorch_libtorch, tensorrt_plan."
+    )
+    backend: Annotated[str, Field(pattern=r"^[a-z0-9_]+$", max_length=64)] | None = Field(
+        default=None, description="e.g. python, onnxruntime, pytorch, tensorrtllm, vllm."
+    )
+    max_batch_size: Annotated[int, Field(ge=0)] = 0
+    inputs: Annotated[list[TensorSpec], Field(max_length=64)] = Field(default_factory=list)
+    outputs: Annotated[list[TensorSpec], Field(max_length=64)] = Field(default_factory=list)
+    dynamic_batching: DynamicBatching | None = None
+    instance_groups: Annotated[list[InstanceGroup], Field(max_length=16)] = Field(
+        default_factory=list
+    )
+    version_policy: VersionPolicy | None = None
+    parameters: dict[str, str] = Field(default_factory=dict)
+    optimization: Optimization | None = None
+    decoupled: bool | None = Field(
+        default=None,
+        description="Decoupled transaction policy: the model may send any number of "
+        "responses per request (streaming LLMs).",
+    )
+    extra: str | None = Field(
+        default=None,
+        description="Raw config.pbtxt text merged last, for ModelConfig fields not typed here.",
+    )
+
+    @model_validator(mode="after")
+    def _platform_xor_backend(self) -> ModelConfigSpec:
+        _exactly_one(self, ("platform", "backend"), "config")
+        if self.platform == "ensemble":
+            raise ValueError("config.platform: use a ModelEnsemble for ensembles")
+        return self
+
+
+# --- serving ----------------------------------------------------------------
+
+
+class ReplicaRange(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.min <= self.max", "min must not exceed max", ".min")
+            ]
+        }
+    )
+
+    min: Annotated[int, Field(ge=0, le=1000)] = 1
+    max: Annotated[int, Field(ge=1, le=1000)] = 1
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> ReplicaRange:
+        if self.min > self.max:
+            raise ValueError(f"replicas: min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class Autoscaling(ApiModel):
+    queue_time_target_ms: Annotated[float, Field(gt=0)] = Field(
+        default=50.0, description="Target average queue time per request, in milliseconds."
+    )
+    window_seconds: Annotated[int, Field(ge=5, le=3600)] = Field(
+        default=30, description="Window the queue time is averaged over."
+    )
+    scale_to_zero_after_seconds: Annotated[int, Field(ge=30)] | None = Field(
+        default=None, description="Scale to zero after this long without requests (min: 0 only)."
+    )
+
+
+class ResourceRequirements(ApiModel):
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class Toleration(ApiModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(ApiModel):
+    name: Annotated[str, Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")]
+    value: str | None = None
+    value_from: FreeFormObject | None = None
+
+
+class LocalObjectReference(ApiModel):
+    name: ObjectName
+
+
+GPU_RESOURCE_PATTERN = r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb)$"
+
+
+class ServingSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.autoscaling) || !has(self.autoscaling.scaleToZeroAfterSeconds)"
+                    " || (has(self.replicas) && self.replicas.min == 0)",
+                    "autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0",
+                    ".autoscaling.scaleToZeroAfterSeconds",
+                )
+            ]
+        }
+    )
+
+    image: str | None = Field(default=None, description="Triton image; operator default if unset.")
+    gpus: Annotated[int, Field(ge=0, le=64)] = Field(default=1, description="GPUs per replica.")
+    gpu_resource: Annotated[str, Field(pattern=GPU_RESOURCE_PATTERN)] = Field(
+        default="nvidia.com/gpu",
+        description="Extended resource to request: nvidia.com/gpu or a MIG profile such as "
+        "nvidia.com/mig-1g.10gb.",
+    )
+    replicas: ReplicaRange = Field(default_factory=ReplicaRange)
+    autoscaling: Autoscaling | None = None
+    resources: ResourceRequirements | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
+    affinity: FreeFormObject | None = None
+    shm_size: Quantity = Field(default="1Gi", description="Size of /dev/shm (memory emptyDir).")
+    env: Annotated[list[EnvVar], Field(max_length=128)] = Field(default_factory=list)
+    image_pull_secrets: Annotated[list[LocalObjectReference], Field(max_length=16)] = Field(
+        default_factory=list
+    )
+
+    @model_validator(mode="after")
+    def _scale_to_zero_needs_min_zero(self) -> ServingSpec:
+        if (
+            self.autoscaling is not None
+            and self.autoscaling.scale_to_zero_after_seconds is not None
+            and self.replicas.min != 0
+        ):
+            raise ValueError("serving: autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0")
+        return self
+
+
+# --- failover ---------------------------------------------------------------
+
+
+class SecretKeyRef(ApiModel):
+    name: ObjectName
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+
+
+class HostedProvider(ApiModel):
+    base_url: Annotated[str, Field(pattern=r"^https?://.+", max_length=2048)] = Field(
+        description="Base URL of an OpenAI-compatible API, e.g. https://api.deepseek.com/v1."
+    )
+    api_key_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the API key; never logged or echoed."
+    )
+    model: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="Model name at the provider, e.g. deepseek-chat."
+    )
+
+
+class FailoverTriggers(ApiModel):
+    unavailable: bool = Field(
+        default=True, description="Fail over while no Triton replica can answer."
+    )
+    queue_time_above_ms: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Spill over while Triton's queue time exceeds this."
+    )
+
+
+class FailoverSpec(ApiModel):
+    provider: HostedProvider
+    triggers: FailoverTriggers = Field(default_factory=FailoverTriggers)
+    mode: Literal["auto", "hosted", "triton"] = Field(
+        default="auto",
+        description="auto: fail over on the triggers; hosted: always use the provider; "
+        "triton: never fail over.",
+    )
+
+
+# --- the resource -----------------------------------------------------------
+
+
+class TritonModelSpec(ApiModel):
+    model_name: ModelName | None = Field(
+        default=None, description="Name inside Triton; defaults to metadata.name."
+    )
+    source: ModelSource
+    config: ModelConfigSpec
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    failover: FailoverSpec | None = None
+
+
+class TritonModel(ApiModel):
+    """A whole ``TritonModel`` object as read from YAML or the API server."""
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore")
+
+    api_version: Literal["tritonfleet.io/v1alpha1"] = Field(
+        default="tritonfleet.io/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["TritonModel"] = "TritonModel"
+    metadata: ObjectMeta
+    spec: TritonModelSpec
+    status: ModelStatus | None = None
+
+    @property
+    def triton_name(self) -> str:
+        return self.spec.model_name or self.metadata.name
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> TritonModel:
+        return cls.model_validate(obj)

@@ -1,0 +1,133 @@
+"""Render a set of YAML documents (TritonModels and ModelEnsembles, as a user
+would ``kubectl apply`` them) into what Triton will be given.
+
+This is what ``tritonfleet render`` prints: the ``helm template`` of the
+project, a preview before apply. Ensembles are checked against the members in
+the same set of documents. Pure: takes parsed documents, returns results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from tritonfleet.api.ensemble import ModelEnsemble
+from tritonfleet.api.model import TritonModel
+from tritonfleet.desired.ensemble import render_ensemble_config
+from tritonfleet.desired.problems import Problem, problems_from_validation_error
+from tritonfleet.desired.revision import ensemble_revision, model_revision
+from tritonfleet.desired.triton_config import render_config
+
+KINDS = ("ModelEnsemble", "TritonModel")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One document's outcome: its config.pbtxt and revision, or its problems."""
+
+    kind: str
+    namespace: str
+    name: str
+    triton_name: str = ""
+    pbtxt: str = ""
+    revision: str = ""
+    problems: tuple[Problem, ...] = field(default_factory=tuple)
+
+    @property
+    def resource(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _identify(index: int, doc: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    assert isinstance(meta, dict)
+    return (
+        str(doc.get("kind", "?")),
+        str(meta.get("namespace") or "default"),
+        str(meta.get("name") or f"<document {index}>"),
+    )
+
+
+def render_model(model: TritonModel) -> Rendered:
+    pbtxt, problems = render_config(model.triton_name, model.spec.config)
+    return Rendered(
+        kind="TritonModel",
+        namespace=model.metadata.namespace or "default",
+        name=model.metadata.name,
+        triton_name=model.triton_name,
+        pbtxt=pbtxt,
+        revision=model_revision(model, pbtxt) if not problems else "",
+        problems=tuple(problems),
+    )
+
+
+def render_ensemble(
+    ensemble: ModelEnsemble, members: Mapping[str, TritonModel], member_revisions: Mapping[str, str]
+) -> Rendered:
+    pbtxt, problems = render_ensemble_config(ensemble, members)
+    revisions = [member_revisions.get(name, "") for name in ensemble.member_names]
+    invalid = [n for n in ensemble.member_names if n in members and not member_revisions.get(n)]
+    if invalid:
+        problems.append(
+            Problem("spec.steps", f"member(s) {', '.join(invalid)} are invalid; fix them first")
+        )
+    return Rendered(
+        kind="ModelEnsemble",
+        namespace=ensemble.metadata.namespace or "default",
+        name=ensemble.metadata.name,
+        triton_name=ensemble.triton_name,
+        pbtxt=pbtxt,
+        revision=ensemble_revision(ensemble.triton_name, pbtxt, revisions) if not problems else "",
+        problems=tuple(problems),
+    )
+
+
+def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]:
+    """Render every TritonModel and ModelEnsemble in ``docs``, in document order."""
+    results: list[Rendered | ModelEnsemble] = []
+    models: dict[tuple[str, str], TritonModel] = {}
+    revisions: dict[tuple[str, str], str] = {}
+    for index, doc in enumerate(docs):
+        if not doc:
+            continue
+        kind, namespace, name = _identify(index, doc)
+        if kind not in KINDS:
+            results.append(
+                Rendered(kind, namespace, name, problems=(Problem("kind", _unknown_kind(kind)),))
+            )
+            continue
+        try:
+            if kind == "TritonModel":
+                model = TritonModel.model_validate(doc)
+            else:
+                results.append(ModelEnsemble.model_validate(doc))  # rendered once members are known
+                continue
+        except ValidationError as error:
+            problems = tuple(problems_from_validation_error(error))
+            results.append(Rendered(kind, namespace, name, problems=problems))
+            continue
+        rendered = render_model(model)
+        models[(namespace, name)] = model
+        revisions[(namespace, name)] = rendered.revision
+        results.append(rendered)
+    out = []
+    for item in results:
+        if isinstance(item, Rendered):
+            out.append(item)
+            continue
+        namespace = item.metadata.namespace or "default"
+        members = {n: m for (ns, n), m in models.items() if ns == namespace}
+        member_revisions = {n: r for (ns, n), r in revisions.items() if ns == namespace}
+        out.append(render_ensemble(item, members, member_revisions))
+    return out
+
+
+def _unknown_kind(kind: str) -> str:
+    return f"unsupported kind {kind!r}; expected one of {', '.join(sorted(KINDS))}"
