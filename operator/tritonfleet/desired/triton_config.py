@@ -9,6 +9,8 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import re
+
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -150,15 +152,34 @@ def build_model_config(name: str, spec: ModelConfigSpec) -> mc.ModelConfig:
     return config
 
 
+_FIELD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*:?\s*[^A-Za-z0-9_]*$")
+
+
+def _describe_parse_error(text: str, error: text_format.ParseError) -> str:
+    """'line L, column C, field F: what is wrong' from protobuf's terse ParseError."""
+    detail = str(error)
+    # protobuf formats it as "L:C : 'the line': message"; keep only the message.
+    detail = re.sub(r"^\d+:\d+ : ", "", detail)
+    detail = re.sub(r"^'.*?': ", "", detail, count=1)
+    line, column = error.GetLine(), error.GetColumn()
+    if not line:
+        return detail
+    where = f"line {line}, column {column}"
+    lines = text.splitlines()
+    if 0 < line <= len(lines):
+        match = _FIELD_BEFORE.search(lines[line - 1][: max(column - 1, 0)])
+        if match and match.group(1) not in detail:
+            where += f", field {match.group(1)}"
+    return f"{where}: {detail}"
+
+
 def merge_extra(config: mc.ModelConfig, extra: str, path: str) -> list[Problem]:
     """Merge raw pbtxt into ``config`` (repeated fields append, scalars override)."""
     original_name, original_platform = config.name, config.platform
     try:
         text_format.Merge(extra, config)
     except text_format.ParseError as error:
-        line = f"line {error.GetLine()}, column {error.GetColumn()}: " if error.GetLine() else ""
-        detail = str(error).split(" : ", 1)[-1]
-        return [Problem(path, f"{line}{detail}")]
+        return [Problem(path, _describe_parse_error(extra, error))]
     problems = []
     if config.name != original_name:
         problems.append(Problem(path, "must not change the model name; set spec.modelName"))

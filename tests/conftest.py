@@ -1,0 +1,10 @@
+"""Shared pytest wiring: the real components the suite runs against.
+
+The fixtures live in tests/support so scripts and benchmarks can reuse them:
+``testbed`` (the local Kubernetes control plane with fake GPU nodes) and the
+Triton fixtures (``triton_launcher``, ``triton_factory``: real tritonserver
+processes). Each builds or starts its component on first use and fails,
+never skips, when it cannot.
+"""
+
+pytest_plugins = ["tests.support.testbed", "tests.support.triton"]
