@@ -161,7 +161,7 @@ def _describe_parse_error(text: str, error: text_format.ParseError) -> str:
     # protobuf formats it as "L:C : 'the line': message"; keep only the message.
     detail = re.sub(r"^\d+:\d+ : ", "", detail)
     detail = re.sub(r"^'.*?': ", "", detail, count=1)
-    line, column = error.GetLine(), error.GetColumn()
+    line, column = error.GetLine(), error.GetColumn() or 0
     if not line:
         return detail
     where = f"line {line}, column {column}"
