@@ -23,12 +23,18 @@ API_VERSION = f"{GROUP}/{VERSION}"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,126}$"
 MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
-# Kubernetes resource.Quantity, as the API server parses it.
+# Kubernetes resource.Quantity as the API server parses it, minus the sign:
+# no size or resource amount in this API can be negative.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+
+# Bounds of the protobuf fields the values end up in (Triton's ModelConfig).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

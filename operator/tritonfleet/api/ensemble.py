@@ -8,11 +8,12 @@ checked by ``tritonfleet.desired.ensemble``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from tritonfleet.api.base import ApiModel, ObjectMeta, cel
+from tritonfleet.api.base import INT32_MAX, INT64_MAX, ApiModel, ObjectMeta, cel
 from tritonfleet.api.model import (
     FailoverSpec,
     ModelName,
@@ -27,7 +28,7 @@ TensorName = Annotated[str, Field(min_length=1, max_length=255)]
 
 class EnsembleStep(ApiModel):
     model: ObjectName = Field(description="Name of a TritonModel in the same namespace.")
-    model_version: Annotated[int, Field(ge=-1)] = Field(
+    model_version: Annotated[int, Field(ge=-1, le=INT64_MAX)] = Field(
         default=-1, description="Version of the member to run; -1 means the latest loaded."
     )
     input_map: dict[TensorName, TensorName] = Field(
@@ -50,7 +51,7 @@ class ModelEnsembleSpec(ApiModel):
     model_name: ModelName | None = Field(
         default=None, description="Name inside Triton; defaults to metadata.name."
     )
-    max_batch_size: Annotated[int, Field(ge=0)] = 0
+    max_batch_size: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
     inputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=64)]
     outputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=64)]
     steps: Annotated[list[EnsembleStep], Field(min_length=1, max_length=32)]
@@ -81,5 +82,7 @@ class ModelEnsemble(ApiModel):
         return tuple(dict.fromkeys(step.model for step in self.spec.steps))
 
     @classmethod
-    def from_object(cls, obj: dict[str, Any]) -> ModelEnsemble:
-        return cls.model_validate(obj)
+    def from_object(cls, obj: Mapping[str, Any]) -> ModelEnsemble:
+        # Documents use wire (camelCase) names only: a snake_case key is a typo the
+        # API server would drop, so refuse it here too.
+        return cls.model_validate(obj, by_alias=True, by_name=False)

@@ -10,6 +10,7 @@ refuses the same object offline.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from tritonfleet.api.base import (
     DNS_SUBDOMAIN_PATTERN,
+    INT32_MAX,
+    INT64_MAX,
     MODEL_NAME_PATTERN,
     ApiModel,
     FreeFormObject,
@@ -48,11 +51,14 @@ DataType = Literal[
 
 MAX_INLINE_FILES = 64
 
+Dim = Annotated[int, Field(ge=-1, le=INT64_MAX)]
+"""A tensor dimension: -1 (variable) or a positive size; 0 is refused as Triton does."""
+
 
 def _exactly_one(obj: ApiModel, fields: tuple[str, ...], what: str) -> None:
     present = [f for f in fields if getattr(obj, f) is not None]
     if len(present) != 1:
-        wire = [obj.model_fields[f].alias or f for f in fields]
+        wire = [type(obj).model_fields[f].alias or f for f in fields]
         raise ValueError(f"{what}: set exactly one of {', '.join(wire)} (found {len(present)})")
 
 
@@ -109,7 +115,9 @@ class InlineSource(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.files.all(k, !k.startsWith('/') && !k.contains('..'))",
+                    "self.files.all(k, size(k) > 0 && !k.startsWith('/') && !k.contains('\\\\')"
+                    " && k != '..' && !k.startsWith('../') && !k.endsWith('/..')"
+                    " && !k.contains('/../'))",
                     "file paths must be relative and stay inside the model directory",
                     ".files",
                 )
@@ -162,18 +170,37 @@ class ModelSource(ApiModel):
 
 
 class TensorSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.dims.all(d, d != 0)",
+                    "dimensions must be -1 (variable) or at least 1",
+                    ".dims",
+                )
+            ]
+        }
+    )
+
     name: Annotated[str, Field(min_length=1, max_length=255)]
     data_type: DataType
-    dims: Annotated[list[Annotated[int, Field(ge=-1)]], Field(max_length=16)]
+    dims: Annotated[list[Dim], Field(min_length=1, max_length=16)]
     optional: bool | None = Field(default=None, description="Inputs only: may be omitted.")
-    reshape: Annotated[list[Annotated[int, Field(ge=-1)]], Field(max_length=16)] | None = None
+    reshape: Annotated[list[Dim], Field(max_length=16)] | None = None
+
+    @field_validator("dims")
+    @classmethod
+    def _no_zero_dims(cls, dims: list[int]) -> list[int]:
+        if 0 in dims:
+            raise ValueError("dimensions must be -1 (variable) or at least 1")
+        return dims
 
 
 class QueuePolicy(ApiModel):
     timeout_action: Literal["REJECT", "DELAY"] | None = None
-    default_timeout_microseconds: Annotated[int, Field(ge=0)] | None = None
+    default_timeout_microseconds: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
     allow_timeout_override: bool | None = None
-    max_queue_size: Annotated[int, Field(ge=0)] | None = None
+    max_queue_size: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
 
 
 class DynamicBatching(ApiModel):
@@ -181,30 +208,42 @@ class DynamicBatching(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "!has(self.defaultPriorityLevel) || (has(self.priorityLevels) && "
-                    "self.defaultPriorityLevel <= self.priorityLevels)",
-                    "defaultPriorityLevel needs priorityLevels and must not exceed it",
+                    "!has(self.defaultPriorityLevel) || self.defaultPriorityLevel == 0"
+                    " || (has(self.priorityLevels)"
+                    " && self.defaultPriorityLevel <= self.priorityLevels)",
+                    "defaultPriorityLevel must not exceed priorityLevels",
                     ".defaultPriorityLevel",
-                )
+                ),
+                cel(
+                    "!has(self.priorityLevels) || self.priorityLevels == 0 || "
+                    "(has(self.defaultPriorityLevel) && self.defaultPriorityLevel >= 1)",
+                    "with priorityLevels set, defaultPriorityLevel must be between 1 and "
+                    "priorityLevels",
+                    ".defaultPriorityLevel",
+                ),
             ]
         }
     )
 
-    preferred_batch_size: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] = (
-        Field(default_factory=list)
-    )
-    max_queue_delay_microseconds: Annotated[int, Field(ge=0)] | None = None
+    preferred_batch_size: Annotated[
+        list[Annotated[int, Field(ge=1, le=INT32_MAX)]], Field(max_length=32)
+    ] = Field(default_factory=list)
+    max_queue_delay_microseconds: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
     preserve_ordering: bool | None = None
-    priority_levels: Annotated[int, Field(ge=0)] | None = None
-    default_priority_level: Annotated[int, Field(ge=0)] | None = None
+    priority_levels: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
+    default_priority_level: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
     default_queue_policy: QueuePolicy | None = None
 
     @model_validator(mode="after")
     def _default_priority_within_levels(self) -> DynamicBatching:
-        if self.default_priority_level is not None and (
-            self.priority_levels is None or self.default_priority_level > self.priority_levels
-        ):
-            raise ValueError("defaultPriorityLevel needs priorityLevels and must not exceed it")
+        levels = self.priority_levels or 0
+        default = self.default_priority_level or 0
+        if default and default > levels:
+            raise ValueError("defaultPriorityLevel must not exceed priorityLevels")
+        if levels and not default:
+            raise ValueError(
+                "with priorityLevels set, defaultPriorityLevel must be between 1 and priorityLevels"
+            )
         return self
 
 
@@ -212,15 +251,17 @@ class InstanceGroup(ApiModel):
     name: str | None = None
     kind: Literal["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"] = "KIND_AUTO"
     count: Annotated[int, Field(ge=1, le=64)] = 1
-    gpus: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=64)] | None = None
+    gpus: Annotated[list[Annotated[int, Field(ge=0, le=1024)]], Field(max_length=64)] | None = None
 
 
 class LatestVersions(ApiModel):
-    num_versions: Annotated[int, Field(ge=1)] = 1
+    num_versions: Annotated[int, Field(ge=1, le=INT32_MAX)] = 1
 
 
 class SpecificVersions(ApiModel):
-    versions: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=64)]
+    versions: Annotated[
+        list[Annotated[int, Field(ge=1, le=INT64_MAX)]], Field(min_length=1, max_length=64)
+    ]
 
 
 class AllVersions(ApiModel):
@@ -253,7 +294,7 @@ class VersionPolicy(ApiModel):
 class Optimization(ApiModel):
     input_pinned_memory: bool | None = None
     output_pinned_memory: bool | None = None
-    graph_level: int | None = Field(
+    graph_level: Annotated[int, Field(ge=-(2**31), le=INT32_MAX)] | None = Field(
         default=None, description="Backend graph optimisation level (e.g. 1 for TensorFlow XLA)."
     )
 
@@ -283,7 +324,7 @@ class ModelConfigSpec(ApiModel):
     backend: Annotated[str, Field(pattern=r"^[a-z0-9_]+$", max_length=64)] | None = Field(
         default=None, description="e.g. python, onnxruntime, pytorch, tensorrtllm, vllm."
     )
-    max_batch_size: Annotated[int, Field(ge=0)] = 0
+    max_batch_size: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
     inputs: Annotated[list[TensorSpec], Field(max_length=64)] = Field(default_factory=list)
     outputs: Annotated[list[TensorSpec], Field(max_length=64)] = Field(default_factory=list)
     dynamic_batching: DynamicBatching | None = None
@@ -485,5 +526,7 @@ class TritonModel(ApiModel):
         return self.spec.model_name or self.metadata.name
 
     @classmethod
-    def from_object(cls, obj: dict[str, Any]) -> TritonModel:
-        return cls.model_validate(obj)
+    def from_object(cls, obj: Mapping[str, Any]) -> TritonModel:
+        # Documents use wire (camelCase) names only: a snake_case key is a typo the
+        # API server would drop, so refuse it here too.
+        return cls.model_validate(obj, by_alias=True, by_name=False)

@@ -11,7 +11,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -164,8 +164,38 @@ def _check_outputs(
             )
 
 
-def ensemble_problems(ensemble: ModelEnsemble, members: Mapping[str, TritonModel]) -> list[Problem]:
-    """Every problem with the ensemble given the member TritonModels it names."""
+def _check_unused(ensemble: ModelEnsemble, problems: list[Problem]) -> None:
+    """Triton refuses ensembles with dangling tensors, so name them here."""
+    consumed = {t for step in ensemble.spec.steps for t in step.input_map.values()}
+    wanted = consumed | {o.name for o in ensemble.spec.outputs}
+    for i, tensor in enumerate(ensemble.spec.inputs):
+        if tensor.name not in consumed:
+            problems.append(
+                Problem(
+                    f"spec.inputs[{i}]", f"ensemble input {tensor.name!r} is not used by any step"
+                )
+            )
+    for i, step in enumerate(ensemble.spec.steps):
+        for member_output, tensor_name in step.output_map.items():
+            if tensor_name not in wanted:
+                problems.append(
+                    Problem(
+                        f"spec.steps[{i}].outputMap.{member_output}",
+                        f"tensor {tensor_name!r} is neither used by a step nor an ensemble output",
+                    )
+                )
+
+
+def ensemble_problems(
+    ensemble: ModelEnsemble,
+    members: Mapping[str, TritonModel],
+    invalid_members: Collection[str] = (),
+) -> list[Problem]:
+    """Every problem with the ensemble given the member TritonModels it names.
+
+    ``invalid_members`` are TritonModels that exist but failed their own
+    validation: they are reported as such, not as missing.
+    """
     problems: list[Problem] = []
     if not MODEL_NAME_RE.match(ensemble.triton_name):
         problems.append(
@@ -173,7 +203,14 @@ def ensemble_problems(ensemble: ModelEnsemble, members: Mapping[str, TritonModel
         )
     for i, step in enumerate(ensemble.spec.steps):
         member = members.get(step.model)
-        if member is None:
+        if member is None and step.model in invalid_members:
+            problems.append(
+                Problem(
+                    f"spec.steps[{i}].model",
+                    f"TritonModel {step.model!r} is invalid; fix it first",
+                )
+            )
+        elif member is None:
             problems.append(
                 Problem(
                     f"spec.steps[{i}].model",
@@ -196,14 +233,17 @@ def ensemble_problems(ensemble: ModelEnsemble, members: Mapping[str, TritonModel
         path = " → ".join(f"step {s} ({ensemble.spec.steps[s].model})" for s in cycle)
         problems.append(Problem("spec.steps", f"the steps form a cycle: {path}"))
     _check_outputs(ensemble.spec.outputs, producers, problems)
+    _check_unused(ensemble, problems)
     return problems
 
 
 def render_ensemble_config(
-    ensemble: ModelEnsemble, members: Mapping[str, TritonModel]
+    ensemble: ModelEnsemble,
+    members: Mapping[str, TritonModel],
+    invalid_members: Collection[str] = (),
 ) -> tuple[str, list[Problem]]:
     """``config.pbtxt`` of the ensemble, with every problem found (render only if none)."""
-    problems = ensemble_problems(ensemble, members)
+    problems = ensemble_problems(ensemble, members, invalid_members)
     config = mc.ModelConfig(
         name=ensemble.triton_name,
         platform="ensemble",

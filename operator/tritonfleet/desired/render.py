@@ -8,7 +8,7 @@ the same set of documents. Pure: takes parsed documents, returns results.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,15 +69,20 @@ def render_model(model: TritonModel) -> Rendered:
 
 
 def render_ensemble(
-    ensemble: ModelEnsemble, members: Mapping[str, TritonModel], member_revisions: Mapping[str, str]
+    ensemble: ModelEnsemble,
+    members: Mapping[str, TritonModel],
+    member_revisions: Mapping[str, str],
+    invalid_members: Collection[str] = (),
 ) -> Rendered:
-    pbtxt, problems = render_ensemble_config(ensemble, members)
-    revisions = [member_revisions.get(name, "") for name in ensemble.member_names]
+    """The ensemble's config and revision; ``members`` are the valid TritonModels
+    of its namespace, ``invalid_members`` those that failed their own checks."""
+    pbtxt, problems = render_ensemble_config(ensemble, members, invalid_members)
     invalid = [n for n in ensemble.member_names if n in members and not member_revisions.get(n)]
     if invalid:
         problems.append(
             Problem("spec.steps", f"member(s) {', '.join(invalid)} are invalid; fix them first")
         )
+    revisions = [member_revisions.get(name, "") for name in ensemble.member_names]
     return Rendered(
         kind="ModelEnsemble",
         namespace=ensemble.metadata.namespace or "default",
@@ -94,6 +99,7 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
     results: list[Rendered | ModelEnsemble] = []
     models: dict[tuple[str, str], TritonModel] = {}
     revisions: dict[tuple[str, str], str] = {}
+    invalid: set[tuple[str, str]] = set()
     for index, doc in enumerate(docs):
         if not doc:
             continue
@@ -105,11 +111,13 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
             continue
         try:
             if kind == "TritonModel":
-                model = TritonModel.model_validate(doc)
+                model = TritonModel.from_object(doc)
             else:
-                results.append(ModelEnsemble.model_validate(doc))  # rendered once members are known
+                results.append(ModelEnsemble.from_object(doc))  # rendered once members are known
                 continue
         except ValidationError as error:
+            if kind == "TritonModel":
+                invalid.add((namespace, name))
             problems = tuple(problems_from_validation_error(error))
             results.append(Rendered(kind, namespace, name, problems=problems))
             continue
@@ -125,7 +133,8 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
         namespace = item.metadata.namespace or "default"
         members = {n: m for (ns, n), m in models.items() if ns == namespace}
         member_revisions = {n: r for (ns, n), r in revisions.items() if ns == namespace}
-        out.append(render_ensemble(item, members, member_revisions))
+        invalid_here = {n for ns, n in invalid if ns == namespace}
+        out.append(render_ensemble(item, members, member_revisions, invalid_here))
     return out
 
 

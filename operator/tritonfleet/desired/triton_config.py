@@ -24,25 +24,42 @@ from tritonfleet.api.model import (
 from tritonfleet.desired.problems import Problem
 
 
-def _tensor_problems(kind: str, tensors: list[TensorSpec]) -> list[Problem]:
+def _tensor_problems(config: mc.ModelConfig, spec: ModelConfigSpec) -> list[Problem]:
     problems = []
-    seen: set[str] = set()
-    for i, tensor in enumerate(tensors):
-        where = f"spec.config.{kind}[{i}]"
-        if tensor.name in seen:
-            problems.append(Problem(f"{where}.name", f"duplicate {kind[:-1]} name {tensor.name!r}"))
-        seen.add(tensor.name)
-        if kind == "outputs" and tensor.optional is not None:
-            problems.append(Problem(f"{where}.optional", "only inputs can be optional"))
+    for kind, tensors in (("inputs", config.input), ("outputs", config.output)):
+        seen: set[str] = set()
+        for i, tensor in enumerate(tensors):
+            if tensor.name in seen:
+                problems.append(
+                    Problem(
+                        f"spec.config.{kind}[{i}].name",
+                        f"duplicate {kind[:-1]} name {tensor.name!r}",
+                    )
+                )
+            seen.add(tensor.name)
+    for i, output in enumerate(spec.outputs):
+        if output.optional is not None:
+            problems.append(
+                Problem(f"spec.config.outputs[{i}].optional", "only inputs can be optional")
+            )
     return problems
 
 
-def _batching_problems(spec: ModelConfigSpec) -> list[Problem]:
-    batching = spec.dynamic_batching
-    if batching is None:
+def _batching_problems(config: mc.ModelConfig, spec: ModelConfigSpec) -> list[Problem]:
+    if config.WhichOneof("scheduling_choice") != "dynamic_batching":
+        if spec.dynamic_batching is not None:
+            chosen = config.WhichOneof("scheduling_choice")
+            return [
+                Problem(
+                    "spec.config.extra",
+                    f"sets {chosen}, which replaces dynamicBatching (Triton allows only one "
+                    "scheduler); remove one of them",
+                )
+            ]
         return []
+    batching = config.dynamic_batching
     problems = []
-    if spec.max_batch_size == 0:
+    if config.max_batch_size == 0:
         problems.append(
             Problem(
                 "spec.config.dynamicBatching",
@@ -50,23 +67,23 @@ def _batching_problems(spec: ModelConfigSpec) -> list[Problem]:
             )
         )
     for i, size in enumerate(batching.preferred_batch_size):
-        if spec.max_batch_size and size > spec.max_batch_size:
+        if config.max_batch_size and size > config.max_batch_size:
             problems.append(
                 Problem(
                     f"spec.config.dynamicBatching.preferredBatchSize[{i}]",
-                    f"{size} exceeds maxBatchSize {spec.max_batch_size}",
+                    f"{size} exceeds maxBatchSize {config.max_batch_size}",
                 )
             )
     return problems
 
 
-def config_problems(spec: ModelConfigSpec) -> list[Problem]:
-    """Semantic problems Triton would refuse at load time, found before it sees them."""
-    return [
-        *_tensor_problems("inputs", spec.inputs),
-        *_tensor_problems("outputs", spec.outputs),
-        *_batching_problems(spec),
-    ]
+def config_problems(config: mc.ModelConfig, spec: ModelConfigSpec) -> list[Problem]:
+    """Semantic problems Triton would refuse at load time, found before it sees them.
+
+    Checked on the final config (``extra`` merged), since that is what Triton
+    gets; paths name the typed field a user would change.
+    """
+    return [*_tensor_problems(config, spec), *_batching_problems(config, spec)]
 
 
 def _fill_tensor(target: mc.ModelInput | mc.ModelOutput, tensor: TensorSpec) -> None:
@@ -201,8 +218,10 @@ def render_config(name: str, spec: ModelConfigSpec) -> tuple[str, list[Problem]]
     problems = []
     if not MODEL_NAME_RE.match(name):
         problems.append(Problem("spec.modelName", f"{name!r} is not a valid Triton model name"))
-    problems += config_problems(spec)
     config = build_model_config(name, spec)
-    if spec.extra:
-        problems += merge_extra(config, spec.extra, "spec.config.extra")
+    extra_problems = merge_extra(config, spec.extra, "spec.config.extra") if spec.extra else []
+    # When extra does not parse, the typed part alone is still checked, so every
+    # problem shows up in one pass.
+    checked = build_model_config(name, spec) if extra_problems else config
+    problems += extra_problems + config_problems(checked, spec)
     return to_pbtxt(config), problems

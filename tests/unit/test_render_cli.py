@@ -1,0 +1,364 @@
+"""``tritonfleet render``: what a user sees when previewing manifests."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tests.unit.builders import (
+    SAMPLE_FILES,
+    ensemble_doc,
+    model_doc,
+    sample_docs,
+    with_path,
+)
+from tritonfleet.cli import main
+from tritonfleet.desired.render import render_documents
+
+HEADER = re.compile(
+    r"^# --- (?P<kind>\w+) (?P<ns>[^/ ]+)/(?P<name>\S+): (?P<triton>\S+)/config\.pbtxt "
+    r"\(revision (?P<revision>[0-9a-f]{10})\)$",
+    re.MULTILINE,
+)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["render", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write(tmp_path: Path, docs: list[dict[str, Any]], name: str = "in.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return str(path)
+
+
+def sections(out: str) -> dict[tuple[str, str, str], tuple[str, mc.ModelConfig]]:
+    """(kind, namespace, name) → (revision, parsed config.pbtxt) from render's output."""
+    headers = list(HEADER.finditer(out))
+    result = {}
+    for i, match in enumerate(headers):
+        end = headers[i + 1].start() if i + 1 < len(headers) else len(out)
+        body = out[match.end() : end]
+        config = text_format.Parse(body, mc.ModelConfig())
+        assert config.name == match["triton"]
+        result[(match["kind"], match["ns"], match["name"])] = (match["revision"], config)
+    assert len(result) == len(headers)
+    return result
+
+
+def revisions(docs: list[dict[str, Any]]) -> dict[str, str]:
+    rendered = render_documents(docs)
+    assert all(r.ok for r in rendered), [r.problems for r in rendered]
+    return {r.name: r.revision for r in rendered}
+
+
+# --- samples ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.stem)
+def test_every_sample_renders(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "-f", str(path))
+    assert code == 0, err
+    assert err == ""
+    docs = sample_docs(path.stem)
+    found = sections(out)
+    expected = {
+        (d["kind"], d["metadata"].get("namespace", "default"), d["metadata"]["name"]) for d in docs
+    }
+    assert set(found) == expected
+    assert list(found) == [
+        (d["kind"], d["metadata"].get("namespace", "default"), d["metadata"]["name"]) for d in docs
+    ], "document order is kept"
+    for (kind, _, _), (_, config) in found.items():
+        assert (config.platform == "ensemble") == (kind == "ModelEnsemble")
+
+
+def test_all_samples_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [arg for path in SAMPLE_FILES for arg in ("-f", str(path))]
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    assert len(sections(out)) == sum(len(sample_docs(p.stem)) for p in SAMPLE_FILES)
+
+
+def test_members_and_ensemble_in_separate_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = sample_docs("rag-ensemble")
+    members = write(tmp_path, docs[:-1], "members.yaml")
+    ens = write(tmp_path, docs[-1:], "ensemble.yaml")
+    code, out, err = run(capsys, "-f", members, "-f", ens)
+    assert code == 0, err
+    assert ("ModelEnsemble", "default", "rag") in sections(out)
+
+
+def test_header_names_namespace_and_triton_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, [model_doc("toy", namespace="ml", modelName="Toy_V1")])
+    code, out, _ = run(capsys, "-f", path)
+    assert code == 0
+    (match,) = HEADER.finditer(out)
+    assert (match["kind"], match["ns"], match["name"], match["triton"]) == (
+        "TritonModel",
+        "ml",
+        "toy",
+        "Toy_V1",
+    )
+
+
+# --- invalid input ------------------------------------------------------------
+
+
+def test_invalid_documents_list_every_problem_and_print_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = model_doc("good")
+    no_source = with_path(model_doc("no-source"), "spec.source", {})
+    bad_config = with_path(
+        with_path(model_doc("bad-config", namespace="ml"), "spec.config.outputs.0.optional", True),
+        "spec.config.dynamicBatching",
+        {"preferredBatchSize": [64]},
+    )
+    path = write(tmp_path, [good, no_source, bad_config])
+    code, out, err = run(capsys, "-f", path)
+    assert code == 1
+    assert out == ""
+    assert "TritonModel default/no-source is invalid" in err
+    assert "spec.source" in err
+    assert "TritonModel ml/bad-config is invalid" in err
+    assert "spec.config.outputs[0].optional" in err
+    assert "spec.config.dynamicBatching.preferredBatchSize[0]" in err
+    assert "good" not in err
+    problem_lines = [line for line in err.splitlines() if line.startswith("  - ")]
+    assert len(problem_lines) == 3
+
+
+def test_partial_prints_the_valid_documents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = with_path(model_doc("bad"), "spec.config.platform", "onnxruntime_onnx")
+    path = write(tmp_path, [model_doc("good"), bad])
+    code, out, err = run(capsys, "-f", path, "--partial")
+    assert code == 1
+    assert set(sections(out)) == {("TritonModel", "default", "good")}
+    assert "TritonModel default/bad is invalid" in err
+
+
+def test_unknown_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {}}
+    path = write(tmp_path, [model_doc(), cm])
+    code, out, err = run(capsys, "-f", path)
+    assert code == 1
+    assert out == ""
+    assert "ConfigMap default/cfg" in err
+    assert "ConfigMap" in err
+    assert "TritonModel" in err and "ModelEnsemble" in err  # what it expected
+
+
+def test_document_without_name_is_identified_by_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = model_doc()
+    del doc["metadata"]["name"]
+    code, _, err = run(capsys, "-f", write(tmp_path, [model_doc("first"), doc]))
+    assert code == 1
+    assert "<document 1>" in err
+    assert "metadata.name" in err
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["kind: TritonModel\nspec: [unclosed\n", "a: b: c\n", "key: 'unterminated\n"],
+)
+def test_yaml_syntax_error_exits_2(
+    text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    code, out, err = run(capsys, "-f", str(path))
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error:")
+    assert "line" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("- just\n- a list\n", "mapping"), ("", "no TritonModel"), ("---\n---\n", "no TritonModel")],
+)
+def test_unusable_input_exits_2(
+    text: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "in.yaml"
+    path.write_text(text)
+    code, out, err = run(capsys, "-f", str(path))
+    assert code == 2
+    assert out == ""
+    assert expected in err
+
+
+def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "-f", str(tmp_path / "nope.yaml"))
+    assert code == 2
+    assert "nope.yaml" in err
+
+
+def test_filename_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["render"])
+    assert exited.value.code == 2
+    assert "-f" in capsys.readouterr().err
+
+
+def test_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(SAMPLE_FILES[0])).read_text()
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    code, out, _ = run(capsys, "-f", "-")
+    assert code == 0
+    assert len(sections(out)) == len(sample_docs(SAMPLE_FILES[0].stem))
+
+
+def test_kind_list_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = sample_docs("rag-ensemble")
+    path = write(tmp_path, [{"apiVersion": "v1", "kind": "List", "items": docs}])
+    code, out, err = run(capsys, "-f", path)
+    assert code == 0, err
+    assert len(sections(out)) == len(docs)
+
+
+def test_empty_list_has_nothing_to_render(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(
+        capsys, "-f", write(tmp_path, [{"apiVersion": "v1", "kind": "List", "items": []}])
+    )
+    assert code == 2
+
+
+def test_ensemble_members_are_looked_up_in_its_namespace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, [model_doc("toy", namespace="a"), ensemble_doc("pipe", namespace="b")])
+    code, _, err = run(capsys, "-f", path)
+    assert code == 1
+    assert "ModelEnsemble b/pipe is invalid" in err
+    assert "spec.steps[0].model" in err
+
+
+def test_ensemble_with_an_invalid_member_is_invalid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_member = with_path(model_doc("toy"), "spec.config.outputs.0.optional", True)
+    code, _, err = run(capsys, "-f", write(tmp_path, [bad_member, ensemble_doc("pipe")]))
+    assert code == 1
+    assert "ModelEnsemble default/pipe is invalid" in err
+    assert "toy" in err
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spec.config.maxBatchSize", 2**31),
+        ("spec.config.inputs.0.dims", [2**63]),
+        ("spec.config.instanceGroups", [{"kind": "KIND_GPU", "gpus": [2**31]}]),
+    ],
+)
+def test_numbers_too_large_for_triton_are_refused_with_the_field_named(
+    path: str, value: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The API server accepts any int64 here; Triton's ModelConfig holds int32 (or
+    int64 for dims). The renderer must report the field, not crash."""
+    doc = with_path(model_doc("big"), path, value)
+    field = path.split(".")[2]
+    code, out, err = run(capsys, "-f", write(tmp_path, [doc]))
+    assert code == 1, err
+    assert out == ""
+    assert "TritonModel default/big is invalid" in err
+    assert field in err
+
+
+# --- revisions ------------------------------------------------------------------
+
+
+def test_revision_is_stable() -> None:
+    docs = sample_docs("rag-ensemble")
+    assert revisions(docs) == revisions(docs)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spec.config.maxBatchSize", 4),
+        ("spec.config.inputs.0.dims", [2]),
+        ("spec.config.parameters", {"k": "v"}),
+        ("spec.config.extra", 'model_warmup { name: "w" batch_size: 1 }'),
+        ("spec.source", {"pvc": {"claimName": "models"}}),
+        ("spec.source.inline.files", {"1/model.py": "changed\n"}),
+        ("spec.modelName", "Renamed"),
+    ],
+)
+def test_revision_changes_with_what_triton_serves(path: str, value: Any) -> None:
+    before = revisions([model_doc("toy")])["toy"]
+    assert revisions([with_path(model_doc("toy"), path, value)])["toy"] != before
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spec.serving.replicas", {"min": 2, "max": 5}),
+        ("spec.serving.gpus", 2),
+        ("spec.serving.autoscaling", {"queueTimeTargetMs": 10}),
+        ("spec.failover", {"provider": {"baseUrl": "https://api.example.com/v1", "model": "m"}}),
+        ("metadata.labels", {"team": "search"}),
+    ],
+)
+def test_revision_ignores_serving_fields(path: str, value: Any) -> None:
+    before = revisions([model_doc("toy")])["toy"]
+    assert revisions([with_path(model_doc("toy"), path, value)])["toy"] == before
+
+
+def test_ensemble_revision_follows_its_members() -> None:
+    base = revisions([model_doc("toy"), ensemble_doc("pipe")])
+    source_changed = revisions(
+        [
+            with_path(model_doc("toy"), "spec.source.inline.files", {"1/model.py": "v2"}),
+            ensemble_doc("pipe"),
+        ]
+    )
+    assert source_changed["toy"] != base["toy"]
+    assert source_changed["pipe"] != base["pipe"]
+    scaled = revisions(
+        [
+            with_path(model_doc("toy"), "spec.serving.replicas", {"max": 9}),
+            with_path(ensemble_doc("pipe"), "spec.serving.replicas", {"max": 9}),
+        ]
+    )
+    assert scaled == base
+    own_change = revisions([model_doc("toy"), ensemble_doc("pipe", maxBatchSize=4)])
+    assert own_change["pipe"] != base["pipe"]
+    assert own_change["toy"] == base["toy"]
+
+
+def test_revision_in_header_matches_render_documents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = sample_docs("rag-ensemble")
+    code, out, _ = run(capsys, "-f", write(tmp_path, docs))
+    assert code == 0
+    assert {key[2]: rev for key, (rev, _) in sections(out).items()} == revisions(docs)
+
+
+def test_render_documents_reports_out_of_range_numbers_instead_of_raising() -> None:
+    doc = with_path(model_doc("big"), "spec.config.maxBatchSize", 2**31)
+    (result,) = render_documents([doc])
+    assert not result.ok
+    assert any("maxBatchSize" in p.path for p in result.problems)
