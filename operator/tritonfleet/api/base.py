@@ -33,8 +33,9 @@ QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
 # Bounds of the protobuf fields the values end up in (Triton's ModelConfig).
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
-UINT64_MAX = 2**64 - 1
+# int64/uint64 fields are bounded lower than their type: the API server keeps
+# schema bounds as float64, and 2**63 - 1 wraps to a negative number there.
+MAX_SAFE_INT = 2**53 - 1
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

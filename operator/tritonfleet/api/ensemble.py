@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from tritonfleet.api.base import INT32_MAX, INT64_MAX, ApiModel, ObjectMeta, cel
+from tritonfleet.api.base import INT32_MAX, MAX_SAFE_INT, ApiModel, ObjectMeta, cel
 from tritonfleet.api.model import (
     FailoverSpec,
     ModelName,
@@ -28,7 +28,7 @@ TensorName = Annotated[str, Field(min_length=1, max_length=255)]
 
 class EnsembleStep(ApiModel):
     model: ObjectName = Field(description="Name of a TritonModel in the same namespace.")
-    model_version: Annotated[int, Field(ge=-1, le=INT64_MAX)] = Field(
+    model_version: Annotated[int, Field(ge=-1, le=MAX_SAFE_INT)] = Field(
         default=-1, description="Version of the member to run; -1 means the latest loaded."
     )
     input_map: dict[TensorName, TensorName] = Field(

@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from tritonfleet.api.base import (
     DNS_SUBDOMAIN_PATTERN,
     INT32_MAX,
-    INT64_MAX,
+    MAX_SAFE_INT,
     MODEL_NAME_PATTERN,
     ApiModel,
     FreeFormObject,
@@ -51,7 +51,7 @@ DataType = Literal[
 
 MAX_INLINE_FILES = 64
 
-Dim = Annotated[int, Field(ge=-1, le=INT64_MAX)]
+Dim = Annotated[int, Field(ge=-1, le=MAX_SAFE_INT)]
 """A tensor dimension: -1 (variable) or a positive size; 0 is refused as Triton does."""
 
 
@@ -198,7 +198,7 @@ class TensorSpec(ApiModel):
 
 class QueuePolicy(ApiModel):
     timeout_action: Literal["REJECT", "DELAY"] | None = None
-    default_timeout_microseconds: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
+    default_timeout_microseconds: Annotated[int, Field(ge=0, le=MAX_SAFE_INT)] | None = None
     allow_timeout_override: bool | None = None
     max_queue_size: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
 
@@ -228,7 +228,7 @@ class DynamicBatching(ApiModel):
     preferred_batch_size: Annotated[
         list[Annotated[int, Field(ge=1, le=INT32_MAX)]], Field(max_length=32)
     ] = Field(default_factory=list)
-    max_queue_delay_microseconds: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
+    max_queue_delay_microseconds: Annotated[int, Field(ge=0, le=MAX_SAFE_INT)] | None = None
     preserve_ordering: bool | None = None
     priority_levels: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
     default_priority_level: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
@@ -260,7 +260,7 @@ class LatestVersions(ApiModel):
 
 class SpecificVersions(ApiModel):
     versions: Annotated[
-        list[Annotated[int, Field(ge=1, le=INT64_MAX)]], Field(min_length=1, max_length=64)
+        list[Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]], Field(min_length=1, max_length=64)
     ]
 
 

@@ -1,0 +1,174 @@
+"""Operator settings: what a platform team configures once per installation
+(default Triton image, model-repository storage, watched namespaces, log
+format...), as opposed to what ML engineers put in a ``TritonModel``.
+
+The Helm chart passes them as ``TRITONFLEET_*`` environment variables (from
+its values); :meth:`OperatorSettings.from_env` parses such a mapping. Reading
+the real process environment is the caller's job (``handlers.cli``), so this
+module stays pure like the rest of ``api/`` and the desired-state functions
+can take settings as a plain value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tritonfleet import __version__
+from tritonfleet.api.base import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, Quantity
+
+ENV_PREFIX = "TRITONFLEET_"
+
+# Triton 2.51, the release the project is tested against (its CPU build ships
+# in the nvidia-pytriton wheel the test suite runs).
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+DEFAULT_OPERATOR_IMAGE = f"tritonfleet/tritonfleet:{__version__}"
+DEFAULT_REPOSITORY_CLAIM = "tritonfleet-models"
+
+ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+Namespace = Annotated[str, Field(pattern=r"^[a-z0-9*?]([-a-z0-9*?]*[a-z0-9*?])?$", max_length=63)]
+
+
+class SettingsError(ValueError):
+    """A ``TRITONFLEET_*`` variable has a value the operator cannot use."""
+
+
+def _parse_labels(raw: str) -> dict[str, str]:
+    """``k=v,k2=v2`` (the ``kubectl label`` syntax) → mapping."""
+    labels: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{item!r} is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+class OperatorSettings(BaseModel):
+    """Installation-wide settings of the operator (immutable once started)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    triton_image: str = Field(
+        default=DEFAULT_TRITON_IMAGE, description="Triton image for models that set none."
+    )
+    operator_image: str = Field(
+        default=DEFAULT_OPERATOR_IMAGE,
+        description="Image of tritonfleet itself (has the `tritonfleet` command).",
+    )
+    sync_image: str | None = Field(
+        default=None,
+        description="Image the sync and cleanup Jobs run; the operator image if unset.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    repository_claim: ObjectName | None = Field(
+        default=None,
+        description="Existing RWX claim holding the model repository, in every watched "
+        "namespace. Unset: the operator creates one claim per namespace.",
+    )
+    repository_claim_name: ObjectName = Field(
+        default=DEFAULT_REPOSITORY_CLAIM,
+        description="Name of the per-namespace claim the operator creates.",
+    )
+    repository_storage_class: ObjectName | None = Field(
+        default=None, description="StorageClass of the created claim; the cluster default if unset."
+    )
+    repository_size: Quantity = Field(default="100Gi", description="Size of the created claim.")
+    namespaces: tuple[Namespace, ...] = Field(
+        default=(), description="Namespaces (or globs) to watch; all namespaces if empty."
+    )
+    log_format: Literal["json", "text"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    triton_pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on every Triton pod."
+    )
+    sync_pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on every sync and cleanup pod."
+    )
+    reconcile_interval_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="How often every object is re-checked against the cluster."
+    )
+    sync_backoff_limit: Annotated[int, Field(ge=0, le=20)] = 3
+    sync_ttl_seconds: Annotated[int, Field(ge=0)] = Field(
+        default=86400, description="How long a finished sync Job is kept for inspection."
+    )
+    sync_deadline_seconds: Annotated[int, Field(ge=60)] = Field(
+        default=7200, description="A sync Job running longer than this is failed."
+    )
+    cleanup_timeout_seconds: Annotated[int, Field(ge=10)] = Field(
+        default=300,
+        description="How long deletion waits for the cleanup Job before releasing the object.",
+    )
+    startup_seconds: Annotated[int, Field(ge=30)] = Field(
+        default=1800,
+        description="Time Triton gets to load its models before the kubelet restarts it "
+        "(startup probe budget; big LLMs take many minutes).",
+    )
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
+    peering: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] | None = Field(
+        default=None,
+        description="kopf peering name for HA (several replicas, one active). Unset: standalone.",
+    )
+
+    @field_validator("triton_pod_labels", "sync_pod_labels", mode="before")
+    @classmethod
+    def _labels_from_text(cls, value: Any) -> Any:
+        return _parse_labels(value) if isinstance(value, str) else value
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _namespaces_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(n.strip() for n in value.split(",") if n.strip())
+        return value
+
+    @property
+    def effective_sync_image(self) -> str:
+        return self.sync_image or self.operator_image
+
+    @property
+    def creates_repository_claim(self) -> bool:
+        return self.repository_claim is None
+
+    @property
+    def repository_claim_in_use(self) -> str:
+        """Name of the claim Triton and the sync Jobs mount."""
+        return self.repository_claim or self.repository_claim_name
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
+        """Settings from ``TRITONFLEET_<FIELD>`` variables (e.g. ``TRITONFLEET_TRITON_IMAGE``).
+
+        Empty values count as unset. Variables that name no setting are ignored
+        here (other tools of the project share the prefix); :func:`unknown_env`
+        lists them so the operator can warn about a likely typo.
+        """
+        known = {name.upper(): name for name in cls.model_fields}
+        values: dict[str, Any] = {}
+        for key, value in env.items():
+            name = key.removeprefix(ENV_PREFIX)
+            if key.startswith(ENV_PREFIX) and value != "" and name in known:
+                values[known[name]] = value
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            lines = [
+                f"{ENV_PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in error.errors(include_url=False)
+            ]
+            raise SettingsError("invalid operator settings:\n  " + "\n  ".join(lines)) from None
+
+
+def unknown_env(env: Mapping[str, str]) -> list[str]:
+    """``TRITONFLEET_*`` variables that are no operator setting (probably typos)."""
+    known = {name.upper() for name in OperatorSettings.model_fields}
+    return sorted(
+        key
+        for key in env
+        if key.startswith(ENV_PREFIX) and key.removeprefix(ENV_PREFIX) not in known
+    )
