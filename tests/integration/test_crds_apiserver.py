@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "manifests" / "samples").glob("*.yaml"))
+EMBEDDING = str(REPO / "manifests/samples/onnx-embedding.yaml")
 
 
 @pytest.fixture(scope="module")
