@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.support.triton import TritonProcess, copy_model_repository
 
 pytestmark = pytest.mark.integration
