@@ -66,8 +66,20 @@ def cmd_crds(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _documents(paths: Sequence[str]) -> Iterator[dict[str, Any] | None]:
+def _expand(paths: Sequence[str]) -> Iterator[str]:
+    """Files as given; a directory stands for its YAML files, as with kubectl -f."""
     for name in paths:
+        path = Path(name)
+        if name != "-" and path.is_dir():
+            yield from sorted(
+                str(p) for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")
+            )
+        else:
+            yield name
+
+
+def _documents(paths: Sequence[str]) -> Iterator[dict[str, Any] | None]:
+    for name in _expand(paths):
         text = sys.stdin.read() if name == "-" else Path(name).read_text()
         for doc in yaml.safe_load_all(text):
             if doc is not None and not isinstance(doc, dict):
@@ -131,7 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         "problem when anything is invalid.",
     )
     render.add_argument(
-        "-f", "--filename", action="append", required=True, help="YAML file, or - for stdin"
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="YAML file, directory of YAML files, or - for stdin (repeatable)",
     )
     render.add_argument(
         "--partial", action="store_true", help="print the valid documents even if some are not"

@@ -362,3 +362,12 @@ def test_render_documents_reports_out_of_range_numbers_instead_of_raising() -> N
     (result,) = render_documents([doc])
     assert not result.ok
     assert any("maxBatchSize" in p.path for p in result.problems)
+
+
+def test_a_directory_renders_all_its_documents_together(capsys: pytest.CaptureFixture[str]) -> None:
+    """The runnable ensemble's members live in other files of the same directory."""
+    runnable = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "runnable"
+    assert main(["render", "-f", str(runnable)]) == 0
+    out = capsys.readouterr().out
+    assert "ModelEnsemble default/toy-rag: toy_rag/config.pbtxt" in out
+    assert out.count("# --- ") == 5
