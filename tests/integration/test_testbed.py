@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.support.testbed import (
     CPU_NODES,
     GPU_NODES,
