@@ -33,8 +33,8 @@ venv: $(STAMP) ## create .venv with the package and dev tools
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict, import-linter layers, CRD drift check
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/tritonfleet crds --check
