@@ -20,6 +20,7 @@ import yaml
 from tritonfleet import __version__
 from tritonfleet.api.crd import crd_files
 from tritonfleet.desired.render import Rendered, render_documents
+from tritonfleet.sync.cli import add_parser as add_sync_parser
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -153,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--partial", action="store_true", help="print the valid documents even if some are not"
     )
     render.set_defaults(func=cmd_render)
+
+    add_sync_parser(sub)
     return parser
 
 

@@ -1,0 +1,363 @@
+"""``tritonfleet sync``: the command the operator's sync Job runs (and people
+run by hand): put one TritonModel's files into a Triton model repository.
+
+    tritonfleet sync -f model.yaml --repository /models/repository
+    tritonfleet sync --remove --model-name NAME --repository /models/repository
+
+:func:`add_parser` registers the subcommand on the main ``tritonfleet`` parser;
+``python -m tritonfleet.sync`` runs it on its own. This module only parses
+arguments, reads the YAML, renders and validates the config, and turns
+outcomes into exit codes (see ``EXIT_CODES``); the work is in
+:mod:`tritonfleet.sync.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import yaml
+from pydantic import ValidationError
+
+from tritonfleet.adapters.sources import FetchOptions, SyncError, local_error
+from tritonfleet.api.base import MODEL_NAME_RE
+from tritonfleet.api.model import TritonModel
+from tritonfleet.desired.loading import stamp_revision
+from tritonfleet.desired.problems import problems_from_validation_error
+from tritonfleet.desired.render import render_model
+from tritonfleet.desired.repository import (
+    DEFAULT_MAX_EXTRACT_BYTES,
+    DEFAULT_MAX_MEMBERS,
+    ExtractionLimits,
+    RepositoryLayout,
+)
+from tritonfleet.sync import logfmt
+from tritonfleet.sync.publish import layout_for
+from tritonfleet.sync.run import SyncRequest, remove_model, sync_model
+
+log = logging.getLogger("tritonfleet.sync")
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + signal number; SIGTERM gives 143
+
+EXIT_CODES = {
+    0: "synced, or already at the revision",
+    1: "invalid TritonModel (every problem is listed) or unusable source spec",
+    2: "usage: bad arguments, unreadable YAML, no/several TritonModels",
+    3: "source not found: bucket, object, prefix, URL (404), PVC path, or a version "
+    "the policy asks for",
+    4: "source access denied: missing/wrong credentials, S3 403, HTTP 401/403, PVC EACCES",
+    5: "integrity: sha256 mismatch (both digests shown), truncated transfer, S3 MD5",
+    6: "unsafe source: archive member or key with an absolute path, '..', a link "
+    "outside the model, a device file; archive over --max-extract-bytes/--max-members",
+    7: "local storage: disk full (ENOSPC), permission denied, read-only, state dir on "
+    "another filesystem",
+    8: "source unavailable (retry): connection refused, timeout, HTTP 5xx/429",
+    9: "busy: another sync of the same model held the lock past --lock-timeout",
+    10: "other sync failure",
+    130: "interrupted by SIGINT (143: SIGTERM); the previous revision stays published",
+}
+
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)(i?)b?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``200GiB``, ``200Gi``, ``1.5G``, ``1048576`` → bytes."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 200GiB, 512Mi, 1000000)")
+    number, unit, binary = match.groups()
+    base = 1024 if binary or not unit else 1000
+    power = " kmgtp".index(unit.lower()) if unit else 0
+    return int(float(number) * base**power)
+
+
+_REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def _revision(text: str) -> str:
+    # It becomes a directory name: no separators, no dots (used for ".1" suffixes).
+    if not _REVISION_RE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a revision is 1-64 letters, digits, '-' or '_'"
+        )
+    return text
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _epilog() -> str:
+    lines = ["exit codes:"]
+    lines += [f"  {code:>3}  {text}" for code, text in EXIT_CODES.items()]
+    lines += [
+        "",
+        "layout: <repository>/<model> is a relative symlink to",
+        "  <state-dir>/revisions/<model>/<revision>/ (config.pbtxt, version folders,",
+        "  .tritonfleet-manifest.json); <state-dir> defaults to",
+        "  <repository>/../.tritonfleet/<repository name>, outside the directory Triton scans",
+        "  (Triton lists every sub-directory, dot-directories too, as a model). When the",
+        "  repository is the root of its volume it falls back to <repository>/.tritonfleet.",
+    ]
+    return "\n".join(lines)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``sync`` on the ``tritonfleet`` command's sub-parsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "sync",
+        help="fetch a TritonModel's files into a Triton model repository (atomic publish)",
+        description="Render a TritonModel's config.pbtxt, fetch its files from S3, HTTP(S), a "
+        "mounted PVC or inline, check and checksum them, and publish them atomically into "
+        "the Triton model repository. Re-running an unchanged revision does nothing.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-f", "--filename", help="TritonModel YAML file, or - for stdin")
+    parser.add_argument(
+        "--repository", required=True, type=Path, help="Triton's --model-repository directory"
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="revisions/staging/locks; same filesystem as the repository, outside it "
+        "(default: <repository>/../.tritonfleet/<repository name>)",
+    )
+    parser.add_argument(
+        "--model-name",
+        help="with --remove: the Triton model name; with -f: pick this model from the file",
+    )
+    parser.add_argument(
+        "--remove", action="store_true", help="unpublish the model and delete its revisions"
+    )
+    parser.add_argument(
+        "--revision", type=_revision, help="override the revision (default: digest of the spec)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="fetch again even if already at the revision"
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash published files against the manifest before trusting them",
+    )
+    parser.add_argument(
+        "--credentials-dir",
+        type=Path,
+        help="directory with files AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY[, AWS_SESSION_TOKEN] "
+        "(a mounted Secret); default: the same names from the environment",
+    )
+    parser.add_argument(
+        "--pvc-root", type=Path, help="where the source claim is mounted (default /pvc/<claimName>)"
+    )
+    parser.add_argument(
+        "--max-extract-bytes",
+        type=parse_size,
+        default=DEFAULT_MAX_EXTRACT_BYTES,
+        help="refuse archives that unpack to more than this (default 200GiB)",
+    )
+    parser.add_argument(
+        "--max-members",
+        type=int,
+        default=DEFAULT_MAX_MEMBERS,
+        help=f"refuse archives with more members (default {DEFAULT_MAX_MEMBERS})",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="parallel S3 transfers (default 8)"
+    )
+    parser.add_argument(
+        "--multipart-chunk-size",
+        type=parse_size,
+        default=16 * 1024 * 1024,
+        help="S3 ranged-GET part size and multipart threshold (default 16MiB)",
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_float, default=60.0, help="network timeout, seconds (60)"
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=_positive_float,
+        default=3600.0,
+        help="wait this long for another sync of the same model (default 3600s)",
+    )
+    parser.add_argument(
+        "--progress-interval",
+        type=_positive_float,
+        default=5.0,
+        help="seconds between progress lines (default 5)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    parser.set_defaults(func=cmd_sync)
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT so staging is cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _load_model(filename: str, model_name: str | None) -> TritonModel | int:
+    try:
+        text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except (OSError, yaml.YAMLError) as error:
+        print(f"error: cannot read {filename}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    items: list[Any] = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "List":
+            items.extend(doc.get("items") or [])
+        else:
+            items.append(doc)
+    candidates = [d for d in items if isinstance(d, dict) and d.get("kind") == "TritonModel"]
+    if model_name is not None:
+        candidates = [
+            d
+            for d in candidates
+            if ((d.get("spec") or {}).get("modelName") or (d.get("metadata") or {}).get("name"))
+            == model_name
+        ]
+    if len(candidates) != 1:
+        what = "no" if not candidates else f"{len(candidates)}"
+        print(
+            f"error: {filename}: found {what} TritonModel documents"
+            + (f" named {model_name!r}" if model_name else "")
+            + "; exactly one is needed (use --model-name to pick)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    doc = candidates[0]
+    try:
+        return TritonModel.model_validate(doc)
+    except ValidationError as error:
+        name = (doc.get("metadata") or {}).get("name", "?")
+        print(f"TritonModel {name} is invalid, not syncing:", file=sys.stderr)
+        for problem in problems_from_validation_error(error):
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def _layout(args: argparse.Namespace) -> RepositoryLayout:
+    return layout_for(args.repository, args.state_dir)
+
+
+def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
+    """The ``sync`` subcommand (``func`` of its parser). Logs go to stderr."""
+    if args.remove == bool(args.filename):
+        print("error: give either -f MODEL.yaml or --remove --model-name NAME", file=sys.stderr)
+        return EXIT_USAGE
+    if args.remove and not (args.model_name and MODEL_NAME_RE.match(args.model_name)):
+        print("error: --remove needs --model-name with a valid Triton model name", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        layout = _layout(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logging_setup = logfmt.configure(sys.stderr, logging.WARNING if args.quiet else logging.INFO)
+    try:
+        with _signals():
+            if args.remove:
+                remove_model(layout, args.model_name, args.lock_timeout)
+                return EXIT_OK
+            loaded = _load_model(args.filename, args.model_name)
+            if isinstance(loaded, int):
+                return loaded
+            rendered = render_model(loaded)
+            if not rendered.ok:
+                print(f"{rendered.resource} is invalid, not syncing:", file=sys.stderr)
+                for problem in rendered.problems:
+                    print(f"  - {problem}", file=sys.stderr)
+                return EXIT_INVALID
+            revision = args.revision or rendered.revision
+            request = SyncRequest(
+                model=loaded,
+                # The revision travels inside the config, so each Triton pod can be
+                # asked which revision it really loaded (see desired/loading.py).
+                pbtxt=stamp_revision(rendered.pbtxt, revision),
+                revision=revision,
+                layout=layout,
+                options=FetchOptions(
+                    credentials_dir=args.credentials_dir,
+                    pvc_root=args.pvc_root,
+                    limits=ExtractionLimits(args.max_extract_bytes, args.max_members),
+                    concurrency=max(1, args.concurrency),
+                    multipart_chunk_bytes=max(5 * 1024 * 1024, args.multipart_chunk_size),
+                    timeout=args.timeout,
+                    progress_interval=args.progress_interval,
+                ),
+                force=args.force,
+                verify=args.verify,
+                lock_timeout=args.lock_timeout,
+            )
+            outcome = sync_model(request)
+            print(
+                f"{outcome.model}: revision {outcome.revision} "
+                + ("published" if outcome.changed else "already published"),
+                file=out,
+            )
+            return EXIT_OK
+    except (SyncError, OSError) as raised:
+        # Sources wrap their own I/O errors; an OSError left over is a local write.
+        failure = raised if isinstance(raised, SyncError) else local_error(raised, "syncing")
+        logging.getLogger("tritonfleet.sync").error(
+            "sync failed", extra={"fields": {"error": failure.kind, "detail": str(failure)}}
+        )
+        return failure.exit_code
+    except Interrupted as signal_raised:
+        logging.getLogger("tritonfleet.sync").error(
+            "sync interrupted: previous revision left in place",
+            extra={"fields": {"signal": str(signal_raised)}},
+        )
+        return 128 + signal_raised.signum
+    finally:
+        logfmt.unconfigure(logging_setup)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A stand-alone ``tritonfleet`` parser holding only ``sync``."""
+    parser = argparse.ArgumentParser(prog="tritonfleet")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tritonfleet.sync ARGS`` = ``tritonfleet sync ARGS``."""
+    args = build_parser().parse_args(["sync", *(sys.argv[1:] if argv is None else argv)])
+    result: int = args.func(args, sys.stdout)
+    return result
