@@ -76,6 +76,10 @@ triton: ## install the real tritonserver (CPU, python backend) into the cache
 demo: venv testbed-build triton ## start the testbed and show what tritonfleet does today
 	hack/demo.sh
 
+.PHONY: demo-down
+demo-down: ## stop what make demo left running
+	hack/demo-down.sh
+
 .PHONY: bench
 bench: venv ## benchmarks (figures printed, not timed tests)
 	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import yaml
+from typing import TextIO
 
 from tritonfleet import __version__
+from tritonfleet.adapters.manifests import ManifestError, read_documents
 from tritonfleet.api.crd import crd_files
 from tritonfleet.desired.render import Rendered, render_documents
 from tritonfleet.sync.cli import add_parser as add_sync_parser
@@ -67,31 +66,6 @@ def cmd_crds(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _expand(paths: Sequence[str]) -> Iterator[str]:
-    """Files as given; a directory stands for its YAML files, as with kubectl -f."""
-    for name in paths:
-        path = Path(name)
-        if name != "-" and path.is_dir():
-            yield from sorted(
-                str(p) for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")
-            )
-        else:
-            yield name
-
-
-def _documents(paths: Sequence[str]) -> Iterator[dict[str, Any] | None]:
-    for name in _expand(paths):
-        text = sys.stdin.read() if name == "-" else Path(name).read_text()
-        for doc in yaml.safe_load_all(text):
-            if doc is not None and not isinstance(doc, dict):
-                raise ValueError(f"{name}: every YAML document must be a mapping")
-            # `kubectl apply -f` accepts a List; so do we.
-            if doc and doc.get("kind") == "List":
-                yield from doc.get("items") or []
-            else:
-                yield doc
-
-
 def _print_rendered(results: list[Rendered], out: TextIO) -> None:
     for item in results:
         if not item.ok:
@@ -105,8 +79,8 @@ def _print_rendered(results: list[Rendered], out: TextIO) -> None:
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     try:
-        results = render_documents(_documents(args.filename))
-    except (OSError, yaml.YAMLError, ValueError) as error:
+        results = render_documents(read_documents(args.filename))
+    except ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if not results:

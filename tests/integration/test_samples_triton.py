@@ -2,62 +2,48 @@
 answer; a broken config is refused by the renderer before Triton ever sees it.
 
 This is the proof that what ``tritonfleet render`` prints is what Triton
-accepts: the samples' config.pbtxt files are produced by the renderer, never
-written by hand.
+accepts: the repository is laid out by ``tritonfleet sync`` (as the sync Job
+does it), its config.pbtxt files produced by the renderer, never by hand.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from tests.support.triton import TritonProcess
-from tritonfleet.desired.render import Rendered, render_documents
 
 pytestmark = pytest.mark.integration
 
 RUNNABLE = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "runnable"
 
 
-def _documents(paths: list[Path]) -> list[dict[str, Any]]:
-    return [d for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
-
-
-def write_repository(docs: list[dict[str, Any]], repo: Path) -> list[Rendered]:
-    """Lay the rendered configs and inline files out as a Triton repository.
-
-    Refuses to write anything when a document is invalid, as the operator does.
-    """
-    results = render_documents(docs)
-    problems = [f"{r.resource}: {p}" for r in results for p in r.problems]
-    if problems:
-        raise ValueError("refusing to write an invalid repository:\n" + "\n".join(problems))
-    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
-    for result in results:
-        model_dir = repo / result.triton_name
-        model_dir.mkdir(parents=True)
-        (model_dir / "config.pbtxt").write_text(result.pbtxt)
-        source = by_name[(result.kind, result.name)]["spec"].get("source", {})
-        for relative, content in source.get("inline", {}).get("files", {}).items():
-            (model_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-            (model_dir / relative).write_text(content)
-        if result.kind == "ModelEnsemble":
-            (model_dir / "1").mkdir()  # Triton wants a version directory, even empty
-    return results
+def sync(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tritonfleet sync`` as the sync Job runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "tritonfleet.sync", "--repository", str(repo), "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_every_runnable_sample_loads_and_answers(
     tmp_path: Path, triton_factory: Callable[..., TritonProcess]
 ) -> None:
-    results = write_repository(_documents(sorted(RUNNABLE.glob("*.yaml"))), tmp_path)
-    names = {r.triton_name for r in results}
+    repo = tmp_path / "models"
+    synced = sync(repo, "-f", str(RUNNABLE), "--all")
+    assert synced.returncode == 0, synced.stderr
+    names = {line.split(":")[0] for line in synced.stdout.splitlines()}
     assert names == {"toy_llm", "toy_llm_stream", "toy_embed", "vector_search", "toy_rag"}
 
-    server = triton_factory(tmp_path, load_models=sorted(names))
+    server = triton_factory(repo, load_models=sorted(names))
     assert all(server.model_ready(name) for name in names)
 
     status, answer = server.generate("toy_llm", {"text_input": "one two three", "max_tokens": 4})
@@ -87,14 +73,16 @@ def test_every_runnable_sample_loads_and_answers(
 def test_an_invalid_config_never_reaches_triton(
     tmp_path: Path, triton_factory: Callable[..., TritonProcess]
 ) -> None:
-    (doc,) = _documents([RUNNABLE / "toy-llm.yaml"])
+    (doc,) = yaml.safe_load_all((RUNNABLE / "toy-llm.yaml").read_text())
     # The classic copied-from-a-blog mistake: a string where Triton wants a map.
     doc["spec"]["config"]["extra"] = 'dynamic_batching { priority_queue_policy: "max_utilization" }'
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(doc))
     repo = tmp_path / "repo"
     repo.mkdir()
-    with pytest.raises(ValueError, match="priority_queue_policy") as refused:
-        write_repository([doc], repo)
-    assert "spec.config.extra: line 1" in str(refused.value)
+    refused = sync(repo, "-f", str(broken))
+    assert refused.returncode == 1
+    assert "spec.config.extra: line 1, column 43, field priority_queue_policy" in refused.stderr
     assert list(repo.iterdir()) == []
 
     # Triton never saw it: the repository it serves stays empty.

@@ -790,7 +790,7 @@ def test_usage_errors(env: Env) -> None:
     two = env.tmp / "two.yaml"
     two.write_text(yaml.safe_dump_all([doc, {**doc, "metadata": {"name": "n"}}]))
     result = run(["-f", str(two), "--repository", str(env.repo)])
-    assert result.rc == 2 and "found 2 TritonModel" in result.err
+    assert result.rc == 2 and "2 models found (m, n)" in result.err
     result = run(["-f", str(two), "--repository", str(env.repo), "--model-name", "n"])
     assert result.rc == 0, result.err
     assert (env.repo / "n").is_symlink()
@@ -882,3 +882,31 @@ def test_triton_loads_the_published_layout_and_reloads_new_revisions(
     assert status == 200, body
     triton.wait_model_ready("echo")
     assert _infer(triton) == [3.0, 6.0, 9.0]
+
+
+def test_an_ensemble_is_published_after_its_members(env: Env) -> None:
+    """The ensemble's config is checked against the members given with it and
+    published with the empty version directory Triton requires."""
+    runnable = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "runnable"
+    result = run(["-f", str(runnable), "--all", "--repository", str(env.repo)])
+    assert result.rc == 0, result.err
+    published = [line.split(":")[0] for line in result.out.splitlines()]
+    assert published.index("toy_rag") > published.index("toy_llm")
+    assert (env.repo / "toy_rag" / "1").is_dir()
+    config = (env.repo / "toy_rag" / "config.pbtxt").read_text()
+    assert 'platform: "ensemble"' in config
+    assert "tritonfleet.revision" in config
+    # Alone, the ensemble cannot be checked, so it is refused and nothing is published.
+    alone = run(
+        [
+            "-f",
+            str(runnable / "toy-rag.yaml"),
+            "--model-name",
+            "toy-rag",
+            "--repository",
+            str(env.tmp / "other"),
+        ]
+    )
+    assert alone.rc == 1
+    assert "TritonModel 'toy-llm' not found" in alone.err
+    assert not (env.tmp / "other" / "toy_rag").exists()

@@ -21,19 +21,17 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-import yaml
-from pydantic import ValidationError
-
+from tritonfleet.adapters.manifests import ManifestError, read_documents
 from tritonfleet.adapters.sources import FetchOptions, SyncError, local_error
 from tritonfleet.api.base import MODEL_NAME_RE
-from tritonfleet.api.model import TritonModel
+from tritonfleet.api.model import InlineSource, ModelSource, TritonModel
 from tritonfleet.desired.loading import stamp_revision
-from tritonfleet.desired.problems import problems_from_validation_error
-from tritonfleet.desired.render import render_model
+from tritonfleet.desired.render import Rendered, render_documents
 from tritonfleet.desired.repository import (
     DEFAULT_MAX_EXTRACT_BYTES,
     DEFAULT_MAX_MEMBERS,
@@ -128,7 +126,12 @@ def add_parser(subparsers: Any) -> None:
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-f", "--filename", help="TritonModel YAML file, or - for stdin")
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        help="TritonModel/ModelEnsemble YAML file, directory, or - for stdin (repeatable)",
+    )
     parser.add_argument(
         "--repository", required=True, type=Path, help="Triton's --model-repository directory"
     )
@@ -140,7 +143,13 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--model-name",
-        help="with --remove: the Triton model name; with -f: pick this model from the file",
+        help="with --remove: the Triton model name; with -f: pick this model (TritonModel or "
+        "ModelEnsemble, by metadata.name or modelName) from the file",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="with -f: publish every model in the file, members before ensembles",
     )
     parser.add_argument(
         "--remove", action="store_true", help="unpublish the model and delete its revisions"
@@ -230,49 +239,105 @@ def _signals() -> Iterator[None]:
             signal.signal(signum, old)
 
 
-def _load_model(filename: str, model_name: str | None) -> TritonModel | int:
+# Triton wants a version directory even for an ensemble, which has no files.
+ENSEMBLE_SOURCE = ModelSource(inline=InlineSource(files={"1/.keep": ""}))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model to publish: its rendered config and where its files come from."""
+
+    rendered: Rendered
+    source: ModelSource
+
+
+def _documents(filenames: Sequence[str]) -> list[dict[str, Any]] | int:
     try:
-        text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
-        docs = [d for d in yaml.safe_load_all(text) if d]
-    except (OSError, yaml.YAMLError) as error:
-        print(f"error: cannot read {filename}: {error}", file=sys.stderr)
+        docs = read_documents(filenames)
+    except ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    items: list[Any] = []
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "List":
-            items.extend(doc.get("items") or [])
-        else:
-            items.append(doc)
-    candidates = [d for d in items if isinstance(d, dict) and d.get("kind") == "TritonModel"]
+    return [d for d in docs if d.get("kind") in ("TritonModel", "ModelEnsemble")]
+
+
+def _names(doc: dict[str, Any]) -> set[str]:
+    names = ((doc.get("spec") or {}).get("modelName"), (doc.get("metadata") or {}).get("name"))
+    return {str(n) for n in names if n}
+
+
+def _load_targets(
+    filenames: Sequence[str], model_name: str | None, everything: bool
+) -> list[Target] | int:
+    """The models to publish from ``filename``, rendered together so an ensemble is
+    checked against the members in the same file (members first, ensembles last)."""
+    docs = _documents(filenames)
+    where = ", ".join(filenames)
+    if isinstance(docs, int):
+        return docs
     if model_name is not None:
-        candidates = [
-            d
-            for d in candidates
-            if ((d.get("spec") or {}).get("modelName") or (d.get("metadata") or {}).get("name"))
-            == model_name
-        ]
-    if len(candidates) != 1:
-        what = "no" if not candidates else f"{len(candidates)}"
+        chosen = [d for d in docs if model_name in _names(d)]
+    else:
+        chosen = docs if everything or len(docs) == 1 else []
+    if not chosen:
+        found = ", ".join(sorted(str((d.get("metadata") or {}).get("name")) for d in docs))
         print(
-            f"error: {filename}: found {what} TritonModel documents"
-            + (f" named {model_name!r}" if model_name else "")
-            + "; exactly one is needed (use --model-name to pick)",
+            f"error: {where}: "
+            + (
+                f"no TritonModel or ModelEnsemble named {model_name!r}"
+                if model_name
+                else f"{len(docs)} models found ({found}); pick one with --model-name or use --all"
+            ),
             file=sys.stderr,
         )
         return EXIT_USAGE
-    doc = candidates[0]
-    try:
-        return TritonModel.model_validate(doc)
-    except ValidationError as error:
-        name = (doc.get("metadata") or {}).get("name", "?")
-        print(f"TritonModel {name} is invalid, not syncing:", file=sys.stderr)
-        for problem in problems_from_validation_error(error):
-            print(f"  - {problem}", file=sys.stderr)
-        return EXIT_INVALID
+    results = render_documents(docs)
+    by_doc = {id(doc): result for doc, result in zip(docs, results, strict=True)}
+    targets = []
+    invalid = False
+    for doc in sorted(chosen, key=lambda d: d["kind"] == "ModelEnsemble"):
+        rendered = by_doc[id(doc)]
+        if not rendered.ok:
+            invalid = True
+            print(f"{rendered.resource} is invalid, not syncing:", file=sys.stderr)
+            for problem in rendered.problems:
+                print(f"  - {problem}", file=sys.stderr)
+            continue
+        source = (
+            TritonModel.from_object(doc).spec.source
+            if doc["kind"] == "TritonModel"
+            else ENSEMBLE_SOURCE
+        )
+        targets.append(Target(rendered, source))
+    return EXIT_INVALID if invalid else targets
 
 
 def _layout(args: argparse.Namespace) -> RepositoryLayout:
     return layout_for(args.repository, args.state_dir)
+
+
+def _request(args: argparse.Namespace, layout: RepositoryLayout, target: Target) -> SyncRequest:
+    revision = args.revision or target.rendered.revision
+    return SyncRequest(
+        name=target.rendered.triton_name,
+        source=target.source,
+        # The revision travels inside the config, so each Triton pod can be asked
+        # which revision it really loaded (see desired/loading.py).
+        pbtxt=stamp_revision(target.rendered.pbtxt, revision),
+        revision=revision,
+        layout=layout,
+        options=FetchOptions(
+            credentials_dir=args.credentials_dir,
+            pvc_root=args.pvc_root,
+            limits=ExtractionLimits(args.max_extract_bytes, args.max_members),
+            concurrency=max(1, args.concurrency),
+            multipart_chunk_bytes=max(5 * 1024 * 1024, args.multipart_chunk_size),
+            timeout=args.timeout,
+            progress_interval=args.progress_interval,
+        ),
+        force=args.force,
+        verify=args.verify,
+        lock_timeout=args.lock_timeout,
+    )
 
 
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
@@ -294,42 +359,16 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
             if args.remove:
                 remove_model(layout, args.model_name, args.lock_timeout)
                 return EXIT_OK
-            loaded = _load_model(args.filename, args.model_name)
-            if isinstance(loaded, int):
-                return loaded
-            rendered = render_model(loaded)
-            if not rendered.ok:
-                print(f"{rendered.resource} is invalid, not syncing:", file=sys.stderr)
-                for problem in rendered.problems:
-                    print(f"  - {problem}", file=sys.stderr)
-                return EXIT_INVALID
-            revision = args.revision or rendered.revision
-            request = SyncRequest(
-                model=loaded,
-                # The revision travels inside the config, so each Triton pod can be
-                # asked which revision it really loaded (see desired/loading.py).
-                pbtxt=stamp_revision(rendered.pbtxt, revision),
-                revision=revision,
-                layout=layout,
-                options=FetchOptions(
-                    credentials_dir=args.credentials_dir,
-                    pvc_root=args.pvc_root,
-                    limits=ExtractionLimits(args.max_extract_bytes, args.max_members),
-                    concurrency=max(1, args.concurrency),
-                    multipart_chunk_bytes=max(5 * 1024 * 1024, args.multipart_chunk_size),
-                    timeout=args.timeout,
-                    progress_interval=args.progress_interval,
-                ),
-                force=args.force,
-                verify=args.verify,
-                lock_timeout=args.lock_timeout,
-            )
-            outcome = sync_model(request)
-            print(
-                f"{outcome.model}: revision {outcome.revision} "
-                + ("published" if outcome.changed else "already published"),
-                file=out,
-            )
+            targets = _load_targets(args.filename, args.model_name, args.all)
+            if isinstance(targets, int):
+                return targets
+            for target in targets:
+                outcome = sync_model(_request(args, layout, target))
+                print(
+                    f"{outcome.model}: revision {outcome.revision} "
+                    + ("published" if outcome.changed else "already published"),
+                    file=out,
+                )
             return EXIT_OK
     except (SyncError, OSError) as raised:
         # Sources wrap their own I/O errors; an OSError left over is a local write.

@@ -27,7 +27,7 @@ from tritonfleet.adapters.sources import (
     emit,
     fetch,
 )
-from tritonfleet.api.model import TritonModel
+from tritonfleet.api.model import ModelSource
 from tritonfleet.desired.repository import (
     CONFIG_NAME,
     Manifest,
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SyncRequest:
-    model: TritonModel
+    name: str  # the Triton model name: the directory published in the repository
+    source: ModelSource  # an ensemble's is an inline placeholder version directory
     pbtxt: str  # rendered and validated by the caller
     revision: str
     layout: RepositoryLayout
@@ -69,7 +70,7 @@ class SyncOutcome:
 
 def sync_model(request: SyncRequest) -> SyncOutcome:
     started = time.monotonic()
-    name = request.model.triton_name
+    name = request.name
     repo = Repository(request.layout)
     repo.ensure_dirs()
     if request.layout.state_inside_repository:
@@ -87,7 +88,7 @@ def sync_model(request: SyncRequest) -> SyncOutcome:
         "sync start",
         model=name,
         revision=request.revision,
-        source=describe(request.model.spec.source),
+        source=describe(request.source),
         repository=str(request.layout.repository),
         version_policy=policy.describe(),
     )
@@ -187,12 +188,12 @@ def _stage(
     staging = Staging(repo.new_staging_path(name, request.revision), previous)
     try:
         policy = policy_from_config(request.pbtxt)
-        result = fetch(request.model.spec.source, policy, staging, request.options)
+        result = fetch(request.source, policy, staging, request.options)
         staging.write_bytes(PurePosixPath(CONFIG_NAME), request.pbtxt.encode())
         manifest = Manifest(
             model=name,
             revision=request.revision,
-            source=request.model.spec.source.kind,
+            source=request.source.kind,
             files=dict(staging.entries),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             versions=result.selection.plan.keep,
