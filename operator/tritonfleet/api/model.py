@@ -55,11 +55,12 @@ Dim = Annotated[int, Field(ge=-1, le=MAX_SAFE_INT)]
 """A tensor dimension: -1 (variable) or a positive size; 0 is refused as Triton does."""
 
 
-def _exactly_one(obj: ApiModel, fields: tuple[str, ...], what: str) -> None:
+def _exactly_one(obj: ApiModel, fields: tuple[str, ...]) -> None:
     present = [f for f in fields if getattr(obj, f) is not None]
     if len(present) != 1:
         wire = [type(obj).model_fields[f].alias or f for f in fields]
-        raise ValueError(f"{what}: set exactly one of {', '.join(wire)} (found {len(present)})")
+        # The error's location already names the object; say only what is wrong.
+        raise ValueError(f"set exactly one of {', '.join(wire)} (found {len(present)})")
 
 
 # --- source -----------------------------------------------------------------
@@ -158,7 +159,7 @@ class ModelSource(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSource:
-        _exactly_one(self, ("s3", "http", "pvc", "inline"), "source")
+        _exactly_one(self, ("s3", "http", "pvc", "inline"))
         return self
 
     @property
@@ -287,7 +288,7 @@ class VersionPolicy(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one_policy(self) -> VersionPolicy:
-        _exactly_one(self, ("latest", "all", "specific"), "versionPolicy")
+        _exactly_one(self, ("latest", "all", "specific"))
         return self
 
 
@@ -346,9 +347,9 @@ class ModelConfigSpec(ApiModel):
 
     @model_validator(mode="after")
     def _platform_xor_backend(self) -> ModelConfigSpec:
-        _exactly_one(self, ("platform", "backend"), "config")
+        _exactly_one(self, ("platform", "backend"))
         if self.platform == "ensemble":
-            raise ValueError("config.platform: use a ModelEnsemble for ensembles")
+            raise ValueError("platform 'ensemble': use a ModelEnsemble for ensembles")
         return self
 
 
@@ -370,7 +371,7 @@ class ReplicaRange(ApiModel):
     @model_validator(mode="after")
     def _min_le_max(self) -> ReplicaRange:
         if self.min > self.max:
-            raise ValueError(f"replicas: min ({self.min}) must not exceed max ({self.max})")
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
         return self
 
 
@@ -452,7 +453,7 @@ class ServingSpec(ApiModel):
             and self.autoscaling.scale_to_zero_after_seconds is not None
             and self.replicas.min != 0
         ):
-            raise ValueError("serving: autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0")
+            raise ValueError("autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0")
         return self
 
 
