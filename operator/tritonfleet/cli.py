@@ -1,6 +1,6 @@
 """The ``tritonfleet`` command: one entry point for every process and tool of
-the project (``crds``, ``render``; the operator, gateway and sync commands join
-as they land).
+the project: ``crds``, ``render``, ``sync`` and ``operator`` (the gateway joins
+when it lands).
 
 This is the outermost layer: it reads files and arguments, calls the pure
 layers, prints, and turns problems into exit codes.
@@ -13,13 +13,18 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tritonfleet import __version__
-from tritonfleet.adapters.manifests import ManifestError, read_documents
-from tritonfleet.api.crd import crd_files
-from tritonfleet.desired.render import Rendered, render_documents
-from tritonfleet.sync.cli import add_parser as add_sync_parser
+from tritonfleet.handlers.cli import add_parser as add_operator_parser
+from tritonfleet.handlers.cli import lean_imports
+
+if TYPE_CHECKING:
+    from tritonfleet.desired.render import Rendered
+
+# Subcommands other than `operator` are imported when used: the operator process
+# keeps gRPC and the kubernetes client out of its memory (see lean_imports), which
+# only works if nothing imported them before it starts.
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -36,6 +41,8 @@ def _project_root() -> Path:
 
 
 def cmd_crds(args: argparse.Namespace, out: TextIO) -> int:
+    from tritonfleet.api.crd import crd_files
+
     root = Path(args.root) if args.root else _project_root()
     files = crd_files()
     if args.stdout:
@@ -78,6 +85,9 @@ def _print_rendered(results: list[Rendered], out: TextIO) -> None:
 
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
+    from tritonfleet.adapters.manifests import ManifestError, read_documents
+    from tritonfleet.desired.render import render_documents
+
     try:
         results = render_documents(read_documents(args.filename))
     except ManifestError as error:
@@ -129,14 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(func=cmd_render)
 
+    from tritonfleet.sync.cli import add_parser as add_sync_parser
+
     add_sync_parser(sub)
+    add_operator_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Behave like other Unix tools when piped into `head`: stop quietly.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["operator"]:
+        lean_imports()
+    args = build_parser().parse_args(words)
     result: int = args.func(args, sys.stdout)
     return result
 

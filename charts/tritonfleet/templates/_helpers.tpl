@@ -1,0 +1,85 @@
+{{/* Names and labels shared by every template of the chart. */}}
+
+{{- define "tritonfleet.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tritonfleet.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tritonfleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tritonfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "tritonfleet.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "tritonfleet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tritonfleet
+{{- end -}}
+
+{{- define "tritonfleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "tritonfleet.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tritonfleet.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* kopf peering name when several replicas run (one active), empty when standalone. */}}
+{{- define "tritonfleet.peering" -}}
+{{- if gt (int .Values.operator.replicaCount) 1 -}}
+{{- include "tritonfleet.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tritonfleet.labelList" -}}
+{{- $out := list -}}
+{{- range $k, $v := . -}}
+{{- $out = append $out (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}
+
+{{/* The rules the operator needs inside each namespace it manages (see rbac.yaml). */}}
+{{- define "tritonfleet.namespacedRules" }}
+- apiGroups: ["tritonfleet.io"]
+  resources: ["tritonmodels", "modelensembles"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["tritonfleet.io"]
+  resources: ["tritonmodels/status", "modelensembles/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["tritonfleet.io"]
+  resources: ["tritonmodels/finalizers", "modelensembles/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}

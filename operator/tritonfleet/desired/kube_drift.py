@@ -1,0 +1,175 @@
+"""Tell, from what the API server already tells us, whether a child needs an apply.
+
+The reconciler must not write when nothing changed, and must repair a child
+someone edited by hand. Two cheap signals cover both, with no dry run:
+
+* our own change: the child's ``tritonfleet.io/spec-hash`` annotation differs
+  from the hash of the object we would apply now;
+* someone else's change: server-side apply records which manager owns each
+  field (``metadata.managedFields``). When another client (``kubectl edit``,
+  ``kubectl patch``, a script) changes or removes a field we applied, the API
+  server moves that field out of our ``tritonfleet`` entry. So a child is
+  intact exactly when every field we apply is still owned by us.
+
+Fields others *add* (an extra annotation, a sidecar) are theirs under
+server-side apply and are left alone: treating them as drift would make the
+operator re-apply forever without removing them. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+# Lists the API server merges by key (x-kubernetes-list-map-keys) in the objects
+# we build; every other list is atomic (owned as a whole).
+_LIST_KEYS: dict[str, tuple[str, ...]] = {
+    "containers": ("name",),
+    "initContainers": ("name",),
+    "volumes": ("name",),
+    "imagePullSecrets": ("name",),
+    "env": ("name",),
+    "volumeMounts": ("mountPath",),
+    "ownerReferences": ("uid",),
+}
+# `ports` is keyed differently in a container and in a Service.
+_PORT_KEYS_CONTAINER = ("containerPort", "protocol")
+_PORT_KEYS_SERVICE = ("port", "protocol")
+
+Path = tuple[str, ...]
+
+# Thousands of children share the same field paths: keep one copy of each.
+_PATHS: dict[Path, Path] = {}
+
+
+def _intern(path: Path) -> Path:
+    # Owner references name a uid: unique per object, not worth (nor safe) to keep for ever.
+    if "f:ownerReferences" in path:
+        return path
+    return _PATHS.setdefault(path, path)
+
+
+def _item_key(item: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """The ``k:{...}`` segment of fieldsV1 for one keyed list item."""
+    return "k:" + json.dumps({k: item[k] for k in keys if k in item}, separators=(",", ":"))
+
+
+def _list_keys(name: str, parent: Path) -> tuple[str, ...] | None:
+    if name == "ports":
+        in_container = "k:" in (parent[-1] if parent else "")
+        return _PORT_KEYS_CONTAINER if in_container else _PORT_KEYS_SERVICE
+    return _LIST_KEYS.get(name)
+
+
+def _walk(value: Any, path: Path) -> Iterator[Path]:
+    if isinstance(value, Mapping):
+        if not value:
+            yield path
+        for key, sub in value.items():
+            yield from _walk_field(str(key), sub, path)
+    else:
+        yield path
+
+
+def _walk_field(name: str, value: Any, parent: Path) -> Iterator[Path]:
+    here = (*parent, f"f:{name}")
+    if isinstance(value, list):
+        keys = _list_keys(name, parent)
+        if keys is None or not value or not all(isinstance(i, Mapping) for i in value):
+            yield here  # atomic list: owned as one field
+            return
+        for item in value:
+            yield from _walk(item, (*here, _item_key(item, keys)))
+        return
+    yield from _walk(value, here)
+
+
+def applied_paths(obj: Mapping[str, Any]) -> frozenset[Path]:
+    """Every field path an apply of ``obj`` sets, in fieldsV1 vocabulary.
+
+    ``apiVersion``/``kind`` and identity fields are not owned fields, so they are left out.
+    """
+    out: set[Path] = set()
+    for key, value in obj.items():
+        if key in ("apiVersion", "kind", "status"):
+            continue
+        if key == "metadata":
+            for meta_key in ("labels", "annotations", "ownerReferences", "finalizers"):
+                if meta_key in value:
+                    out.update(_walk_field(meta_key, value[meta_key], ("f:metadata",)))
+            continue
+        out.update(_walk_field(key, value, ()))
+    return frozenset(out)
+
+
+def _normalise_segment(segment: str) -> str:
+    """Keyed segments as the API server writes them, with keys sorted (stable compare)."""
+    if segment.startswith("k:"):
+        try:
+            parsed = json.loads(segment[2:])
+        except ValueError:
+            return segment
+        return "k:" + json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+    return segment
+
+
+def fields_v1_paths(tree: Mapping[str, Any], prefix: Path = ()) -> Iterator[Path]:
+    """Leaf paths of a managedFields ``fieldsV1`` tree (``"."`` markers dropped)."""
+    for key, sub in tree.items():
+        if key == ".":
+            continue
+        here = (*prefix, sys.intern(_normalise_segment(key)))
+        if isinstance(sub, Mapping) and any(k != "." for k in sub):
+            yield from fields_v1_paths(sub, here)
+        else:
+            yield here
+
+
+def owned_paths(managed_fields: Iterable[Mapping[str, Any]], manager: str) -> frozenset[Path]:
+    """Leaf paths ``manager`` owns on the main resource (not status/scale subresources)."""
+    out: set[Path] = set()
+    for entry in managed_fields or ():
+        if entry.get("manager") != manager or entry.get("subresource"):
+            continue
+        out.update(_intern(p) for p in fields_v1_paths(entry.get("fieldsV1") or {}))
+    return frozenset(out)
+
+
+def missing_paths(desired: frozenset[Path], owned: frozenset[Path]) -> list[Path]:
+    """Desired fields no longer owned by us: changed or removed by someone else.
+
+    A field counts as owned when it or one of its parents is an owned leaf: the
+    API server records atomic maps and lists (a Deployment's ``selector``,
+    ``args``) as one field.
+    """
+    prefixes: set[Path] = set()
+    for path in owned:
+        for end in range(1, len(path)):
+            prefixes.add(path[:end])
+    missing = []
+    for path in desired:
+        normalised = tuple(_normalise_segment(s) for s in path)
+        if normalised in owned or any(normalised[:end] in owned for end in range(1, len(path))):
+            continue
+        # A desired map we leave empty ({}) may be recorded deeper by the server.
+        if normalised in prefixes:
+            continue
+        missing.append(path)
+    return sorted(missing)
+
+
+def describe_path(path: Path) -> str:
+    """``spec.template.spec.containers[name=triton].image`` from a fieldsV1 path."""
+    out = ""
+    for segment in path:
+        if segment.startswith("f:"):
+            out += ("." if out else "") + segment[2:]
+        elif segment.startswith("k:"):
+            try:
+                parsed = json.loads(segment[2:])
+                out += "[" + ",".join(f"{k}={v}" for k, v in parsed.items()) + "]"
+            except ValueError:
+                out += f"[{segment[2:]}]"
+    return out

@@ -1,0 +1,767 @@
+"""One reconcile step, decided purely: from an object and what is observed of
+its children, the writes to make (only those needed), the status to report,
+and the event that tells a user what happened.
+
+Handlers gather the inputs from memory (watch streams) and carry out the
+:class:`Plan`; everything that decides lives here and is unit-tested without a
+cluster. An object whose desired state is already in place yields an empty
+plan and the status it already has - the basis of "no writes when idle".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from tritonfleet.api.ensemble import ModelEnsemble
+from tritonfleet.api.model import TritonModel
+from tritonfleet.api.settings import OperatorSettings
+from tritonfleet.api.status import (
+    AVAILABLE,
+    LOADED,
+    READY,
+    SYNCED,
+    VALID,
+    Condition,
+    ModelStatus,
+    find_condition,
+    set_condition,
+)
+from tritonfleet.desired.kube_drift import applied_paths, describe_path, missing_paths
+from tritonfleet.desired.kube_objects import (
+    FINALIZER,
+    Kind,
+    Obj,
+    Target,
+    cleanup_job,
+    cleanup_target,
+    deployment,
+    ensemble_target,
+    model_configmap,
+    model_target,
+    object_key,
+    replicas,
+    repository_claim,
+    service,
+    sync_job,
+)
+from tritonfleet.desired.kube_observed import ChildState
+from tritonfleet.desired.problems import Problem, problems_from_validation_error
+from tritonfleet.desired.render import render_ensemble, render_model
+
+Verb = Literal["apply", "create", "delete", "add-finalizer", "release"]
+Key = tuple[str, str, str]
+
+# Condition reasons a user must act on: they make the event a Warning.
+FAILURE_REASONS = frozenset(
+    {"InvalidSpec", "SyncFailed", "ReplicaFailure", "CleanupFailed", "ApplyFailed"}
+)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One write: apply/create an object, add an owner to the claim, delete, or release."""
+
+    verb: Verb
+    kind: str
+    namespace: str
+    name: str
+    why: str
+    body: Obj | None = None
+    propagation: Literal["Background", "Foreground"] = "Background"
+
+    def describe(self) -> str:
+        return f"{self.verb} {self.kind} {self.name} ({self.why})"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    status: ModelStatus | None = None  # None: leave status alone
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None  # seconds; when something will change without an event
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The reconciled object as the plan needs it (parsed from the raw body by :func:`owner_of`)."""
+
+    kind: Kind
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    finalizers: tuple[str, ...]
+    deletion_timestamp: str | None
+    status: ModelStatus
+    has_failover: bool = False
+    failover_mode: str = "auto"
+    triton_name: str = ""
+
+
+def owner_of(body: Mapping[str, Any]) -> Owner:
+    meta = body.get("metadata") or {}
+    try:
+        status = ModelStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = ModelStatus()  # a status we cannot read is rewritten from scratch
+    failover = (body.get("spec") or {}).get("failover")
+    return Owner(
+        kind=body["kind"],
+        namespace=str(meta.get("namespace") or "default"),
+        name=str(meta["name"]),
+        uid=str(meta.get("uid") or ""),
+        generation=int(meta.get("generation") or 0),
+        finalizers=tuple(meta.get("finalizers") or ()),
+        deletion_timestamp=meta.get("deletionTimestamp"),
+        status=status,
+        has_failover=bool(failover),
+        failover_mode=str((failover or {}).get("mode") or "auto"),
+        triton_name=str((body.get("spec") or {}).get("modelName") or meta["name"]),
+    )
+
+
+# --- desired state of one object ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """A parsed, rendered object: its target (None when invalid) and every problem."""
+
+    owner: Owner
+    target: Target | None
+    problems: tuple[Problem, ...] = ()
+    members_pending: tuple[str, ...] = ()  # ensembles: members whose revision is not synced
+
+
+def render_model_object(body: Mapping[str, Any]) -> Rendering:
+    owner = owner_of(body)
+    try:
+        model = TritonModel.model_validate(body)
+    except ValidationError as error:
+        return Rendering(owner, None, tuple(problems_from_validation_error(error)))
+    rendered = render_model(model)
+    if not rendered.ok:
+        return Rendering(owner, None, rendered.problems)
+    return Rendering(owner, model_target(model, rendered.revision))
+
+
+def member_synced(member_body: Mapping[str, Any], revision: str) -> bool:
+    """A member is ready to be hosted when its own status says this revision is synced."""
+    status = owner_of(member_body).status
+    synced = find_condition(status.conditions, SYNCED)
+    return status.revision == revision and synced is not None and synced.status == "True"
+
+
+def render_ensemble_object(
+    body: Mapping[str, Any], member_bodies: Mapping[str, Mapping[str, Any]]
+) -> Rendering:
+    """Parse and check an ensemble against the member TritonModels found in the cluster."""
+    owner = owner_of(body)
+    try:
+        ensemble = ModelEnsemble.model_validate(body)
+    except ValidationError as error:
+        return Rendering(owner, None, tuple(problems_from_validation_error(error)))
+    members: dict[str, TritonModel] = {}
+    revisions: dict[str, str] = {}
+    pending = []
+    unreadable = []
+    for name in ensemble.member_names:
+        member_body = member_bodies.get(name)
+        if member_body is None or (member_body.get("metadata") or {}).get("deletionTimestamp"):
+            continue  # reported as missing by the ensemble checks
+        try:
+            member = TritonModel.model_validate(member_body)
+        except ValidationError:
+            unreadable.append(name)
+            continue
+        members[name] = member
+        rendered = render_model(member)
+        revisions[name] = rendered.revision
+        if rendered.ok and not member_synced(member_body, rendered.revision):
+            pending.append(name)
+    rendered_ensemble = render_ensemble(ensemble, members, revisions)
+    problems = [
+        p
+        for p in rendered_ensemble.problems
+        if not any(f"TritonModel {n!r} not found" in p.message for n in unreadable)
+    ]
+    if unreadable:
+        problems.append(
+            Problem("spec.steps", f"member(s) {', '.join(unreadable)} are invalid; fix them first")
+        )
+    if problems:
+        return Rendering(owner, None, tuple(problems))
+    target = ensemble_target(ensemble, members, rendered_ensemble.revision)
+    return Rendering(owner, target, members_pending=tuple(pending))
+
+
+# --- the plan ------------------------------------------------------------------------
+
+
+def _now_iso(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def apply_reason(desired: Obj, observed: ChildState | None) -> str | None:
+    """Why ``desired`` must be applied over ``observed``, or None when it is in place."""
+    if observed is None:
+        return "missing"
+    if observed.deleting:
+        return None  # being deleted: re-created once it is gone
+    wanted = desired["metadata"].get("annotations", {}).get("tritonfleet.io/spec-hash", "")
+    if observed.spec_hash != wanted:
+        return "spec changed"
+    missing = missing_paths(applied_paths(desired), observed.owned)
+    if missing:
+        shown = ", ".join(describe_path(p) for p in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        return f"changed by another client: {shown}{more}"
+    return None
+
+
+def _apply_if_needed(desired: Obj, observed: Mapping[Key, ChildState], out: list[Action]) -> None:
+    kind, namespace, name = object_key(desired)
+    why = apply_reason(desired, observed.get((kind, namespace, name)))
+    if why:
+        out.append(Action("apply", kind, namespace, name, why, desired))
+
+
+def _children_of(kind: str, observed: Mapping[Key, ChildState]) -> list[ChildState]:
+    return sorted((c for c in observed.values() if c.kind == kind), key=lambda c: c.name)
+
+
+@dataclass
+class _Facts:
+    """Intermediate observations shared by actions and conditions."""
+
+    synced: bool = False
+    sync_job: ChildState | None = None
+    waiting_for_old_syncs: list[str] = field(default_factory=list)
+    served_revision: str | None = None
+    deployment: ChildState | None = None
+    claim_deleting: bool = False
+
+
+def _claim_actions(
+    target: Target, settings: OperatorSettings, claim: ChildState | None, out: list[Action]
+) -> bool:
+    """Create the namespace's claim if missing; True while it is being deleted.
+
+    A claim created in this same reconcile is usable at once: the pods that mount it
+    simply wait for it to bind. It is created (not applied) so that concurrent
+    reconciles of a namespace's models cannot fight over it: the first wins, the
+    others get AlreadyExists and carry on.
+    """
+    desired = repository_claim(target.namespace, settings)
+    if desired is None:
+        return False
+    if claim is None:
+        out.append(
+            Action(
+                "create",
+                "PersistentVolumeClaim",
+                target.namespace,
+                desired["metadata"]["name"],
+                "missing",
+                desired,
+            )
+        )
+        return False
+    return claim.deleting
+
+
+def _sync_actions(
+    rendering: Rendering,
+    target: Target,
+    settings: OperatorSettings,
+    observed: Mapping[Key, ChildState],
+    facts: _Facts,
+    out: list[Action],
+) -> None:
+    jobs = [j for j in _children_of("Job", observed) if j.name != target.cleanup_job_name]
+    current = observed.get(("Job", target.namespace, target.sync_job_name()))
+    facts.sync_job = current
+    facts.deployment = observed.get(("Deployment", target.namespace, target.deployment_name))
+    deployed = facts.deployment.revision if facts.deployment else ""
+    own_synced = (current is not None and current.succeeded) or deployed == target.revision
+    facts.synced = own_synced and not rendering.members_pending
+    if own_synced:
+        facts.served_revision = target.revision if facts.synced else (deployed or None)
+        return
+    facts.served_revision = deployed or None
+    # An older revision's sync still running could publish stale files after ours:
+    # stop it first (Foreground: the Job goes only once its pods are gone).
+    for job in jobs:
+        if job.revision != target.revision and not job.succeeded and not job.failed:
+            facts.waiting_for_old_syncs.append(job.name)
+            if not job.deleting:
+                out.append(
+                    Action(
+                        "delete",
+                        "Job",
+                        job.namespace,
+                        job.name,
+                        f"superseded by revision {target.revision}",
+                        propagation="Foreground",
+                    )
+                )
+    _apply_if_needed(model_configmap(target), observed, out)
+    if not facts.waiting_for_old_syncs and not facts.claim_deleting and current is None:
+        # Jobs are immutable once created: only ever created, never re-applied.
+        out.append(
+            Action(
+                "apply",
+                "Job",
+                target.namespace,
+                target.sync_job_name(),
+                "missing",
+                sync_job(target, settings),
+            )
+        )
+
+
+def _garbage_actions(
+    target: Target, observed: Mapping[Key, ChildState], facts: _Facts, out: list[Action]
+) -> None:
+    """Once the current revision is served, the ConfigMaps and Jobs of older ones go."""
+    if facts.served_revision != target.revision or facts.deployment is None:
+        return
+    if facts.deployment.revision != target.revision:
+        return
+    for child in [*_children_of("ConfigMap", observed), *_children_of("Job", observed)]:
+        if child.name == target.cleanup_job_name or child.deleting:
+            continue
+        if child.revision and child.revision != target.revision:
+            out.append(
+                Action(
+                    "delete",
+                    child.kind,
+                    child.namespace,
+                    child.name,
+                    f"revision {child.revision} is no longer served",
+                )
+            )
+
+
+def _condition(type_: str, ok: bool | None, reason: str, message: str, gen: int) -> Condition:
+    status = "Unknown" if ok is None else ("True" if ok else "False")
+    return Condition(
+        type=type_, status=status, reason=reason, message=message, observed_generation=gen
+    )
+
+
+def _sync_condition(rendering: Rendering, target: Target, facts: _Facts, gen: int) -> Condition:
+    job = facts.sync_job
+    if facts.synced:
+        return _condition(
+            SYNCED, True, "SyncSucceeded", f"revision {target.revision} is in the repository", gen
+        )
+    if job is not None and job.failed:
+        return _condition(
+            SYNCED,
+            False,
+            "SyncFailed",
+            f"sync Job {job.name} failed ({job.problem or 'see its logs'}). Check the source, "
+            f"then `kubectl logs job/{job.name} -n {target.namespace}`; delete the Job to retry.",
+            gen,
+        )
+    if facts.claim_deleting:
+        return _condition(
+            SYNCED,
+            False,
+            "WaitingForRepository",
+            "the model-repository claim is being deleted; it is re-created once it is gone",
+            gen,
+        )
+    if facts.waiting_for_old_syncs:
+        return _condition(
+            SYNCED,
+            False,
+            "Syncing",
+            f"stopping the sync of an older revision ({', '.join(facts.waiting_for_old_syncs)}) "
+            f"before syncing revision {target.revision}",
+            gen,
+        )
+    if rendering.members_pending and (job is None or job.succeeded):
+        return _condition(
+            SYNCED,
+            False,
+            "WaitingForMembers",
+            f"member(s) not synced yet: {', '.join(rendering.members_pending)}",
+            gen,
+        )
+    return _condition(
+        SYNCED,
+        False,
+        "Syncing",
+        f"sync Job {target.sync_job_name()} is copying revision {target.revision} "
+        "into the model repository",
+        gen,
+    )
+
+
+def _available_condition(target: Target, facts: _Facts, gen: int) -> Condition:
+    dep = facts.deployment
+    if dep is None or facts.served_revision is None:
+        return _condition(
+            AVAILABLE,
+            False,
+            "WaitingForSync",
+            "Triton replicas start once a revision is synced (the Deployment has 0 until then)",
+            gen,
+        )
+    if dep.ready_replicas > 0:
+        return _condition(
+            AVAILABLE,
+            True,
+            "MinimumReplicasAvailable",
+            f"{dep.ready_replicas}/{dep.replicas} Triton replicas ready",
+            gen,
+        )
+    hint = (
+        f"{dep.ready_replicas}/{dep.replicas} Triton replicas ready; see "
+        f"`kubectl describe pods -n {target.namespace} -l tritonfleet.io/model={target.name}`"
+        f" (GPU capacity, image pull, model load errors)"
+    )
+    if dep.problem:
+        return _condition(AVAILABLE, False, "ReplicaFailure", f"{dep.problem}. {hint}", gen)
+    return _condition(AVAILABLE, False, "NoReplicasReady", hint, gen)
+
+
+def _ready_condition(
+    conditions: Sequence[Condition], target: Target, facts: _Facts, gen: int
+) -> Condition:
+    for type_ in (VALID, SYNCED, AVAILABLE, LOADED):
+        cond = find_condition(conditions, type_)
+        if cond is not None and cond.status != "True":
+            return _condition(READY, False, cond.reason, f"{type_}: {cond.message}", gen)
+    dep = facts.deployment
+    assert dep is not None  # Available is True
+    rolled = (
+        dep.revision == target.revision
+        and dep.observed_generation >= dep.generation
+        and dep.updated_replicas >= dep.replicas
+    )
+    if not rolled:
+        return _condition(
+            READY,
+            False,
+            "RollingOut",
+            f"rolling out revision {target.revision}: {dep.updated_replicas}/{dep.replicas} "
+            "replicas updated; the old ones serve until the new ones are ready",
+            gen,
+        )
+    return _condition(
+        READY,
+        True,
+        "Ready",
+        f"revision {target.revision} served by {dep.ready_replicas} Triton replica(s)",
+        gen,
+    )
+
+
+def _served_by(owner: Owner, available: bool) -> str:
+    if owner.has_failover and owner.failover_mode == "hosted":
+        return "hosted"
+    if available:
+        return "triton"
+    if owner.has_failover and owner.failover_mode == "auto":
+        return "hosted"
+    return "none"
+
+
+def _with_conditions(
+    old: ModelStatus, new: Sequence[Condition], now: str, **fields: Any
+) -> ModelStatus:
+    conditions: tuple[Condition, ...] = tuple(old.conditions)
+    for cond in new:
+        conditions = set_condition(conditions, cond, now)
+    return old.model_copy(update={"conditions": list(conditions), **fields})
+
+
+def _transition_event(
+    old: ModelStatus, new: ModelStatus, actions: Sequence[Action]
+) -> Event | None:
+    """One event per reconcile that changed something: what changed and what was done."""
+    changes = []
+    failing = None
+    for cond in new.conditions:
+        before = find_condition(old.conditions, cond.type)
+        # A transition is a status flip (or a new failure); progress within False
+        # (Syncing → WaitingForSync) shows in the status, without an event each.
+        flipped = before is None or before.status != cond.status
+        new_failure = cond.reason in FAILURE_REASONS and (
+            before is None or before.reason != cond.reason
+        )
+        if not (flipped or new_failure):
+            continue
+        changes.append(f"{cond.type}={cond.status} ({cond.reason}): {cond.message}")
+        if cond.reason in FAILURE_REASONS and failing is None:
+            failing = cond
+    done = [a.describe() for a in actions]
+    if not changes and not done:
+        return None
+    message = "; ".join([*changes, *(["did: " + ", ".join(done)] if done else [])])
+    if failing is not None:
+        return Event("Warning", failing.reason, message[:1024])
+    was_ready = find_condition(old.conditions, READY)
+    repaired = [
+        a
+        for a in actions
+        if a.why.startswith("changed by another client")
+        or (a.why == "missing" and was_ready is not None and was_ready.status == "True")
+    ]
+    ready = find_condition(new.conditions, READY)
+    if repaired:
+        reason = "Repaired"
+    elif changes and ready is not None:
+        reason = ready.reason
+    else:
+        reason = "Applied"
+    return Event("Normal", reason, message[:1024])
+
+
+def _add_finalizer(owner: Owner, out: list[Action]) -> None:
+    if FINALIZER not in owner.finalizers:
+        out.append(
+            Action(
+                "add-finalizer",
+                owner.kind,
+                owner.namespace,
+                owner.name,
+                "removes the model's files from the repository on deletion",
+            )
+        )
+
+
+def plan(
+    rendering: Rendering,
+    observed: Mapping[Key, ChildState],
+    claim: ChildState | None,
+    settings: OperatorSettings,
+    now: datetime,
+) -> Plan:
+    """The writes, status and event of one reconcile of a live (not deleting) object."""
+    owner = rendering.owner
+    stamp = _now_iso(now)
+    gen = owner.generation
+    actions: list[Action] = []
+    if rendering.target is None:
+        listing = "\n".join(f"- {p}" for p in rendering.problems)
+        valid = _condition(
+            VALID,
+            False,
+            "InvalidSpec",
+            f"{len(rendering.problems)} problem(s); fix them and re-apply:\n{listing}",
+            gen,
+        )
+        unknown = [
+            _condition(t, None, "InvalidSpec", "the spec is invalid", gen)
+            for t in (SYNCED, AVAILABLE)
+        ]
+        ready = _condition(READY, False, "InvalidSpec", "the spec is invalid (see Valid)", gen)
+        status = _with_conditions(
+            owner.status,
+            [valid, *unknown, ready],
+            stamp,
+            observed_generation=gen,
+            revision=None,
+            served_by=_served_by(owner, False),
+        )
+        return _finish(owner, status, actions)
+    target = rendering.target
+    _add_finalizer(owner, actions)
+    facts = _Facts()
+    facts.claim_deleting = _claim_actions(target, settings, claim, actions)
+    _sync_actions(rendering, target, settings, observed, facts, actions)
+    _apply_if_needed(service(target), observed, actions)
+    if not facts.claim_deleting:
+        _apply_if_needed(deployment(target, settings, facts.served_revision), observed, actions)
+    _garbage_actions(target, observed, facts, actions)
+    conditions = [
+        _condition(VALID, True, "SpecValid", "the spec renders a valid Triton config", gen),
+        _sync_condition(rendering, target, facts, gen),
+        _available_condition(target, facts, gen),
+    ]
+    merged = _with_conditions(owner.status, conditions, stamp)
+    conditions.append(_ready_condition(merged.conditions, target, facts, gen))
+    dep = facts.deployment
+    serving = dep is not None and facts.served_revision is not None
+    want = dep.replicas if dep is not None and serving else replicas(target.serving)
+    ready_count = dep.ready_replicas if dep is not None else 0
+    status = _with_conditions(
+        owner.status,
+        conditions,
+        stamp,
+        observed_generation=gen,
+        revision=target.revision,
+        replicas=want,
+        ready_replicas=ready_count,
+        replica_summary=f"{ready_count}/{want}",
+        served_by=_served_by(owner, ready_count > 0),
+        deployment=target.deployment_name if dep is not None else None,
+    )
+    return _finish(owner, status, actions)
+
+
+def _finish(owner: Owner, status: ModelStatus, actions: list[Action]) -> Plan:
+    changed = status.to_wire() != owner.status.to_wire()
+    event = _transition_event(owner.status, status, actions) if (changed or actions) else None
+    return Plan(
+        actions=tuple(actions),
+        status=status if changed else None,
+        events=(event,) if event else (),
+    )
+
+
+# --- deletion ------------------------------------------------------------------------------
+
+
+def _seconds_since(timestamp: str | None, now: datetime) -> float:
+    if not timestamp:
+        return 0.0
+    try:
+        then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return (now - then).total_seconds()
+
+
+def _release(owner: Owner, why: str) -> Action:
+    return Action("release", owner.kind, owner.namespace, owner.name, why)
+
+
+def plan_deletion(
+    rendering: Rendering,
+    observed: Mapping[Key, ChildState],
+    settings: OperatorSettings,
+    now: datetime,
+) -> Plan:
+    """Deleting: stop syncs, run the cleanup Job, then release the finalizer.
+
+    Children themselves go with their owner through the garbage collector.
+    Deletion never blocks for ever: after ``cleanup_timeout_seconds``, or when
+    the cleanup cannot run, the finalizer is released with a Warning saying
+    which files may be left behind. (The namespace's repository claim goes once
+    no model is left at all: :func:`plan_claim`.)
+    """
+    return _deletion_steps(rendering, observed, settings, now)
+
+
+def plan_claim(
+    namespace: str, owners_left: int, claim: ChildState | None, settings: OperatorSettings
+) -> Plan:
+    """The repository claim the operator created goes with the last model of its namespace."""
+    if not settings.creates_repository_claim or owners_left or claim is None or claim.deleting:
+        return Plan()
+    return Plan(
+        actions=(
+            Action(
+                "delete",
+                "PersistentVolumeClaim",
+                namespace,
+                claim.name,
+                "no TritonModel or ModelEnsemble is left in the namespace",
+            ),
+        )
+    )
+
+
+def _deletion_steps(
+    rendering: Rendering,
+    observed: Mapping[Key, ChildState],
+    settings: OperatorSettings,
+    now: datetime,
+) -> Plan:
+    owner = rendering.owner
+    if FINALIZER not in owner.finalizers:
+        return Plan()
+    target = rendering.target
+    if target is None:
+        # Invalid now (e.g. an ensemble whose member is gone); it may have synced before.
+        target = cleanup_target(
+            owner.kind, owner.namespace, owner.name, owner.uid, owner.triton_name
+        )
+    cleanup = observed.get(("Job", target.namespace, target.cleanup_job_name))
+    ever_synced = any(
+        c.kind in ("Job", "Deployment") and c.name != target.cleanup_job_name
+        for c in observed.values()
+    )
+    if not ever_synced and cleanup is None:
+        return Plan(actions=(_release(owner, "nothing was synced"),))
+    waited = _seconds_since(owner.deletion_timestamp, now)
+    where = f"model directory {target.triton_name!r} in claim {settings.repository_claim_in_use}"
+    if cleanup is not None and cleanup.succeeded:
+        return Plan(
+            actions=(_release(owner, "cleanup done"),),
+            events=(Event("Normal", "CleanedUp", f"removed the {where}"),),
+        )
+    if (cleanup is not None and cleanup.failed) or waited > settings.cleanup_timeout_seconds:
+        problem = cleanup.problem if cleanup is not None and cleanup.failed else "timed out"
+        return Plan(
+            actions=(_release(owner, "cleanup failed"),),
+            events=(
+                Event(
+                    "Warning",
+                    "CleanupFailed",
+                    f"cleanup Job {target.cleanup_job_name} did not finish ({problem}) after "
+                    f"{int(waited)}s; the {where} may remain: remove it by hand",
+                ),
+            ),
+        )
+    actions: list[Action] = []
+    running_syncs = [
+        c
+        for c in observed.values()
+        if c.kind == "Job" and c.name != target.cleanup_job_name and not (c.succeeded or c.failed)
+    ]
+    for job in running_syncs:
+        if not job.deleting:
+            actions.append(
+                Action(
+                    "delete", "Job", job.namespace, job.name, "model deleted", None, "Foreground"
+                )
+            )
+    if not running_syncs and cleanup is None:
+        actions.append(
+            Action(
+                "apply",
+                "Job",
+                target.namespace,
+                target.cleanup_job_name,
+                "model deleted",
+                cleanup_job(target, settings),
+            )
+        )
+    return Plan(
+        actions=tuple(actions),
+        requeue_after=max(settings.cleanup_timeout_seconds - waited, 1.0),
+    )
+
+
+def status_patch(old: ModelStatus, new: ModelStatus) -> Obj:
+    """Merge-patch body turning ``old`` into ``new`` (fields that disappear become null)."""
+    old_wire, new_wire = old.to_wire(), new.to_wire()
+    patch: Obj = dict(new_wire)
+    for key in old_wire:
+        if key not in new_wire:
+            patch[key] = None
+    return patch
+
+
+def finalizers_with(finalizers: Sequence[str], add: bool) -> list[str]:
+    """The owner's finalizer list with ours added or removed (order of the others kept)."""
+    kept = [f for f in finalizers if f != FINALIZER]
+    return [*kept, FINALIZER] if add else kept

@@ -1,0 +1,354 @@
+"""The reconcile loop: one ``reconcile()`` per object, whatever woke it up.
+
+kopf handlers (an object changed, a child changed, a member changed) and the
+periodic resync only *request* a reconcile here; a small pool of workers runs
+them, never two at once for the same object, coalescing bursts (a thousand
+child events for one object make one or two reconciles, not a thousand).
+
+A reconcile reads the object and its children from memory (``state.World``),
+asks ``desired.kube_plan`` what to do, and carries the plan out: writes only
+the children that are missing or differ, the status only when it changed,
+and one Event when anything changed. Failures are reported (Warning Event,
+metrics) and retried with backoff; the periodic resync is the safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from tritonfleet.adapters.kube import ApiError, KubeClient
+from tritonfleet.api.settings import OperatorSettings
+from tritonfleet.desired.kube_plan import (
+    Action,
+    Plan,
+    Rendering,
+    finalizers_with,
+    owner_of,
+    plan,
+    plan_claim,
+    plan_deletion,
+    render_ensemble_object,
+    render_model_object,
+    status_patch,
+)
+from tritonfleet.handlers import metrics
+from tritonfleet.handlers.state import Key, World
+
+log = logging.getLogger("tritonfleet.reconcile")
+
+MAX_BACKOFF = 300.0
+CLAIM = "RepositoryClaim"  # pseudo-kind of the per-namespace claim check
+
+
+class Reconciler:
+    """Work queue + workers + the reconcile itself (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        world: World,
+        settings: OperatorSettings,
+        *,
+        workers: int = 32,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.world = world
+        self.settings = settings
+        self.workers = workers
+        self.clock = clock
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._running: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._renders: OrderedDict[tuple[str, int], Rendering] = OrderedDict()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- scheduling -------------------------------------------------------------------
+
+    def request(self, key: Key, delay: float = 0.0) -> None:
+        """Ask for a reconcile of ``key`` (now, or after ``delay`` seconds)."""
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            previous = self._timers.get(key)
+            due = loop.time() + delay
+            if previous is not None and previous.when() <= due:
+                return  # an earlier reconcile is already planned
+            if previous is not None:
+                previous.cancel()
+            self._timers[key] = loop.call_later(delay, self._fire, key)
+            return
+        if key in self._running:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.request(key)
+
+    def start(self) -> None:
+        for _ in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._worker()))
+        self._tasks.append(asyncio.create_task(self._resync()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for handle in self._timers.values():
+            handle.cancel()
+
+    async def _resync(self) -> None:
+        """Level-based safety net: every object is re-checked every interval."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            for key in list(self.world.owner_keys()):
+                self.request(key)
+            for namespace in self.world.claim_namespaces():
+                self.request_claim_check(namespace)
+            for kind, count in self.world.counts().items():
+                metrics.MANAGED.labels(kind).set(count)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+            self._running.add(key)
+            try:
+                await self._reconcile_safely(key)
+            finally:
+                self._running.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.request(key)
+
+    async def _reconcile_safely(self, key: Key) -> None:
+        kind = key[0]
+        started = time.perf_counter()
+        try:
+            outcome = await self.reconcile(key)
+        except ApiError as error:
+            outcome = "error"
+            metrics.RECONCILE_ERRORS.labels(kind, error.reason or str(error.status)).inc()
+            self._retry(key, error)
+        except Exception as error:
+            outcome = "error"
+            metrics.RECONCILE_ERRORS.labels(kind, type(error).__name__).inc()
+            log.exception("reconcile of %s %s/%s failed", *key)
+            self._retry(key, error)
+        else:
+            self._failures.pop(key, None)
+        metrics.RECONCILES.labels(kind, outcome).inc()
+        metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+
+    def _retry(self, key: Key, error: Exception) -> None:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(2.0**failures, MAX_BACKOFF)
+        log.warning("reconcile of %s %s/%s: %s; retrying in %.0fs", *key, error, delay)
+        self.request(key, delay)
+
+    # --- the reconcile -----------------------------------------------------------------
+
+    def _render(self, body: Mapping[str, Any]) -> Rendering:
+        kind = body["kind"]
+        if kind == "ModelEnsemble":
+            namespace = body["metadata"].get("namespace") or "default"
+            steps = (body.get("spec") or {}).get("steps") or ()
+            members = {}
+            for name in {str(s.get("model")) for s in steps if isinstance(s, Mapping)}:
+                member = self.world.owner("TritonModel", namespace, name)
+                if member is not None:
+                    members[name] = member
+            return render_ensemble_object(body, members)
+        meta = body["metadata"]
+        cache_key = (str(meta.get("uid")), int(meta.get("generation") or 0))
+        cached = self._renders.get(cache_key)
+        if cached is None:
+            cached = render_model_object(body)
+            self._renders[cache_key] = cached
+            if len(self._renders) > 4096:
+                self._renders.popitem(last=False)
+        else:
+            self._renders.move_to_end(cache_key)
+        # The cache keeps the spec-derived part; the owner (status, finalizers) is always fresh.
+        return Rendering(owner_of(body), cached.target, cached.problems, cached.members_pending)
+
+    async def reconcile(self, key: Key) -> str:
+        """Bring one object's children and status to their desired state; the outcome."""
+        kind, namespace, name = key
+        if kind == CLAIM:
+            return await self._reconcile_claim(namespace, name)
+        body = self.world.owner(kind, namespace, name)
+        if body is None:
+            return "gone"
+        rendering = self._render(body)
+        owner = rendering.owner
+        children = self.world.children(owner.uid)
+        now = self.clock()
+        if owner.deletion_timestamp:
+            decided = plan_deletion(rendering, children, self.settings, now)
+        else:
+            claim = None
+            if self.settings.creates_repository_claim:
+                claim = self.world.claim(namespace, self.settings.repository_claim_name)
+            decided = plan(rendering, children, claim, self.settings, now)
+        if not decided.actions and decided.status is None and not decided.events:
+            if decided.requeue_after:
+                self.request(key, decided.requeue_after)
+            return "noop"
+        await self._execute(key, body, decided)
+        return "changed"
+
+    async def _reconcile_claim(self, namespace: str, name: str) -> str:
+        owners_left = sum(1 for k in self.world.owner_keys() if k[1] == namespace)
+        decided = plan_claim(
+            namespace, owners_left, self.world.claim(namespace, name), self.settings
+        )
+        for action in decided.actions:
+            metrics.WRITES.labels(action.verb, action.kind).inc()
+            await self.client.delete(action.kind, action.namespace, action.name)
+            self.world.forget_child((action.kind, action.namespace, action.name), "")
+            log.info("%s: %s", namespace, action.describe())
+        return "changed" if decided.actions else "noop"
+
+    def request_claim_check(self, namespace: str) -> None:
+        """After an owner is gone: does the namespace still need its repository claim?"""
+        if self.settings.creates_repository_claim:
+            self.request((CLAIM, namespace, self.settings.repository_claim_name), delay=1.0)
+
+    async def _execute(self, key: Key, body: dict[str, Any], decided: Plan) -> None:
+        """Carry out a plan: owner metadata first, then the children concurrently, then status."""
+        for action in decided.actions:
+            metrics.WRITES.labels(action.verb, action.kind).inc()
+        owner_first = [a for a in decided.actions if a.verb == "add-finalizer"]
+        owner_last = [a for a in decided.actions if a.verb == "release"]
+        children = [a for a in decided.actions if a not in owner_first and a not in owner_last]
+        try:
+            # The finalizer lands before anything that needs cleaning up is created.
+            for action in owner_first:
+                body = await self._act(key, body, action)
+            outcomes = await asyncio.gather(*(self._try(key, body, a) for a in children))
+            failures = [f for f in outcomes if f]
+            if not failures:
+                for action in owner_last:
+                    body = await self._act(key, body, action)
+        except ApiError as error:
+            if error.conflict or error.not_found:
+                self.request(key, 0.5)  # our copy of the object is stale: use the watched one
+                return
+            raise
+        if failures:
+            message = "; ".join(failures)
+            self._post(body, "Warning", "ApplyFailed", message)
+            raise ApiError(0, "ApplyFailed", message, "reconcile", "/".join(key))
+        if decided.status is not None:
+            old = owner_of(body).status
+            patch = {
+                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                "status": status_patch(old, decided.status),
+            }
+            try:
+                updated = await self.client.patch_status(key[0], key[1], key[2], patch)
+            except ApiError as error:
+                if error.conflict or error.not_found:
+                    self.request(key, 0.5)  # changed under us: recompute from the newer object
+                    return
+                raise
+            self.world.remember_owner(updated)
+            body = updated
+        for event in decided.events:
+            self._post(body, event.type, event.reason, event.message)
+        if decided.requeue_after:
+            self.request(key, decided.requeue_after)
+
+    async def _try(self, key: Key, body: dict[str, Any], action: Action) -> str | None:
+        """One child write; a failure message instead of an exception."""
+        try:
+            await self._act(key, body, action)
+        except ApiError as error:
+            if action.verb == "create" and error.conflict:
+                self.request(key, 0.2)  # someone created it first: re-read and go on
+                return None
+            if self._namespace_terminating(action, error):
+                await self._act(key, body, Action("release", *key, "namespace is being deleted"))
+                return None
+            return f"{action.verb} {action.kind} {action.name}: {error.message}"
+        return None
+
+    @staticmethod
+    def _namespace_terminating(action: Action, error: ApiError) -> bool:
+        return (
+            action.kind == "Job"
+            and action.name.endswith("-cleanup")
+            and error.status == 403
+            and "terminat" in error.message
+        )
+
+    async def _act(self, key: Key, body: dict[str, Any], action: Action) -> dict[str, Any]:
+        client, world = self.client, self.world
+        if action.verb in ("add-finalizer", "release"):
+            finalizers = finalizers_with(
+                body["metadata"].get("finalizers") or (), add=action.verb == "add-finalizer"
+            )
+            patch = {
+                "metadata": {
+                    "finalizers": finalizers,
+                    "resourceVersion": body["metadata"]["resourceVersion"],
+                }
+            }
+            updated = await client.patch(key[0], key[1], key[2], patch)
+            if action.verb == "release" and updated["metadata"].get("deletionTimestamp"):
+                world.forget_owner(*key)  # released: it may be gone any moment
+            else:
+                world.remember_owner(updated)
+            log.info("%s %s/%s: %s", key[0], key[1], key[2], action.describe())
+            return updated
+        if action.verb == "apply":
+            assert action.body is not None
+            world.remember_child(await client.apply(action.body))
+        elif action.verb == "create":
+            assert action.body is not None
+            world.remember_child(await client.create(action.body))
+        elif action.verb == "delete":
+            observed = world.children(body["metadata"].get("uid", "")).get(
+                (action.kind, action.namespace, action.name)
+            )
+            await client.delete(
+                action.kind, action.namespace, action.name, propagation=action.propagation
+            )
+            world.forget_child(
+                (action.kind, action.namespace, action.name), observed.uid if observed else ""
+            )
+        log.info("%s %s/%s: %s", key[0], key[1], key[2], action.describe())
+        return body
+
+    def _post(self, body: Mapping[str, Any], type_: Any, reason: str, message: str) -> None:
+        """Post an Event in the background: the reconcile does not wait for it."""
+        task = asyncio.create_task(self._event(body, type_, reason, message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _event(self, body: Mapping[str, Any], type_: Any, reason: str, message: str) -> None:
+        try:
+            await self.client.post_event(body, type_=type_, reason=reason, message=message)
+        except (TimeoutError, ApiError, OSError) as error:
+            # An event is not worth failing (or retrying) the reconcile for.
+            name = body["metadata"]["name"]
+            log.warning("could not post event %s on %s: %s", reason, name, error)

