@@ -1,6 +1,5 @@
 """The ``tritonfleet`` command: one entry point for every process and tool of
-the project: ``crds``, ``render``, ``sync`` and ``operator`` (the gateway joins
-when it lands).
+the project: ``crds``, ``render``, ``sync``, ``operator`` and ``gateway``.
 
 This is the outermost layer: it reads files and arguments, calls the pure
 layers, prints, and turns problems into exit codes.
@@ -139,10 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(func=cmd_render)
 
+    from tritonfleet.gateway.cli import add_parser as add_gateway_parser
     from tritonfleet.sync.cli import add_parser as add_sync_parser
 
     add_sync_parser(sub)
     add_operator_parser(sub)
+    add_gateway_parser(sub)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""``tritonfleet gateway``: command-line entry of the gateway process.
+
+:func:`add_parser` registers the subcommand on the umbrella ``tritonfleet``
+CLI; :func:`main` is the same command standalone (``python -m
+tritonfleet.gateway``). Reads the arguments, sets up logging with key
+redaction, loads the routing table once (so a bad file fails at start with
+every problem listed) and runs the aiohttp server until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from tritonfleet.desired.routing import RouteTable
+    from tritonfleet.gateway.sources import ClusterRouteSource, StaticRouteSource
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("tritonfleet.gateway")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``gateway`` on the ``tritonfleet`` CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "gateway",
+        help="run the OpenAI-compatible gateway (Triton routing, hosted failover)",
+        description="OpenAI-compatible gateway: routes each model to the Triton pods holding "
+        "it and fails over to a hosted OpenAI-compatible API. See docs/gateway.md.",
+    )
+    _arguments(parser)
+    parser.set_defaults(func=cmd_gateway)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--routes",
+        metavar="FILE",
+        help="static routes file (YAML); without it the gateway routes from the "
+        "TritonModel/ModelEnsemble objects of the cluster (in-cluster mode)",
+    )
+    parser.add_argument("--prices", metavar="FILE", help="price table overriding the defaults")
+    parser.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")  # noqa: S104
+    parser.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    parser.add_argument(
+        "--auth-tokens-file",
+        metavar="FILE",
+        help="require a bearer token from this file (one per line; a mounted Secret)",
+    )
+    parser.add_argument(
+        "--auth-tokens-env",
+        metavar="VAR",
+        help="require a bearer token from this environment variable (comma-separated)",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="largest request body accepted (default 4 MiB)",
+    )
+    parser.add_argument(
+        "--probe-interval",
+        type=float,
+        default=1.0,
+        help="seconds between health probes of each (model, pod) (default 1)",
+    )
+    parser.add_argument(
+        "--queue-interval",
+        type=float,
+        default=1.0,
+        help="seconds between Triton /metrics scrapes for queueTimeAboveMs (default 1)",
+    )
+    cluster = parser.add_argument_group("in-cluster mode (without --routes)")
+    cluster.add_argument("--kubeconfig", help="default: $KUBECONFIG, in-cluster, ~/.kube/config")
+    cluster.add_argument("--namespace", help="watch one namespace (default: all)")
+    cluster.add_argument(
+        "--poll-interval",
+        type=float,
+        default=2.0,
+        help="seconds between listings of TritonModel/ModelEnsemble (default 2)",
+    )
+    cluster.add_argument(
+        "--triton-http-port", type=int, default=8000, help="Triton HTTP port on pod IPs"
+    )
+    cluster.add_argument(
+        "--triton-metrics-port", type=int, default=8002, help="Triton metrics port on pod IPs"
+    )
+    parser.add_argument(
+        "--secrets-dir",
+        metavar="DIR",
+        help="in-cluster: API-key Secrets projected as DIR/<namespace>/<name>/<key>",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request (slower)")
+
+
+def setup_logging(level: str) -> None:
+    from tritonfleet.gateway.secrets import RedactingFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _event_loop_factory() -> Any:
+    # uvloop roughly halves the per-request CPU of aiohttp; optional.
+    if importlib.util.find_spec("uvloop") is None:
+        return None
+    import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+    return uvloop.new_event_loop
+
+
+def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
+    # Imported here, not at the top: `tritonfleet crds` and friends should not
+    # pay for aiohttp, prometheus and the gateway at start.
+    from aiohttp import web
+
+    from tritonfleet.adapters.kube import KubeClient, discover_endpoint
+    from tritonfleet.desired.routing import PriceTable, RoutesError
+    from tritonfleet.gateway.app import Gateway, GatewaySettings
+    from tritonfleet.gateway.secrets import ClientTokens, KeyStore, MissingKeyError
+    from tritonfleet.gateway.sources import ClusterRouteSource, StaticRouteSource, read_prices
+
+    setup_logging(args.log_level)
+    source: StaticRouteSource | ClusterRouteSource
+    table: RouteTable | None = None
+    where: str
+    if args.routes:
+        static = StaticRouteSource(Path(args.routes), Path(args.prices) if args.prices else None)
+        try:
+            table = static.load()
+        except RoutesError as err:
+            print(f"error: {args.routes}: {err}", file=sys.stderr)
+            return EXIT_INVALID
+        source, where = static, args.routes
+    else:
+        try:
+            endpoint = discover_endpoint(args.kubeconfig)
+            prices = read_prices(Path(args.prices)) if args.prices else PriceTable()
+        except (ValueError, OSError, RoutesError) as err:
+            print(f"error: in-cluster mode: {err} (or run with --routes FILE)", file=sys.stderr)
+            return EXIT_USAGE
+        source = ClusterRouteSource(
+            # A short timeout: a hung list must not freeze the table for long.
+            KubeClient(
+                endpoint,
+                field_manager="tritonfleet-gateway",
+                timeout=max(5.0, 3 * args.poll_interval),
+            ),
+            args.namespace,
+            prices=prices,
+            poll_s=args.poll_interval,
+            http_port=args.triton_http_port,
+            metrics_port=args.triton_metrics_port,
+        )
+        where = f"TritonModel/ModelEnsemble in {args.namespace or 'all namespaces'}"
+    keys = KeyStore(Path(args.secrets_dir) if args.secrets_dir else None)
+    for route in table.routes.values() if table is not None else ():
+        hosted = route.hosted
+        if hosted is not None and hosted.api_key is not None:
+            try:
+                keys.get(hosted.api_key)  # registers it for redaction; warns early
+            except MissingKeyError as err:
+                log.warning("model %s: hosted API key: %s", route.name, err)
+    try:
+        tokens = ClientTokens(args.auth_tokens_file, args.auth_tokens_env)
+    except MissingKeyError as err:
+        print(f"error: client tokens: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    settings = GatewaySettings(
+        max_request_bytes=args.max_request_bytes,
+        probe_interval_s=args.probe_interval,
+        queue_interval_s=args.queue_interval,
+    )
+    gateway = Gateway(table, source, settings=settings, tokens=tokens, keys=keys)
+    log.info(
+        "gateway listening on %s:%d, routes from %s%s",
+        args.host,
+        args.port,
+        where,
+        " (client auth on)" if tokens.enabled else "",
+    )
+    # Startup objects (modules, routes) live forever: keep them out of every
+    # collection, and collect young objects less often — the request path
+    # allocates plenty but makes no reference cycles, so refcounting frees it
+    # and the collector only adds latency spikes.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+    factory = _event_loop_factory()
+    loop = factory() if factory is not None else asyncio.new_event_loop()
+    web.run_app(
+        gateway.app,
+        host=args.host,
+        port=args.port,
+        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
+        print=None,
+        loop=loop,
+        shutdown_timeout=5.0,
+    )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tritonfleet gateway")
+    _arguments(parser)
+    args = parser.parse_args(argv)
+    return cmd_gateway(args, sys.stdout)

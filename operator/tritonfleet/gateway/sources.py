@@ -1,0 +1,202 @@
+"""Where the routing table comes from.
+
+A :class:`RouteSource` runs for the gateway's lifetime and calls ``publish``
+with a fresh :class:`~tritonfleet.desired.routing.RouteTable` whenever its
+input changes. Both modes share everything downstream (routing, failover,
+metrics); only the source differs:
+
+* :class:`StaticRouteSource` — ``--routes FILE``: reads the YAML at start,
+  then re-reads it when its mtime changes (a ConfigMap update, an edit). A
+  broken edit is logged and the last good table stays in force.
+* :class:`ClusterRouteSource` — in-cluster: lists ``TritonModel`` and
+  ``ModelEnsemble`` objects (read-only) every ``poll_s`` seconds through
+  :class:`~tritonfleet.adapters.kube.KubeClient` and feeds them, with their
+  ``status.pods``, to :func:`~tritonfleet.desired.routing.routes_from_cluster`.
+  Level-based polling rather than a watch: a missed event cannot leave a stale
+  route, every gateway replica converges on the same table, and a list of a
+  few hundred small objects every two seconds is cheap for the API server.
+  The table is re-published only when it changes; an API error keeps the last
+  good table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from pydantic import ValidationError
+
+from tritonfleet.adapters.kube import ApiError, KubeClient
+from tritonfleet.api.ensemble import ModelEnsemble
+from tritonfleet.api.model import TritonModel
+from tritonfleet.desired.routing import (
+    DEFAULT_TRITON_HTTP_PORT,
+    DEFAULT_TRITON_METRICS_PORT,
+    PriceTable,
+    Route,
+    RoutesError,
+    RouteTable,
+    load_prices,
+    load_routes,
+    routes_from_cluster,
+)
+
+log = logging.getLogger("tritonfleet.gateway")
+
+Publish = Callable[[RouteTable], None]
+
+
+class RouteSource(Protocol):
+    async def run(self, publish: Publish) -> None: ...
+
+
+def read_routes(path: Path, prices_path: Path | None = None) -> RouteTable:
+    """Read and validate a routes file (and an optional prices file)."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise RoutesError([f"cannot read {path}: {err.strerror}"]) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise RoutesError([f"{path}{where}: not valid YAML"]) from None
+    table = load_routes(doc)
+    if prices_path is not None:
+        table = RouteTable(table.routes, read_prices(prices_path, table.prices))
+    return table
+
+
+def read_prices(path: Path, base: PriceTable | None = None) -> PriceTable:
+    """A ``--prices FILE``: the ``prices`` section of a routes file, alone or
+    under a ``prices:`` key (the chart's values)."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise RoutesError([f"cannot read prices file {path}: {err}"]) from None
+    if isinstance(doc, dict) and "prices" in doc:
+        doc = doc["prices"]
+    return load_prices(doc, base)
+
+
+class StaticRouteSource:
+    def __init__(self, path: Path, prices_path: Path | None = None, poll_s: float = 2.0) -> None:
+        self.path = path
+        self.prices_path = prices_path
+        self.poll_s = poll_s
+
+    def _stamp(self) -> tuple[float, ...]:
+        stamps = []
+        for p in (self.path, self.prices_path):
+            if p is None:
+                continue
+            try:
+                stamps.append(p.stat().st_mtime)
+            except OSError:
+                stamps.append(-1.0)
+        return tuple(stamps)
+
+    def load(self) -> RouteTable:
+        return read_routes(self.path, self.prices_path)
+
+    async def run(self, publish: Publish) -> None:
+        stamp = self._stamp()
+        while True:
+            await asyncio.sleep(self.poll_s)
+            now = self._stamp()
+            if now == stamp:
+                continue
+            stamp = now
+            try:
+                table = self.load()
+            except RoutesError as err:
+                log.error(
+                    "routes file changed but is invalid; keeping the last good table: %s", err
+                )
+                continue
+            publish(table)
+            log.info("routes reloaded from %s: %d models", self.path, len(table.routes))
+
+
+class ClusterRouteSource:
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str | None = None,
+        *,
+        prices: PriceTable | None = None,
+        poll_s: float = 2.0,
+        http_port: int = DEFAULT_TRITON_HTTP_PORT,
+        metrics_port: int = DEFAULT_TRITON_METRICS_PORT,
+        defaults: Route | None = None,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.prices = prices or PriceTable()
+        self.poll_s = poll_s
+        self.http_port = http_port
+        self.metrics_port = metrics_port
+        self.defaults = defaults
+        self._problems: tuple[str, ...] = ()
+
+    async def load(self) -> RouteTable:
+        models: list[TritonModel] = []
+        ensembles: list[ModelEnsemble] = []
+        bad: list[str] = []
+        for obj in await self.client.list("TritonModel", self.namespace):
+            try:
+                models.append(TritonModel.from_object(obj))
+            except ValidationError:
+                bad.append(_object_name(obj))
+        for obj in await self.client.list("ModelEnsemble", self.namespace):
+            try:
+                ensembles.append(ModelEnsemble.from_object(obj))
+            except ValidationError:
+                bad.append(_object_name(obj))
+        result = routes_from_cluster(
+            models,
+            ensembles,
+            prices=self.prices,
+            http_port=self.http_port,
+            metrics_port=self.metrics_port,
+            defaults=self.defaults,
+        )
+        problems = result.problems + tuple(f"{n}: not a valid object, skipped" for n in bad)
+        if problems != self._problems:
+            for problem in problems:
+                log.warning("not routed: %s", problem)
+            self._problems = problems
+        return result.table
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def run(self, publish: Publish) -> None:
+        last: RouteTable | None = None
+        while True:
+            started = time.monotonic()
+            try:
+                table = await self.load()
+            except ApiError as err:
+                log.warning("listing models failed, keeping the last routing table: %s", err)
+            except Exception:  # never let the source die: the table would freeze
+                log.exception("building routes failed, keeping the last routing table")
+            else:
+                took = time.monotonic() - started
+                if took > max(1.0, self.poll_s):
+                    log.info("listing models took %.1f s", took)
+                if table != last:
+                    publish(table)
+                    if last is None or set(table.routes) != set(last.routes):
+                        log.info("routing %d models: %s", len(table.routes), sorted(table.routes))
+                    last = table
+            await asyncio.sleep(self.poll_s)
+
+
+def _object_name(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind', '?')} {meta.get('namespace', '')}/{meta.get('name', '?')}"
