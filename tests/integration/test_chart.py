@@ -5,7 +5,10 @@ chart rendered with its defaults; ``helm install`` (with the chart's CRDs) and
 ``helm uninstall`` on the testbed; ``kubectl auth can-i`` as the chart's
 ServiceAccount says yes to every request the operator makes and no to the rest;
 and the operator, run with that ServiceAccount's own token, serves a model from
-install to deletion - the proof that the RBAC is enough.
+install to deletion - the proof that the RBAC is enough. The gateway has its own
+Deployment (Pod Security "restricted"), Service, PDB and ServiceAccount, whose
+RBAC is read-only: models and ensembles, and ``get`` on Secrets (the hosted
+provider API keys) - while the operator's ServiceAccount still reads no Secret.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.integration.test_operator_harness import OperatorProcess, crds  # noqa: F401
 from tests.support.testbed import REPO_ROOT, Testbed
+from tritonfleet.gateway.sources import read_prices
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +80,38 @@ FORBIDDEN = [
     ("create", "roles.rbac.authorization.k8s.io"),
     ("update", "deployments.apps"),
 ]
+# Every request the gateway makes (its routing table and the hosted API keys) ...
+GATEWAY_USES = [
+    ("get", "tritonmodels.tritonfleet.io"),
+    ("list", "tritonmodels.tritonfleet.io"),
+    ("watch", "tritonmodels.tritonfleet.io"),
+    ("get", "modelensembles.tritonfleet.io"),
+    ("list", "modelensembles.tritonfleet.io"),
+    ("watch", "modelensembles.tritonfleet.io"),
+    ("get", "secrets"),
+]
+# ... and no write at all, nor listing Secrets.
+GATEWAY_FORBIDDEN = [
+    *[
+        (verb, resource)
+        for resource in ("tritonmodels.tritonfleet.io", "modelensembles.tritonfleet.io")
+        for verb in ("create", "update", "patch", "delete")
+    ],
+    ("patch", "tritonmodels.tritonfleet.io", "status"),
+    ("list", "secrets"),
+    ("watch", "secrets"),
+    ("create", "secrets"),
+    ("update", "secrets"),
+    ("delete", "secrets"),
+    ("create", "pods"),
+    ("delete", "pods"),
+    ("create", "deployments.apps"),
+    ("patch", "deployments.apps"),
+    ("update", "deployments.apps"),
+    ("delete", "deployments.apps"),
+    ("create", "services"),
+    ("create", "events"),
+]
 CLUSTER_FORBIDDEN = [
     ("delete", "namespaces"),
     ("patch", "nodes"),
@@ -123,6 +160,9 @@ def test_helm_lint(testbed: Testbed) -> None:
         ("operator.replicas=2", "/operator"),
         ("repository.sise=1Gi", "/repository"),
         ("operator.logFormat=xml", "logFormat"),
+        ("gateway.replicas=2", "/gateway"),
+        ("gateway.auth.secret=x", "/gateway/auth"),
+        ("gateway.logLevel=loud", "logLevel"),
     ],
 )
 def test_values_schema_refuses_unknown_keys_and_bad_values(
@@ -178,9 +218,19 @@ def test_kustomize_build_has_the_operator_and_crds(testbed: Testbed) -> None:
         assert kind in kinds
 
 
+def rendered(testbed: Testbed, *sets: str) -> list[dict[str, Any]]:
+    args = [a for flag in sets for a in ("--set", flag)]
+    return [d for d in yaml.safe_load_all(helm_template(testbed, *args).stdout) if d]
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
 def test_operator_pod_is_pod_security_restricted(testbed: Testbed) -> None:
-    docs = [d for d in yaml.safe_load_all(helm_template(testbed).stdout) if d]
-    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    docs = rendered(testbed)
+    dep = named(docs, "Deployment", "t-tritonfleet")
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -196,20 +246,128 @@ def test_operator_pod_is_pod_security_restricted(testbed: Testbed) -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["TRITONFLEET_PEERING"] == ""  # one replica: standalone
-    ha = [
-        d
-        for d in yaml.safe_load_all(
-            helm_template(testbed, "--set", "operator.replicaCount=2").stdout
-        )
-        if d
-    ]
-    (ha_dep,) = [d for d in ha if d["kind"] == "Deployment"]
+    ha = rendered(testbed, "operator.replicaCount=2")
+    ha_dep = named(ha, "Deployment", "t-tritonfleet")
     ha_env = {
         e["name"]: e.get("value")
         for e in ha_dep["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert ha_env["TRITONFLEET_PEERING"] == "t-tritonfleet"
     assert any(d["kind"] == "ClusterKopfPeering" for d in ha)
+
+
+def test_gateway_deployment_is_pod_security_restricted_with_service_and_pdb(
+    testbed: Testbed,
+) -> None:
+    docs = rendered(testbed)
+    dep = named(docs, "Deployment", "t-tritonfleet-gateway")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert pod["serviceAccountName"] == "t-tritonfleet-gateway"
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert (
+        c["image"]
+        == named(docs, "Deployment", "t-tritonfleet")["spec"]["template"]["spec"]["containers"][0][
+            "image"
+        ]
+    )  # the operator's image by default
+    assert c["args"][:3] == ["gateway", "--port", "8080"]
+    assert "--namespace" not in c["args"] and "--auth-tokens-file" not in c["args"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    # Not the operator's pods: the operator's Service and PDB do not select it.
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert selector["app.kubernetes.io/component"] == "gateway"
+    svc = named(docs, "Service", "t-tritonfleet-gateway")
+    assert svc["spec"]["selector"] == selector
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert named(docs, "PodDisruptionBudget", "t-tritonfleet-gateway")["spec"]["selector"] == {
+        "matchLabels": selector
+    }
+    assert named(docs, "ServiceAccount", "t-tritonfleet-gateway")
+    role = named(docs, "ClusterRole", "t-tritonfleet-gateway")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["tritonfleet.io"],
+            "resources": ["tritonmodels", "modelensembles"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    ]
+    assert "secrets" not in json.dumps(named(docs, "ClusterRole", "t-tritonfleet")["rules"])
+
+    # One replica: no PDB. Client tokens: the Secret's key mounted as a file.
+    one = rendered(
+        testbed,
+        "gateway.replicaCount=1",
+        "gateway.auth.existingSecret=gw-tokens",
+        "gateway.image.tag=9.9",
+        "operator.watchNamespaces={team-a,team-b}",
+    )
+    assert not [d for d in one if d["kind"] == "PodDisruptionBudget" and "gateway" in str(d)]
+    c1 = named(one, "Deployment", "t-tritonfleet-gateway")["spec"]["template"]["spec"]
+    (g,) = c1["containers"]
+    assert g["image"].endswith(":9.9")
+    args = g["args"]
+    assert args[args.index("--auth-tokens-file") + 1] == "/etc/tritonfleet/auth/tokens"
+    assert args[args.index("--namespace") + 1] == "team-a,team-b"
+    assert {"name": "auth", "mountPath": "/etc/tritonfleet/auth", "readOnly": True} in g[
+        "volumeMounts"
+    ]
+    (auth,) = [v for v in c1["volumes"] if v["name"] == "auth"]
+    assert auth["secret"]["secretName"] == "gw-tokens"
+    roles = [d for d in one if d["metadata"]["name"] == "t-tritonfleet-gateway"]
+    assert sorted(
+        (d["kind"], d["metadata"].get("namespace")) for d in roles if "Role" in d["kind"]
+    ) == [
+        ("Role", "team-a"),
+        ("Role", "team-b"),
+        ("RoleBinding", "team-a"),
+        ("RoleBinding", "team-b"),
+    ]
+
+    off = rendered(testbed, "gateway.enabled=false")
+    assert not [d for d in off if "gateway" in d["metadata"]["name"]]
+
+
+def test_gateway_price_table_comes_from_values(testbed: Testbed, tmp_path: Path) -> None:
+    """The chart's price table is what the gateway reads with --prices."""
+    # --set turns 1.5 into a string; --set-json keeps numbers numbers.
+    own_price = 'gateway.prices.models.my-model={"input": 1.5, "output": 3}'
+    text = helm_template(testbed, "--set-json", own_price).stdout
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    config = named(docs, "ConfigMap", "t-tritonfleet-gateway-prices")
+    prices_file = tmp_path / "prices.yaml"
+    prices_file.write_text(config["data"]["prices.yaml"])
+    table = read_prices(prices_file)
+    assert table.prices["gpt-4.1"].output == 8.0
+    assert table.prices["deepseek-v3.2"].output == 0.42
+    assert table.prices["my-model"].input == 1.5
+    pod = named(docs, "Deployment", "t-tritonfleet-gateway")["spec"]["template"]
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--prices") + 1] == "/etc/tritonfleet/prices/prices.yaml"
+    assert "checksum/prices" in pod["metadata"]["annotations"]
+    negative = 'gateway.prices.models.x={"input": -1, "output": 1}'
+    refused = helm_template(testbed, "--set-json", negative, check=False)
+    assert refused.returncode != 0
+    assert "/gateway/prices/models/x/input" in refused.stderr, refused.stderr
 
 
 def test_dockerfile_is_multi_stage_slim_non_root_from_the_wheel() -> None:
@@ -291,6 +449,8 @@ def test_helm_install_cluster_wide_rbac_is_enough_and_no_more_then_uninstall(
             sa = f"system:serviceaccount:{ns}:{name}-tritonfleet"
             dep = testbed.get("deployment", f"{name}-tritonfleet", namespace=ns)
             assert dep is not None and dep["status"].get("readyReplicas") == 1
+            gw = testbed.get("deployment", f"{name}-tritonfleet-gateway", namespace=ns)
+            assert gw is not None and gw["status"].get("readyReplicas") == 2
             for kind in ("serviceaccount", "service", "poddisruptionbudget"):
                 assert testbed.get(
                     kind,
@@ -303,6 +463,10 @@ def test_helm_install_cluster_wide_rbac_is_enough_and_no_more_then_uninstall(
             assert denied == []
             allowed = [u for u in FORBIDDEN + CLUSTER_FORBIDDEN if can_i(testbed, sa, *u)]
             assert allowed == []
+            gw_sa = f"system:serviceaccount:{ns}:{name}-tritonfleet-gateway"
+            assert [u for u in GATEWAY_USES if not can_i(testbed, gw_sa, *u)] == []
+            assert [u for u in GATEWAY_FORBIDDEN if can_i(testbed, gw_sa, *u)] == []
+            assert [u for u in GATEWAY_FORBIDDEN if can_i(testbed, gw_sa, *u, namespace=ns)] == []
         assert testbed.get("deployment", f"{name}-tritonfleet", namespace=ns) is None
         assert testbed.get("clusterrole", f"{name}-tritonfleet") is None
         # crds.keep: the CRDs (and every model) survive the uninstall.
@@ -347,6 +511,11 @@ def test_namespaced_install_the_operator_works_with_only_its_service_account(
         assert [u for u in NAMESPACED_USES if can_i(testbed, sa, *u, namespace=other)] == []
         assert [u for u in FORBIDDEN if can_i(testbed, sa, *u, namespace=team)] == []
         assert [u for u in CLUSTER_FORBIDDEN if can_i(testbed, sa, *u)] == []
+        gw = f"system:serviceaccount:{system}:{name}-tritonfleet-gateway"
+        assert [u for u in GATEWAY_USES if not can_i(testbed, gw, *u, namespace=team)] == []
+        assert [u for u in GATEWAY_USES if can_i(testbed, gw, *u, namespace=other)] == []
+        assert [u for u in GATEWAY_USES if can_i(testbed, gw, *u, namespace=system)] == []
+        assert [u for u in GATEWAY_FORBIDDEN if can_i(testbed, gw, *u, namespace=team)] == []
         kubeconfig = _token_kubeconfig(testbed, system, sa_name, tmp_path / "sa.kubeconfig")
         operator = OperatorProcess(testbed, [team], env={"KUBECONFIG": str(kubeconfig)})
         operator.start()

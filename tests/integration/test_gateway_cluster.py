@@ -1,6 +1,8 @@
 """The gateway's in-cluster mode: routes from TritonModel objects and their
 ``status.pods`` on the real API server of the testbed, to a real tritonserver,
-with failover to the hosted stand-in using the key of the referenced Secret.
+with failover to the hosted stand-in using the key of the referenced Secret,
+which the gateway reads from the API server (no ``--secrets-dir``) and re-reads
+when it rotates; the key never reaches the gateway's log.
 
 The operator is not running here: the test writes ``status`` itself (through
 the status subresource, as the loader does), so it controls exactly which pods
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTED_KEY = "sk-cluster-" + secrets.token_hex(16)
+ROTATED_KEY = "sk-rotated-" + secrets.token_hex(16)
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -128,6 +131,9 @@ def set_pods(testbed: Testbed, namespace: str, revision: str, pods: list[dict[st
     )
 
 
+gateway_log: list[Path] = []
+
+
 @pytest.fixture(scope="module")
 def gateway(
     testbed: Testbed,
@@ -137,14 +143,11 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     work = tmp_path_factory.mktemp("gwc")
-    # The Secret exists in the cluster; the gateway reads it projected as files.
+    # The Secret exists only in the cluster: the gateway reads it from the API server.
     testbed.kubectl(
         "create", "secret", "generic", "hosted-key", "-n", namespace,
         f"--from-literal=api-key={HOSTED_KEY}",
     )  # fmt: skip
-    key_dir = work / "secrets" / namespace / "hosted-key"
-    key_dir.mkdir(parents=True)
-    (key_dir / "api-key").write_text(HOSTED_KEY)
     testbed.apply(yaml.safe_dump(model_object(namespace, hosted)))
     set_pods(
         testbed,
@@ -154,6 +157,7 @@ def gateway(
     )
     port = free_port()
     log_path = work / "gateway.log"
+    gateway_log.append(log_path)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
@@ -170,8 +174,8 @@ def gateway(
                 str(triton.http_port),
                 "--triton-metrics-port",
                 str(triton.metrics_port),
-                "--secrets-dir",
-                str(work / "secrets"),
+                "--secret-refresh",
+                "0.5",
                 "--probe-interval",
                 "0.2",
                 "--host",
@@ -205,7 +209,8 @@ def gateway(
     finally:
         proc.terminate()
         proc.wait(10)
-        assert HOSTED_KEY not in log_path.read_text()
+        text = log_path.read_text()
+        assert HOSTED_KEY not in text and ROTATED_KEY not in text
 
 
 def ask(url: str) -> tuple[dict[str, str], str]:
@@ -273,6 +278,34 @@ def test_no_pod_at_the_current_revision_fails_over_with_the_secret_key(
         assert ask(gateway)[0]["x-tritonfleet-backend"] == "triton"
 
     eventually(triton_now)
+
+
+def test_rotated_secret_is_used_without_a_restart_and_never_logged(
+    gateway: str, testbed: Testbed, namespace: str, hosted: HostedAPI
+) -> None:
+    # No ready pod at the current revision: every answer comes from the hosted API.
+    set_pods(testbed, namespace, "r3", [])
+
+    def hosted_now() -> None:
+        try:
+            headers, _ = ask(gateway)
+        except openai.APIStatusError as err:  # the old key, until the gateway re-reads it
+            raise AssertionError(str(err)) from None
+        assert headers["x-tritonfleet-backend"] == "hosted"
+
+    eventually(hosted_now)
+    assert hosted.requests[-1].headers["Authorization"] == f"Bearer {HOSTED_KEY}"
+
+    # Rotate: the provider takes only the new key, the Secret gets it.
+    hosted.server.api_key = ROTATED_KEY
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hosted-key"}}
+    secret["stringData"] = {"api-key": ROTATED_KEY}
+    testbed.apply(json.dumps(secret), namespace=namespace)
+
+    eventually(hosted_now)
+    assert hosted.requests[-1].headers["Authorization"] == f"Bearer {ROTATED_KEY}"
+    text = gateway_log[-1].read_text()
+    assert HOSTED_KEY not in text and ROTATED_KEY not in text
 
 
 def test_deleted_model_is_no_longer_routed(gateway: str, testbed: Testbed, namespace: str) -> None:

@@ -83,3 +83,46 @@ app.kubernetes.io/part-of: tritonfleet
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
+
+{{/* The gateway: its own name, labels (component: gateway), ServiceAccount and image. */}}
+{{- define "tritonfleet.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "tritonfleet.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "tritonfleet.gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tritonfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "tritonfleet.gateway.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "tritonfleet.gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tritonfleet
+{{- end -}}
+
+{{- define "tritonfleet.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create -}}
+{{- default (include "tritonfleet.gateway.fullname" .) .Values.gateway.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.gateway.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tritonfleet.gateway.image" -}}
+{{- $repo := default .Values.image.repository .Values.gateway.image.repository -}}
+{{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.gateway.image.tag -}}
+{{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
+
+{{/* Read-only rules of the gateway in each namespace it serves (see gateway-rbac.yaml). */}}
+{{- define "tritonfleet.gateway.rules" }}
+- apiGroups: ["tritonfleet.io"]
+  resources: ["tritonmodels", "modelensembles"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}

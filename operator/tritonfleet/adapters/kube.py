@@ -87,6 +87,7 @@ RESOURCES: dict[str, Resource] = {
     "Event": Resource("v1", "events"),
     "Namespace": Resource("v1", "namespaces", namespaced=False),
     "Pod": Resource("v1", "pods"),
+    "Secret": Resource("v1", "secrets"),
     "Deployment": Resource("apps/v1", "deployments"),
     "Job": Resource("batch/v1", "jobs"),
     "TritonModel": Resource("tritonfleet.io/v1alpha1", "tritonmodels"),
@@ -110,6 +111,13 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+class SecretValueError(LookupError):
+    """A Secret, or the key asked for in it, is missing or unreadable.
+
+    The message names namespace, name and key - never a value.
+    """
 
 
 @dataclass(frozen=True)
@@ -409,6 +417,30 @@ class KubeClient:
         result = await self.request("GET", kind, namespace, params=params)
         items: list[Obj] = result.get("items") or []
         return items
+
+    async def get_secret_value(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of ``key`` in Secret ``namespace/name``.
+
+        The value is never logged and never part of an exception: a missing
+        Secret or key raises :class:`SecretValueError` naming only the
+        reference; other API errors (403 ...) raise :class:`ApiError`, whose
+        message comes from the API server's Status, not from the Secret.
+        """
+        where = f"secret {namespace}/{name}"
+        try:
+            obj = await self.request("GET", "Secret", namespace, name)
+        except ApiError as error:
+            if error.not_found:
+                raise SecretValueError(f"{where} not found (wanted key {key!r})") from None
+            raise
+        data = obj.get("data") or {}
+        if key not in data:
+            raise SecretValueError(f"{where} has no key {key!r}")
+        try:
+            return base64.b64decode(str(data[key]), validate=True).decode()
+        except ValueError:  # binascii.Error, UnicodeDecodeError
+            # No chaining: the original exception could quote bytes of the value.
+            raise SecretValueError(f"{where}: key {key!r} is not base64-encoded UTF-8") from None
 
     # --- writes --------------------------------------------------------------------------
 

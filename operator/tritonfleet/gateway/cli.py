@@ -82,7 +82,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     )
     cluster = parser.add_argument_group("in-cluster mode (without --routes)")
     cluster.add_argument("--kubeconfig", help="default: $KUBECONFIG, in-cluster, ~/.kube/config")
-    cluster.add_argument("--namespace", help="watch one namespace (default: all)")
+    cluster.add_argument(
+        "--namespace",
+        help="watch these namespaces (comma-separated; default: all)",
+    )
     cluster.add_argument(
         "--poll-interval",
         type=float,
@@ -95,10 +98,19 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument(
         "--triton-metrics-port", type=int, default=8002, help="Triton metrics port on pod IPs"
     )
+    cluster.add_argument(
+        "--secret-refresh",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="re-read each hosted API-key Secret from the API server this often, so a "
+        "rotated key takes effect (default 30)",
+    )
     parser.add_argument(
         "--secrets-dir",
         metavar="DIR",
-        help="in-cluster: API-key Secrets projected as DIR/<namespace>/<name>/<key>",
+        help="in-cluster fallback: API-key Secrets projected as DIR/<namespace>/<name>/<key>, "
+        "used only for keys the API server does not give",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -134,9 +146,16 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     from tritonfleet.desired.routing import PriceTable, RoutesError
     from tritonfleet.gateway.app import Gateway, GatewaySettings
     from tritonfleet.gateway.secrets import ClientTokens, KeyStore, MissingKeyError
-    from tritonfleet.gateway.sources import ClusterRouteSource, StaticRouteSource, read_prices
+    from tritonfleet.gateway.sources import (
+        ClusterKeyStore,
+        ClusterRouteSource,
+        StaticRouteSource,
+        read_prices,
+    )
 
     setup_logging(args.log_level)
+    secrets_dir = Path(args.secrets_dir) if args.secrets_dir else None
+    keys: KeyStore
     source: StaticRouteSource | ClusterRouteSource
     table: RouteTable | None = None
     where: str
@@ -148,6 +167,7 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
             print(f"error: {args.routes}: {err}", file=sys.stderr)
             return EXIT_INVALID
         source, where = static, args.routes
+        keys = KeyStore(secrets_dir)
     else:
         try:
             endpoint = discover_endpoint(args.kubeconfig)
@@ -155,6 +175,8 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         except (ValueError, OSError, RoutesError) as err:
             print(f"error: in-cluster mode: {err} (or run with --routes FILE)", file=sys.stderr)
             return EXIT_USAGE
+        # Hosted API keys come from the referenced Secrets, read by the source.
+        keys = cluster_keys = ClusterKeyStore(secrets_dir)
         source = ClusterRouteSource(
             # A short timeout: a hung list must not freeze the table for long.
             KubeClient(
@@ -162,14 +184,15 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
                 field_manager="tritonfleet-gateway",
                 timeout=max(5.0, 3 * args.poll_interval),
             ),
-            args.namespace,
+            [ns.strip() for ns in (args.namespace or "").split(",") if ns.strip()] or None,
             prices=prices,
             poll_s=args.poll_interval,
             http_port=args.triton_http_port,
             metrics_port=args.triton_metrics_port,
+            keys=cluster_keys,
+            secret_refresh_s=args.secret_refresh,
         )
         where = f"TritonModel/ModelEnsemble in {args.namespace or 'all namespaces'}"
-    keys = KeyStore(Path(args.secrets_dir) if args.secrets_dir else None)
     for route in table.routes.values() if table is not None else ():
         hosted = route.hosted
         if hosted is not None and hosted.api_key is not None:
