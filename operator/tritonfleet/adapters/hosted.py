@@ -16,10 +16,10 @@ import asyncio
 import email.utils
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from types import TracebackType
 
 import aiohttp
 
+from tritonfleet.adapters.streams import OpenStream
 from tritonfleet.adapters.triton_http import classify
 
 __all__ = ["HostedClient", "HostedResponse", "HostedStream", "parse_retry_after", "redact"]
@@ -80,15 +80,12 @@ class HostedResponse:
         self.retry_after = retry_after
 
 
-class HostedStream:
+class HostedStream(OpenStream):
     """An open SSE answer; iterate ``lines()`` for raw lines (without newline)."""
 
     def __init__(self, response: aiohttp.ClientResponse, idle_s: float, what: str) -> None:
-        self.response = response
-        self.status = response.status
+        super().__init__(response, idle_s, what)
         self.retry_after = parse_retry_after(response.headers) if response.status == 429 else None
-        self._idle_s = idle_s
-        self._what = what
 
     async def read_all(self) -> bytes:
         try:
@@ -106,20 +103,6 @@ class HostedStream:
             if not line:
                 return
             yield line.rstrip(b"\r\n")
-
-    async def __aenter__(self) -> HostedStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None and self.response.content.at_eof():
-            self.response.release()
-        else:
-            self.response.close()
 
 
 class HostedClient:

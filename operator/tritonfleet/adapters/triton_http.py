@@ -19,11 +19,12 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncGenerator
-from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from tritonfleet.adapters.streams import OpenStream
 
 # identity: Triton gzips infer answers otherwise, costing CPU on both sides.
 JSON_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
@@ -73,18 +74,12 @@ def sse_data(line: bytes) -> bytes | None:
     return None
 
 
-class TritonStream:
+class TritonStream(OpenStream):
     """An open ``generate_stream`` response: ``status`` and the event dicts.
 
     Use as an async context manager so the connection is released (or closed,
     when the stream was abandoned) whatever happens.
     """
-
-    def __init__(self, response: aiohttp.ClientResponse, idle_s: float, what: str) -> None:
-        self.response = response
-        self.status = response.status
-        self._idle_s = idle_s
-        self._what = what
 
     async def error_body(self) -> str:
         """For status != 200: Triton's error message (it frames it as SSE too)."""
@@ -120,21 +115,6 @@ class TritonStream:
             if isinstance(event, dict) and "error" in event:
                 raise UpstreamDisconnectedError(f"{self._what}: {event['error']}")
             yield event
-
-    async def __aenter__(self) -> TritonStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None and self.response.content.at_eof():
-            self.response.release()
-        else:
-            # Abandoned mid-stream: close rather than drain a possibly long generation.
-            self.response.close()
 
 
 def _error_message(raw: bytes) -> str:
