@@ -36,6 +36,7 @@ from tritonfleet.desired.openai_mapping import (
     GenerateMapping,
     template_from,
 )
+from tritonfleet.desired.queue_metrics import parse_triton_metrics
 
 Backend = Literal["triton", "hosted"]
 Kind = Literal["generate", "embedding"]
@@ -308,35 +309,13 @@ def plan(
 
 # --- Triton metrics --------------------------------------------------------------------
 
-_METRIC = re.compile(
-    r"^(nv_inference_queue_duration_us|nv_inference_request_success)\{([^}]*)\}\s+(\S+)"
-)
-_MODEL_LABEL = re.compile(r'model="([^"]*)"')
-
 
 def queue_counters(metrics_text: str) -> dict[str, tuple[float, float]]:
-    """Triton ``/metrics`` → {model: (queue_us_total, successes_total)} summed over versions."""
-    out: dict[str, tuple[float, float]] = {}
-    for line in metrics_text.splitlines():
-        if not line.startswith("nv_inference_"):
-            continue
-        m = _METRIC.match(line)
-        if not m:
-            continue
-        label = _MODEL_LABEL.search(m.group(2))
-        if not label:
-            continue
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            continue
-        queue, ok = out.get(label.group(1), (0.0, 0.0))
-        if m.group(1) == "nv_inference_queue_duration_us":
-            queue += value
-        else:
-            ok += value
-        out[label.group(1)] = (queue, ok)
-    return out
+    """Triton ``/metrics`` → {model: (queue_us_total, successes_total)} summed over versions
+    (parsing shared with the operator's collector: :mod:`tritonfleet.desired.queue_metrics`)."""
+    return {
+        model: (c.queue_us, c.success) for model, c in parse_triton_metrics(metrics_text).items()
+    }
 
 
 def average_queue_ms(before: tuple[float, float] | None, after: tuple[float, float]) -> float:
