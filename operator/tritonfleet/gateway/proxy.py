@@ -27,12 +27,13 @@ encode of the OpenAI answer; pooled keep-alive connections; no locks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -41,6 +42,7 @@ from aiohttp import web
 from tritonfleet.adapters.hosted import HostedClient, HostedStream
 from tritonfleet.adapters.triton_http import (
     TritonClient,
+    TritonStream,
     UpstreamDisconnectedError,
     UpstreamError,
     error_message,
@@ -463,6 +465,20 @@ class Dispatcher:
 
         return await self._dispatch(rr, t0, on_triton, on_hosted)
 
+    @contextlib.asynccontextmanager
+    async def _triton_stream_open(
+        self, route: Route, url: str, triton_body: bytes, stream_timeout: aiohttp.ClientTimeout
+    ) -> AsyncIterator[TritonStream]:
+        """An accepted generate_stream answer; a refusal raises as a Triton failure
+        (so it is retried elsewhere), and the connection is always released."""
+        stream = await self.triton.generate_stream(
+            url, route.triton_model, triton_body, stream_timeout, route.timeouts.idle_s
+        )
+        async with stream:
+            if stream.status != 200:
+                raise triton_http_failure(stream.status, await stream.error_body())
+            yield stream
+
     async def _triton_whole(
         self,
         route: Route,
@@ -478,12 +494,7 @@ class Dispatcher:
         url = pod.endpoint.url
         if mapping.decoupled:
             # A decoupled model answers only on generate_stream: assemble it.
-            stream = await self.triton.generate_stream(
-                url, route.triton_model, triton_body, stream_timeout, route.timeouts.idle_s
-            )
-            async with stream:
-                if stream.status != 200:
-                    raise triton_http_failure(stream.status, await stream.error_body())
+            async with self._triton_stream_open(route, url, triton_body, stream_timeout) as stream:
                 asm = StreamAssembler(mapping, treq)
                 async for event in stream.events(route.timeouts.first_byte_s):
                     asm.feed(event)
@@ -521,12 +532,9 @@ class Dispatcher:
         t0: float,
     ) -> Attempt:
         _, stream_timeout = self.timeouts(route.timeouts)
-        stream = await self.triton.generate_stream(
-            pod.endpoint.url, route.triton_model, triton_body, stream_timeout, route.timeouts.idle_s
-        )
-        async with stream:
-            if stream.status != 200:
-                raise triton_http_failure(stream.status, await stream.error_body())
+        async with self._triton_stream_open(
+            route, pod.endpoint.url, triton_body, stream_timeout
+        ) as stream:
             asm = StreamAssembler(mapping, treq)
             events = stream.events(route.timeouts.first_byte_s)
             try:
