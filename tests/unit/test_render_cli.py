@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -219,12 +220,19 @@ def test_filename_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     assert "-f" in capsys.readouterr().err
 
 
-def test_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stdin() -> None:
+    """`-` reads the documents from standard input, as in `cat x.yaml | tritonfleet render -f -`."""
     text = (Path(SAMPLE_FILES[0])).read_text()
-    monkeypatch.setattr("sys.stdin", io.StringIO(text))
-    code, out, _ = run(capsys, "-f", "-")
-    assert code == 0
-    assert len(sections(out)) == len(sample_docs(SAMPLE_FILES[0].stem))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tritonfleet.cli", "render", "-f", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(sections(proc.stdout)) == len(sample_docs(SAMPLE_FILES[0].stem))
 
 
 def test_kind_list_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
