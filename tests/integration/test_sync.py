@@ -804,7 +804,7 @@ def test_usage_errors(env: Env) -> None:
 def small_volume(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs as the repository volume (root only: the machine's own mount)."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs to fill up needs root")
+        pytest.fail("the disk-full test mounts an 8 MiB tmpfs, which needs root: run as root")
     mount = tmp_path / "small"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
