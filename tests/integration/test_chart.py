@@ -64,6 +64,10 @@ NAMESPACED_USES = [
     ("create", "persistentvolumeclaims"),
     ("delete", "persistentvolumeclaims"),
     ("create", "events"),
+    # The loader reads every Triton pod's IP and readiness; it never writes pods.
+    ("get", "pods"),
+    ("list", "pods"),
+    ("watch", "pods"),
 ]
 CLUSTER_USES = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
@@ -74,6 +78,8 @@ FORBIDDEN = [
     ("get", "secrets"),
     ("list", "secrets"),
     ("create", "pods"),
+    ("patch", "pods"),
+    ("delete", "pods"),
     ("delete", "deployments.apps"),
     ("delete", "services"),
     ("delete", "tritonmodels.tritonfleet.io"),

@@ -99,10 +99,32 @@ def verbs(p: Plan) -> list[tuple[str, str]]:
     return [(a.verb, a.kind) for a in p.actions]
 
 
+def play_loader(body: dict[str, Any], loaded: str = "True", reason: str = "Loaded") -> None:
+    """What the loader writes once every pod serves the revision (handlers.loading)."""
+    conditions = [c for c in body["status"].get("conditions", []) if c["type"] != "Loaded"]
+    conditions.append(
+        {
+            "type": "Loaded",
+            "status": loaded,
+            "reason": reason,
+            "message": "1/1 ready pods serve it",
+            "observedGeneration": body["metadata"].get("generation", 1),
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
+    )
+    body["status"]["conditions"] = conditions
+
+
 def converge(
-    body: dict[str, Any], *, job_done: bool = True, ready: int = 1, rounds: int = 6
+    body: dict[str, Any],
+    *,
+    job_done: bool = True,
+    ready: int = 1,
+    rounds: int = 6,
+    loaded: bool = True,
 ) -> tuple[dict[str, Any], dict[tuple[str, str, str], ChildState], Plan]:
-    """Run plans like the operator would, playing the API server and the controllers."""
+    """Run plans like the operator would, playing the API server, the controllers
+    and (``loaded``) the loader."""
     children: dict[tuple[str, str, str], ChildState] = {}
     claim: ChildState | None = None
     decided = Plan()
@@ -136,6 +158,10 @@ def converge(
                 children[state.key] = state
         if decided.status is not None:
             body["status"] = decided.status.to_wire()
+            available = find_condition(decided.status.conditions, "Available")
+            if loaded and available is not None and available.status == "True":
+                play_loader(body)
+                continue
         if not decided.actions and decided.status is None:
             break
     return body, children, decided
@@ -297,6 +323,7 @@ def test_a_model_converges_to_ready_and_then_plans_nothing() -> None:
         "Valid": ("True", "SpecValid"),
         "Synced": ("True", "SyncSucceeded"),
         "Available": ("True", "MinimumReplicasAvailable"),
+        "Loaded": ("True", "Loaded"),
         "Ready": ("True", "Ready"),
     }
     assert status["replicaSummary"] == "1/1"
@@ -308,6 +335,31 @@ def test_a_model_converges_to_ready_and_then_plans_nothing() -> None:
         render_model_object(body), children, claim_state(), SETTINGS, NOW + timedelta(hours=3)
     )
     assert later.status is None  # time alone never changes the status
+
+
+@pytest.mark.parametrize(
+    ("loaded", "generation", "ready"),
+    [
+        (None, 1, ("False", "Loading")),  # the loader has not confirmed anything yet
+        (("False", "LoadFailed"), 1, ("False", "LoadFailed")),
+        (("False", "Unreachable"), 1, ("False", "Unreachable")),
+        (("True", "Loaded"), 0, ("False", "Loading")),  # confirmed for an older spec
+        (("True", "Loaded"), 1, ("True", "Ready")),
+    ],
+)
+def test_ready_requires_loaded_for_this_generation(
+    loaded: tuple[str, str] | None, generation: int, ready: tuple[str, str]
+) -> None:
+    body, children, _ = converge(owner_body(model_doc("toy")), loaded=False)
+    if loaded is not None:
+        play_loader(body, *loaded)
+        for cond in body["status"]["conditions"]:
+            if cond["type"] == "Loaded":
+                cond["observedGeneration"] = generation
+    decided = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
+    status = decided.status or render_model_object(body).owner.status
+    got = find_condition(status.conditions, "Ready")
+    assert got is not None and (got.status, got.reason) == ready
 
 
 def test_the_deployment_scales_up_on_the_synced_revision() -> None:
@@ -491,6 +543,15 @@ def test_deletion_runs_the_cleanup_job_then_releases() -> None:
     done = plan_deletion(deleting(body), children, SETTINGS, NOW)
     assert verbs(done) == [("release", "TritonModel")]
     assert done.events[0].reason == "CleanedUp"
+
+
+def test_deletion_waits_for_the_unload_before_the_cleanup_job() -> None:
+    body, children, _ = converge(owner_body(model_doc("toy")))
+    waiting = plan_deletion(deleting(body), children, SETTINGS, NOW, unloaded=False)
+    assert verbs(waiting) == []  # no cleanup Job while a pod may still serve the files
+    assert waiting.requeue_after
+    unloaded = plan_deletion(deleting(body), children, SETTINGS, NOW, unloaded=True)
+    assert verbs(unloaded) == [("apply", "Job")]
 
 
 def test_deletion_gives_up_after_the_timeout_with_a_warning() -> None:

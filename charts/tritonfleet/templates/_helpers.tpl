@@ -79,6 +79,10 @@ app.kubernetes.io/part-of: tritonfleet
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# Read-only: the loader finds every Triton pod (IP, readiness) of each model.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]

@@ -11,6 +11,7 @@ can take settings as a plain value.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -108,6 +109,17 @@ class OperatorSettings(BaseModel):
         description="Time Triton gets to load its models before the kubelet restarts it "
         "(startup probe budget; big LLMs take many minutes).",
     )
+    dial_pod_networks: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs whose pod IPs the operator may dial to load models (comma-separated "
+        "in TRITONFLEET_DIAL_POD_NETWORKS). Empty: every pod IP. A safety for clusters with "
+        "fake nodes (kwok): pods outside these networks are reported unreachable, never dialled.",
+    )
+    unload_timeout_seconds: Annotated[int, Field(ge=1)] = Field(
+        default=60,
+        description="How long deletion waits for every pod to unload a model before its "
+        "files are removed anyway (unreachable pods must not block deletion).",
+    )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     peering: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] | None = Field(
@@ -126,6 +138,29 @@ class OperatorSettings(BaseModel):
         if isinstance(value, str):
             return tuple(n.strip() for n in value.split(",") if n.strip())
         return value
+
+    @field_validator("dial_pod_networks", mode="before")
+    @classmethod
+    def _networks_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(n.strip() for n in value.split(",") if n.strip())
+        out = []
+        for network in value:
+            try:
+                out.append(str(ipaddress.ip_network(str(network), strict=False)))
+            except ValueError as error:
+                raise ValueError(f"{network!r} is not a CIDR: {error}") from None
+        return tuple(out)
+
+    def may_dial(self, ip: str) -> bool:
+        """Whether the operator may open connections to pod IP ``ip``."""
+        if not self.dial_pod_networks:
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(n) for n in self.dial_pod_networks)
 
     @property
     def effective_sync_image(self) -> str:

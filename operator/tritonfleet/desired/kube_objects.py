@@ -129,6 +129,8 @@ class Target:
     documents: tuple[Obj, ...]
     source: ModelSource | None = None
     extra_pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    # Ensembles: (Triton name, revision) of each member, which the loader checks on every pod.
+    member_revisions: tuple[tuple[str, str], ...] = ()
 
     @property
     def deployment_name(self) -> str:
@@ -184,9 +186,14 @@ def model_target(model: TritonModel, revision: str) -> Target:
 
 
 def ensemble_target(
-    ensemble: ModelEnsemble, members: Mapping[str, TritonModel], revision: str
+    ensemble: ModelEnsemble,
+    members: Mapping[str, TritonModel],
+    revision: str,
+    member_revisions: Mapping[str, str] | None = None,
 ) -> Target:
+    """``member_revisions``: each member's revision, by TritonModel name."""
     ordered = [members[name] for name in ensemble.member_names if name in members]
+    revisions = member_revisions or {}
     return Target(
         kind="ModelEnsemble",
         name=ensemble.metadata.name,
@@ -197,6 +204,11 @@ def ensemble_target(
         serving=ensemble.spec.serving,
         load_models=(*dict.fromkeys(m.triton_name for m in ordered), ensemble.triton_name),
         documents=(_document(ensemble), *(_document(m) for m in ordered)),
+        member_revisions=tuple(
+            (m.triton_name, revisions[m.metadata.name])
+            for m in ordered
+            if m.metadata.name in revisions
+        ),
     )
 
 
@@ -540,7 +552,9 @@ def triton_args(target: Target) -> list[str]:
         *(f"--load-model={name}" for name in target.load_models),
         # Ready only once every model is loaded, so traffic never meets a cold replica.
         "--strict-readiness=true",
-        "--exit-on-error=true",
+        # A model that fails to load at start must not kill the server: the pod stays
+        # up (NotReady), so the loader can read Triton's error, report it and retry.
+        "--exit-on-error=false",
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
         f"--metrics-port={METRICS_PORT}",

@@ -203,7 +203,7 @@ def render_ensemble_object(
         )
     if problems:
         return Rendering(owner, None, tuple(problems))
-    target = ensemble_target(ensemble, members, rendered_ensemble.revision)
+    target = ensemble_target(ensemble, members, rendered_ensemble.revision, revisions)
     return Rendering(owner, target, members_pending=tuple(pending))
 
 
@@ -447,6 +447,16 @@ def _ready_condition(
         cond = find_condition(conditions, type_)
         if cond is not None and cond.status != "True":
             return _condition(READY, False, cond.reason, f"{type_}: {cond.message}", gen)
+    loaded = find_condition(conditions, LOADED)
+    if loaded is None or (loaded.observed_generation or 0) < gen:
+        # Ready requires Loaded, confirmed by the loader for this generation of the spec.
+        return _condition(
+            READY,
+            False,
+            "Loading",
+            f"waiting for every Triton pod to confirm it serves revision {target.revision}",
+            gen,
+        )
     dep = facts.deployment
     assert dep is not None  # Available is True
     rolled = (
@@ -648,6 +658,8 @@ def plan_deletion(
     observed: Mapping[Key, ChildState],
     settings: OperatorSettings,
     now: datetime,
+    *,
+    unloaded: bool = True,
 ) -> Plan:
     """Deleting: stop syncs, run the cleanup Job, then release the finalizer.
 
@@ -656,8 +668,12 @@ def plan_deletion(
     the cleanup cannot run, the finalizer is released with a Warning saying
     which files may be left behind. (The namespace's repository claim goes once
     no model is left at all: :func:`plan_claim`.)
+
+    ``unloaded``: every Triton pod has let go of the model (or the bounded wait
+    for that is over, ``desired.kube_loading.unload_gate``); until then the
+    cleanup Job is not created, so no pod loses files it still serves.
     """
-    return _deletion_steps(rendering, observed, settings, now)
+    return _deletion_steps(rendering, observed, settings, now, unloaded)
 
 
 def plan_claim(
@@ -684,6 +700,7 @@ def _deletion_steps(
     observed: Mapping[Key, ChildState],
     settings: OperatorSettings,
     now: datetime,
+    unloaded: bool = True,
 ) -> Plan:
     owner = rendering.owner
     if FINALIZER not in owner.finalizers:
@@ -734,7 +751,7 @@ def _deletion_steps(
                     "delete", "Job", job.namespace, job.name, "model deleted", None, "Foreground"
                 )
             )
-    if not running_syncs and cleanup is None:
+    if not running_syncs and cleanup is None and unloaded:
         actions.append(
             Action(
                 "apply",

@@ -23,10 +23,16 @@ import kopf
 
 from tritonfleet.adapters.kube import Endpoint, KubeClient, traced_session
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.kube_objects import MANAGED_SELECTOR
+from tritonfleet.desired.kube_loading import TRITON_POD_SELECTOR, summarize_pod
+from tritonfleet.desired.kube_objects import (
+    COMPONENT_SERVER,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    MANAGED_SELECTOR,
+)
 from tritonfleet.desired.kube_observed import summarize
 from tritonfleet.handlers.reconcile import Reconciler
-from tritonfleet.handlers.state import World, child_index_key, compact_owner
+from tritonfleet.handlers.state import POD_INDEX, World, child_index_key, compact_owner
 
 log = logging.getLogger("tritonfleet.operator")
 
@@ -40,6 +46,9 @@ CHILD_RESOURCES: tuple[tuple[str, tuple[str, str] | tuple[str, str, str]], ...] 
     ("tf_configmaps", ("v1", "configmaps")),
     ("tf_claims", ("v1", "persistentvolumeclaims")),
 )
+# The Triton pods of every Deployment (read-only): the loader dials each one.
+POD_RESOURCE = ("v1", "pods")
+POD_LABELS = {LABEL_MANAGED_BY: "tritonfleet", LABEL_COMPONENT: COMPONENT_SERVER}
 OWNER_RESOURCES = (
     ("TritonModel", "tritonmodels", "tf_models"),
     ("ModelEnsemble", "modelensembles", "tf_ensembles"),
@@ -54,6 +63,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     # Watch only what we manage: server-side label selectors, not client-side filters.
     for _, selector in CHILD_RESOURCES:
         settings.watching.label_selectors[selector] = MANAGED_SELECTOR
+    settings.watching.label_selectors[POD_RESOURCE] = TRITON_POD_SELECTOR
     # Reconnect watches regularly (the API server may drop them silently).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -93,6 +103,28 @@ def register(
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
         reconciler.start()
+
+    @kopf.index(*POD_RESOURCE, id=POD_INDEX, labels=POD_LABELS, registry=registry)
+    async def pod_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], Any]:
+        pod = summarize_pod(body)
+        return {pod.owner: pod}
+
+    seen_pods: dict[tuple[str, str], Any] = {}
+
+    @kopf.on.event(*POD_RESOURCE, id=f"{POD_INDEX}_event", labels=POD_LABELS, registry=registry)
+    async def on_pod_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+        world.capture(kwargs)
+        pod = summarize_pod(body)
+        key = (pod.namespace, pod.name)
+        # Only what the loader reads (IP, phase, readiness, revision) wakes it up.
+        fingerprint = (pod.uid, pod.ip, pod.phase, pod.ready, pod.deleting, pod.revision)
+        if type == "DELETED":
+            seen_pods.pop(key, None)
+        elif seen_pods.get(key) == fingerprint:
+            return
+        else:
+            seen_pods[key] = fingerprint
+        reconciler.loader.pod_changed(pod.namespace, pod)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

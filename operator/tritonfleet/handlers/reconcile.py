@@ -25,6 +25,7 @@ from typing import Any
 
 from tritonfleet.adapters.kube import ApiError, KubeClient
 from tritonfleet.api.settings import OperatorSettings
+from tritonfleet.desired.kube_objects import FINALIZER
 from tritonfleet.desired.kube_plan import (
     Action,
     Plan,
@@ -39,6 +40,7 @@ from tritonfleet.desired.kube_plan import (
     status_patch,
 )
 from tritonfleet.handlers import metrics
+from tritonfleet.handlers.loading import Loader
 from tritonfleet.handlers.state import Key, World
 
 log = logging.getLogger("tritonfleet.reconcile")
@@ -73,6 +75,15 @@ class Reconciler:
         self._renders: OrderedDict[tuple[str, int], Rendering] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        # Loading runs beside the reconcile, never inside it (handlers.loading).
+        self.loader = Loader(
+            client,
+            world,
+            settings,
+            request_reconcile=self.request,
+            post_event=self._post,
+            clock=clock,
+        )
 
     # --- scheduling -------------------------------------------------------------------
 
@@ -112,6 +123,7 @@ class Reconciler:
                 await task
         for handle in self._timers.values():
             handle.cancel()
+        await self.loader.stop()
 
     async def _resync(self) -> None:
         """Level-based safety net: every object is re-checked every interval."""
@@ -197,14 +209,24 @@ class Reconciler:
             return await self._reconcile_claim(namespace, name)
         body = self.world.owner(kind, namespace, name)
         if body is None:
+            self.loader.deleted(key)
             return "gone"
         rendering = self._render(body)
         owner = rendering.owner
         children = self.world.children(owner.uid)
         now = self.clock()
+        target = rendering.target
         if owner.deletion_timestamp:
-            decided = plan_deletion(rendering, children, self.settings, now)
+            unloaded = True
+            if FINALIZER in owner.finalizers:
+                unloaded = self.loader.unloaded(key, target, body)
+            decided = plan_deletion(rendering, children, self.settings, now, unloaded=unloaded)
         else:
+            if target is not None:
+                deployed = children.get(("Deployment", namespace, target.deployment_name))
+                self.loader.track(key, target, deployed.revision if deployed else None)
+            else:
+                self.loader.track(key, None, None)
             claim = None
             if self.settings.creates_repository_claim:
                 claim = self.world.claim(namespace, self.settings.repository_claim_name)

@@ -27,6 +27,7 @@ IndexLike = Mapping[Any, Collection[Any]]
 
 CHILD_INDEXES = ("tf_deployments", "tf_jobs", "tf_services", "tf_configmaps", "tf_claims")
 OWNER_INDEXES = {"TritonModel": "tf_models", "ModelEnsemble": "tf_ensembles"}
+POD_INDEX = "tf_pods"  # the Triton pods, for the loader (handlers.loading)
 
 # What of an owner body the reconciler needs; managedFields and the rest are dropped
 # so that a thousand models stay small in memory (stored as compact JSON text).
@@ -86,7 +87,7 @@ class World:
 
     def capture(self, kwargs: Mapping[str, Any]) -> None:
         """Keep references to kopf's live index objects (passed to every handler)."""
-        for name in (*CHILD_INDEXES, *OWNER_INDEXES.values()):
+        for name in (*CHILD_INDEXES, *OWNER_INDEXES.values(), POD_INDEX):
             if name not in self.indexes and name in kwargs:
                 self.indexes[name] = kwargs[name]
 

@@ -1,0 +1,300 @@
+"""The loader's Kubernetes side, decided purely: which Triton pods belong to
+which object, which of them the operator may dial and act on, what the loader
+writes to status (``status.pods``, ``Loaded``, ``Ready``), which Events it posts,
+and when a deleted model's files may go.
+
+Where it sits: ``handlers.loading`` keeps a pod index (kopf, server-side label
+selector on the operator's Triton pods), gathers an object's pods with
+:func:`pods_of`, splits them with :func:`select_pods`, observes and converges
+the dialable ones through ``adapters.triton_repository``, and plans with
+``desired.loading.plan_loading``. What it writes comes from
+:func:`loading_status` and :func:`loading_events`, so an unchanged fleet means
+an identical status and no write. No I/O here.
+
+Which pods are acted on (loads/reloads) and which only observed:
+
+* the Deployment must serve the wanted revision (its files are synced), else
+  the pods are observed and reported, nothing is loaded;
+* a pod created from an older pod template (its ``tritonfleet.io/revision``
+  annotation) is on its way out: the rollout replaces it, and reloading it in
+  place would need room for two copies of the model on its GPU. It is observed
+  and reported, never reloaded;
+* a pod outside ``dialPodNetworks`` is never dialled at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tritonfleet.api.status import LOADED, READY, ModelStatus, find_condition, set_condition
+from tritonfleet.desired.kube_objects import (
+    COMPONENT_SERVER,
+    FIELD_MANAGER,
+    LABEL_COMPONENT,
+    LABEL_KIND,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL,
+    REVISION_ANNOTATION,
+    Target,
+    label_value,
+)
+from tritonfleet.desired.kube_plan import Event
+from tritonfleet.desired.loading import (
+    REASON_LOAD_FAILED,
+    LoadPlan,
+    LoadTarget,
+    PodObservation,
+    PodPlan,
+    WantedModel,
+)
+
+#: Server-side label selector of the Triton pods the loader watches.
+TRITON_POD_SELECTOR = f"{LABEL_MANAGED_BY}={FIELD_MANAGER},{LABEL_COMPONENT}={COMPONENT_SERVER}"
+
+PodKey = tuple[str, str, str]  # namespace, kind label, model label
+
+
+@dataclass(frozen=True)
+class TritonPod:
+    """What the loader needs of one Triton pod (from its watch event)."""
+
+    namespace: str
+    name: str
+    uid: str
+    owner: PodKey
+    ip: str | None = None
+    phase: str = ""
+    ready: bool = False  # the Kubernetes Ready condition (shown, not relied on)
+    deleting: bool = False
+    revision: str = ""  # the pod template's tritonfleet.io/revision
+    created: str = ""
+
+    @property
+    def usable(self) -> bool:
+        """Can take repository calls: Running, with an IP, not terminating.
+
+        Not the Ready condition: with ``--strict-readiness`` a pod whose load failed
+        is NotReady, which is exactly the pod whose failure status must show.
+        """
+        return self.phase == "Running" and bool(self.ip) and not self.deleting
+
+
+def summarize_pod(body: Mapping[str, Any]) -> TritonPod:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = body.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+        if isinstance(c, Mapping)
+    )
+    namespace = str(meta.get("namespace") or "")
+    return TritonPod(
+        namespace=namespace,
+        name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""),
+        owner=(namespace, str(labels.get(LABEL_KIND, "")), str(labels.get(LABEL_MODEL, ""))),
+        ip=str(status["podIP"]) if status.get("podIP") else None,
+        phase=str(status.get("phase") or ""),
+        ready=ready,
+        deleting=bool(meta.get("deletionTimestamp")),
+        revision=str((meta.get("annotations") or {}).get(REVISION_ANNOTATION, "")),
+        created=str(meta.get("creationTimestamp") or ""),
+    )
+
+
+def pod_key_of(target: Target) -> PodKey:
+    """The index key under which ``target``'s Triton pods are found."""
+    return (target.namespace, target.kind.lower(), label_value(target.name))
+
+
+def owner_of_pod(pod: TritonPod, owner_names: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
+    """(kind, name) of the object a pod serves, among ``owner_names`` (kind, name)
+    of its namespace; None when none matches. Labels hold a possibly shortened
+    name, so the match goes through :func:`label_value`."""
+    _, kind_label, model_label = pod.owner
+    for kind, name in owner_names:
+        if kind.lower() == kind_label and label_value(name) == model_label:
+            return (kind, name)
+    return None
+
+
+def pods_of(target: Target, pods: Iterable[TritonPod]) -> tuple[TritonPod, ...]:
+    """``target``'s pods, oldest first (stable order: a stable ``status.pods``)."""
+    key = pod_key_of(target)
+    return tuple(sorted((p for p in pods if p.owner == key), key=lambda p: (p.created, p.name)))
+
+
+def load_target(target: Target) -> LoadTarget:
+    """What every pod must serve: the model, or the members then the ensemble."""
+    if target.kind == "ModelEnsemble":
+        revisions = dict(target.member_revisions)
+        members = [WantedModel(name, revisions.get(name, "")) for name in target.load_models[:-1]]
+        return LoadTarget.ensemble(target.triton_name, target.revision, members)
+    return LoadTarget.model(target.triton_name, target.revision)
+
+
+# --- which pods to dial, which to act on ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodSelection:
+    """``dial``: pods to observe; ``act``: names of those whose plan is carried out;
+    ``blocked``: observations of pods the operator must not dial (said why)."""
+
+    dial: tuple[TritonPod, ...]
+    act: frozenset[str]
+    blocked: tuple[PodObservation, ...]
+    order: tuple[str, ...]  # every pod, in status order
+
+
+def select_pods(
+    pods: Sequence[TritonPod],
+    *,
+    revision: str,
+    deployed_revision: str | None,
+    may_dial: Callable[[str], bool],
+    networks: Sequence[str] = (),
+) -> PodSelection:
+    """Split ``pods`` into dialled, acted on and blocked (see the module docstring).
+
+    ``deployed_revision`` is the revision the Deployment's pod template serves
+    (None: nothing synced yet).
+    """
+    dial: list[TritonPod] = []
+    act: set[str] = set()
+    blocked: list[PodObservation] = []
+    for pod in pods:
+        if pod.ip and pod.usable and not may_dial(pod.ip):
+            allowed = ", ".join(networks) or "none"
+            blocked.append(
+                PodObservation(
+                    pod.name,
+                    pod.ip,
+                    True,
+                    error=f"not reachable: pod IP {pod.ip} is outside the networks the operator "
+                    f"may dial (dialPodNetworks: {allowed}); not dialled",
+                )
+            )
+            continue
+        dial.append(pod)
+        if pod.usable and deployed_revision == revision and pod.revision == revision:
+            act.add(pod.name)
+    return PodSelection(tuple(dial), frozenset(act), tuple(blocked), tuple(p.name for p in pods))
+
+
+def in_order(
+    selection: PodSelection, observed: Sequence[PodObservation]
+) -> tuple[PodObservation, ...]:
+    """Observed and blocked pods together, in the selection's pod order."""
+    by_name = {o.name: o for o in (*observed, *selection.blocked)}
+    return tuple(by_name[n] for n in selection.order if n in by_name)
+
+
+def restrict(plan: LoadPlan, act: frozenset[str]) -> LoadPlan:
+    """``plan`` with the actions of pods outside ``act`` dropped (observe only)."""
+    pods = tuple(p if p.pod in act else PodPlan(p.pod, p.ip, p.ready) for p in plan.pods)
+    return replace(plan, pods=pods)
+
+
+# --- status and events --------------------------------------------------------------------
+
+
+def loading_status(
+    old: ModelStatus, plan: LoadPlan, now: str, *, generation: int | None = None
+) -> ModelStatus | None:
+    """``old`` with ``status.pods`` and ``Loaded`` from ``plan``; None when that
+    changes nothing (no write). While not Loaded, ``Ready`` goes False at once
+    (the reconcile turns it True again, it also checks the rollout)."""
+    condition = plan.condition
+    if generation is not None:
+        condition = condition.model_copy(update={"observed_generation": generation})
+    conditions = set_condition(old.conditions, condition, now)
+    ready = find_condition(conditions, READY)
+    if condition.status != "True" and ready is not None and ready.status == "True":
+        conditions = set_condition(
+            conditions,
+            ready.model_copy(
+                update={
+                    "status": "False",
+                    "reason": condition.reason,
+                    "message": f"{LOADED}: {condition.message}",
+                }
+            ),
+            now,
+        )
+    new = old.model_copy(update={"conditions": list(conditions), "pods": list(plan.states)})
+    return None if new.to_wire() == old.to_wire() else new
+
+
+def loading_events(old: ModelStatus, new: ModelStatus, plan: LoadPlan) -> tuple[Event, ...]:
+    """One Warning per failure transition (a pod newly Failed, or a new Triton
+    message on it), not one per retry; one Normal when ``Loaded`` turns True."""
+    before = {p.name: p for p in old.pods}
+    fresh = [
+        p
+        for p in new.pods
+        if p.state == "Failed"
+        and (
+            p.name not in before
+            or before[p.name].state != "Failed"
+            or before[p.name].message != p.message
+        )
+    ]
+    events: list[Event] = []
+    if fresh:
+        groups: dict[str, list[str]] = {}
+        for pod in fresh:
+            groups.setdefault(pod.message, []).append(pod.name)
+        what = plan.target.primary
+        text = "; ".join(f"{', '.join(names)}: {message}" for message, names in groups.items())
+        events.append(
+            Event(
+                "Warning",
+                REASON_LOAD_FAILED,
+                f"loading {what.name} revision {what.revision} failed on {text}"[:1024],
+            )
+        )
+    was = find_condition(old.conditions, LOADED)
+    now = find_condition(new.conditions, LOADED)
+    if now is not None and now.status == "True" and (was is None or was.status != "True"):
+        events.append(Event("Normal", now.reason, now.message[:1024]))
+    return tuple(events)
+
+
+# --- deletion -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnloadGate:
+    """Whether the cleanup Job may remove the files, and an Event to post once."""
+
+    proceed: bool
+    event: Event | None = None
+
+
+def unload_gate(
+    done: bool | None, waiting: Sequence[str], waited: float, timeout: float
+) -> UnloadGate:
+    """``done``: None while the unload runs, else whether every pod let go.
+
+    The files go once every pod unloaded the model, or after ``timeout``
+    seconds whatever the pods say (an unreachable pod serves nobody and must not
+    hold deletion for ever); a Warning then names the pods that did not confirm.
+    """
+    if done:
+        return UnloadGate(True)
+    if done is False or waited >= timeout:
+        who = "; ".join(waiting) or "the unload did not finish"
+        return UnloadGate(
+            True,
+            Event(
+                "Warning",
+                "UnloadIncomplete",
+                f"removing the model files although not every pod confirmed the unload "
+                f"within {int(timeout)}s: {who}"[:1024],
+            ),
+        )
+    return UnloadGate(False)

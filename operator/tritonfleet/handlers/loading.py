@@ -1,0 +1,338 @@
+"""The loader loop: every model loaded on every Triton pod of its Deployment,
+in the background, one pass at a time per object.
+
+Where it sits: the reconcile tells the loader what each object wants
+(:meth:`Loader.track`, in memory only) and never waits for it; pod events
+(``handlers.operator``, a kopf index on the operator's Triton pods) and a timer
+every ``reconcileIntervalSeconds`` wake it too. A pass reads the object's pods
+from the index, splits them (``desired.kube_loading.select_pods``: never dial a
+pod outside ``dialPodNetworks``), observes and converges the reachable ones
+(``adapters.triton_repository``, parallel, bounded retries), and writes
+``status.pods`` and ``Loaded`` only when they changed, then asks for a
+reconcile so ``Ready`` follows. A failing object is retried with backoff.
+
+On deletion :meth:`Loader.unloaded` starts one background unload from every
+pod (bounded by ``unloadTimeoutSeconds``) and says, from memory, whether the
+cleanup Job may remove the files yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from tritonfleet.adapters.kube import ApiError, KubeClient
+from tritonfleet.adapters.triton_repository import (
+    PodEndpoint,
+    converge,
+    observe,
+    unload_everywhere,
+)
+from tritonfleet.api.settings import OperatorSettings
+from tritonfleet.desired.kube_loading import (
+    TritonPod,
+    in_order,
+    load_target,
+    loading_events,
+    loading_status,
+    pod_key_of,
+    pods_of,
+    restrict,
+    select_pods,
+    unload_gate,
+)
+from tritonfleet.desired.kube_objects import Target
+from tritonfleet.desired.kube_plan import owner_of
+from tritonfleet.desired.loading import LoadTarget, plan_loading, plan_unloading
+from tritonfleet.handlers.state import POD_INDEX, Key, World
+
+log = logging.getLogger("tritonfleet.loading")
+
+MAX_BACKOFF = 300.0
+
+
+@dataclass(frozen=True)
+class Wanted:
+    target: Target
+    load: LoadTarget
+    deployed: str | None  # the revision the Deployment's pod template serves
+
+
+@dataclass
+class _Unload:
+    started: float
+    task: asyncio.Task[None] | None = None
+    done: bool | None = None
+    waiting: tuple[str, ...] = ()
+    reported: bool = False
+
+
+class Loader:
+    """Background loading passes per object (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        world: World,
+        settings: OperatorSettings,
+        *,
+        request_reconcile: Callable[[Key], None],
+        post_event: Callable[[Mapping[str, Any], str, str, str], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.world = world
+        self.settings = settings
+        self.request_reconcile = request_reconcile
+        self.post_event = post_event
+        self.clock = clock
+        self._wanted: dict[Key, Wanted] = {}
+        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._dirty: set[Key] = set()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._failures: dict[Key, int] = {}
+        self._unloads: dict[Key, _Unload] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    # --- what the reconcile and the watches tell us ----------------------------------
+
+    def track(self, key: Key, target: Target | None, deployed: str | None) -> None:
+        """The reconcile's view of a live object (memory only, never waits)."""
+        if target is None:
+            self.forget(key)
+            return
+        wanted = Wanted(target, load_target(target), deployed or None)
+        if self._wanted.get(key) != wanted:
+            self._wanted[key] = wanted
+            self.poke(key)
+        elif key not in self._tasks and key not in self._timers:
+            self.poke(key)
+
+    def forget(self, key: Key) -> None:
+        self._wanted.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def pod_changed(self, namespace: str, pod: TritonPod) -> None:
+        """A Triton pod appeared, changed readiness/IP, or went: re-check its owner."""
+        for key in list(self._wanted):
+            if key[1] == namespace and pod_key_of(self._wanted[key].target) == pod.owner:
+                self.poke(key)
+
+    def poke(self, key: Key, delay: float = 0.0) -> None:
+        """Run a pass for ``key`` now (or after ``delay``); merged with a running one."""
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            previous = self._timers.get(key)
+            if previous is not None and previous.when() <= loop.time() + delay:
+                return
+            if previous is not None:
+                previous.cancel()
+            self._timers[key] = loop.call_later(delay, self._fire, key)
+            return
+        if key in self._tasks:
+            self._dirty.add(key)
+            return
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        task = asyncio.create_task(self._run(key))
+        self._tasks[key] = task
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        if key in self._wanted:
+            self.poke(key)
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        tasks = [*self._tasks.values(), *(u.task for u in self._unloads.values() if u.task)]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+    # --- passes ----------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # Pod IPs are cluster-internal: never through a proxy from the environment.
+            self._session = aiohttp.ClientSession(trust_env=False)
+        return self._session
+
+    def _pods(self) -> list[TritonPod]:
+        index = self.world.indexes.get(POD_INDEX)
+        if index is None:
+            return []
+        out: list[TritonPod] = []
+        for key in list(index):
+            out.extend(index[key])
+        return out
+
+    async def _run(self, key: Key) -> None:
+        delay = self.settings.reconcile_interval_seconds
+        try:
+            await self._pass(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            delay = min(2.0**failures, MAX_BACKOFF, delay)
+            log.warning("loading pass of %s %s/%s failed: %s; again in %.0fs", *key, error, delay)
+        else:
+            self._failures.pop(key, None)
+        finally:
+            self._tasks.pop(key, None)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.poke(key)
+        elif key in self._wanted:
+            # Level-based: re-check every interval even when nothing woke us.
+            self.poke(key, delay)
+
+    def _endpoints(self, pods: Collection[TritonPod]) -> list[PodEndpoint]:
+        return [PodEndpoint.from_ip(p.name, p.ip, ready=p.usable) for p in pods]
+
+    async def _pass(self, key: Key) -> None:
+        wanted = self._wanted.get(key)
+        if wanted is None:
+            return
+        pods = pods_of(wanted.target, self._pods())
+        selection = select_pods(
+            pods,
+            revision=wanted.target.revision,
+            deployed_revision=wanted.deployed,
+            may_dial=self.settings.may_dial,
+            networks=self.settings.dial_pod_networks,
+        )
+        endpoints = self._endpoints(selection.dial)
+        observed = await observe(endpoints, wanted.load.names, session=self._http())
+        body = self.world.owner(*key)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        generation = owner_of(body).generation
+        decided = restrict(
+            plan_loading(wanted.load, in_order(selection, observed), generation=generation),
+            selection.act,
+        )
+        if decided.has_work:
+            for pod in decided.pods:
+                for action in pod.actions:
+                    log.info(
+                        "%s %s/%s: %s %s on %s (%s)",
+                        *key,
+                        action.kind,
+                        action.model,
+                        pod.pod,
+                        action.why,
+                    )
+            observed = await converge(endpoints, decided, session=self._http())
+            decided = plan_loading(
+                wanted.load, in_order(selection, observed), generation=generation
+            )
+        await self._write(key, decided)
+
+    async def _write(self, key: Key, decided: Any) -> None:
+        body = self.world.owner(*key)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        owner = owner_of(body)
+        now = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        new = loading_status(owner.status, decided, now, generation=owner.generation)
+        if new is None:
+            return
+        wire = new.to_wire()
+        patch = {
+            "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+            "status": {"pods": wire.get("pods", []), "conditions": wire.get("conditions", [])},
+        }
+        try:
+            updated = await self.client.patch_status(key[0], key[1], key[2], patch)
+        except ApiError as error:
+            if error.conflict or error.not_found:
+                self._dirty.add(key)  # changed under us: plan again on the newer object
+                return
+            raise
+        self.world.remember_owner(updated)
+        for event in loading_events(owner.status, new, decided):
+            self.post_event(updated, event.type, event.reason, event.message)
+        self.request_reconcile(key)  # Ready follows Loaded
+
+    # --- deletion --------------------------------------------------------------------
+
+    def unloaded(self, key: Key, target: Target | None, body: Mapping[str, Any]) -> bool:
+        """Whether a deleted object's files may go: every pod unloaded it, or the
+        bounded wait is over. Starts the unload in the background the first time."""
+        self.forget(key)
+        if target is None or not target.load_models:
+            return True
+        state = self._unloads.get(key)
+        if state is None:
+            state = _Unload(started=time.monotonic())
+            self._unloads[key] = state
+            state.task = asyncio.create_task(self._unload(key, state, target))
+        gate = unload_gate(
+            state.done,
+            state.waiting,
+            time.monotonic() - state.started,
+            float(self.settings.unload_timeout_seconds),
+        )
+        if gate.event is not None and not state.reported:
+            state.reported = True
+            self.post_event(body, gate.event.type, gate.event.reason, gate.event.message)
+        return gate.proceed
+
+    async def _unload(self, key: Key, state: _Unload, target: Target) -> None:
+        names = load_target(target).unload_order
+        try:
+            pods = pods_of(target, self._pods())
+            selection = select_pods(
+                pods,
+                revision=target.revision,
+                deployed_revision=None,
+                may_dial=self.settings.may_dial,
+                networks=self.settings.dial_pod_networks,
+            )
+            endpoints = [e for e in self._endpoints(selection.dial) if e.url]
+            observed = await unload_everywhere(
+                endpoints,
+                names,
+                wait=float(self.settings.unload_timeout_seconds),
+                session=self._http(),
+            )
+            result = plan_unloading(names, observed)
+            blocked = [f"{o.name} ({o.error})" for o in selection.blocked]
+            state.waiting = (*result.waiting, *blocked)
+            state.done = result.done and not blocked
+            log.info(
+                "%s %s/%s: unloaded %s from %d pod(s)%s",
+                *key,
+                ", ".join(names),
+                len(endpoints),
+                "" if state.done else f"; not confirmed: {'; '.join(state.waiting)}",
+            )
+        except Exception as error:  # never block deletion on the loader itself
+            log.warning("unloading %s %s/%s failed: %s", *key, error)
+            state.done = False
+            state.waiting = (str(error),)
+        self.request_reconcile(key)
+
+    def deleted(self, key: Key) -> None:
+        """The object is gone: drop its memory."""
+        self.forget(key)
+        self._unloads.pop(key, None)
+        self._failures.pop(key, None)
