@@ -83,6 +83,9 @@ class OperatorProcess:
                 "PYTHONUNBUFFERED": "1",
                 # As the chart and the image run it (fewer glibc arenas, less RSS).
                 "MALLOC_ARENA_MAX": "2",
+                # Network safety: the loader may dial loopback pod IPs only (the pod
+                # runner's 127.1.x.y); kwok's fake pods elsewhere are never dialled.
+                "TRITONFLEET_DIAL_POD_NETWORKS": "127.0.0.0/8",
                 **self.extra_env,
             }
         )

@@ -28,7 +28,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tritonfleet.api.status import LOADED, READY, ModelStatus, find_condition, set_condition
+from tritonfleet.api.status import (
+    AVAILABLE,
+    LOADED,
+    READY,
+    SYNCED,
+    VALID,
+    ModelStatus,
+    find_condition,
+    set_condition,
+)
 from tritonfleet.desired.kube_objects import (
     COMPONENT_SERVER,
     FIELD_MANAGER,
@@ -213,14 +222,22 @@ def loading_status(
         condition = condition.model_copy(update={"observed_generation": generation})
     conditions = set_condition(old.conditions, condition, now)
     ready = find_condition(conditions, READY)
-    if condition.status != "True" and ready is not None and ready.status == "True":
+    if condition.status != "True" and ready is not None:
+        # The same Ready the reconcile computes (the first condition not True
+        # explains it), so that it finds nothing left to write.
+        first = next(
+            c
+            for t in (VALID, SYNCED, AVAILABLE, LOADED)
+            if (c := find_condition(conditions, t)) is not None and c.status != "True"
+        )
         conditions = set_condition(
             conditions,
             ready.model_copy(
                 update={
                     "status": "False",
-                    "reason": condition.reason,
-                    "message": f"{LOADED}: {condition.message}",
+                    "reason": first.reason,
+                    "message": f"{first.type}: {first.message}",
+                    "observed_generation": generation,
                 }
             ),
             now,
