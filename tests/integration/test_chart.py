@@ -542,13 +542,19 @@ def test_namespaced_install_the_operator_works_with_only_its_service_account(
             testbed.apply(json.dumps(model), namespace=team)
 
             def ready() -> bool:
+                # Available, and its (kwok) pod found by the loader through the pods watch.
                 obj = testbed.get("tritonmodel", "rbac-proof", namespace=team) or {}
-                return any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in (obj.get("status") or {}).get("conditions", [])
+                status = obj.get("status") or {}
+                conditions = {c["type"]: c for c in status.get("conditions", [])}
+                return (
+                    conditions.get("Available", {}).get("status") == "True"
+                    and "Loaded" in conditions
+                    and bool(status.get("pods"))
                 )
 
-            testbed.wait_for(ready, timeout=90, what="a model Ready under the chart's RBAC")
+            testbed.wait_for(
+                ready, timeout=90, what="a model Available, pods seen, under the chart's RBAC"
+            )
             testbed.kubectl(
                 "delete", "tritonmodel", "rbac-proof", "-n", team, "--timeout=90s", timeout=120
             )

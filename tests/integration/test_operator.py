@@ -4,6 +4,11 @@ Samples and inline objects are applied with kubectl; the operator creates the
 children; the real scheduler places the pods on fake GPU nodes; kwok marks
 pods Running/Ready and completes Job pods (what a kubelet would report), so sync
 Jobs succeed by themselves; the real garbage collector deletes children.
+
+Nothing answers on a kwok pod's IP, so the loader reports those pods as not
+reachable (Loaded=False, reason Unreachable) and Ready stays False: here
+"settled" means Available and Loaded reported. Real Triton pods, Loaded and
+Ready=True are in test_operator_loading.py (with the local pod runner).
 """
 
 from __future__ import annotations
@@ -103,6 +108,26 @@ def wait_condition(
     return result
 
 
+def wait_settled(
+    testbed: Testbed, ns: str, kind: str, name: str, timeout: float = 180
+) -> dict[str, Any]:
+    """Available, and the loader has reported on the (fake, unreachable) pods."""
+
+    def check() -> dict[str, Any] | None:
+        obj = testbed.get(kind, name, namespace=ns)
+        if (
+            condition(obj, "Available").get("status") == "True"
+            and condition(obj, "Loaded").get("reason") == "Unreachable"
+        ):
+            return obj
+        return None
+
+    result: dict[str, Any] = testbed.wait_for(
+        check, timeout=timeout, what=f"{kind} {ns}/{name} Available and Loaded reported"
+    )
+    return result
+
+
 def children(testbed: Testbed, ns: str, kind: str, model: str) -> list[dict[str, Any]]:
     listed = testbed.get(kind, "-l", f"tritonfleet.io/model={model}", namespace=ns)
     return list((listed or {}).get("items") or [])
@@ -118,13 +143,18 @@ def events(testbed: Testbed, ns: str, name: str) -> list[dict[str, Any]]:
 
 def test_sample_model_gets_every_child_scheduled_on_a_gpu_node(testbed: Testbed, ns: str) -> None:
     testbed.kubectl("apply", "-n", ns, "-f", str(SAMPLES / "pytorch-classifier.yaml"))
-    model = wait_condition(testbed, ns, "tritonmodel", "resnet50-classifier", "Ready")
+    model = wait_settled(testbed, ns, "tritonmodel", "resnet50-classifier")
     uid = model["metadata"]["uid"]
     status = model["status"]
     assert status["replicaSummary"] == "1/1"
     assert status["servedBy"] == "triton"
     assert status["observedGeneration"] == model["metadata"]["generation"]
     assert "tritonfleet.io/cleanup" in model["metadata"]["finalizers"]
+    # The fake pod is listed, not hidden, and Ready waits for Loaded.
+    (pod_state,) = status["pods"]
+    assert pod_state["state"] == "Unavailable" and pod_state["message"]
+    assert condition(model, "Ready")["status"] == "False"
+    assert condition(model, "Ready")["reason"] == "Unreachable"
 
     (dep,) = children(testbed, ns, "deployments", "resnet50-classifier")
     (svc,) = children(testbed, ns, "services", "resnet50-classifier")
@@ -177,18 +207,19 @@ def test_sample_model_gets_every_child_scheduled_on_a_gpu_node(testbed: Testbed,
     assert table[0].split() == ["NAME", "READY", "REPLICAS", "REVISION", "SERVED-BY", "AGE"]
     assert table[1].split()[:5] == [
         "resnet50-classifier",
-        "True",
+        "False",
         "1/1",
         status["revision"],
         "triton",
     ]
     reasons = {e["reason"] for e in events(testbed, ns, "resnet50-classifier")}
-    assert "Ready" in reasons
+    assert reasons  # what happened is told in Events
+    assert "LoadFailed" not in reasons  # an unreachable pod is not a load failure
 
 
 def test_ensemble_sample_hosts_members_and_ensemble_together(testbed: Testbed, ns: str) -> None:
     testbed.kubectl("apply", "-n", ns, "-f", str(SAMPLES / "rag-ensemble.yaml"))
-    wait_condition(testbed, ns, "modelensemble", "rag", "Ready", timeout=240)
+    wait_settled(testbed, ns, "modelensemble", "rag", timeout=240)
     (dep,) = children(testbed, ns, "deployments", "rag")
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "ModelEnsemble"
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -254,7 +285,7 @@ def test_spec_edit_makes_a_new_revision_a_new_sync_and_rolls_the_deployment(
     testbed: Testbed, ns: str
 ) -> None:
     apply(testbed, ns, inline_model("edit-me"))
-    first = wait_condition(testbed, ns, "tritonmodel", "edit-me", "Ready")
+    first = wait_settled(testbed, ns, "tritonmodel", "edit-me")
     old_rev = first["status"]["revision"]
     edited = inline_model("edit-me")
     edited["spec"]["config"]["maxBatchSize"] = 16
@@ -262,12 +293,15 @@ def test_spec_edit_makes_a_new_revision_a_new_sync_and_rolls_the_deployment(
 
     def rolled() -> dict[str, Any] | None:
         obj = testbed.get("tritonmodel", "edit-me", namespace=ns)
-        ready = condition(obj, "Ready")
+        ready = condition(obj, "Synced")
         if obj and obj["status"].get("revision") != old_rev and ready.get("status") == "True":
-            return obj
+            dep = testbed.get("deployment", "tm-edit-me", namespace=ns) or {}
+            status = dep.get("status") or {}
+            if status.get("updatedReplicas") == status.get("readyReplicas") == 1:
+                return obj
         return None
 
-    second = testbed.wait_for(rolled, timeout=180, what="the new revision Ready")
+    second = testbed.wait_for(rolled, timeout=180, what="the new revision synced and rolled")
     new_rev = second["status"]["revision"]
     assert condition(second, "Synced")["message"].startswith(f"revision {new_rev}")
     (dep,) = children(testbed, ns, "deployments", "edit-me")
@@ -294,7 +328,7 @@ def test_hand_deleted_and_hand_edited_children_are_repaired(
     operator_process: OperatorProcess,  # noqa: F811
 ) -> None:
     apply(testbed, ns, inline_model("drift"))
-    wait_condition(testbed, ns, "tritonmodel", "drift", "Ready")
+    wait_settled(testbed, ns, "tritonmodel", "drift")
     testbed.kubectl("delete", "service", "tm-drift", "-n", ns)
     testbed.kubectl(
         "patch",
@@ -332,7 +366,7 @@ def test_nothing_is_written_when_nothing_changes(
     operator_process: OperatorProcess,  # noqa: F811
 ) -> None:
     apply(testbed, ns, inline_model("quiet"))
-    wait_condition(testbed, ns, "tritonmodel", "quiet", "Ready")
+    wait_settled(testbed, ns, "tritonmodel", "quiet")
     time.sleep(3)  # let the last watch events settle
     before = operator_process.writes()
     time.sleep(12)  # more than two resync intervals of this module's operator (5 s)
@@ -343,7 +377,7 @@ def test_deletion_cleans_the_repository_and_leaves_nothing_behind(
     testbed: Testbed, ns: str
 ) -> None:
     apply(testbed, ns, inline_model("gone"))
-    wait_condition(testbed, ns, "tritonmodel", "gone", "Ready")
+    wait_settled(testbed, ns, "tritonmodel", "gone")
     testbed.kubectl("delete", "tritonmodel", "gone", "-n", ns, "--timeout=90s", timeout=120)
     assert any(e["reason"] == "CleanedUp" for e in events(testbed, ns, "gone"))
 
