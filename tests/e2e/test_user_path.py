@@ -1,0 +1,202 @@
+"""The whole chain as a user drives it, on the testbed, with every part real.
+
+``helm install`` the chart (the operator and the gateway run as pods, through
+the local pod runner, with their ServiceAccounts' tokens) → ``kubectl apply``
+a model with failover → the operator's sync Job publishes its files → real
+Triton pods → loaded on every replica → the openai SDK gets answers through
+the gateway's Service → every Triton pod dies → the hosted provider answers,
+no request fails → Triton comes back → traffic returns → delete → nothing
+left, not even the files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import copy
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openai import OpenAI
+
+from tests.integration.test_operator_harness import apply_crds
+from tests.support.hosted_api import HostedAPI
+from tests.support.pod_runner import PodRunner
+from tests.support.testbed import REPO_ROOT, Testbed
+
+pytestmark = pytest.mark.e2e
+
+CHART = REPO_ROOT / "charts" / "tritonfleet"
+SAMPLE = yaml.safe_load((REPO_ROOT / "manifests/samples/runnable/toy-llm.yaml").read_text())
+HOSTED_KEY = f"sk-e2e-{uuid.uuid4().hex}"
+TRITON_PODS = "app.kubernetes.io/component=inference-server"
+
+
+@pytest.fixture
+def hosted() -> Iterator[HostedAPI]:
+    api = HostedAPI(api_key=HOSTED_KEY).start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@contextlib.contextmanager
+def installed(testbed: Testbed, namespace: str) -> Iterator[str]:
+    """The chart as a platform team installs it (CRDs are the suite's, applied already)."""
+    release = "tf"
+    testbed.helm(
+        "install", release, str(CHART), "-n", namespace, "--create-namespace",
+        "--set", "crds.enabled=false",
+        "--set", "image.repository=tritonfleet/tritonfleet", "--set", "image.tag=e2e",
+        "--set", "gateway.replicaCount=1",
+        "--set", "operator.reconcileIntervalSeconds=5",
+        # kwok's fake pods must never be dialled; the runner's pods are 127.1.x.y.
+        "--set", "operator.podNetworks={127.0.0.0/8}",
+        timeout=180,
+    )  # fmt: skip
+    try:
+        yield release
+    finally:
+        testbed.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "120s",
+                     check=False, timeout=180)  # fmt: skip
+        testbed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def toy_llm(hosted: HostedAPI) -> dict[str, Any]:
+    body = copy.deepcopy(SAMPLE)
+    serving = body["spec"]["serving"]
+    serving["replicas"] = {"min": 2, "max": 2}
+    serving.pop("autoscaling", None)
+    body["spec"]["failover"] = {
+        "provider": {
+            "baseUrl": hosted.base_url,
+            "model": "toy-hosted",
+            "apiKeySecret": {"name": "hosted-api-key", "key": "api-key"},
+        },
+        "triggers": {"unavailable": True},
+    }
+    return dict(body)
+
+
+def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((body or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+def ask(client: OpenAI, prompt: str) -> tuple[str, str]:
+    """One chat completion: (answer, who answered)."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="toy_llm", messages=[{"role": "user", "content": prompt}], max_tokens=4
+    )
+    answer = raw.parse().choices[0].message.content or ""
+    return answer, raw.headers.get("x-tritonfleet-backend", "")
+
+
+def test_helm_install_apply_serve_survive_triton_dying_and_delete(
+    testbed: Testbed, pod_runner: PodRunner, hosted: HostedAPI
+) -> None:
+    apply_crds(testbed)
+    suffix = uuid.uuid4().hex[:5]
+    system, models = f"tf-system-{suffix}", f"team-{suffix}"
+    with installed(testbed, system) as release:
+        pod_runner.wait_ready(system, "app.kubernetes.io/component=operator", 1, timeout=120)
+        pod_runner.wait_ready(system, "app.kubernetes.io/component=gateway", 1, timeout=120)
+
+        testbed.kubectl("create", "namespace", models)
+        testbed.kubectl("create", "secret", "generic", "hosted-api-key",
+                        f"--from-literal=api-key={HOSTED_KEY}", "-n", models)  # fmt: skip
+        testbed.apply(json.dumps(toy_llm(hosted)), namespace=models)
+
+        def ready() -> dict[str, Any] | None:
+            body = testbed.get("tritonmodel", "toy-llm", namespace=models)
+            pods = ((body or {}).get("status") or {}).get("pods") or []
+            ok = condition(body, "Ready").get("status") == "True" and len(pods) == 2
+            return body if ok else None
+
+        body = testbed.wait_for(ready, 300, "toy-llm Ready, Loaded on 2 Triton pods")
+        revision = body["status"]["revision"]
+        assert {(p["state"], p["revision"]) for p in body["status"]["pods"]} == {
+            ("Ready", revision)
+        }
+        table = testbed.kubectl("get", "tritonmodels", "-n", models).stdout
+        assert "toy-llm" in table and "True" in table and "2/2" in table, table
+
+        service = testbed.get("service", f"{release}-tritonfleet-gateway", namespace=system)
+        url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30)
+
+        def triton_answers() -> bool:
+            try:
+                return ask(client, "warm up")[1] == "triton"
+            except Exception:
+                return False
+
+        testbed.wait_for(triton_answers, 60, "the gateway routing toy_llm to Triton")
+        answer, backend = ask(client, "the fleet answers")
+        assert backend == "triton" and answer
+
+        # Every Triton pod dies while clients keep asking: no request fails.
+        outcomes: list[str] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def client_loop(worker: int) -> None:
+            mine = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30)
+            for i in range(400):
+                if stop.is_set():
+                    return
+                try:
+                    outcomes.append(ask(mine, f"request {worker} {i}")[1])
+                except Exception as error:
+                    failures.append(repr(error))
+                time.sleep(0.05)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(client_loop, w) for w in range(4)]
+            time.sleep(2)
+            triton = testbed.get("pods", "-l", TRITON_PODS, namespace=models)["items"]
+            for pod in triton:
+                pod_runner.stop_pod(models, pod["metadata"]["name"])
+            testbed.wait_for(lambda: outcomes.count("hosted") >= 10, 60,
+                             "the hosted provider answering")  # fmt: skip
+            stop.set()
+            for future in futures:
+                future.result()
+        assert failures == [], failures[:5]
+        assert outcomes.count("triton") > 0 and outcomes.count("hosted") >= 10
+        assert any(r.headers.get("Authorization") == f"Bearer {HOSTED_KEY}"
+                   for r in hosted.requests)  # fmt: skip
+
+        # Triton comes back (the dead pods are replaced) and traffic returns to it.
+        for pod in triton:
+            testbed.kubectl("delete", "pod", pod["metadata"]["name"], "-n", models,
+                            "--wait=false")  # fmt: skip
+        testbed.wait_for(ready, 300, "toy-llm Ready again on 2 new Triton pods")
+        testbed.wait_for(triton_answers, 60, "traffic back on Triton")
+
+        # Delete: nothing left, not even the model's files on the shared volume.
+        claim = testbed.get("pvc", "tritonfleet-models", namespace=models)
+        volume = testbed.pv_path(claim["spec"]["volumeName"])
+        assert (volume / "repository" / "toy_llm").exists()
+        testbed.kubectl("delete", "tritonmodel", "toy-llm", "-n", models, "--timeout=120s",
+                        timeout=150)  # fmt: skip
+
+        def nothing_left() -> bool:
+            kinds = "deployments,services,jobs,configmaps,pods"
+            left = testbed.get(kinds, "-l", "app.kubernetes.io/managed-by=tritonfleet",
+                               namespace=models)["items"]  # fmt: skip
+            return not left and not (volume / "repository" / "toy_llm").exists()
+
+        testbed.wait_for(nothing_left, 120, "children and files gone")
+        assert not list(Path(volume, "repository").glob("toy_llm*"))
+        testbed.kubectl("delete", "namespace", models, "--wait=false")
