@@ -51,6 +51,10 @@ unit: venv ## unit tests (pure layers, fast)
 integration: venv triton testbed-build ## integration tests: real API server testbed, real tritonserver
 	$(BIN)/python -m pytest tests/integration $(PYTEST_FLAGS)
 
+.PHONY: e2e
+e2e: venv triton testbed-build ## end to end: helm install, real Triton pods via the pod runner, gateway, failover
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_FLAGS)
+
 .PHONY: test
 test: lint ## every check and every test (builds the testbed and Triton on first run)
 	$(MAKE) --no-print-directory testbed-build triton
@@ -73,7 +77,7 @@ triton: ## install the real tritonserver (CPU, python backend) into the cache
 	hack/triton/install.sh
 
 .PHONY: demo
-demo: venv testbed-build triton ## start the testbed and show what tritonfleet does today
+demo: venv testbed-build triton ## the testbed, the chart helm-installed, the samples served, a Triton kill
 	hack/demo.sh
 
 .PHONY: demo-down
