@@ -12,7 +12,9 @@ processes:
 * the Triton image runs the cached ``tritonserver`` (tests/support/triton.py),
   the project's image runs ``<repo>/.venv/bin/tritonfleet`` with the
   container's args; anything else is reported as a failed container;
-* each pod gets its own loopback IP from 127.1.0.0/16; Triton gets
+* each pod gets its own loopback IP from the testbed's runner pod network
+  (127.1.0.0/16 for the default testbed, 127.<1+i>.0.0/16 for others: key
+  podCIDR of the ConfigMap, see hack/testbed/lib.sh); Triton gets
   ``--{http,grpc,metrics}-address=<podIP>`` and our own processes
   ``TRITONFLEET_LISTEN_HOST=<podIP>``;
 * volumes become local directories (PVC -> the PV's hostPath, emptyDir,
@@ -149,7 +151,7 @@ class Api:
             req.add_header("Content-Type", content_type)
         req.add_header("Accept", "application/json")
         try:
-            with urllib.request.urlopen(req, context=self.ctx, timeout=timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, context=self.ctx, timeout=timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as err:
             raise ApiError(err.code, err.read().decode(errors="replace")) from None
@@ -281,7 +283,7 @@ class _Container:
             argv = command + args if command else args
             while argv and argv[0].endswith("nvidia_entrypoint.sh"):
                 argv = argv[1:]
-            if not argv or os.path.basename(argv[0]) != "tritonserver":
+            if not argv or Path(argv[0]).name != "tritonserver":
                 raise _StartError(f"only tritonserver runs from the Triton image, got {argv!r}")
             from tests.support.triton import ensure_triton
 
@@ -294,7 +296,7 @@ class _Container:
             ]
         elif image.startswith(pod.runner.project_prefixes):
             argv = (command or ["tritonfleet"]) + args
-            if os.path.basename(argv[0]) != "tritonfleet":
+            if Path(argv[0]).name != "tritonfleet":
                 raise _StartError(f"only tritonfleet runs from the project image, got {argv!r}")
             argv[0] = str(pod.runner.tritonfleet_bin)
             env[LISTEN_HOST_ENV] = ip
@@ -311,7 +313,7 @@ class _Container:
         with self.log_path.open("ab") as logf:
             logf.write(f"\n=== {_now()} start: {shlex.join(argv)}\n".encode())
             logf.flush()
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(
                 argv,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
@@ -552,22 +554,22 @@ class _Pod:
 
     def _write_token(self, path: Path, src: Obj, mode: int) -> None:
         sa = self.obj["spec"].get("serviceAccountName") or "default"
+        token_spec: Obj = {
+            "expirationSeconds": max(int(src.get("expirationSeconds", 3607)), 3600),
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": self.name,
+                "uid": self.uid,
+            },
+        }
+        if src.get("audience"):
+            token_spec["audiences"] = [src["audience"]]
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
-            "spec": {
-                "audiences": [src["audience"]] if src.get("audience") else None,
-                "expirationSeconds": max(int(src.get("expirationSeconds", 3607)), 3600),
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": self.name,
-                    "uid": self.uid,
-                },
-            },
+            "spec": token_spec,
         }
-        if body["spec"]["audiences"] is None:
-            del body["spec"]["audiences"]
         resp = self.api.request(
             "POST", f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{sa}/token", body
         )
@@ -613,7 +615,7 @@ class _Pod:
             "status.hostIP": self.host_ip,
         }
         if path in simple:
-            return simple[path]
+            return str(simple[path])
         m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
         if m:
             return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
@@ -650,7 +652,7 @@ class _Pod:
         if self.kubeconfig is not None:
             env["KUBECONFIG"] = str(self.kubeconfig)
         for mount, local in self.mounts.get(spec["name"], []):
-            if mount == "/tmp":  # noqa: S108
+            if mount == "/tmp":
                 env["TMPDIR"] = str(local)
         for src in spec.get("envFrom") or []:
             prefix = src.get("prefix", "")
@@ -725,8 +727,8 @@ class _Pod:
                 req.add_header(hd["name"], hd["value"])
             ctx = ssl._create_unverified_context() if scheme == "https" else None  # noqa: S323 - kubelet does not verify either
             try:
-                with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:  # noqa: S310
-                    return 200 <= resp.status < 400
+                with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+                    return 200 <= int(resp.status) < 400
             except urllib.error.HTTPError as err:
                 return 200 <= err.code < 400
             except (OSError, ValueError):
@@ -756,7 +758,7 @@ class _Pod:
                         check=False,
                     ).returncode
                     == 0
-                )  # noqa: S603
+                )
             except (OSError, subprocess.TimeoutExpired, _StartError, ApiError):
                 return False
         return False
@@ -943,10 +945,8 @@ class _Pod:
         self.last_status = status
 
     def is_ready(self) -> bool:
-        s = self.last_status
-        return bool(s) and any(
-            c["type"] == "Ready" and c["status"] == "True" for c in s["conditions"]
-        )  # type: ignore[index]
+        s = self.last_status or {}
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", []))
 
     def terminate(self, grace: float) -> None:
         """SIGTERM every container, SIGKILL after ``grace`` seconds, reap."""
@@ -1001,10 +1001,13 @@ class PodRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._next_ip = 1
+        #: Where pod IPs come from: the testbed's podCIDR (ConfigMap), default 127.1.0.0/16.
+        self.pod_network: ipaddress.IPv4Network | ipaddress.IPv6Network = POD_NETWORK
         self.errors: list[str] = []
 
     # -- public ----------------------------------------------------------------------
     def start(self) -> PodRunner:
+        self._read_pod_network()
         if self.register_prefixes:
             self._register_prefixes()
         self._sync()
@@ -1109,6 +1112,16 @@ class PodRunner:
         )
 
     # -- internals -----------------------------------------------------------------------
+    def _read_pod_network(self) -> None:
+        path = f"/api/v1/namespaces/kube-system/configmaps/{LOCAL_RUNNER_CONFIGMAP}"
+        cm = self.api.get_or_none(path) or {}
+        cidr = (cm.get("data") or {}).get("podCIDR")
+        if cidr:
+            network = ipaddress.ip_network(cidr)
+            if not network.subnet_of(LOOPBACK):  # type: ignore[arg-type]
+                raise RuntimeError(f"{LOCAL_RUNNER_CONFIGMAP} podCIDR {cidr} is not loopback")
+            self.pod_network = network
+
     def _register_prefixes(self) -> None:
         path = f"/api/v1/namespaces/kube-system/configmaps/{LOCAL_RUNNER_CONFIGMAP}"
         cm = self.api.get_or_none(path)
@@ -1137,9 +1150,9 @@ class PodRunner:
 
     def _allocate_ip(self) -> str:
         used = {p.ip for p in self.pods.values()}
-        size = POD_NETWORK.num_addresses - 2
+        size = self.pod_network.num_addresses - 2
         for _ in range(size):
-            ip = str(POD_NETWORK[self._next_ip])
+            ip = str(self.pod_network[self._next_ip])
             self._next_ip = self._next_ip % size + 1
             if ip not in used:
                 return ip
@@ -1321,7 +1334,8 @@ def main(argv: list[str] | None = None) -> int:
             if now != last:
                 for p in now:
                     log.info(
-                        "%(namespace)s/%(pod)s %(container)s pid=%(pid)s ip=%(podIP)s ready=%(ready)s restarts=%(restartCount)s",
+                        "%(namespace)s/%(pod)s %(container)s pid=%(pid)s ip=%(podIP)s "
+                        "ready=%(ready)s restarts=%(restartCount)s",
                         p,
                     )
                 last = now
