@@ -258,3 +258,33 @@ def test_the_chart_s_operator_comes_up_ready_through_the_runner(
                     time.sleep(0.5)
         finally:
             testbed.helm("uninstall", release, "-n", ns, "--wait", check=False, timeout=180)
+
+
+def test_a_new_runner_takes_over_the_pods_of_a_stopped_one(testbed: Testbed) -> None:
+    """Like a kubelet after a reboot: same pod IP, the restart counted, Ready again."""
+    manifest = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: empty-triton}}
+spec:
+  containers:
+  - name: triton
+    image: {TRITON_IMAGE}
+    command: [tritonserver]
+    args: [--model-repository=/models, --model-control-mode=explicit]
+    readinessProbe: {{httpGet: {{path: /v2/health/ready, port: 8000}}, periodSeconds: 1}}
+    volumeMounts: [{{name: models, mountPath: /models}}]
+  volumes: [{{name: models, emptyDir: {{}}}}]
+"""
+    with testbed.namespace("adopt") as ns:
+        with PodRunner(testbed.kubeconfig, testbed.state_dir) as first:
+            testbed.apply(manifest, namespace=ns)
+            (pod,) = first.wait_ready(ns, "", 1, timeout=90)
+            (proc,) = first.processes()
+        assert not pid_alive(proc["pid"]), "a stopped runner leaves no process behind"
+        stale = testbed.get("pod", "empty-triton", namespace=ns)
+        assert not stale["status"]["containerStatuses"][0]["ready"]
+        with PodRunner(testbed.kubeconfig, testbed.state_dir) as second:
+            (again,) = second.wait_ready(ns, "", 1, timeout=90)
+            assert again["status"]["podIP"] == pod["status"]["podIP"]
+            assert again["status"]["containerStatuses"][0]["restartCount"] == 1

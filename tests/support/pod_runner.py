@@ -441,6 +441,10 @@ class _Pod:
             _Container(self, c, init=True) for c in spec.get("initContainers") or []
         ]
         self.containers = [_Container(self, c) for c in spec.get("containers") or []]
+        previous = {c["name"]: c for c in pod.get("status", {}).get("containerStatuses") or []}
+        for c in self.containers:
+            if c.name in previous:  # adopted from an earlier runner: its process is gone
+                c.restart_count = int(previous[c.name].get("restartCount", 0)) + 1
         self.volumes: dict[str, Path] = {}
         self.mounts: dict[str, list[tuple[str, Path]]] = {}
         self.kubeconfig: Path | None = None
@@ -948,6 +952,12 @@ class _Pod:
         s = self.last_status or {}
         return any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", []))
 
+    def shutdown(self) -> None:
+        """Runner stop: end the processes and say so in the status (not Ready)."""
+        self.terminate(5.0)
+        with contextlib.suppress(ApiError, OSError):
+            self._report()
+
     def terminate(self, grace: float) -> None:
         """SIGTERM every container, SIGKILL after ``grace`` seconds, reap."""
         self.stop_event.set()
@@ -1023,7 +1033,7 @@ class PodRunner:
         with self._lock:
             pods = list(self.pods.values())
             self.pods.clear()
-        threads = [threading.Thread(target=p.terminate, args=(5.0,)) for p in pods]
+        threads = [threading.Thread(target=p.shutdown) for p in pods]
         for t in threads:
             t.start()
         for t in threads:
@@ -1148,8 +1158,11 @@ class PodRunner:
             self._node_ips[node] = ip
         return self._node_ips[node]
 
-    def _allocate_ip(self) -> str:
-        used = {p.ip for p in self.pods.values()}
+    def _ip_free(self, ip: str) -> bool:
+        return is_loopback(ip) and all(p.ip != ip for p in self.pods.values())
+
+    def _allocate_ip(self, reserved: set[str] | None = None) -> str:
+        used = {p.ip for p in self.pods.values()} | (reserved or set())
         size = self.pod_network.num_addresses - 2
         for _ in range(size):
             ip = str(self.pod_network[self._next_ip])
@@ -1170,6 +1183,8 @@ class PodRunner:
     def _sync(self) -> None:
         q = urllib.parse.quote(f"{LOCAL_RUNNER_LABEL}=true")
         items = self.api.get(f"/api/v1/pods?labelSelector={q}")["items"]
+        # IPs pods already hold (an earlier runner's pods about to be adopted included).
+        reserved = {p.get("status", {}).get("podIP") for p in items} - {None}
         seen = set()
         for pod in items:
             uid = pod["metadata"]["uid"]
@@ -1179,10 +1194,15 @@ class PodRunner:
             with self._lock:
                 known = self.pods.get(uid)
                 if known is None and not pod["metadata"].get("deletionTimestamp"):
-                    phase = pod.get("status", {}).get("phase")
-                    if phase in ("Succeeded", "Failed") or pod.get("status", {}).get("podIP"):
-                        continue  # finished or run by an earlier runner: do not run it again
-                    known = _Pod(self, pod, self._allocate_ip())
+                    status = pod.get("status", {})
+                    if status.get("phase") in ("Succeeded", "Failed"):
+                        continue  # finished: never run again
+                    # Left by an earlier runner (like a kubelet after a reboot): run it
+                    # again on its pod IP (the API server keeps a pod IP once set).
+                    old_ip = status.get("podIP")
+                    if old_ip and not self._ip_free(old_ip):
+                        continue
+                    known = _Pod(self, pod, old_ip or self._allocate_ip(reserved))
                     self.pods[uid] = known
                     known.thread.start()
                 elif known is not None:
