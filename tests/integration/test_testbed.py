@@ -380,8 +380,8 @@ def test_every_address_the_testbed_hands_out_is_loopback(testbed: Testbed) -> No
         internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
         assert internal and internal[0].startswith("127.240.0."), internal
     api = testbed.get("service", "kubernetes", namespace="default")
-    network = ipaddress.ip_network(testbed.service_cidr)
-    assert network.subnet_of(ipaddress.ip_network("127.0.0.0/8"))
+    network = ipaddress.IPv4Network(testbed.service_cidr)
+    assert network.subnet_of(ipaddress.IPv4Network("127.0.0.0/8"))
     assert api["spec"]["clusterIP"] == str(network[1])
     with testbed.namespace("tb-svc") as ns:
         testbed.kubectl("create", "service", "clusterip", "web", "--tcp=80:8080", "-n", ns)
