@@ -288,3 +288,67 @@ spec:
             (again,) = second.wait_ready(ns, "", 1, timeout=90)
             assert again["status"]["podIP"] == pod["status"]["podIP"]
             assert again["status"]["containerStatuses"][0]["restartCount"] == 1
+
+
+def test_an_apiservice_is_dialled_on_its_service_s_cluster_ip(
+    testbed: Testbed, pod_runner: PodRunner
+) -> None:
+    """Aggregator routing is off: kube-apiserver dials the ClusterIP, which the runner serves.
+
+    Plain-HTTP Triton stands in for an aggregated API server, so the discovery
+    request fails, but only after reaching the pod through the cluster IP (a
+    missing endpoint or listener would be reported differently).
+    """
+    group = f"probe{uuid.uuid4().hex[:6]}.example.com"
+    with testbed.namespace("agg") as ns:
+        testbed.apply(
+            f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: t, labels: {{app: t}}}}
+spec:
+  containers:
+  - name: triton
+    image: {TRITON_IMAGE}
+    command: [tritonserver]
+    args: [--model-repository=/models, --model-control-mode=explicit]
+    ports: [{{name: http, containerPort: 8000}}]
+    readinessProbe: {{httpGet: {{path: /v2/health/ready, port: http}}, periodSeconds: 1}}
+    volumeMounts: [{{name: models, mountPath: /models}}]
+  volumes: [{{name: models, emptyDir: {{medium: Memory}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: t}}
+spec:
+  selector: {{app: t}}
+  ports: [{{port: 443, targetPort: http}}]
+""",
+            namespace=ns,
+        )
+        pod_runner.wait_ready(ns, "app=t", 1, timeout=90)
+        cluster_ip = testbed.get("service", "t", namespace=ns)["spec"]["clusterIP"]
+        testbed.apply(f"""
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: v1.{group}}}
+spec:
+  group: {group}
+  version: v1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {{namespace: {ns}, name: t, port: 443}}
+""")
+        try:
+
+            def message() -> str | None:
+                svc = testbed.get("apiservice", f"v1.{group}") or {}
+                for c in svc.get("status", {}).get("conditions") or []:
+                    if c["type"] == "Available" and f"https://{cluster_ip}:443/" in c["message"]:
+                        return str(c["message"])
+                return None
+
+            testbed.wait_for(message, 60, f"the aggregator to dial {cluster_ip}:443")
+        finally:
+            testbed.kubectl("delete", "apiservice", f"v1.{group}", check=False)

@@ -44,6 +44,7 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import re
 import shlex
 import shutil
@@ -72,6 +73,8 @@ DEFAULT_IMAGE_PREFIXES = (TRITON_IMAGE_PREFIX, *PROJECT_IMAGE_PREFIXES)
 #: Env var our own listeners honour (operator health/metrics, gateway): the pod IP.
 LISTEN_HOST_ENV = "TRITONFLEET_LISTEN_HOST"
 POD_NETWORK = ipaddress.ip_network("127.1.0.0/16")
+#: Address of the FQDN EndpointSlices the runner writes (EndpointSlices refuse loopback IPs).
+FQDN_ENDPOINT = "local-runner.localhost"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 log = logging.getLogger("pod_runner")
@@ -1006,6 +1009,7 @@ class PodRunner:
         self.pods: dict[str, _Pod] = {}  # uid -> pod
         self.forwarders: dict[tuple[str, int], _Forwarder] = {}
         self.services: dict[tuple[str, int], tuple[Obj, Obj]] = {}
+        self._slices: dict[str, Obj] = {}  # Service uid -> the EndpointSlice last applied
         self._node_ips: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -1263,6 +1267,7 @@ class PodRunner:
                 if port.get("protocol", "TCP") == "TCP":
                     wanted[(ip, int(port["port"]))] = (svc, port)
         self.services = wanted
+        self._sync_endpoint_slices([svc for svc, _ in wanted.values()])
         for key in list(self.forwarders):
             if key not in wanted:
                 self.forwarders.pop(key).close()
@@ -1278,18 +1283,10 @@ class PodRunner:
                         self.errors.append(msg)
                         log.warning(msg)
 
-    def _resolve(self, key: tuple[str, int]) -> tuple[str, int] | None:
-        entry = self.services.get(key)
-        if entry is None:
-            return None
-        svc, port = entry
-        meta = svc["metadata"]
-        if meta["namespace"] == "default" and meta["name"] == "kubernetes":
-            return ("127.0.0.1", self.api.port)
-        selector = svc["spec"].get("selector") or {}
-        target = port.get("targetPort", port["port"])
+    def _ready_pods_of(self, svc: Obj) -> list[_Pod]:
+        meta, selector = svc["metadata"], svc["spec"].get("selector") or {}
         with self._lock:
-            candidates = [
+            return [
                 p
                 for p in self.pods.values()
                 if p.namespace == meta["namespace"]
@@ -1299,7 +1296,98 @@ class PodRunner:
                 )
                 and p.is_ready()
             ]
-        for p in sorted(candidates, key=lambda _: time.monotonic_ns() % 7):
+
+    def _sync_endpoint_slices(self, services: list[Obj]) -> None:
+        """An FQDN EndpointSlice (one FQDN_ENDPOINT per Ready pod) for each served Service.
+
+        The aggregator's availability check wants a ready endpoint behind an
+        APIService's Service even with aggregator routing off, and
+        EndpointSlices refuse loopback IPs; an FQDN slice satisfies it. Nothing
+        on the testbed dials it (no kube-proxy, aggregator routing off), and the
+        name is under the reserved ``localhost.`` TLD (RFC 6761: loopback).
+        """
+        done: set[str] = set()
+        for svc in services:
+            meta = svc["metadata"]
+            uid = meta["uid"]
+            if uid in done or not svc["spec"].get("selector"):
+                continue
+            done.add(uid)
+            pods = self._ready_pods_of(svc)
+            ports = []
+            for port in svc["spec"].get("ports") or []:
+                target = port.get("targetPort", port["port"])
+                resolved = next(
+                    (p.container_port({}, target) for p in pods if p.container_port({}, target)),
+                    target if isinstance(target, int) else None,
+                )
+                if resolved is not None:
+                    ports.append(
+                        {
+                            "name": port.get("name", ""),
+                            "port": resolved,
+                            "protocol": port.get("protocol", "TCP"),
+                        }
+                    )
+            body: Obj = {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{meta['name']}-local-runner",
+                    "namespace": meta["namespace"],
+                    "labels": {
+                        "kubernetes.io/service-name": meta["name"],
+                        "endpointslice.kubernetes.io/managed-by": "local-runner.tritonfleet.io",
+                    },
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": uid}
+                    ],
+                },
+                "addressType": "FQDN",
+                "ports": ports,
+                "endpoints": [
+                    {
+                        "addresses": [FQDN_ENDPOINT],
+                        "conditions": {"ready": True, "serving": True, "terminating": False},
+                        "nodeName": p.obj["spec"].get("nodeName"),
+                        "targetRef": {
+                            "kind": "Pod",
+                            "namespace": p.namespace,
+                            "name": p.name,
+                            "uid": p.uid,
+                        },
+                    }
+                    for p in sorted(pods, key=lambda p: p.name)
+                ],
+            }
+            if self._slices.get(uid) == body:
+                continue
+            name = body["metadata"]["name"]
+            try:
+                self.api.request(
+                    "PATCH",
+                    f"/apis/discovery.k8s.io/v1/namespaces/{meta['namespace']}/endpointslices/"
+                    f"{name}?fieldManager=local-pod-runner&force=true",
+                    body,
+                    content_type="application/apply-patch+yaml",
+                )
+            except ApiError as err:
+                log.warning("EndpointSlice %s/%s: %s", meta["namespace"], name, err)
+                continue
+            self._slices[uid] = body
+
+    def _resolve(self, key: tuple[str, int]) -> tuple[str, int] | None:
+        entry = self.services.get(key)
+        if entry is None:
+            return None
+        svc, port = entry
+        meta = svc["metadata"]
+        if meta["namespace"] == "default" and meta["name"] == "kubernetes":
+            return ("127.0.0.1", self.api.port)
+        target = port.get("targetPort", port["port"])
+        candidates = self._ready_pods_of(svc)
+        random.shuffle(candidates)  # spread connections like kube-proxy
+        for p in candidates:
             tp = p.container_port({}, target)
             if tp is not None and is_loopback(p.ip):
                 return (p.ip, tp)
