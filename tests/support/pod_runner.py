@@ -1009,6 +1009,7 @@ class PodRunner:
         self.pods: dict[str, _Pod] = {}  # uid -> pod
         self.forwarders: dict[tuple[str, int], _Forwarder] = {}
         self.services: dict[tuple[str, int], tuple[Obj, Obj]] = {}
+        self._previous_prefixes: str | None = None  # restored on stop()
         self._slices: dict[str, Obj] = {}  # Service uid -> the EndpointSlice last applied
         self._node_ips: dict[str, str] = {}
         self._stop = threading.Event()
@@ -1030,7 +1031,11 @@ class PodRunner:
         return self
 
     def stop(self) -> None:
-        """Stop every process and forwarder (no process is left behind)."""
+        """Stop every process and forwarder (no process is left behind).
+
+        Image prefixes this runner added to the ConfigMap are removed again, so
+        pods created later are kwok's (nothing would run them otherwise).
+        """
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
@@ -1045,6 +1050,16 @@ class PodRunner:
         for f in self.forwarders.values():
             f.close()
         self.forwarders.clear()
+        if self._previous_prefixes is not None:
+            # Without a runner, labelled pods would never run: hand new pods back to kwok.
+            with contextlib.suppress(ApiError, OSError):
+                self.api.request(
+                    "PATCH",
+                    f"/api/v1/namespaces/kube-system/configmaps/{LOCAL_RUNNER_CONFIGMAP}",
+                    {"data": {"imagePrefixes": self._previous_prefixes}},
+                    content_type="application/merge-patch+json",
+                )
+            self._previous_prefixes = None
 
     def __enter__(self) -> PodRunner:
         return self.start()
@@ -1146,6 +1161,7 @@ class PodRunner:
         ]
         wanted = current + [p for p in self.image_prefixes if p not in current]
         if wanted != current:
+            self._previous_prefixes = ",".join(current)
             self.api.request(
                 "PATCH",
                 path,
