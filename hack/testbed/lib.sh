@@ -16,6 +16,23 @@ TESTBED_BIN_ROOT=$TESTBED_CACHE/bin
 
 export KWOK_WORKDIR=$TESTBED_DIR/kwok
 TESTBED_CLUSTER_DIR=$KWOK_WORKDIR/clusters/$TESTBED_NAME
+
+# Loopback networks of this testbed. Several testbeds run on one machine at
+# once, and their local pod runners bind Service cluster IPs and pod IPs for
+# real, so each testbed gets its own pair: index 0 for the default name,
+# otherwise 1 + (sum of the name's bytes) % 31 (tests/support/testbed.py
+# computes the same), or TESTBED_NET_INDEX (0..31).
+#   Services:          127.<96+i>.0.0/16 (kube-apiserver --service-cluster-ip-range)
+#   local-runner pods: 127.<1+i>.0.0/16  (ConfigMap kube-system/tritonfleet-local-runner, podCIDR)
+if [[ -n ${TESTBED_NET_INDEX:-} ]]; then
+  TESTBED_NET_INDEX=$((TESTBED_NET_INDEX % 32))
+elif [[ $TESTBED_NAME == tritonfleet ]]; then
+  TESTBED_NET_INDEX=0
+else
+  TESTBED_NET_INDEX=$(( $(printf %s "$TESTBED_NAME" | od -An -tu1 | awk '{for (i = 1; i <= NF; i++) s += $i} END {print s + 0}') % 31 + 1 ))
+fi
+TESTBED_SERVICE_CIDR=127.$((96 + TESTBED_NET_INDEX)).0.0/16
+TESTBED_RUNNER_POD_CIDR=127.$((1 + TESTBED_NET_INDEX)).0.0/16
 TESTBED_KUBECONFIG=$TESTBED_DIR/kubeconfig
 TESTBED_VOLUMES_DIR=$TESTBED_DIR/volumes
 # Marker proving a directory was created by up.sh (down.sh only deletes such dirs).

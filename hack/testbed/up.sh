@@ -25,8 +25,8 @@ CPU_NODES=2
 NODE_COUNT=$((GPU_NODES + CPU_NODES))
 LOCAL_RUNNER_LABEL=tritonfleet.io/local-runner
 # Every address the testbed hands out is loopback (127.0.0.0/8): fake pods,
-# nodes and Services never lead a client to a private or public address.
-TESTBED_SERVICE_CIDR=127.96.0.0/16
+# nodes and Services never lead a client to a private or public address
+# (TESTBED_SERVICE_CIDR and TESTBED_RUNNER_POD_CIDR: see lib.sh).
 
 t0=${EPOCHREALTIME//[.,]/}
 elapsed() { local d=$(( (${EPOCHREALTIME//[.,]/} - t0) / 100000 )); echo "$((d / 10)).$((d % 10))s"; }
@@ -61,14 +61,18 @@ nodes_ready_count() {
 }
 
 # --- reuse --------------------------------------------------------------------
+service_cidr() {
+  tb_kubectl get servicecidr kubernetes --request-timeout=5s -o jsonpath='{.spec.cidrs[0]}' 2>/dev/null || true
+}
 if [[ -f "$TESTBED_CLUSTER_DIR/kwok.yaml" ]]; then
-  if tb_apiserver_ready && [[ $(nodes_ready_count) -eq $NODE_COUNT ]]; then
+  if tb_apiserver_ready && [[ $(nodes_ready_count) -eq $NODE_COUNT ]] \
+      && [[ $(service_cidr) == "$TESTBED_SERVICE_CIDR" ]]; then
     tb_say "cluster '$TESTBED_NAME' is already running and healthy; reusing it"
     tb_say "kubeconfig: $TESTBED_KUBECONFIG"
     echo "$TESTBED_KUBECONFIG"
     exit 0
   fi
-  tb_say "cluster '$TESTBED_NAME' exists in $TESTBED_CLUSTER_DIR but is not healthy; recreating it"
+  tb_say "cluster '$TESTBED_NAME' exists in $TESTBED_CLUSTER_DIR but is not healthy (or has another Service range than $TESTBED_SERVICE_CIDR); recreating it"
   TESTBED_LOCK_HELD=1 TESTBED_KEEP_DIR=1 "$TESTBED_HACK_DIR/down.sh" 8>&-
 fi
 # Processes left over from a cluster directory that was deleted by hand.
@@ -315,7 +319,8 @@ tb_kubectl apply -f "$TESTBED_DIR/storage.yaml" >/dev/null
 # Pods whose image starts with a prefix listed in this ConfigMap get the
 # local-runner label at creation (see local-runner-policy.yaml).
 tb_kubectl -n kube-system create configmap tritonfleet-local-runner \
-  --from-literal=imagePrefixes="$TESTBED_LOCAL_RUNNER_IMAGES" --dry-run=client -o yaml \
+  --from-literal=imagePrefixes="$TESTBED_LOCAL_RUNNER_IMAGES" \
+  --from-literal=podCIDR="$TESTBED_RUNNER_POD_CIDR" --dry-run=client -o yaml \
   | tb_kubectl apply -f - >/dev/null
 tb_kubectl apply -f "$TESTBED_HACK_DIR/local-runner-policy.yaml" >/dev/null
 
@@ -334,7 +339,7 @@ pvs_available() {
 wait_until "$TESTBED_PVS PersistentVolumes to become Available" "$TESTBED_TIMEOUT" pvs_available
 
 port=$(sed -n 's#^ *server: https://[^:]*:\([0-9]*\).*#\1#p' "$TESTBED_KUBECONFIG" | head -n1)
-tb_say "cluster '$TESTBED_NAME' ready in $(elapsed): kube-apiserver https://127.0.0.1:$port, $NODE_COUNT nodes, $TESTBED_PVS PVs"
+tb_say "cluster '$TESTBED_NAME' ready in $(elapsed): kube-apiserver https://127.0.0.1:$port, $NODE_COUNT nodes, $TESTBED_PVS PVs, Services $TESTBED_SERVICE_CIDR, local-runner pods $TESTBED_RUNNER_POD_CIDR"
 tb_say "kubeconfig: $TESTBED_KUBECONFIG"
 tb_say "  export KUBECONFIG=$TESTBED_KUBECONFIG PATH=$(dirname "$KUBECTL_BIN"):$(dirname "$HELM_BIN"):\$PATH"
 echo "$TESTBED_KUBECONFIG"

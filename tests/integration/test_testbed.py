@@ -5,6 +5,7 @@ These tests pin down what the rest of the suite relies on (hack/testbed/README.m
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import textwrap
 import time
@@ -103,6 +104,10 @@ def test_gpu_pods_land_on_gpu_nodes_and_others_on_cpu_nodes(testbed: Testbed) ->
         pods = testbed.wait_for(gpu_pods_running, 60, "4 GPU pods Running (kwok)")
         assert {p["spec"]["nodeName"] for p in pods} <= set(GPU_NODES)
         assert all(p["status"].get("podIP") for p in pods), "kwok assigns pod IPs"
+        # ... from the nodes' loopback pod CIDRs: dialling a fake pod is refused locally.
+        assert all(p["status"]["podIP"].startswith("127.244.") for p in pods), [
+            p["status"]["podIP"] for p in pods
+        ]
 
         plain = testbed.wait_for(
             lambda: (
@@ -365,3 +370,20 @@ def test_aggregation_layer_is_configured(testbed: Testbed) -> None:
     assert json.loads(data["requestheader-username-headers"]) == ["X-Remote-User"]
     ca = (testbed.front_proxy_dir / "front-proxy-ca.crt").read_text().strip()
     assert ca in data["requestheader-client-ca-file"]
+
+
+def test_every_address_the_testbed_hands_out_is_loopback(testbed: Testbed) -> None:
+    """Nodes, pod CIDRs and Service cluster IPs: nothing can lead a client off 127.0.0.0/8."""
+    nodes = testbed.get("nodes", "-l", "tritonfleet.io/testbed=true")["items"]
+    for node in nodes:
+        assert node["spec"]["podCIDR"].startswith("127.244."), node["spec"]["podCIDR"]
+        internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+        assert internal and internal[0].startswith("127.240.0."), internal
+    api = testbed.get("service", "kubernetes", namespace="default")
+    network = ipaddress.IPv4Network(testbed.service_cidr)
+    assert network.subnet_of(ipaddress.IPv4Network("127.0.0.0/8"))
+    assert api["spec"]["clusterIP"] == str(network[1])
+    with testbed.namespace("tb-svc") as ns:
+        testbed.kubectl("create", "service", "clusterip", "web", "--tcp=80:8080", "-n", ns)
+        svc = testbed.get("service", "web", namespace=ns)
+        assert ipaddress.ip_address(svc["spec"]["clusterIP"]) in network

@@ -12,7 +12,9 @@ processes:
 * the Triton image runs the cached ``tritonserver`` (tests/support/triton.py),
   the project's image runs ``<repo>/.venv/bin/tritonfleet`` with the
   container's args; anything else is reported as a failed container;
-* each pod gets its own loopback IP from 127.1.0.0/16; Triton gets
+* each pod gets its own loopback IP from the testbed's runner pod network
+  (127.1.0.0/16 for the default testbed, 127.<1+i>.0.0/16 for others: key
+  podCIDR of the ConfigMap, see hack/testbed/lib.sh); Triton gets
   ``--{http,grpc,metrics}-address=<podIP>`` and our own processes
   ``TRITONFLEET_LISTEN_HOST=<podIP>``;
 * volumes become local directories (PVC -> the PV's hostPath, emptyDir,
@@ -42,6 +44,7 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import re
 import shlex
 import shutil
@@ -70,6 +73,8 @@ DEFAULT_IMAGE_PREFIXES = (TRITON_IMAGE_PREFIX, *PROJECT_IMAGE_PREFIXES)
 #: Env var our own listeners honour (operator health/metrics, gateway): the pod IP.
 LISTEN_HOST_ENV = "TRITONFLEET_LISTEN_HOST"
 POD_NETWORK = ipaddress.ip_network("127.1.0.0/16")
+#: Address of the FQDN EndpointSlices the runner writes (EndpointSlices refuse loopback IPs).
+FQDN_ENDPOINT = "local-runner.localhost"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 log = logging.getLogger("pod_runner")
@@ -149,7 +154,7 @@ class Api:
             req.add_header("Content-Type", content_type)
         req.add_header("Accept", "application/json")
         try:
-            with urllib.request.urlopen(req, context=self.ctx, timeout=timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, context=self.ctx, timeout=timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as err:
             raise ApiError(err.code, err.read().decode(errors="replace")) from None
@@ -281,7 +286,7 @@ class _Container:
             argv = command + args if command else args
             while argv and argv[0].endswith("nvidia_entrypoint.sh"):
                 argv = argv[1:]
-            if not argv or os.path.basename(argv[0]) != "tritonserver":
+            if not argv or Path(argv[0]).name != "tritonserver":
                 raise _StartError(f"only tritonserver runs from the Triton image, got {argv!r}")
             from tests.support.triton import ensure_triton
 
@@ -294,7 +299,7 @@ class _Container:
             ]
         elif image.startswith(pod.runner.project_prefixes):
             argv = (command or ["tritonfleet"]) + args
-            if os.path.basename(argv[0]) != "tritonfleet":
+            if Path(argv[0]).name != "tritonfleet":
                 raise _StartError(f"only tritonfleet runs from the project image, got {argv!r}")
             argv[0] = str(pod.runner.tritonfleet_bin)
             env[LISTEN_HOST_ENV] = ip
@@ -311,7 +316,7 @@ class _Container:
         with self.log_path.open("ab") as logf:
             logf.write(f"\n=== {_now()} start: {shlex.join(argv)}\n".encode())
             logf.flush()
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(
                 argv,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
@@ -439,6 +444,10 @@ class _Pod:
             _Container(self, c, init=True) for c in spec.get("initContainers") or []
         ]
         self.containers = [_Container(self, c) for c in spec.get("containers") or []]
+        previous = {c["name"]: c for c in pod.get("status", {}).get("containerStatuses") or []}
+        for c in self.containers:
+            if c.name in previous:  # adopted from an earlier runner: its process is gone
+                c.restart_count = int(previous[c.name].get("restartCount", 0)) + 1
         self.volumes: dict[str, Path] = {}
         self.mounts: dict[str, list[tuple[str, Path]]] = {}
         self.kubeconfig: Path | None = None
@@ -552,22 +561,22 @@ class _Pod:
 
     def _write_token(self, path: Path, src: Obj, mode: int) -> None:
         sa = self.obj["spec"].get("serviceAccountName") or "default"
+        token_spec: Obj = {
+            "expirationSeconds": max(int(src.get("expirationSeconds", 3607)), 3600),
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": self.name,
+                "uid": self.uid,
+            },
+        }
+        if src.get("audience"):
+            token_spec["audiences"] = [src["audience"]]
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
-            "spec": {
-                "audiences": [src["audience"]] if src.get("audience") else None,
-                "expirationSeconds": max(int(src.get("expirationSeconds", 3607)), 3600),
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": self.name,
-                    "uid": self.uid,
-                },
-            },
+            "spec": token_spec,
         }
-        if body["spec"]["audiences"] is None:
-            del body["spec"]["audiences"]
         resp = self.api.request(
             "POST", f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{sa}/token", body
         )
@@ -613,7 +622,7 @@ class _Pod:
             "status.hostIP": self.host_ip,
         }
         if path in simple:
-            return simple[path]
+            return str(simple[path])
         m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
         if m:
             return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
@@ -650,7 +659,7 @@ class _Pod:
         if self.kubeconfig is not None:
             env["KUBECONFIG"] = str(self.kubeconfig)
         for mount, local in self.mounts.get(spec["name"], []):
-            if mount == "/tmp":  # noqa: S108
+            if mount == "/tmp":
                 env["TMPDIR"] = str(local)
         for src in spec.get("envFrom") or []:
             prefix = src.get("prefix", "")
@@ -725,8 +734,8 @@ class _Pod:
                 req.add_header(hd["name"], hd["value"])
             ctx = ssl._create_unverified_context() if scheme == "https" else None  # noqa: S323 - kubelet does not verify either
             try:
-                with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:  # noqa: S310
-                    return 200 <= resp.status < 400
+                with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+                    return 200 <= int(resp.status) < 400
             except urllib.error.HTTPError as err:
                 return 200 <= err.code < 400
             except (OSError, ValueError):
@@ -756,7 +765,7 @@ class _Pod:
                         check=False,
                     ).returncode
                     == 0
-                )  # noqa: S603
+                )
             except (OSError, subprocess.TimeoutExpired, _StartError, ApiError):
                 return False
         return False
@@ -943,10 +952,14 @@ class _Pod:
         self.last_status = status
 
     def is_ready(self) -> bool:
-        s = self.last_status
-        return bool(s) and any(
-            c["type"] == "Ready" and c["status"] == "True" for c in s["conditions"]
-        )  # type: ignore[index]
+        s = self.last_status or {}
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", []))
+
+    def shutdown(self) -> None:
+        """Runner stop: end the processes and say so in the status (not Ready)."""
+        self.terminate(5.0)
+        with contextlib.suppress(ApiError, OSError):
+            self._report()
 
     def terminate(self, grace: float) -> None:
         """SIGTERM every container, SIGKILL after ``grace`` seconds, reap."""
@@ -996,15 +1009,20 @@ class PodRunner:
         self.pods: dict[str, _Pod] = {}  # uid -> pod
         self.forwarders: dict[tuple[str, int], _Forwarder] = {}
         self.services: dict[tuple[str, int], tuple[Obj, Obj]] = {}
+        self._previous_prefixes: str | None = None  # restored on stop()
+        self._slices: dict[str, Obj] = {}  # Service uid -> the EndpointSlice last applied
         self._node_ips: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._next_ip = 1
+        #: Where pod IPs come from: the testbed's podCIDR (ConfigMap), default 127.1.0.0/16.
+        self.pod_network: ipaddress.IPv4Network | ipaddress.IPv6Network = POD_NETWORK
         self.errors: list[str] = []
 
     # -- public ----------------------------------------------------------------------
     def start(self) -> PodRunner:
+        self._read_pod_network()
         if self.register_prefixes:
             self._register_prefixes()
         self._sync()
@@ -1013,14 +1031,18 @@ class PodRunner:
         return self
 
     def stop(self) -> None:
-        """Stop every process and forwarder (no process is left behind)."""
+        """Stop every process and forwarder (no process is left behind).
+
+        Image prefixes this runner added to the ConfigMap are removed again, so
+        pods created later are kwok's (nothing would run them otherwise).
+        """
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
         with self._lock:
             pods = list(self.pods.values())
             self.pods.clear()
-        threads = [threading.Thread(target=p.terminate, args=(5.0,)) for p in pods]
+        threads = [threading.Thread(target=p.shutdown) for p in pods]
         for t in threads:
             t.start()
         for t in threads:
@@ -1028,6 +1050,16 @@ class PodRunner:
         for f in self.forwarders.values():
             f.close()
         self.forwarders.clear()
+        if self._previous_prefixes is not None:
+            # Without a runner, labelled pods would never run: hand new pods back to kwok.
+            with contextlib.suppress(ApiError, OSError):
+                self.api.request(
+                    "PATCH",
+                    f"/api/v1/namespaces/kube-system/configmaps/{LOCAL_RUNNER_CONFIGMAP}",
+                    {"data": {"imagePrefixes": self._previous_prefixes}},
+                    content_type="application/merge-patch+json",
+                )
+            self._previous_prefixes = None
 
     def __enter__(self) -> PodRunner:
         return self.start()
@@ -1109,6 +1141,16 @@ class PodRunner:
         )
 
     # -- internals -----------------------------------------------------------------------
+    def _read_pod_network(self) -> None:
+        path = f"/api/v1/namespaces/kube-system/configmaps/{LOCAL_RUNNER_CONFIGMAP}"
+        cm = self.api.get_or_none(path) or {}
+        cidr = (cm.get("data") or {}).get("podCIDR")
+        if cidr:
+            network = ipaddress.ip_network(cidr)
+            if not network.subnet_of(LOOPBACK):  # type: ignore[arg-type]
+                raise RuntimeError(f"{LOCAL_RUNNER_CONFIGMAP} podCIDR {cidr} is not loopback")
+            self.pod_network = network
+
     def _register_prefixes(self) -> None:
         path = f"/api/v1/namespaces/kube-system/configmaps/{LOCAL_RUNNER_CONFIGMAP}"
         cm = self.api.get_or_none(path)
@@ -1119,6 +1161,7 @@ class PodRunner:
         ]
         wanted = current + [p for p in self.image_prefixes if p not in current]
         if wanted != current:
+            self._previous_prefixes = ",".join(current)
             self.api.request(
                 "PATCH",
                 path,
@@ -1135,11 +1178,14 @@ class PodRunner:
             self._node_ips[node] = ip
         return self._node_ips[node]
 
-    def _allocate_ip(self) -> str:
-        used = {p.ip for p in self.pods.values()}
-        size = POD_NETWORK.num_addresses - 2
+    def _ip_free(self, ip: str) -> bool:
+        return is_loopback(ip) and all(p.ip != ip for p in self.pods.values())
+
+    def _allocate_ip(self, reserved: set[str] | None = None) -> str:
+        used = {p.ip for p in self.pods.values()} | (reserved or set())
+        size = self.pod_network.num_addresses - 2
         for _ in range(size):
-            ip = str(POD_NETWORK[self._next_ip])
+            ip = str(self.pod_network[self._next_ip])
             self._next_ip = self._next_ip % size + 1
             if ip not in used:
                 return ip
@@ -1157,6 +1203,8 @@ class PodRunner:
     def _sync(self) -> None:
         q = urllib.parse.quote(f"{LOCAL_RUNNER_LABEL}=true")
         items = self.api.get(f"/api/v1/pods?labelSelector={q}")["items"]
+        # IPs pods already hold (an earlier runner's pods about to be adopted included).
+        reserved = {p.get("status", {}).get("podIP") for p in items} - {None}
         seen = set()
         for pod in items:
             uid = pod["metadata"]["uid"]
@@ -1166,10 +1214,15 @@ class PodRunner:
             with self._lock:
                 known = self.pods.get(uid)
                 if known is None and not pod["metadata"].get("deletionTimestamp"):
-                    phase = pod.get("status", {}).get("phase")
-                    if phase in ("Succeeded", "Failed") or pod.get("status", {}).get("podIP"):
-                        continue  # finished or run by an earlier runner: do not run it again
-                    known = _Pod(self, pod, self._allocate_ip())
+                    status = pod.get("status", {})
+                    if status.get("phase") in ("Succeeded", "Failed"):
+                        continue  # finished: never run again
+                    # Left by an earlier runner (like a kubelet after a reboot): run it
+                    # again on its pod IP (the API server keeps a pod IP once set).
+                    old_ip = status.get("podIP")
+                    if old_ip and not self._ip_free(old_ip):
+                        continue
+                    known = _Pod(self, pod, old_ip or self._allocate_ip(reserved))
                     self.pods[uid] = known
                     known.thread.start()
                 elif known is not None:
@@ -1230,6 +1283,7 @@ class PodRunner:
                 if port.get("protocol", "TCP") == "TCP":
                     wanted[(ip, int(port["port"]))] = (svc, port)
         self.services = wanted
+        self._sync_endpoint_slices([svc for svc, _ in wanted.values()])
         for key in list(self.forwarders):
             if key not in wanted:
                 self.forwarders.pop(key).close()
@@ -1245,18 +1299,10 @@ class PodRunner:
                         self.errors.append(msg)
                         log.warning(msg)
 
-    def _resolve(self, key: tuple[str, int]) -> tuple[str, int] | None:
-        entry = self.services.get(key)
-        if entry is None:
-            return None
-        svc, port = entry
-        meta = svc["metadata"]
-        if meta["namespace"] == "default" and meta["name"] == "kubernetes":
-            return ("127.0.0.1", self.api.port)
-        selector = svc["spec"].get("selector") or {}
-        target = port.get("targetPort", port["port"])
+    def _ready_pods_of(self, svc: Obj) -> list[_Pod]:
+        meta, selector = svc["metadata"], svc["spec"].get("selector") or {}
         with self._lock:
-            candidates = [
+            return [
                 p
                 for p in self.pods.values()
                 if p.namespace == meta["namespace"]
@@ -1266,7 +1312,98 @@ class PodRunner:
                 )
                 and p.is_ready()
             ]
-        for p in sorted(candidates, key=lambda _: time.monotonic_ns() % 7):
+
+    def _sync_endpoint_slices(self, services: list[Obj]) -> None:
+        """An FQDN EndpointSlice (one FQDN_ENDPOINT per Ready pod) for each served Service.
+
+        The aggregator's availability check wants a ready endpoint behind an
+        APIService's Service even with aggregator routing off, and
+        EndpointSlices refuse loopback IPs; an FQDN slice satisfies it. Nothing
+        on the testbed dials it (no kube-proxy, aggregator routing off), and the
+        name is under the reserved ``localhost.`` TLD (RFC 6761: loopback).
+        """
+        done: set[str] = set()
+        for svc in services:
+            meta = svc["metadata"]
+            uid = meta["uid"]
+            if uid in done or not svc["spec"].get("selector"):
+                continue
+            done.add(uid)
+            pods = self._ready_pods_of(svc)
+            ports = []
+            for port in svc["spec"].get("ports") or []:
+                target = port.get("targetPort", port["port"])
+                resolved = next(
+                    (p.container_port({}, target) for p in pods if p.container_port({}, target)),
+                    target if isinstance(target, int) else None,
+                )
+                if resolved is not None:
+                    ports.append(
+                        {
+                            "name": port.get("name", ""),
+                            "port": resolved,
+                            "protocol": port.get("protocol", "TCP"),
+                        }
+                    )
+            body: Obj = {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{meta['name']}-local-runner",
+                    "namespace": meta["namespace"],
+                    "labels": {
+                        "kubernetes.io/service-name": meta["name"],
+                        "endpointslice.kubernetes.io/managed-by": "local-runner.tritonfleet.io",
+                    },
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": uid}
+                    ],
+                },
+                "addressType": "FQDN",
+                "ports": ports,
+                "endpoints": [
+                    {
+                        "addresses": [FQDN_ENDPOINT],
+                        "conditions": {"ready": True, "serving": True, "terminating": False},
+                        "nodeName": p.obj["spec"].get("nodeName"),
+                        "targetRef": {
+                            "kind": "Pod",
+                            "namespace": p.namespace,
+                            "name": p.name,
+                            "uid": p.uid,
+                        },
+                    }
+                    for p in sorted(pods, key=lambda p: p.name)
+                ],
+            }
+            if self._slices.get(uid) == body:
+                continue
+            name = body["metadata"]["name"]
+            try:
+                self.api.request(
+                    "PATCH",
+                    f"/apis/discovery.k8s.io/v1/namespaces/{meta['namespace']}/endpointslices/"
+                    f"{name}?fieldManager=local-pod-runner&force=true",
+                    body,
+                    content_type="application/apply-patch+yaml",
+                )
+            except ApiError as err:
+                log.warning("EndpointSlice %s/%s: %s", meta["namespace"], name, err)
+                continue
+            self._slices[uid] = body
+
+    def _resolve(self, key: tuple[str, int]) -> tuple[str, int] | None:
+        entry = self.services.get(key)
+        if entry is None:
+            return None
+        svc, port = entry
+        meta = svc["metadata"]
+        if meta["namespace"] == "default" and meta["name"] == "kubernetes":
+            return ("127.0.0.1", self.api.port)
+        target = port.get("targetPort", port["port"])
+        candidates = self._ready_pods_of(svc)
+        random.shuffle(candidates)  # spread connections like kube-proxy
+        for p in candidates:
             tp = p.container_port({}, target)
             if tp is not None and is_loopback(p.ip):
                 return (p.ip, tp)
@@ -1321,7 +1458,8 @@ def main(argv: list[str] | None = None) -> int:
             if now != last:
                 for p in now:
                     log.info(
-                        "%(namespace)s/%(pod)s %(container)s pid=%(pid)s ip=%(podIP)s ready=%(ready)s restarts=%(restartCount)s",
+                        "%(namespace)s/%(pod)s %(container)s pid=%(pid)s ip=%(podIP)s "
+                        "ready=%(ready)s restarts=%(restartCount)s",
                         p,
                     )
                 last = now

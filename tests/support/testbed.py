@@ -109,6 +109,26 @@ class Testbed:
             versions=versions,
         )
 
+    # -- networks ----------------------------------------------------------------
+    @property
+    def network_index(self) -> int:
+        """Which loopback networks this testbed owns (as hack/testbed/lib.sh computes it)."""
+        if os.environ.get("TESTBED_NET_INDEX"):
+            return int(os.environ["TESTBED_NET_INDEX"]) % 32
+        if self.name == "tritonfleet":
+            return 0
+        return sum(self.name.encode()) % 31 + 1
+
+    @property
+    def service_cidr(self) -> str:
+        """Service cluster IPs: 127.<96+i>.0.0/16 (the ``kubernetes`` Service has .0.1)."""
+        return f"127.{96 + self.network_index}.0.0/16"
+
+    @property
+    def runner_pod_cidr(self) -> str:
+        """Pod IPs the local pod runner hands out: 127.<1+i>.0.0/16."""
+        return f"127.{1 + self.network_index}.0.0/16"
+
     # -- paths -----------------------------------------------------------------
     @property
     def volumes_dir(self) -> Path:
@@ -350,6 +370,13 @@ class Testbed:
         except subprocess.TimeoutExpired:
             return False
         if nodes.returncode != 0:
+            return False
+        # A testbed from before the loopback Service ranges (or another name's) is stale.
+        cidr = self.kubectl(
+            "get", "servicecidr", "kubernetes", "-o", "jsonpath={.spec.cidrs[0]}",
+            check=False, timeout=10,
+        )  # fmt: skip
+        if cidr.stdout.strip() != self.service_cidr:
             return False
         items = json.loads(nodes.stdout)["items"]
         ready_nodes = [

@@ -18,6 +18,7 @@ from tritonfleet.api.settings import (
     DEFAULT_TRITON_IMAGE,
     OperatorSettings,
     SettingsError,
+    listen_host,
     unknown_env,
 )
 from tritonfleet.desired import kube_objects as ko
@@ -493,3 +494,10 @@ def test_unknown_tritonfleet_variables_are_listed() -> None:
     assert unknown_env({"TRITONFLEET_TRITON_IMAG": "x", "TRITONFLEET_TRITON_IMAGE": "y"}) == [
         "TRITONFLEET_TRITON_IMAG"
     ]
+
+
+def test_listen_host_is_all_addresses_unless_the_pod_runner_pins_one() -> None:
+    assert listen_host({}) == "0.0.0.0"
+    env = {"TRITONFLEET_LISTEN_HOST": "127.1.0.7"}
+    assert listen_host(env) == "127.1.0.7"
+    assert unknown_env(env) == []  # not a setting, but no typo either
