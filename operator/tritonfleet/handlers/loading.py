@@ -69,6 +69,7 @@ class Wanted:
 @dataclass
 class _Unload:
     started: float
+    uid: str
     task: asyncio.Task[None] | None = None
     done: bool | None = None
     waiting: tuple[str, ...] = ()
@@ -276,13 +277,19 @@ class Loader:
 
     def unloaded(self, key: Key, target: Target | None, body: Mapping[str, Any]) -> bool:
         """Whether a deleted object's files may go: every pod unloaded it, or the
-        bounded wait is over. Starts the unload in the background the first time."""
+        bounded wait is over. Starts the unload in the background the first time.
+
+        A deleted object may no longer render (an ensemble whose members are being
+        deleted with it): what it last wanted loaded is unloaded then."""
+        known = self._wanted.get(key)
         self.forget(key)
+        if (target is None or not target.load_models) and known is not None:
+            target = known.target
         if target is None or not target.load_models:
             return True
         state = self._unloads.get(key)
-        if state is None:
-            state = _Unload(started=time.monotonic())
+        if state is None or state.uid != target.uid:  # (a re-created object starts afresh)
+            state = _Unload(started=time.monotonic(), uid=target.uid)
             self._unloads[key] = state
             state.task = asyncio.create_task(self._unload(key, state, target))
         gate = unload_gate(
