@@ -357,7 +357,10 @@ def test_hand_deleted_and_hand_edited_children_are_repaired(
         return bool(svc) and image.startswith("nvcr.io/") and dep["spec"]["replicas"] == 1
 
     testbed.wait_for(repaired, timeout=30, what="Service re-created and Deployment reverted")
-    assert any(e["reason"] == "Repaired" for e in events(testbed, ns, "drift"))
+    seen = events(testbed, ns, "drift")
+    assert any(e["reason"] == "Repaired" for e in seen), [
+        (e["reason"], e["message"]) for e in seen
+    ]
 
 
 def test_nothing_is_written_when_nothing_changes(

@@ -62,6 +62,26 @@ def ns(
             check=False,
             timeout=150,
         )
+        testbed.wait_for(
+            lambda: (
+                not (testbed.get("tritonmodels,modelensembles", namespace=name) or {}).get("items")
+            ),
+            timeout=180,
+            what="every model released by the operator",
+        )
+    # The runner registered its image prefixes with the testbed's admission policy;
+    # later kwok-only tests on the same testbed need kwok to run those pods again.
+    testbed.kubectl(
+        "patch",
+        "configmap",
+        "tritonfleet-local-runner",
+        "-n",
+        "kube-system",
+        "--type=merge",
+        "-p",
+        '{"data":{"imagePrefixes":""}}',
+        check=False,
+    )
     testbed.recycle_volumes()
 
 

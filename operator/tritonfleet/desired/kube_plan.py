@@ -526,12 +526,16 @@ def _transition_event(
     message = "; ".join([*changes, *(["did: " + ", ".join(done)] if done else [])])
     if failing is not None:
         return Event("Warning", failing.reason, message[:1024])
-    was_ready = find_condition(old.conditions, READY)
+    # A child missing once the object was up (Ready, or Available while Ready waits
+    # for Loaded) was removed by someone: re-creating it is a repair.
+    was_up = any(
+        c is not None and c.status == "True"
+        for c in (find_condition(old.conditions, READY), find_condition(old.conditions, AVAILABLE))
+    )
     repaired = [
         a
         for a in actions
-        if a.why.startswith("changed by another client")
-        or (a.why == "missing" and was_ready is not None and was_ready.status == "True")
+        if a.why.startswith("changed by another client") or (a.why == "missing" and was_up)
     ]
     ready = find_condition(new.conditions, READY)
     if repaired:

@@ -38,6 +38,7 @@ from tritonfleet.adapters.triton_repository import (
 )
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube_loading import (
+    PodKey,
     TritonPod,
     in_order,
     load_target,
@@ -69,6 +70,7 @@ class Wanted:
 @dataclass
 class _Unload:
     started: float
+    uid: str
     task: asyncio.Task[None] | None = None
     done: bool | None = None
     waiting: tuple[str, ...] = ()
@@ -95,6 +97,7 @@ class Loader:
         self.post_event = post_event
         self.clock = clock
         self._wanted: dict[Key, Wanted] = {}
+        self._by_pods: dict[PodKey, Key] = {}  # pod index key -> the object its pods serve
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
@@ -112,21 +115,24 @@ class Loader:
         wanted = Wanted(target, load_target(target), deployed or None)
         if self._wanted.get(key) != wanted:
             self._wanted[key] = wanted
+            self._by_pods[pod_key_of(target)] = key
             self.poke(key)
         elif key not in self._tasks and key not in self._timers:
             self.poke(key)
 
     def forget(self, key: Key) -> None:
-        self._wanted.pop(key, None)
+        wanted = self._wanted.pop(key, None)
+        if wanted is not None:
+            self._by_pods.pop(pod_key_of(wanted.target), None)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
 
     def pod_changed(self, namespace: str, pod: TritonPod) -> None:
         """A Triton pod appeared, changed readiness/IP, or went: re-check its owner."""
-        for key in list(self._wanted):
-            if key[1] == namespace and pod_key_of(self._wanted[key].target) == pod.owner:
-                self.poke(key)
+        key = self._by_pods.get(pod.owner)
+        if key is not None:
+            self.poke(key)
 
     def poke(self, key: Key, delay: float = 0.0) -> None:
         """Run a pass for ``key`` now (or after ``delay``); merged with a running one."""
@@ -276,13 +282,19 @@ class Loader:
 
     def unloaded(self, key: Key, target: Target | None, body: Mapping[str, Any]) -> bool:
         """Whether a deleted object's files may go: every pod unloaded it, or the
-        bounded wait is over. Starts the unload in the background the first time."""
+        bounded wait is over. Starts the unload in the background the first time.
+
+        A deleted object may no longer render (an ensemble whose members are being
+        deleted with it): what it last wanted loaded is unloaded then."""
+        known = self._wanted.get(key)
         self.forget(key)
+        if (target is None or not target.load_models) and known is not None:
+            target = known.target
         if target is None or not target.load_models:
             return True
         state = self._unloads.get(key)
-        if state is None:
-            state = _Unload(started=time.monotonic())
+        if state is None or state.uid != target.uid:  # (a re-created object starts afresh)
+            state = _Unload(started=time.monotonic(), uid=target.uid)
             self._unloads[key] = state
             state.task = asyncio.create_task(self._unload(key, state, target))
         gate = unload_gate(

@@ -11,6 +11,10 @@ reconciler does not need. With indexes and event handlers kopf writes nothing;
 the operator's only writes are the ones its plans decide on. The periodic
 re-check is the reconciler's own resync loop, and deletion is handled through
 the operator's own finalizer (``tritonfleet.io/cleanup``).
+
+The operator's Triton pods are indexed too (read-only, server-side label
+selector); their events wake the loader (``handlers.loading``), not the
+reconcile.
 """
 
 from __future__ import annotations
