@@ -11,6 +11,7 @@ can take settings as a plain value.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -108,6 +109,23 @@ class OperatorSettings(BaseModel):
         description="Time Triton gets to load its models before the kubelet restarts it "
         "(startup probe budget; big LLMs take many minutes).",
     )
+    scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=300,
+        description="HPA scale-down stabilisation window of autoscaled models (scale-up "
+        "is immediate; a GPU pod takes minutes to come back, so shrinking waits).",
+    )
+    metrics_api_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=0, description="Port of the external metrics API (TLS); 0 = not served."
+    )
+    metrics_api_cert_dir: str = Field(
+        default="/etc/tritonfleet/metrics-api",
+        description="Directory with tls.crt and tls.key of the external metrics API.",
+    )
+    dial_pod_networks: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs of pod IPs the operator may connect to (metrics scrapes, "
+        "loading); empty = all.",
+    )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     peering: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] | None = Field(
@@ -119,6 +137,15 @@ class OperatorSettings(BaseModel):
     @classmethod
     def _labels_from_text(cls, value: Any) -> Any:
         return _parse_labels(value) if isinstance(value, str) else value
+
+    @field_validator("dial_pod_networks", mode="before")
+    @classmethod
+    def _networks_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(n.strip() for n in value.split(",") if n.strip())
+        for net in value:
+            ipaddress.ip_network(net, strict=False)  # a ValueError names the bad one
+        return value
 
     @field_validator("namespaces", mode="before")
     @classmethod

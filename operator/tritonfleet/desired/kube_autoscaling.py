@@ -31,6 +31,7 @@ QUEUE_TIME_METRIC = "tritonfleet_queue_time_ms"
 PENDING_METRIC = "tritonfleet_pending_requests"
 METRICS = (QUEUE_TIME_METRIC, PENDING_METRIC)
 COMPONENT_AUTOSCALER = "autoscaler"
+HPA_KIND = "HorizontalPodAutoscaler"
 
 # Behaviour defaults (documented in docs/architecture.md): scale up fast — double or +4
 # pods every 15 s, whichever is more, no stabilisation — because queueing requests are

@@ -39,6 +39,7 @@ CHILD_RESOURCES: tuple[tuple[str, tuple[str, str] | tuple[str, str, str]], ...] 
     ("tf_services", ("v1", "services")),
     ("tf_configmaps", ("v1", "configmaps")),
     ("tf_claims", ("v1", "persistentvolumeclaims")),
+    ("tf_hpas", ("autoscaling", "v2", "horizontalpodautoscalers")),
 )
 OWNER_RESOURCES = (
     ("TritonModel", "tritonmodels", "tf_models"),
