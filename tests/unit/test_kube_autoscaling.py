@@ -157,3 +157,38 @@ def test_scale_to_zero_only_on_real_idle() -> None:
 
 def test_models_used_by_tests_are_valid() -> None:
     assert ReplicaRange(min=0, max=2).min == 0 and Autoscaling().queue_time_target_ms == 50
+
+
+def test_scrape_targets_ready_pods_inside_allowed_networks_only() -> None:
+    from tritonfleet.desired.kube_autoscaling import TritonPod, scrape_targets
+
+    pods = [
+        TritonPod(NS, "p1", "TritonModel", "toy", "127.1.0.5", True),
+        TritonPod(NS, "p2", "TritonModel", "toy", "127.1.0.6", False),  # not ready
+        TritonPod(NS, "p3", "TritonModel", "toy", "10.0.0.7", True),  # outside the networks
+        TritonPod(NS, "e1", "ModelEnsemble", "pipe", "127.1.0.9", True),
+    ]
+    models = {
+        ("TritonModel", NS, "toy"): ["toy"],
+        ("ModelEnsemble", NS, "pipe"): ["toy", "pipe"],
+        ("TritonModel", NS, "cold"): ["cold"],
+    }
+    got = scrape_targets(pods, models, ["127.0.0.0/8"], 8002)
+    assert got[(NS, "toy")] == [("p1", "http://127.1.0.5:8002"), ("e1", "http://127.1.0.9:8002")]
+    assert got[(NS, "pipe")] == [("e1", "http://127.1.0.9:8002")]
+    assert got[(NS, "cold")] == []  # known, no ready pod: no data
+    everywhere = scrape_targets(pods, models, [], 8002)
+    assert ("p3", "http://10.0.0.7:8002") in everywhere[(NS, "toy")]
+
+
+def test_dial_pod_networks_setting() -> None:
+    from tritonfleet.api.settings import OperatorSettings, SettingsError
+
+    s = OperatorSettings.from_env({"TRITONFLEET_DIAL_POD_NETWORKS": "127.0.0.0/8, ::1/128"})
+    assert s.dial_pod_networks == ("127.0.0.0/8", "::1/128")
+    try:
+        OperatorSettings.from_env({"TRITONFLEET_DIAL_POD_NETWORKS": "nonsense"})
+    except SettingsError as error:
+        assert "DIAL_POD_NETWORKS" in str(error)
+    else:
+        raise AssertionError("a bad CIDR must be refused")

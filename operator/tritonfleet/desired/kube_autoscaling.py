@@ -18,6 +18,7 @@ the HPA controller keeps the current replica count (``ScalingActive=False``,
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -287,3 +288,54 @@ def should_scale_to_zero(
     if not isinstance(result, QueueSignal) or not result.idle or idle_since is None:
         return False
     return now - idle_since >= auto.scale_to_zero_after_seconds
+
+
+# --- what the collector scrapes ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TritonPod:
+    """A Triton pod of a Deployment the operator manages, as the pod watch sees it."""
+
+    namespace: str
+    name: str
+    owner_kind: str  # "TritonModel" | "ModelEnsemble"
+    owner: str
+    ip: str
+    ready: bool
+
+
+def dial_allowed(ip: str, networks: Sequence[str]) -> bool:
+    """Whether the operator may connect to ``ip`` (``networks`` empty = everywhere)."""
+    if not networks:
+        return True
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def scrape_targets(
+    pods: Sequence[TritonPod],
+    models: Mapping[tuple[str, str, str], Sequence[str]],
+    networks: Sequence[str],
+    metrics_port: int,
+) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(namespace, Triton model) → [(pod, metrics URL)] for the collector.
+
+    ``models[(kind, ns, owner)]`` are the Triton models the owner's Deployment loads (an
+    ensemble's members and itself). Only Ready pods with an IP in ``networks`` count.
+    """
+    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for pod in pods:
+        if not pod.ready or not pod.ip or not dial_allowed(pod.ip, networks):
+            continue
+        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        for model in models.get((pod.owner_kind, pod.namespace, pod.owner), ()):
+            out.setdefault((pod.namespace, model), []).append(
+                (pod.name, f"http://{host}:{metrics_port}")
+            )
+    for key in [(k[1], m) for k, ms in models.items() for m in ms]:
+        out.setdefault(key, [])  # known but no ready pod: no data, not absent
+    return out

@@ -16,7 +16,7 @@ the operator's own finalizer (``tritonfleet.io/cleanup``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -169,6 +169,13 @@ def register(
         )(on_child_event)
 
 
+# Hooks run by build() on every new registry: other layers of the operator process
+# (queue metrics and the metrics API, tritonfleet.scaling.in_operator) register
+# their kopf handlers without this module importing them (see tritonfleet.cli).
+Extension = Callable[[kopf.OperatorRegistry, World, OperatorSettings, Endpoint], object]
+EXTENSIONS: list[Extension] = []
+
+
 def build(
     settings: OperatorSettings, endpoint: Endpoint
 ) -> tuple[kopf.OperatorRegistry, World, Reconciler]:
@@ -177,4 +184,6 @@ def build(
     reconciler = Reconciler(KubeClient(endpoint), world, settings)
     registry = kopf.OperatorRegistry()
     register(registry, world, reconciler, endpoint)
+    for extend in EXTENSIONS:
+        extend(registry, world, settings, endpoint)
     return registry, world, reconciler
