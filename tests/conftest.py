@@ -10,6 +10,7 @@ never skips, when it cannot.
 
 pytest_plugins = [
     "tests.support.testbed",
+    "tests.support.pod_runner",
     "tests.support.triton",
     "tests.support.s3",
     "tests.support.http_server",

@@ -24,6 +24,9 @@ GPU_NODES=4
 CPU_NODES=2
 NODE_COUNT=$((GPU_NODES + CPU_NODES))
 LOCAL_RUNNER_LABEL=tritonfleet.io/local-runner
+# Every address the testbed hands out is loopback (127.0.0.0/8): fake pods,
+# nodes and Services never lead a client to a private or public address.
+TESTBED_SERVICE_CIDR=127.96.0.0/16
 
 t0=${EPOCHREALTIME//[.,]/}
 elapsed() { local d=$(( (${EPOCHREALTIME//[.,]/} - t0) / 100000 )); echo "$((d / 10)).$((d % 10))s"; }
@@ -152,9 +155,15 @@ options:
 componentsPatches:
 - name: kube-apiserver
   extraArgs:
-  # Aggregation layer: route to endpoints (there is no kube-proxy) and
+  # Aggregation layer: dial the APIService's Service by its ClusterIP (routing
+  # to Endpoints is off: Endpoints reject loopback pod IPs, and the ClusterIP is
+  # loopback, served by the local pod runner playing kube-proxy), and
   # authenticate to aggregated API servers with a dedicated front-proxy cert.
-  - {key: enable-aggregator-routing, value: "true"}
+  - {key: enable-aggregator-routing, value: "false"}
+  # Loopback Service range: ClusterIPs are local addresses nothing but the
+  # local pod runner listens on (never a private-range address).
+  # (no `override`: kwokctl sets no such flag, and override of an unset key drops it)
+  - {key: service-cluster-ip-range, value: "$TESTBED_SERVICE_CIDR"}
   - {key: requestheader-client-ca-file, value: "$FP_DIR/front-proxy-ca.crt"}
   - {key: requestheader-allowed-names, value: front-proxy-client}
   - {key: requestheader-username-headers, value: X-Remote-User}
@@ -167,6 +176,8 @@ componentsPatches:
   - {key: runtime-config, value: admissionregistration.k8s.io/v1beta1=true}
 - name: kube-controller-manager
   extraArgs:
+  # (no `override`: kwokctl sets no such flag, and override of an unset key drops it)
+  - {key: service-cluster-ip-range, value: "$TESTBED_SERVICE_CIDR"}
   - {key: horizontal-pod-autoscaler-sync-period, value: "$TESTBED_HPA_SYNC_PERIOD"}
 - name: kwok-controller
   extraArgs:
@@ -233,20 +244,20 @@ EOF
     nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB
     nvidia.com/gpu.count: "8"
 spec:
-  podCIDR: 10.244.$idx.0/24
+  podCIDR: 127.244.$idx.0/24
   taints:
   - {key: nvidia.com/gpu, value: present, effect: NoSchedule}
 status:
-  addresses: [{type: InternalIP, address: 10.240.0.$((idx + 10))}, {type: Hostname, address: $name}]
+  addresses: [{type: InternalIP, address: 127.240.0.$((idx + 10))}, {type: Hostname, address: $name}]
   capacity: &res {cpu: "64", memory: 512Gi, pods: "110", ephemeral-storage: 1Ti, nvidia.com/gpu: "8"}
   allocatable: *res
 EOF
   else
     cat <<EOF
 spec:
-  podCIDR: 10.244.$idx.0/24
+  podCIDR: 127.244.$idx.0/24
 status:
-  addresses: [{type: InternalIP, address: 10.240.0.$((idx + 10))}, {type: Hostname, address: $name}]
+  addresses: [{type: InternalIP, address: 127.240.0.$((idx + 10))}, {type: Hostname, address: $name}]
   capacity: &res {cpu: "16", memory: 64Gi, pods: "110", ephemeral-storage: 1Ti}
   allocatable: *res
 EOF

@@ -27,6 +27,10 @@ ENV_PREFIX = "TRITONFLEET_"
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 DEFAULT_OPERATOR_IMAGE = f"tritonfleet/tritonfleet:{__version__}"
 DEFAULT_REPOSITORY_CLAIM = "tritonfleet-models"
+# Address the operator's and gateway's listeners bind (default: all). Not an
+# operator setting: the test suite's local pod runner sets it to the pod's own
+# loopback IP so several "pods" can use the same ports on one machine.
+LISTEN_HOST_ENV = f"{ENV_PREFIX}LISTEN_HOST"
 
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9*?]([-a-z0-9*?]*[a-z0-9*?])?$", max_length=63)]
@@ -191,11 +195,18 @@ class OperatorSettings(BaseModel):
             raise SettingsError("invalid operator settings:\n  " + "\n  ".join(lines)) from None
 
 
+def listen_host(env: Mapping[str, str]) -> str:
+    """The address our listeners bind: $TRITONFLEET_LISTEN_HOST, or all addresses."""
+    return env.get(LISTEN_HOST_ENV) or "0.0.0.0"  # noqa: S104
+
+
 def unknown_env(env: Mapping[str, str]) -> list[str]:
     """``TRITONFLEET_*`` variables that are no operator setting (probably typos)."""
     known = {name.upper() for name in OperatorSettings.model_fields}
     return sorted(
         key
         for key in env
-        if key.startswith(ENV_PREFIX) and key.removeprefix(ENV_PREFIX) not in known
+        if key.startswith(ENV_PREFIX)
+        and key.removeprefix(ENV_PREFIX) not in known
+        and key != LISTEN_HOST_ENV
     )

@@ -14,10 +14,13 @@ import asyncio
 import gc
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from tritonfleet.api.settings import LISTEN_HOST_ENV, listen_host
 
 if TYPE_CHECKING:
     from tritonfleet.desired.routing import RouteTable
@@ -50,7 +53,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "TritonModel/ModelEnsemble objects of the cluster (in-cluster mode)",
     )
     parser.add_argument("--prices", metavar="FILE", help="price table overriding the defaults")
-    parser.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")  # noqa: S104
+    parser.add_argument(
+        "--host",
+        default=listen_host(os.environ),
+        help=f"listen address (default ${LISTEN_HOST_ENV} or 0.0.0.0)",
+    )
     parser.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
     parser.add_argument(
         "--auth-tokens-file",

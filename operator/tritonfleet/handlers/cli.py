@@ -18,7 +18,7 @@ import types
 from pathlib import Path
 from typing import Any, TextIO
 
-from tritonfleet.api.settings import OperatorSettings, SettingsError, unknown_env
+from tritonfleet.api.settings import OperatorSettings, SettingsError, listen_host, unknown_env
 
 log = logging.getLogger("tritonfleet.operator")
 
@@ -125,7 +125,8 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
     registry, _world, _reconciler = build(settings, endpoint)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings)
-    metrics.serve(settings.metrics_port)
+    host = listen_host(env)
+    metrics.serve(settings.metrics_port, host)
     namespaces = list(settings.namespaces)
     log.info(
         "starting: %s, %s, triton image %s",
@@ -142,7 +143,7 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=(
-                f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+                f"http://{host}:{settings.health_port}/healthz" if settings.health_port else None
             ),
         )
     )

@@ -38,7 +38,7 @@ WRITES = Counter(
 )
 
 
-def serve(port: int) -> None:
-    """Start the /metrics HTTP server in a daemon thread (port 0: disabled)."""
+def serve(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
+    """Start the /metrics HTTP server on host:port in a daemon thread (port 0: disabled)."""
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=host)
