@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -30,7 +31,7 @@ from aiohttp import web
 from tritonfleet.adapters.kube import Endpoint, KubeClient
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
-from tritonfleet.api.settings import OperatorSettings
+from tritonfleet.api.settings import OperatorSettings, listen_host
 from tritonfleet.desired.kube_autoscaling import TritonPod, scrape_targets
 from tritonfleet.desired.kube_objects import (
     COMPONENT_SERVER,
@@ -145,7 +146,7 @@ class Scaling:
         client_ca, allowed = await self._front_proxy_ca()
         ctx = ssl_context(f"{cert_dir}/tls.crt", f"{cert_dir}/tls.key", client_ca)
         app = build_app(lambda: self.collector.results, self.ensembles, allowed_names=allowed)
-        self._runner = await serve(app, "0.0.0.0", port, ctx)  # noqa: S104 - the APIService dials the pod
+        self._runner = await serve(app, listen_host(os.environ), port, ctx)
         log.info(
             "external metrics API on :%d (client certificates %s)",
             port,
