@@ -17,6 +17,12 @@ from typing import TYPE_CHECKING, TextIO
 from tritonfleet import __version__
 from tritonfleet.handlers.cli import add_parser as add_operator_parser
 from tritonfleet.handlers.cli import lean_imports
+from tritonfleet.handlers.operator import EXTENSIONS
+from tritonfleet.scaling.in_operator import register as register_scaling
+
+# The operator process also scrapes Triton and serves the external metrics API.
+if register_scaling not in EXTENSIONS:
+    EXTENSIONS.append(register_scaling)
 
 if TYPE_CHECKING:
     from tritonfleet.desired.render import Rendered

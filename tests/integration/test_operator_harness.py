@@ -54,6 +54,9 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
     return samples
 
 
+_ENTRY = "import sys; from tritonfleet.cli import main; sys.exit(main())"
+
+
 class OperatorProcess:
     """One ``tritonfleet operator`` process watching the given namespaces (globs allowed)."""
 
@@ -83,13 +86,15 @@ class OperatorProcess:
                 "PYTHONUNBUFFERED": "1",
                 # As the chart and the image run it (fewer glibc arenas, less RSS).
                 "MALLOC_ARENA_MAX": "2",
-                # Network safety: the loader may dial loopback pod IPs only (the pod
-                # runner's 127.1.x.y); kwok's fake pods elsewhere are never dialled.
+                # Network safety: the loader and the queue collector dial loopback pod
+                # IPs only (the pod runner's 127.x); kwok's fake pods are never dialled.
                 "TRITONFLEET_DIAL_POD_NETWORKS": "127.0.0.0/8",
                 **self.extra_env,
             }
         )
-        argv = [sys.executable, "-m", "tritonfleet.handlers"]
+        # The production entry point (`tritonfleet operator`), which also registers the
+        # queue-metrics collector and the metrics API (tritonfleet.scaling.in_operator).
+        argv = [sys.executable, "-c", _ENTRY, "operator"]
         for namespace in self.namespaces:
             argv += ["-n", namespace]
         with self.log_path.open("ab") as log:

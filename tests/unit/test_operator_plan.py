@@ -146,7 +146,8 @@ def converge(
                         "conditions": [{"type": "Complete", "status": "True"}],
                     }
                 if action.kind == "Deployment":
-                    n = action.body["spec"]["replicas"]
+                    # without the field (an HPA owns it) the API server defaults it to 1
+                    n = action.body["spec"].get("replicas", 1)
                     status = {
                         "observedGeneration": 1,
                         "replicas": n,
@@ -367,6 +368,24 @@ def test_the_deployment_scales_up_on_the_synced_revision() -> None:
     dep = children[("Deployment", "ml", "tm-toy")]
     assert dep.replicas == 1
     assert dep.revision == body["status"]["revision"]
+
+
+def test_an_autoscaled_model_gets_an_hpa_that_owns_the_replica_count() -> None:
+    doc = model_doc("toy", serving={"replicas": {"min": 1, "max": 4}, "autoscaling": {}})
+    body, children, _ = converge(owner_body(doc))
+    hpa = children.get(("HorizontalPodAutoscaler", "ml", "tm-toy"))
+    assert hpa is not None and hpa.controller is not None
+    assert hpa.controller.name == "toy"
+    # the Deployment leaves replicas to the HPA once a revision is served
+    rendering = render_model_object(body)
+    assert rendering.target is not None
+    dep = ko.deployment(rendering.target, SETTINGS, body["status"]["revision"])
+    assert "replicas" not in dep["spec"]
+    assert ko.deployment(rendering.target, SETTINGS, None)["spec"]["replicas"] == 0
+    # autoscaling switched off: the HPA goes
+    body["spec"]["serving"].pop("autoscaling")
+    off = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
+    assert ("delete", "HorizontalPodAutoscaler") in verbs(off)
 
 
 def test_while_the_sync_runs_nothing_is_served() -> None:

@@ -90,6 +90,7 @@ RESOURCES: dict[str, Resource] = {
     "Secret": Resource("v1", "secrets"),
     "Deployment": Resource("apps/v1", "deployments"),
     "Job": Resource("batch/v1", "jobs"),
+    "HorizontalPodAutoscaler": Resource("autoscaling/v2", "horizontalpodautoscalers"),
     "TritonModel": Resource("tritonfleet.io/v1alpha1", "tritonmodels"),
     "ModelEnsemble": Resource("tritonfleet.io/v1alpha1", "modelensembles"),
 }

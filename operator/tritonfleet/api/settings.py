@@ -124,6 +124,18 @@ class OperatorSettings(BaseModel):
         description="How long deletion waits for every pod to unload a model before its "
         "files are removed anyway (unreachable pods must not block deletion).",
     )
+    scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=300,
+        description="HPA scale-down stabilisation window of autoscaled models (scale-up "
+        "is immediate; a GPU pod takes minutes to come back, so shrinking waits).",
+    )
+    metrics_api_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=0, description="Port of the external metrics API (TLS); 0 = not served."
+    )
+    metrics_api_cert_dir: str = Field(
+        default="/etc/tritonfleet/metrics-api",
+        description="Directory with tls.crt and tls.key of the external metrics API.",
+    )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     peering: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] | None = Field(

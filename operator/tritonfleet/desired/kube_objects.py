@@ -670,6 +670,11 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
     if serving.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in serving.image_pull_secrets]
     pod_labels = {**settings.triton_pod_labels, **common_labels(target, COMPONENT_SERVER)}
+    spec_replicas: Obj = {"replicas": replicas(serving) if served_revision else 0}
+    if served_revision and serving.autoscaling is not None:
+        # The HPA owns the count (server-side apply without the field; when it was
+        # ours at 0 the API server defaults it to 1 and the HPA takes it from there).
+        spec_replicas = {}
     return with_spec_hash(
         {
             "apiVersion": "apps/v1",
@@ -681,7 +686,7 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
                 {LABEL_REVISION: served_revision} if served_revision else {},
             ),
             "spec": {
-                "replicas": replicas(serving) if served_revision else 0,
+                **spec_replicas,
                 "revisionHistoryLimit": 3,
                 "progressDeadlineSeconds": settings.startup_seconds + 600,
                 "selector": {"matchLabels": selector},

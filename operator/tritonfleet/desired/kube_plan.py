@@ -31,6 +31,7 @@ from tritonfleet.api.status import (
     find_condition,
     set_condition,
 )
+from tritonfleet.desired.kube_autoscaling import HPA_KIND, hpa
 from tritonfleet.desired.kube_drift import applied_paths, describe_path, missing_paths
 from tritonfleet.desired.kube_objects import (
     FINALIZER,
@@ -332,6 +333,24 @@ def _sync_actions(
         )
 
 
+def _autoscaler_actions(
+    target: Target,
+    settings: OperatorSettings,
+    observed: Mapping[Key, ChildState],
+    out: list[Action],
+) -> None:
+    """The model's HPA (desired.kube_autoscaling) applied, or deleted once autoscaling is off."""
+    want = hpa(target, settings.scale_down_stabilization_seconds)
+    if want is not None:
+        _apply_if_needed(want, observed, out)
+        return
+    for child in _children_of(HPA_KIND, observed):
+        if not child.deleting:
+            out.append(
+                Action("delete", child.kind, child.namespace, child.name, "autoscaling is off")
+            )
+
+
 def _garbage_actions(
     target: Target, observed: Mapping[Key, ChildState], facts: _Facts, out: list[Action]
 ) -> None:
@@ -603,6 +622,7 @@ def plan(
     _apply_if_needed(service(target), observed, actions)
     if not facts.claim_deleting:
         _apply_if_needed(deployment(target, settings, facts.served_revision), observed, actions)
+        _autoscaler_actions(target, settings, observed, actions)
     _garbage_actions(target, observed, facts, actions)
     conditions = [
         _condition(VALID, True, "SpecValid", "the spec renders a valid Triton config", gen),

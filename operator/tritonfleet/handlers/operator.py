@@ -20,7 +20,7 @@ reconcile.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -49,6 +49,7 @@ CHILD_RESOURCES: tuple[tuple[str, tuple[str, str] | tuple[str, str, str]], ...] 
     ("tf_services", ("v1", "services")),
     ("tf_configmaps", ("v1", "configmaps")),
     ("tf_claims", ("v1", "persistentvolumeclaims")),
+    ("tf_hpas", ("autoscaling", "v2", "horizontalpodautoscalers")),
 )
 # The Triton pods of every Deployment (read-only): the loader dials each one.
 POD_RESOURCE = ("v1", "pods")
@@ -204,6 +205,13 @@ def register(
         )(on_child_event)
 
 
+# Hooks run by build() on every new registry: other layers of the operator process
+# (queue metrics and the metrics API, tritonfleet.scaling.in_operator) register
+# their kopf handlers without this module importing them (see tritonfleet.cli).
+Extension = Callable[[kopf.OperatorRegistry, World, OperatorSettings, Endpoint], object]
+EXTENSIONS: list[Extension] = []
+
+
 def build(
     settings: OperatorSettings, endpoint: Endpoint
 ) -> tuple[kopf.OperatorRegistry, World, Reconciler]:
@@ -212,4 +220,6 @@ def build(
     reconciler = Reconciler(KubeClient(endpoint), world, settings)
     registry = kopf.OperatorRegistry()
     register(registry, world, reconciler, endpoint)
+    for extend in EXTENSIONS:
+        extend(registry, world, settings, endpoint)
     return registry, world, reconciler

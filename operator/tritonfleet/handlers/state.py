@@ -25,7 +25,14 @@ from tritonfleet.desired.kube_observed import ChildState, newer, summarize
 Key = tuple[str, str, str]  # kind, namespace, name
 IndexLike = Mapping[Any, Collection[Any]]
 
-CHILD_INDEXES = ("tf_deployments", "tf_jobs", "tf_services", "tf_configmaps", "tf_claims")
+CHILD_INDEXES = (
+    "tf_deployments",
+    "tf_jobs",
+    "tf_services",
+    "tf_configmaps",
+    "tf_claims",
+    "tf_hpas",
+)
 OWNER_INDEXES = {"TritonModel": "tf_models", "ModelEnsemble": "tf_ensembles"}
 POD_INDEX = "tf_pods"  # the Triton pods, for the loader (handlers.loading)
 

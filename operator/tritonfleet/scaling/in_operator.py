@@ -1,0 +1,223 @@
+"""Queue-time autoscaling inside the operator process: pod watch, collector, metrics API.
+
+Why: the HPA of each autoscaled model reads ``tritonfleet_queue_time_ms`` from the
+external metrics API the operator serves; the values come from scraping the Ready
+Triton pods of the Deployments the operator manages. This module wires those three
+together and keeps it out of the reconciler: ``handlers.operator.build`` runs the
+registered extensions, and ``tritonfleet.cli`` (above both layers) registers
+:func:`register` as one, so ``handlers`` and ``scaling`` stay independent.
+
+Where it sits: ``tritonfleet.scaling`` (kopf hooks for the operator process).
+A kopf index over the managed Triton pods
+(``tf_triton_pods``, its own watch) gives the pod list; the pure
+``desired.kube_autoscaling.scrape_targets`` turns it and the owners' Triton model
+names into collector targets (only pod IPs inside ``dial_pod_networks``);
+``scaling.collector`` scrapes; ``scaling.metrics_api`` answers the aggregator over
+TLS when ``metrics_api_port`` is set. The collector's gauges are on the default
+Prometheus registry, i.e. the operator's ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import kopf
+from aiohttp import web
+
+from tritonfleet.adapters.kube import Endpoint, KubeClient
+from tritonfleet.api.ensemble import ModelEnsemble
+from tritonfleet.api.model import TritonModel
+from tritonfleet.api.settings import OperatorSettings, listen_host
+from tritonfleet.desired.kube_autoscaling import TritonPod, scrape_targets
+from tritonfleet.desired.kube_objects import (
+    COMPONENT_SERVER,
+    LABEL_COMPONENT,
+    LABEL_KIND,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL,
+    METRICS_PORT,
+)
+from tritonfleet.scaling.collector import QueueMetricsCollector
+from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context
+
+log = logging.getLogger("tritonfleet.scaling")
+
+
+class OwnerView(Protocol):
+    """What this module reads of the operator's memory (``handlers.state.World``)."""
+
+    def owner_keys(self) -> Iterator[tuple[str, str, str]]: ...
+    def owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def owners_in(self, kind: str, namespace: str) -> dict[str, dict[str, Any]]: ...
+
+
+POD_INDEX = "tf_triton_pods"
+_KINDS = {"tritonmodel": "TritonModel", "modelensemble": "ModelEnsemble"}
+AUTH_CONFIGMAP = "extension-apiserver-authentication"
+
+
+def pod_summary(body: Mapping[str, Any]) -> TritonPod | None:
+    """What the collector needs of a pod (None for pods that are not Triton servers)."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    kind = _KINDS.get(str(labels.get(LABEL_KIND)))
+    if kind is None or labels.get(LABEL_COMPONENT) != COMPONENT_SERVER:
+        return None
+    status = body.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    return TritonPod(
+        namespace=str(meta.get("namespace")),
+        name=str(meta.get("name")),
+        owner_kind=kind,
+        owner=str(labels.get(LABEL_MODEL)),
+        ip=str(status.get("podIP") or ""),
+        ready=ready and not meta.get("deletionTimestamp"),
+    )
+
+
+class Scaling:
+    """The collector and metrics API of one operator process."""
+
+    def __init__(
+        self, world: OwnerView, settings: OperatorSettings, endpoint: Endpoint | None = None
+    ) -> None:
+        self.world = world
+        self.endpoint = endpoint
+        self.settings = settings
+        self.pods: Any = None  # kopf's live index, captured from handler kwargs
+        self.collector = QueueMetricsCollector(self._targets, namespace="default")
+        self._runner: web.AppRunner | None = None
+
+    def _models(self) -> dict[tuple[str, str, str], list[str]]:
+        """(kind, ns, owner) → Triton models its Deployment loads."""
+        out: dict[tuple[str, str, str], list[str]] = {}
+        for kind, ns, name in list(self.world.owner_keys()):
+            body = self.world.owner(kind, ns, name)
+            if body is None:
+                continue
+            try:
+                if kind == "TritonModel":
+                    out[(kind, ns, name)] = [TritonModel.from_object(body).triton_name]
+                else:
+                    ens = ModelEnsemble.from_object(body)
+                    members = self.world.owners_in("TritonModel", ns)
+                    names = [
+                        TritonModel.from_object(members[m]).triton_name
+                        for m in ens.member_names
+                        if m in members
+                    ]
+                    out[(kind, ns, name)] = [*names, ens.triton_name]
+            except ValueError:
+                continue  # an invalid spec has no Deployment to scale
+        return out
+
+    def _pods(self) -> list[TritonPod]:
+        pods: list[TritonPod] = []
+        for key in list(self.pods or {}):
+            pods.extend(self.pods[key])
+        return pods
+
+    def _targets(self) -> Mapping[Any, Sequence[tuple[str, str]]]:
+        return scrape_targets(
+            self._pods(), self._models(), self.settings.dial_pod_networks, METRICS_PORT
+        )
+
+    def ensembles(self) -> dict[tuple[str, str], list[str]]:
+        """(ns, ensemble Triton name) → member Triton names, for the metrics API's max."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for (kind, ns, _), models in self._models().items():
+            if kind == "ModelEnsemble" and models:
+                out[(ns, models[-1])] = models[:-1]
+        return out
+
+    async def start(self) -> None:
+        self.collector.start()
+        port = self.settings.metrics_api_port
+        if not port:
+            return
+        cert_dir = self.settings.metrics_api_cert_dir
+        client_ca, allowed = await self._front_proxy_ca()
+        ctx = ssl_context(f"{cert_dir}/tls.crt", f"{cert_dir}/tls.key", client_ca)
+        app = build_app(lambda: self.collector.results, self.ensembles, allowed_names=allowed)
+        self._runner = await serve(app, listen_host(os.environ), port, ctx)
+        log.info(
+            "external metrics API on :%d (client certificates %s)",
+            port,
+            "required" if client_ca else "not checked",
+        )
+
+    async def _front_proxy_ca(self) -> tuple[str | None, tuple[str, ...]]:
+        """The aggregator's client CA and allowed names, from ConfigMap
+        kube-system/extension-apiserver-authentication (chart RoleBinding to
+        extension-apiserver-authentication-reader). Unreadable: refuse to start serving
+        unauthenticated metrics."""
+        if self.endpoint is None:
+            return None, ()
+        async with KubeClient(self.endpoint) as client:
+            cm = await client.get("ConfigMap", "kube-system", AUTH_CONFIGMAP)
+        data = (cm or {}).get("data") or {}
+        ca = data.get("requestheader-client-ca-file")
+        if not ca:
+            raise RuntimeError(
+                f"kube-system/{AUTH_CONFIGMAP} has no requestheader-client-ca-file: the API "
+                "server runs without an aggregation-layer front proxy"
+            )
+        names = tuple(json.loads(data.get("requestheader-allowed-names") or "[]"))
+        return ca, names
+
+    async def stop(self) -> None:
+        await self.collector.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    world: OwnerView,
+    settings: OperatorSettings,
+    endpoint: Endpoint,
+) -> Scaling:
+    """The pod watch, and the collector/API started and stopped with the operator."""
+    scaling = Scaling(world, settings, endpoint)
+
+    @kopf.index(
+        "v1",
+        "pods",
+        id=POD_INDEX,
+        labels={LABEL_MANAGED_BY: "tritonfleet", LABEL_COMPONENT: COMPONENT_SERVER},
+        registry=registry,
+    )
+    async def triton_pods(body: kopf.Body, **kwargs: Any) -> dict[tuple[str, str], TritonPod]:
+        if scaling.pods is None and POD_INDEX in kwargs:
+            scaling.pods = kwargs[POD_INDEX]
+        pod = pod_summary(body)
+        return {} if pod is None else {(pod.namespace, pod.name): pod}
+
+    @kopf.on.event(
+        "v1",
+        "pods",
+        id=f"{POD_INDEX}_event",
+        labels={LABEL_MANAGED_BY: "tritonfleet", LABEL_COMPONENT: COMPONENT_SERVER},
+        registry=registry,
+    )
+    async def on_pod(**kwargs: Any) -> None:
+        if scaling.pods is None and POD_INDEX in kwargs:
+            scaling.pods = kwargs[POD_INDEX]
+
+    @kopf.on.startup(registry=registry)
+    async def start_scaling(**_: Any) -> None:
+        await scaling.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_scaling(**_: Any) -> None:
+        await scaling.stop()
+
+    return scaling

@@ -1,0 +1,274 @@
+"""The operator's external metrics API over TLS, answering from real tritonservers.
+
+Why: the HPA reads ``tritonfleet_queue_time_ms`` through the aggregation layer; the
+API must speak TLS, require the front-proxy client certificate, answer discovery,
+give idle as 0, the worst member for an ensemble, and an error (not 0) when there is
+no data, so the HPA never scales down on missing metrics. Triton listens on
+127.0.0.2 and 127.0.0.3; every connection stays on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.support.triton import TritonProcess, copy_model_repository, free_port
+from tritonfleet.desired.queue_metrics import QueueSignal
+from tritonfleet.scaling.collector import QueueMetricsCollector
+from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+MODEL = "toy_llm"
+NS = "team-a"
+BASE = "/apis/external.metrics.k8s.io/v1beta1"
+SLOW = {"text_input": "a b c d", "max_tokens": 4, "parameters": {"token_delay_ms": 25}}
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_pki(d: Path) -> dict[str, Path]:
+    """A serving CA + cert for 127.0.0.1, and a front-proxy CA + client cert."""
+    p = {
+        n: d / n
+        for n in (
+            "ca.crt",
+            "ca.key",
+            "tls.crt",
+            "tls.key",
+            "tls.csr",
+            "fp.crt",
+            "fp.key",
+            "cl.crt",
+            "cl.key",
+            "cl.csr",
+            "other.crt",
+            "other.key",
+            "ext",
+        )
+    }
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for ca, cn in (("ca", "tf-ca"), ("fp", "front-proxy-ca")):
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            str(d / f"{ca}.key"),
+            "-out",
+            str(d / f"{ca}.crt"),
+        )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=tritonfleet-operator",
+        "-keyout",
+        str(p["tls.key"]),
+        "-out",
+        str(p["tls.csr"]),
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(p["tls.csr"]),
+        "-CA",
+        str(p["ca.crt"]),
+        "-CAkey",
+        str(p["ca.key"]),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        str(p["ext"]),
+        "-out",
+        str(p["tls.crt"]),
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=front-proxy-client",
+        "-keyout",
+        str(p["cl.key"]),
+        "-out",
+        str(p["cl.csr"]),
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(p["cl.csr"]),
+        "-CA",
+        str(p["fp.crt"]),
+        "-CAkey",
+        str(p["fp.key"]),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        str(p["cl.crt"]),
+    )
+    # a client cert from a CA the API does not trust
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=front-proxy-client",
+        "-keyout",
+        str(p["other.key"]),
+        "-out",
+        str(p["other.crt"]),
+    )
+    return p
+
+
+def client_ctx(p: dict[str, Path], cert: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(p["ca.crt"]))
+    if cert:
+        ctx.load_cert_chain(str(p[f"{cert}.crt"]), str(p[f"{cert}.key"]))
+    return ctx
+
+
+async def get(url: str, ctx: ssl.SSLContext) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s, s.get(url, ssl=ctx) as r:
+        return r.status, await r.json()
+
+
+async def scenario(servers: list[TritonProcess], p: dict[str, Path]) -> None:
+    targets = [(f"triton-{i}", f"http://{s.host}:{s.metrics_port}") for i, s in enumerate(servers)]
+    pods: dict[Any, Any] = {
+        (NS, MODEL): targets[:1],
+        (NS, "other"): targets[1:],  # no such model on that server: no data
+    }
+    collector = QueueMetricsCollector(
+        lambda: pods,
+        namespace=NS,
+        interval=0.25,
+        window=6.0,
+        timeout=1.0,
+        registry=CollectorRegistry(),
+    )
+    ensembles = {(NS, "pipe"): [MODEL], (NS, "broken"): [MODEL, "other"]}
+    app = build_app(
+        lambda: collector.results, lambda: ensembles, allowed_names=("front-proxy-client",)
+    )
+    port = free_port()
+    runner = await serve(
+        app,
+        "127.0.0.1",
+        port,
+        ssl_context(str(p["tls.crt"]), str(p["tls.key"]), p["fp.crt"].read_text()),
+    )
+    root = f"https://127.0.0.1:{port}"
+    ok = client_ctx(p, "cl")
+    collector.start()
+    try:
+        # the front-proxy client is required: none, or one from another CA, is refused
+        for bad in (None, "other"):
+            with pytest.raises(aiohttp.ClientError):
+                await get(f"{root}/apis", client_ctx(p, bad))
+
+        status, body = await get(f"{root}/apis", ok)
+        assert status == 200 and body["groups"][0]["name"] == "external.metrics.k8s.io"
+        status, body = await get(f"{root}{BASE}", ok)
+        assert body["kind"] == "APIResourceList"
+        assert {r["name"] for r in body["resources"]} == {
+            "tritonfleet_queue_time_ms",
+            "tritonfleet_pending_requests",
+        }
+
+        for _ in range(100):
+            if isinstance(collector.result(MODEL, NS), QueueSignal):
+                break
+            await asyncio.sleep(0.1)
+        url = (
+            f"{root}{BASE}/namespaces/{NS}/tritonfleet_queue_time_ms?labelSelector=model%3D{MODEL}"
+        )
+        status, body = await get(url, ok)
+        assert status == 200, body
+        assert body["kind"] == "ExternalMetricValueList"
+        assert body["items"][0]["value"] == "0m"  # idle: a real zero
+        assert body["items"][0]["metricLabels"] == {"model": MODEL, "namespace": NS}
+
+        # load: queue time shows up, and the ensemble answers with its worst member
+        async with aiohttp.ClientSession() as s:
+            gen = f"{servers[0].http_url}/v2/models/{MODEL}/generate"
+
+            async def one() -> None:
+                async with s.post(gen, json=SLOW) as r:
+                    assert r.status == 200
+
+            await asyncio.gather(*(one() for _ in range(12)))
+        await asyncio.sleep(0.8)
+        sig = collector.result(MODEL, NS)
+        assert isinstance(sig, QueueSignal) and sig.queue_ms > 10
+        status, body = await get(url, ok)
+        served_ms = int(body["items"][0]["value"].removesuffix("m")) / 1000
+        assert served_ms > 10, body
+        ens = (
+            f"{root}{BASE}/namespaces/{NS}/tritonfleet_queue_time_ms?labelSelector=ensemble%3Dpipe"
+        )
+        status, body = await get(ens, ok)
+        assert status == 200 and int(body["items"][0]["value"].removesuffix("m")) > 10_000
+
+        # no data: an error, never 0 (the HPA then keeps its replicas)
+        for sel in ("model%3Dother", "ensemble%3Dbroken", "model%3Dnope"):
+            status, body = await get(
+                f"{root}{BASE}/namespaces/{NS}/tritonfleet_queue_time_ms?labelSelector={sel}", ok
+            )
+            assert status == 503 and body["kind"] == "Status", (sel, body)
+        servers[0].kill()
+        for _ in range(100):
+            status, body = await get(url, ok)
+            if status == 503:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 503 and "no data" in body["message"]
+        status, _ = await get(
+            f"{root}{BASE}/namespaces/{NS}/nope?labelSelector=model%3D{MODEL}", ok
+        )
+        assert status == 404
+    finally:
+        await collector.stop()
+        await runner.cleanup()
+
+
+def test_metrics_api_serves_real_triton_queue_time(
+    triton_factory: Callable[..., TritonProcess], tmp_path: Path
+) -> None:
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    p = make_pki(pki)
+    repo = copy_model_repository(tmp_path / "models", [MODEL])
+    servers = [
+        triton_factory(repo, host="127.0.0.2", load_models=[MODEL]),
+        triton_factory(repo, host="127.0.0.3", load_models=[MODEL]),
+    ]
+    asyncio.run(scenario(servers, p))
