@@ -358,9 +358,7 @@ def test_hand_deleted_and_hand_edited_children_are_repaired(
 
     testbed.wait_for(repaired, timeout=30, what="Service re-created and Deployment reverted")
     seen = events(testbed, ns, "drift")
-    assert any(e["reason"] == "Repaired" for e in seen), [
-        (e["reason"], e["message"]) for e in seen
-    ]
+    assert any(e["reason"] == "Repaired" for e in seen), [(e["reason"], e["message"]) for e in seen]
 
 
 def test_nothing_is_written_when_nothing_changes(
