@@ -49,9 +49,10 @@ def hosted() -> Iterator[HostedAPI]:
 
 
 @contextlib.contextmanager
-def installed(testbed: Testbed, namespace: str) -> Iterator[str]:
+def installed(testbed: Testbed, namespace: str, *sets: str) -> Iterator[str]:
     """The chart as a platform team installs it (CRDs are the suite's, applied already)."""
     release = "tf"
+    extra = [arg for value in sets for arg in ("--set", value)]
     testbed.helm(
         "install", release, str(CHART), "-n", namespace, "--create-namespace",
         "--set", "crds.enabled=false",
@@ -60,6 +61,7 @@ def installed(testbed: Testbed, namespace: str) -> Iterator[str]:
         "--set", "operator.reconcileIntervalSeconds=5",
         # kwok's fake pods must never be dialled; the runner's pods are 127.1.x.y.
         "--set", "operator.podNetworks={127.0.0.0/8}",
+        *extra,
         timeout=180,
     )  # fmt: skip
     try:
@@ -199,4 +201,101 @@ def test_helm_install_apply_serve_survive_triton_dying_and_delete(
 
         testbed.wait_for(nothing_left, 120, "children and files gone")
         assert not list(Path(volume, "repository").glob("toy_llm*"))
+        testbed.kubectl("delete", "namespace", models, "--wait=false")
+
+
+def raw_metric(testbed: Testbed, namespace: str, model: str) -> float | None:
+    """``kubectl get --raw`` on the external metrics API: the value in ms, None without data."""
+    path = (f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/"
+            f"tritonfleet_queue_time_ms?labelSelector=model%3D{model}")  # fmt: skip
+    out = testbed.kubectl("get", "--raw", path, check=False)
+    if out.returncode != 0:
+        return None
+    value = str(json.loads(out.stdout)["items"][0]["value"])
+    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+
+def test_queue_time_drives_the_real_hpa_up_and_down_through_the_operators_metrics_api(
+    testbed: Testbed, pod_runner: PodRunner
+) -> None:
+    apply_crds(testbed)
+    suffix = uuid.uuid4().hex[:5]
+    system, models = f"tf-system-{suffix}", f"scale-{suffix}"
+    stabilization = 20
+    sets = (f"externalMetrics.scaleDownStabilizationSeconds={stabilization}",)
+    with installed(testbed, system, *sets):
+        pod_runner.wait_ready(system, "app.kubernetes.io/component=operator", 1, timeout=120)
+
+        def api_available() -> bool:
+            service = testbed.get("apiservice", "v1beta1.external.metrics.k8s.io")
+            conditions = (service or {}).get("status", {}).get("conditions") or []
+            return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+
+        testbed.wait_for(api_available, 60, "APIService v1beta1.external.metrics.k8s.io Available")
+
+        body = copy.deepcopy(SAMPLE)
+        body["spec"]["serving"]["replicas"] = {"min": 1, "max": 3}
+        body["spec"]["serving"]["autoscaling"] = {"queueTimeTargetMs": 50, "windowSeconds": 10}
+        # Every token takes 100 ms: a dozen concurrent clients queue on one instance.
+        body["spec"]["config"].setdefault("parameters", {})["token_delay_ms"] = "100"
+        testbed.kubectl("create", "namespace", models)
+        testbed.apply(json.dumps(body), namespace=models)
+
+        def loaded_on(count: int) -> Any:
+            def check() -> dict[str, Any] | None:
+                obj = testbed.get("tritonmodel", "toy-llm", namespace=models)
+                pods = ((obj or {}).get("status") or {}).get("pods") or []
+                ok = condition(obj, "Ready").get("status") == "True" and len(pods) == count
+                return obj if ok and all(p["state"] == "Ready" for p in pods) else None
+
+            return check
+
+        testbed.wait_for(loaded_on(1), 240, "toy-llm Ready on 1 replica")
+        testbed.wait_for(lambda: raw_metric(testbed, models, "toy_llm") == 0.0, 60,
+                         "an idle queue time of 0 ms from kubectl get --raw")  # fmt: skip
+
+        (pod,) = testbed.get("pods", "-l", TRITON_PODS, namespace=models)["items"]
+        ip = pod["status"]["podIP"]
+        stop = threading.Event()
+
+        def load() -> None:
+            import urllib.request
+
+            while not stop.is_set():
+                request = urllib.request.Request(
+                    f"http://{ip}:8000/v2/models/toy_llm/generate",
+                    data=json.dumps({"text_input": "a b c", "max_tokens": 4}).encode(),
+                )
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(request, timeout=60).read()
+
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(12)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        try:
+            # One HPA sync period (15 s) plus the 10 s window, and scheduling slack.
+            def scaled_up() -> int | None:
+                dep = testbed.get("deployment", "tm-toy-llm", namespace=models)
+                wanted = int(dep["spec"].get("replicas") or 0)
+                return wanted if wanted > 1 else None
+
+            testbed.wait_for(scaled_up, 45, "the HPA raising toy-llm's replicas")
+            reaction = time.monotonic() - started
+            assert (raw_metric(testbed, models, "toy_llm") or 0) > 50
+            # The new replicas are loaded before they count (status.pods, Loaded).
+            testbed.wait_for(loaded_on(3), 180, "toy-llm Loaded on 3 replicas")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=70)
+        print(f"queue-time spike to more replicas: {reaction:.1f} s")
+
+        def scaled_down() -> bool:
+            dep = testbed.get("deployment", "tm-toy-llm", namespace=models)
+            return int(dep["spec"].get("replicas") or 0) == 1
+
+        testbed.wait_for(scaled_down, stabilization + 120, "the HPA back to 1 replica when idle")
+        testbed.kubectl("delete", "tritonmodel", "toy-llm", "-n", models, "--timeout=120s",
+                        timeout=150)  # fmt: skip
         testbed.kubectl("delete", "namespace", models, "--wait=false")
