@@ -296,6 +296,11 @@ def test_queue_time_drives_the_real_hpa_up_and_down_through_the_operators_metric
             return int(dep["spec"].get("replicas") or 0) == 1
 
         testbed.wait_for(scaled_down, stabilization + 120, "the HPA back to 1 replica when idle")
+        # An upgrade keeps the serving certificate the running operator holds, so the
+        # aggregator keeps trusting it (a fresh one would break the API until a restart).
+        testbed.helm("upgrade", "tf", str(CHART), "-n", system, "--reuse-values", "--wait",
+                     "--timeout", "120s", timeout=180)  # fmt: skip
+        assert raw_metric(testbed, models, "toy_llm") is not None, "metrics API lost after upgrade"
         testbed.kubectl("delete", "tritonmodel", "toy-llm", "-n", models, "--timeout=120s",
                         timeout=150)  # fmt: skip
         testbed.kubectl("delete", "namespace", models, "--wait=false")
