@@ -164,6 +164,9 @@ componentsPatches:
   # loopback, served by the local pod runner playing kube-proxy), and
   # authenticate to aggregated API servers with a dedicated front-proxy cert.
   - {key: enable-aggregator-routing, value: "false"}
+  # Reach "kubelets" (kubectl logs/exec) by the nodes' loopback InternalIP, never by
+  # resolving their hostnames through the machine's DNS server.
+  - {key: kubelet-preferred-address-types, value: "InternalIP"}
   # Loopback Service range: ClusterIPs are local addresses nothing but the
   # local pod runner listens on (never a private-range address).
   # (no `override`: kwokctl sets no such flag, and override of an unset key drops it)
