@@ -37,116 +37,33 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+def _self_signed(d: Path, name: str, cn: str) -> None:
+    """``<name>.crt``/``<name>.key``: a self-signed certificate (a CA, or an untrusted client)."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={cn}",
+             "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.crt"))  # fmt: skip
+
+
+def _signed(d: Path, name: str, cn: str, ca: str, *extra: str) -> None:
+    """``<name>.crt``/``<name>.key``: a certificate for ``cn`` signed by CA ``<ca>``."""
+    csr = d / f"{name}.csr"
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+             "-keyout", str(d / f"{name}.key"), "-out", str(csr))  # fmt: skip
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(d / f"{ca}.crt"),
+             "-CAkey", str(d / f"{ca}.key"), "-CAcreateserial", "-days", "1", *extra,
+             "-out", str(d / f"{name}.crt"))  # fmt: skip
+
+
 def make_pki(d: Path) -> dict[str, Path]:
     """A serving CA + cert for 127.0.0.1, and a front-proxy CA + client cert."""
-    p = {
-        n: d / n
-        for n in (
-            "ca.crt",
-            "ca.key",
-            "tls.crt",
-            "tls.key",
-            "tls.csr",
-            "fp.crt",
-            "fp.key",
-            "cl.crt",
-            "cl.key",
-            "cl.csr",
-            "other.crt",
-            "other.key",
-            "ext",
-        )
-    }
     (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for ca, cn in (("ca", "tf-ca"), ("fp", "front-proxy-ca")):
-        _openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            f"/CN={cn}",
-            "-keyout",
-            str(d / f"{ca}.key"),
-            "-out",
-            str(d / f"{ca}.crt"),
-        )
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=tritonfleet-operator",
-        "-keyout",
-        str(p["tls.key"]),
-        "-out",
-        str(p["tls.csr"]),
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(p["tls.csr"]),
-        "-CA",
-        str(p["ca.crt"]),
-        "-CAkey",
-        str(p["ca.key"]),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        str(p["ext"]),
-        "-out",
-        str(p["tls.crt"]),
-    )
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=front-proxy-client",
-        "-keyout",
-        str(p["cl.key"]),
-        "-out",
-        str(p["cl.csr"]),
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(p["cl.csr"]),
-        "-CA",
-        str(p["fp.crt"]),
-        "-CAkey",
-        str(p["fp.key"]),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        str(p["cl.crt"]),
-    )
+    _self_signed(d, "ca", "tf-ca")
+    _self_signed(d, "fp", "front-proxy-ca")
+    _signed(d, "tls", "tritonfleet-operator", "ca", "-extfile", str(d / "ext"))
+    _signed(d, "cl", "front-proxy-client", "fp")
     # a client cert from a CA the API does not trust
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=front-proxy-client",
-        "-keyout",
-        str(p["other.key"]),
-        "-out",
-        str(p["other.crt"]),
-    )
-    return p
+    _self_signed(d, "other", "front-proxy-client")
+    names = ("ca", "tls", "fp", "cl", "other")
+    return {f"{n}.{kind}": d / f"{n}.{kind}" for n in names for kind in ("crt", "key")}
 
 
 def client_ctx(p: dict[str, Path], cert: str | None) -> ssl.SSLContext:
