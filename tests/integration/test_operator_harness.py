@@ -86,9 +86,11 @@ class OperatorProcess:
                 "PYTHONUNBUFFERED": "1",
                 # As the chart and the image run it (fewer glibc arenas, less RSS).
                 "MALLOC_ARENA_MAX": "2",
-                # Network safety: the loader and the queue collector dial loopback pod
-                # IPs only (the pod runner's 127.x); kwok's fake pods are never dialled.
-                "TRITONFLEET_DIAL_POD_NETWORKS": "127.0.0.0/8",
+                # Network safety: the loader and the queue collector dial the pod
+                # runner's pods only (loopback, 127.<1+i>.0.0/16). kwok's fake pods
+                # (127.244.x.x) are never dialled: they are reported unreachable at
+                # once, instead of a deletion waiting out unloadTimeoutSeconds on them.
+                "TRITONFLEET_DIAL_POD_NETWORKS": self.testbed.runner_pod_cidr,
                 **self.extra_env,
             }
         )
