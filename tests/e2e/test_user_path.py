@@ -17,6 +17,7 @@ import copy
 import json
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,8 +260,6 @@ def test_queue_time_drives_the_real_hpa_up_and_down_through_the_operators_metric
         stop = threading.Event()
 
         def load() -> None:
-            import urllib.request
-
             while not stop.is_set():
                 request = urllib.request.Request(
                     f"http://{ip}:8000/v2/models/toy_llm/generate",

@@ -719,14 +719,22 @@ class _Pod:
                     return int(p["containerPort"])
         return None
 
+    def _probe_target(self, container: Obj, action: Obj) -> tuple[str, int] | None:
+        """Where an httpGet/tcpSocket probe connects; None when it must not (not loopback)."""
+        port = self.container_port(container, action.get("port"))
+        host = action.get("host") or self.ip
+        if port is None or not is_loopback(host):
+            return None
+        return str(host), port
+
     def check(self, probe: Obj, container: Obj) -> bool:
         timeout = float(probe.get("timeoutSeconds", 1))
         if "httpGet" in probe:
             h = probe["httpGet"]
-            port = self.container_port(container, h.get("port"))
-            host = h.get("host") or self.ip
-            if port is None or not is_loopback(host):
+            target = self._probe_target(container, h)
+            if target is None:
                 return False
+            host, port = target
             scheme = h.get("scheme", "HTTP").lower()
             url = f"{scheme}://{host}:{port}{h.get('path', '/')}"
             req = urllib.request.Request(url)
@@ -741,11 +749,10 @@ class _Pod:
             except (OSError, ValueError):
                 return False
         if "tcpSocket" in probe:
-            t = probe["tcpSocket"]
-            port = self.container_port(container, t.get("port"))
-            host = t.get("host") or self.ip
-            if port is None or not is_loopback(host):
+            target = self._probe_target(container, probe["tcpSocket"])
+            if target is None:
                 return False
+            host, port = target
             try:
                 with socket.create_connection((host, port), timeout=timeout):
                     return True
