@@ -160,7 +160,11 @@ def test_models_used_by_tests_are_valid() -> None:
 
 
 def test_scrape_targets_ready_pods_inside_allowed_networks_only() -> None:
+    from tritonfleet.api.settings import OperatorSettings
     from tritonfleet.desired.kube_autoscaling import TritonPod, scrape_targets
+
+    loopback_only = OperatorSettings(dial_pod_networks=("127.0.0.0/8",)).may_dial
+    anywhere = OperatorSettings().may_dial
 
     pods = [
         TritonPod(NS, "p1", "TritonModel", "toy", "127.1.0.5", True),
@@ -173,11 +177,11 @@ def test_scrape_targets_ready_pods_inside_allowed_networks_only() -> None:
         ("ModelEnsemble", NS, "pipe"): ["toy", "pipe"],
         ("TritonModel", NS, "cold"): ["cold"],
     }
-    got = scrape_targets(pods, models, ["127.0.0.0/8"], 8002)
+    got = scrape_targets(pods, models, loopback_only, 8002)
     assert got[(NS, "toy")] == [("p1", "http://127.1.0.5:8002"), ("e1", "http://127.1.0.9:8002")]
     assert got[(NS, "pipe")] == [("e1", "http://127.1.0.9:8002")]
     assert got[(NS, "cold")] == []  # known, no ready pod: no data
-    everywhere = scrape_targets(pods, models, [], 8002)
+    everywhere = scrape_targets(pods, models, anywhere, 8002)
     assert ("p3", "http://10.0.0.7:8002") in everywhere[(NS, "toy")]
 
 

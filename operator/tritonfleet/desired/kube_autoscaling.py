@@ -18,8 +18,7 @@ the HPA controller keeps the current replica count (``ScalingActive=False``,
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -305,21 +304,10 @@ class TritonPod:
     ready: bool
 
 
-def dial_allowed(ip: str, networks: Sequence[str]) -> bool:
-    """Whether the operator may connect to ``ip`` (``networks`` empty = everywhere)."""
-    if not networks:
-        return True
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
-
-
 def scrape_targets(
     pods: Sequence[TritonPod],
     models: Mapping[tuple[str, str, str], Sequence[str]],
-    networks: Sequence[str],
+    may_dial: Callable[[str], bool],
     metrics_port: int,
 ) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """(namespace, Triton model) → [(pod, metrics URL)] for the collector.
@@ -329,7 +317,7 @@ def scrape_targets(
     """
     out: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for pod in pods:
-        if not pod.ready or not pod.ip or not dial_allowed(pod.ip, networks):
+        if not pod.ready or not pod.ip or not may_dial(pod.ip):
             continue
         host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
         for model in models.get((pod.owner_kind, pod.namespace, pod.owner), ()):

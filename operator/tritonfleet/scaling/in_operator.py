@@ -125,9 +125,7 @@ class Scaling:
         return pods
 
     def _targets(self) -> Mapping[Any, Sequence[tuple[str, str]]]:
-        return scrape_targets(
-            self._pods(), self._models(), self.settings.dial_pod_networks, METRICS_PORT
-        )
+        return scrape_targets(self._pods(), self._models(), self.settings.may_dial, METRICS_PORT)
 
     def ensembles(self) -> dict[tuple[str, str], list[str]]:
         """(ns, ensemble Triton name) → member Triton names, for the metrics API's max."""
