@@ -25,6 +25,7 @@ import yaml
 from tests.integration.test_operator_harness import (  # noqa: F401 - fixtures
     OperatorProcess,
     crds,
+    delete_models,
     operator_process,
 )
 from tests.support.testbed import GPU_NODES, REPO_ROOT, Testbed
@@ -40,18 +41,7 @@ def ns(testbed: Testbed, operator_process: OperatorProcess) -> Iterator[str]:  #
     prefix = operator_process.prefix  # type: ignore[attr-defined]
     with testbed.namespace(prefix) as name:
         yield name
-        # Models first, while the operator still runs: their finalizers are released.
-        testbed.kubectl(
-            "delete",
-            "tritonmodels,modelensembles",
-            "--all",
-            "-n",
-            name,
-            "--wait=true",
-            "--timeout=120s",
-            check=False,
-            timeout=150,
-        )
+        delete_models(testbed, name)  # while the operator runs: finalizers released
     testbed.recycle_volumes()
 
 

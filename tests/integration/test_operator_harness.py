@@ -214,6 +214,23 @@ def operator_process(
                 proc.log_path.unlink()
 
 
+def delete_models(testbed: Testbed, namespace: str) -> None:
+    """Delete every model while the operator still runs, and wait until it released them.
+
+    ``kubectl delete --wait`` can return with finalizers still on; a namespace
+    deleted then would stay Terminating once the operator stops.
+    """
+    testbed.kubectl("delete", "tritonmodels,modelensembles", "--all", "-n", namespace,
+                    "--wait=true", "--timeout=120s", check=False, timeout=150)  # fmt: skip
+    testbed.wait_for(
+        lambda: (
+            not (testbed.get("tritonmodels,modelensembles", namespace=namespace) or {}).get("items")
+        ),
+        timeout=180,
+        what="every model released by the operator",
+    )
+
+
 def manifest(obj: dict[str, Any]) -> str:
     import json
 

@@ -27,6 +27,7 @@ import yaml
 from tests.integration.test_operator_harness import (  # noqa: F401 - fixtures
     OperatorProcess,
     crds,
+    delete_models,
     operator_process,
 )
 from tests.support.pod_runner import PodRunner
@@ -51,37 +52,9 @@ def ns(
     prefix = operator_process.prefix  # type: ignore[attr-defined]
     with testbed.namespace(prefix) as name:
         yield name
-        testbed.kubectl(
-            "delete",
-            "tritonmodels,modelensembles",
-            "--all",
-            "-n",
-            name,
-            "--wait=true",
-            "--timeout=120s",
-            check=False,
-            timeout=150,
-        )
-        testbed.wait_for(
-            lambda: (
-                not (testbed.get("tritonmodels,modelensembles", namespace=name) or {}).get("items")
-            ),
-            timeout=180,
-            what="every model released by the operator",
-        )
-    # The runner registered its image prefixes with the testbed's admission policy;
-    # later kwok-only tests on the same testbed need kwok to run those pods again.
-    testbed.kubectl(
-        "patch",
-        "configmap",
-        "tritonfleet-local-runner",
-        "-n",
-        "kube-system",
-        "--type=merge",
-        "-p",
-        '{"data":{"imagePrefixes":""}}',
-        check=False,
-    )
+        delete_models(testbed, name)
+    # (The pod runner hands its image prefixes back when it stops, so kwok-only
+    # tests after this module get their pods run by kwok again.)
     testbed.recycle_volumes()
 
 
