@@ -10,16 +10,28 @@ from dataclasses import replace
 
 from tritonfleet.api.model import Autoscaling, ReplicaRange, ServingSpec
 from tritonfleet.desired.kube_autoscaling import (
+    ACTIVATED_AT_ANNOTATION,
     QUEUE_TIME_METRIC,
+    SCALED_TO_ZERO_ANNOTATION,
+    Activity,
+    HpaState,
     MetricValue,
+    ScaleChange,
+    ZeroMark,
     autoscaling_condition,
     hpa,
     parse_selector,
     select_metric,
-    should_scale_to_zero,
+    zero_decision,
 )
 from tritonfleet.desired.kube_objects import Target, cleanup_target
-from tritonfleet.desired.queue_metrics import NoData, QueueResult, QueueSignal
+from tritonfleet.desired.kube_observed import summarize
+from tritonfleet.desired.queue_metrics import (
+    NoData,
+    QueueResult,
+    QueueSignal,
+    parse_gateway_demand,
+)
 
 NS = "team-a"
 
@@ -105,54 +117,144 @@ def test_metric_selection_idle_is_zero_no_data_is_not() -> None:
     assert isinstance(other, NoData)
 
 
-def test_condition_words() -> None:
+def hpa_state(body: dict[str, object]) -> HpaState:
+    """The HPA summary the reconciler reads, from a raw HPA object."""
+    state = summarize({"kind": "HorizontalPodAutoscaler", "metadata": {"name": "x"}, **body})
+    assert state.hpa is not None
+    return state.hpa
+
+
+def test_condition_words_follow_the_hpa_status() -> None:
     t = target(replicas={"min": 1, "max": 4}, autoscaling={"queueTimeTargetMs": 50})
-    assert autoscaling_condition(target(), None) is None
-    assert autoscaling_condition(t, None)[0] == "Unknown"  # type: ignore[index]
-    up = {
-        "currentReplicas": 1,
-        "desiredReplicas": 3,
-        "currentMetrics": [
-            {
-                "type": "External",
-                "external": {
-                    "metric": {"name": QUEUE_TIME_METRIC},
-                    "current": {"value": "120500m"},
-                },
+    assert autoscaling_condition(target(), None, 1) is None
+    assert autoscaling_condition(t, None, 1)[:2] == ("Unknown", "Pending")  # type: ignore[index]
+    waiting = autoscaling_condition(t, None, 0)
+    assert waiting is not None and waiting[1] == "WaitingForReplicas"
+    up = hpa_state(
+        {
+            "status": {
+                "currentReplicas": 1,
+                "desiredReplicas": 3,
+                "currentMetrics": [
+                    {
+                        "type": "External",
+                        "external": {
+                            "metric": {"name": QUEUE_TIME_METRIC},
+                            "current": {"value": "120500m"},
+                        },
+                    }
+                ],
+                "conditions": [{"type": "ScalingActive", "status": "True"}],
             }
-        ],
-        "conditions": [{"type": "ScalingActive", "status": "True"}],
-    }
-    status, reason, msg = autoscaling_condition(t, up)  # type: ignore[misc]
-    assert (status, reason) == ("True", "Active")
-    assert msg == "scaling up from 1 to 3 replicas: queue time 120.5 ms vs target 50 ms"
-    held = {
-        "currentReplicas": 2,
-        "desiredReplicas": 2,
-        "conditions": [
-            {
-                "type": "ScalingActive",
-                "status": "False",
-                "reason": "FailedGetExternalMetric",
-                "message": "unable to get external metric",
+        }
+    )
+    assert autoscaling_condition(t, up, 1) == (
+        "True",
+        "ScalingUp",
+        "scaling up from 1 to 3 replicas: queue time 120.5 ms, target 50 ms",
+    )
+    down = replace(up, current_replicas=3, desired_replicas=1, queue_time="0")
+    assert autoscaling_condition(t, down, 3)[1] == "ScalingDown"  # type: ignore[index]
+    steady = replace(up, current_replicas=2, desired_replicas=2, queue_time="0")
+    assert autoscaling_condition(t, steady, 2) == ("True", "Steady", "steady at 2 replicas: idle")
+    busy = replace(steady, queue_time="30")
+    busy_words = autoscaling_condition(t, busy, 2)
+    assert busy_words is not None and "within the 50 ms target" in busy_words[2]
+    # A steady model's words do not change with every number the HPA reports.
+    assert autoscaling_condition(t, replace(busy, queue_time="31"), 2) == busy_words
+    at_max = replace(steady, limited_message="the desired replica count is more than the maximum")
+    assert autoscaling_condition(t, at_max, 2)[1] == "ScalingLimited"  # type: ignore[index]
+    held = hpa_state(
+        {
+            "status": {
+                "currentReplicas": 2,
+                "desiredReplicas": 2,
+                "conditions": [
+                    {
+                        "type": "ScalingActive",
+                        "status": "False",
+                        "reason": "FailedGetExternalMetric",
+                        "message": "unable to get external metric",
+                    }
+                ],
             }
-        ],
-    }
-    status, reason, msg = autoscaling_condition(t, held)  # type: ignore[misc]
+        }
+    )
+    status, reason, msg = autoscaling_condition(t, held, 2)  # type: ignore[misc]
     assert status == "False" and reason == "FailedGetExternalMetric"
     assert "holding 2 replicas" in msg and "never scale down" in msg
-    assert autoscaling_condition(t, up, "idle for 60s")[1] == "ScaledToZero"  # type: ignore[index]
+    mark = ZeroMark(at=1_700_000_000, why="no request for 60 s").encode()
+    status, reason, msg = autoscaling_condition(t, held, 0, mark)  # type: ignore[misc]
+    assert (status, reason) == ("True", "ScaledToZero")
+    assert "2023-11-14T22:13:20Z" in msg and "no request for 60 s" in msg
 
 
-def test_scale_to_zero_only_on_real_idle() -> None:
-    t = target(replicas={"min": 0, "max": 2}, autoscaling={"scaleToZeroAfterSeconds": 60})
-    idle = sig("toy", 0, requests=0)
-    assert should_scale_to_zero(t, idle, idle_since=0, now=61)
-    assert not should_scale_to_zero(t, idle, idle_since=0, now=30)
-    assert not should_scale_to_zero(t, NoData("toy", "down"), idle_since=0, now=600)
-    assert not should_scale_to_zero(t, sig("toy", 5), idle_since=0, now=600)
+ZERO = target(replicas={"min": 0, "max": 2}, autoscaling={"scaleToZeroAfterSeconds": 60})
+IDLE = sig("toy", 0, requests=0)
+
+
+def test_scale_to_zero_after_the_idle_time_only_on_real_idle() -> None:
+    def decide(activity: Activity, now: float, replicas: int = 1) -> ScaleChange | None:
+        return zero_decision(ZERO, replicas, "", "", activity, now)
+
+    assert decide(Activity(IDLE, since=0), now=59) is None
+    change = decide(Activity(IDLE, since=0), now=61)
+    assert change is not None and change.replicas == 0 and change.reason == "ScaledToZero"
+    mark = ZeroMark.parse(change.annotations[SCALED_TO_ZERO_ANNOTATION] or "")
+    assert mark is not None and mark.at == 61 and "no request for 60 s" in mark.why
+    assert change.patch()["spec"] == {"replicas": 0}
+    # No data (pods unreachable) or traffic never scales down, however long.
+    assert decide(Activity(NoData("toy", "down"), since=0), now=6000) is None
+    assert decide(Activity(None, since=0), now=6000) is None
+    assert decide(Activity(sig("toy", 5), since=0), now=6000) is None
+    # Any recent activity restarts the idle time: Triton busy, a gateway request, an
+    # activation, this process starting.
+    assert decide(Activity(IDLE, busy_at=100, since=0), now=150) is None
+    assert decide(Activity(IDLE, demand_at=100, since=0), now=150) is None
+    assert decide(Activity(IDLE, since=100), now=150) is None
+    activated = zero_decision(ZERO, 1, "", "1970-01-01T00:01:40Z", Activity(IDLE), now=150)
+    assert activated is None
+    assert decide(Activity(IDLE, demand_at=100, since=0), now=161) is not None
+    # Not a scale-to-zero model, or already at zero (e.g. before the first sync).
     keep = target(replicas={"min": 1, "max": 2}, autoscaling={})
-    assert not should_scale_to_zero(keep, idle, idle_since=0, now=600)
+    assert zero_decision(keep, 1, "", "", Activity(IDLE), now=6000) is None
+    assert decide(Activity(IDLE), now=6000, replicas=0) is None
+
+
+def test_activation_by_a_gateway_request_newer_than_the_zero_mark() -> None:
+    mark = ZeroMark(at=1000, why="idle").encode()
+
+    def decide(activity: Activity, replicas: int = 0, t: Target = ZERO) -> ScaleChange | None:
+        return zero_decision(t, replicas, mark, "", activity, now=2000)
+
+    assert decide(Activity(None)) is None
+    assert decide(Activity(None, demand_at=999)) is None  # that request was before the zero
+    change = decide(Activity(None, demand_at=1500))
+    assert change is not None and change.replicas == 1 and change.reason == "Activated"
+    assert change.annotations == {
+        SCALED_TO_ZERO_ANNOTATION: None,
+        ACTIVATED_AT_ANNOTATION: "1970-01-01T00:33:20Z",
+    }
+    assert change.patch() == {
+        "metadata": {"annotations": change.annotations},
+        "spec": {"replicas": 1},
+    }
+    # Scaled up by hand: only the mark goes; scale to zero turned off: one replica back.
+    by_hand = decide(Activity(None), replicas=2)
+    assert by_hand is not None and by_hand.replicas is None and "someone else" in by_hand.message
+    off = target(replicas={"min": 0, "max": 2}, autoscaling={})
+    restored = decide(Activity(None), t=off)
+    assert restored is not None and restored.replicas == 1
+
+
+def test_gateway_demand_is_the_newest_request_per_route() -> None:
+    text = """# HELP tritonfleet_gateway_last_request_timestamp_seconds newest request
+# TYPE tritonfleet_gateway_last_request_timestamp_seconds gauge
+tritonfleet_gateway_last_request_timestamp_seconds{model="toy-llm"} 1.7e+09
+tritonfleet_gateway_last_request_timestamp_seconds{model="emb"} 0.0
+tritonfleet_gateway_activation_requests_total{model="toy-llm"} 3.0
+"""
+    assert parse_gateway_demand(text) == {"toy-llm": 1.7e9}
 
 
 def test_models_used_by_tests_are_valid() -> None:

@@ -4,6 +4,7 @@ what is written, when nothing is, what the status and events say."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -386,6 +387,81 @@ def test_an_autoscaled_model_gets_an_hpa_that_owns_the_replica_count() -> None:
     body["spec"]["serving"].pop("autoscaling")
     off = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
     assert ("delete", "HorizontalPodAutoscaler") in verbs(off)
+
+
+def hpa_reports(children: dict[Any, ChildState], key: Any, **status: Any) -> None:
+    """The HPA controller writing its status (what the reconciler's watch then sees)."""
+    body = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": key[2], "namespace": key[1], "uid": "hpa-uid"},
+        "status": status,
+    }
+    children[key] = summarize(body)
+
+
+def test_the_autoscaling_condition_explains_the_hpa_decision() -> None:
+    doc = model_doc("toy", serving={"replicas": {"min": 1, "max": 4}, "autoscaling": {}})
+    body, children, _ = converge(owner_body(doc))
+    cond = find_condition(render_model_object(body).owner.status.conditions, "Autoscaling")
+    assert cond is not None and (cond.status, cond.reason) == ("Unknown", "Pending")
+    key = ("HorizontalPodAutoscaler", "ml", "tm-toy")
+    hpa_reports(
+        children,
+        key,
+        currentReplicas=1,
+        desiredReplicas=3,
+        currentMetrics=[
+            {
+                "type": "External",
+                "external": {
+                    "metric": {"name": "tritonfleet_queue_time_ms"},
+                    "current": {"value": "120"},
+                },
+            }
+        ],
+        conditions=[{"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"}],
+    )
+    decided = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
+    assert decided.status is not None
+    cond = find_condition(decided.status.conditions, "Autoscaling")
+    assert cond is not None and cond.status == "True" and cond.reason == "ScalingUp"
+    assert cond.message == "scaling up from 1 to 3 replicas: queue time 120 ms, target 50 ms"
+    # Autoscaling switched off: the condition goes with the HPA.
+    body["status"] = decided.status.to_wire()
+    body["spec"]["serving"].pop("autoscaling")
+    off = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
+    assert off.status is not None
+    assert find_condition(off.status.conditions, "Autoscaling") is None
+
+
+def test_a_scaled_to_zero_model_says_when_and_why() -> None:
+    doc = model_doc(
+        "toy",
+        serving={
+            "replicas": {"min": 0, "max": 2},
+            "autoscaling": {"scaleToZeroAfterSeconds": 60},
+        },
+    )
+    body, children, _ = converge(owner_body(doc))
+    key = ("Deployment", "ml", "tm-toy")
+    dep = children[key]
+    assert dep.replicas == 1  # a min-0 model starts with one replica, to be loaded once
+    children[key] = replace(
+        dep,
+        replicas=0,
+        ready_replicas=0,
+        scaled_to_zero="2026-01-01T11:59:00Z no request for 60 s (scaleToZeroAfterSeconds)",
+    )
+    decided = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
+    assert decided.status is not None
+    reasons = {c.type: (c.status, c.reason, c.message) for c in decided.status.conditions}
+    assert reasons["Autoscaling"][:2] == ("True", "ScaledToZero")
+    assert "2026-01-01T11:59:00Z" in reasons["Autoscaling"][2]
+    assert reasons["Available"][:2] == ("False", "ScaledToZero")
+    assert reasons["Ready"][:2] == ("False", "ScaledToZero")
+    assert decided.status.replica_summary == "0/0"
+    assert [e.type for e in decided.events] == ["Normal"]
 
 
 def test_while_the_sync_runs_nothing_is_served() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from tritonfleet.desired.kube_objects import Target, _metadata
@@ -205,59 +206,71 @@ def quantity(value: float) -> str:
 # --- the Autoscaling condition -----------------------------------------------------------
 
 
-def _cond(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for c in status.get("conditions") or ():
-        if c.get("type") == kind:
-            return dict(c)
-    return None
+@dataclass(frozen=True)
+class HpaState:
+    """What an HPA's status says about its decision (summarised by ``kube_observed``)."""
+
+    current_replicas: int = 0
+    desired_replicas: int = 0
+    active: str = ""  # ScalingActive status: "True", "False" or "" (not reported yet)
+    active_reason: str = ""
+    active_message: str = ""
+    limited_message: str = ""  # ScalingLimited's message when it is True
+    queue_time: str = ""  # current value of the queue-time metric (a quantity), if reported
+    reported: bool = False  # the controller has written a status at all
 
 
 def autoscaling_condition(
-    target: Target, hpa_status: Mapping[str, Any] | None, scaled_to_zero: str | None = None
+    target: Target, hpa_state: HpaState | None, deployment_replicas: int, scaled_to_zero: str = ""
 ) -> tuple[str, str, str] | None:
     """(status, reason, message) of the ``Autoscaling`` condition, None without autoscaling.
 
-    Read from the HPA's own status (conditions, currentMetrics, desiredReplicas) so the
-    words match what the controller decided; ``scaled_to_zero`` is the operator's reason
-    when it holds the Deployment at zero.
+    Read from the HPA's own status so the words match what the controller decided;
+    ``scaled_to_zero`` is the scaler's annotation on the Deployment (:class:`ZeroMark`).
+    The live queue time is only quoted while the replica count is changing: a steady
+    model's status must not be rewritten every HPA sync just because a number moved.
     """
     auto = target.serving.autoscaling
     if auto is None:
         return None
-    target_ms = auto.queue_time_target_ms
-    if scaled_to_zero:
-        return ("True", "ScaledToZero", scaled_to_zero)
-    if not hpa_status:
+    target_ms = f"{auto.queue_time_target_ms:g} ms"
+    mark = ZeroMark.parse(scaled_to_zero)
+    if mark is not None and deployment_replicas == 0:
+        return ("True", "ScaledToZero", mark.describe())
+    if deployment_replicas == 0:
+        return (
+            "Unknown",
+            "WaitingForReplicas",
+            "the HPA takes over once the Deployment runs (0 replicas until a revision is synced)",
+        )
+    if hpa_state is None or not hpa_state.reported:
         return ("Unknown", "Pending", "the HPA has not reported a decision yet")
-    current = hpa_status.get("currentReplicas", 0)
-    desired = hpa_status.get("desiredReplicas", current)
-    active = _cond(hpa_status, "ScalingActive")
-    if active is not None and active.get("status") == "False":
-        why = active.get("message") or active.get("reason") or "scaling inactive"
+    current, desired = hpa_state.current_replicas, hpa_state.desired_replicas
+    if hpa_state.active == "False":
+        why = hpa_state.active_message or hpa_state.active_reason or "scaling inactive"
         return (
             "False",
-            str(active.get("reason") or "ScalingInactive"),
-            f"holding {current} replicas: {why} (missing metrics never scale down)",
+            hpa_state.active_reason or "ScalingInactive",
+            f"holding {current} replicas, missing metrics never scale down: {why}",
         )
-    value = None
-    for m in hpa_status.get("currentMetrics") or ():
-        ext = m.get("external") or {}
-        if (ext.get("metric") or {}).get("name") == QUEUE_TIME_METRIC:
-            value = (ext.get("current") or {}).get("value")
-    seen = f"queue time {format_quantity(value)} ms vs target {target_ms:g} ms"
-    if value is None:
-        seen = f"target {target_ms:g} ms queue time"
+    value = format_quantity(hpa_state.queue_time) if hpa_state.queue_time else None
+    seen = f"queue time {value} ms, target {target_ms}" if value else f"target {target_ms}"
     if desired > current:
-        verb = f"scaling up from {current} to {desired} replicas"
-    elif desired < current:
-        verb = f"scaling down from {current} to {desired} replicas"
-    else:
-        verb = f"steady at {current} replicas"
-    limited = _cond(hpa_status, "ScalingLimited")
-    extra = ""
-    if limited is not None and limited.get("status") == "True":
-        extra = f" ({limited.get('message') or limited.get('reason')})"
-    return ("True", "Active", f"{verb}: {seen}{extra}")
+        return ("True", "ScalingUp", f"scaling up from {current} to {desired} replicas: {seen}")
+    if desired < current:
+        return (
+            "True",
+            "ScalingDown",
+            f"scaling down from {current} to {desired} replicas: {seen}",
+        )
+    if hpa_state.limited_message:
+        return (
+            "True",
+            "ScalingLimited",
+            f"held at {current} replicas ({hpa_state.limited_message}), target {target_ms}",
+        )
+    load = "idle" if value in (None, "0") else f"queue time within the {target_ms} target"
+    return ("True", "Steady", f"steady at {current} replicas: {load}")
 
 
 def format_quantity(raw: object) -> str:
@@ -273,20 +286,149 @@ def format_quantity(raw: object) -> str:
 
 # --- scale to zero -----------------------------------------------------------------------
 
+# On the Deployment, written by the scaler (field manager tritonfleet-scaler) in the same
+# patch as ``spec.replicas``: the record survives operator restarts, and the reconciler
+# reads it from its Deployment watch to explain the zero in the model's status.
+SCALED_TO_ZERO_ANNOTATION = "tritonfleet.io/scaled-to-zero"
+ACTIVATED_AT_ANNOTATION = "tritonfleet.io/activated-at"
 
-def should_scale_to_zero(
-    target: Target, result: QueueResult | None, idle_since: float | None, now: float
-) -> bool:
-    """True when a ``min: 0`` model has seen no request for ``scaleToZeroAfterSeconds``.
 
-    Only a real idle (:class:`QueueSignal` with no requests) counts; no data never does.
-    """
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> float | None:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ZeroMark:
+    """When and why the scaler took a Deployment to zero (the annotation's value)."""
+
+    at: float  # epoch seconds
+    why: str
+
+    def encode(self) -> str:
+        return f"{iso(self.at)} {self.why}"
+
+    @staticmethod
+    def parse(raw: str) -> ZeroMark | None:
+        stamp, _, why = raw.strip().partition(" ")
+        at = parse_iso(stamp)
+        return None if at is None else ZeroMark(at, why)
+
+    def describe(self) -> str:
+        return (
+            f"scaled to zero at {iso(self.at)}: {self.why}; the next request through the "
+            "gateway starts a replica (the hosted provider answers meanwhile, if configured)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What the scaler knows about the demand for one Deployment's model (epoch seconds)."""
+
+    signal: QueueResult | None  # Triton's queue signal for the model, now
+    busy_at: float | None = None  # last time that signal showed completed requests
+    demand_at: float | None = None  # newest request the gateway replicas saw for its route
+    since: float = 0.0  # when this operator process started watching (no history before)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleChange:
+    """One write by the scaler: a merge patch of the Deployment, and what to tell the user."""
+
+    replicas: int | None  # None: leave spec.replicas alone
+    annotations: dict[str, str | None]
+    reason: str  # Event reason
+    message: str
+
+    def patch(self) -> Obj:
+        out: Obj = {"metadata": {"annotations": dict(self.annotations)}}
+        if self.replicas is not None:
+            out["spec"] = {"replicas": self.replicas}
+        return out
+
+
+def scales_to_zero(target: Target) -> bool:
     auto = target.serving.autoscaling
-    if auto is None or auto.scale_to_zero_after_seconds is None or target.serving.replicas.min:
-        return False
-    if not isinstance(result, QueueSignal) or not result.idle or idle_since is None:
-        return False
-    return now - idle_since >= auto.scale_to_zero_after_seconds
+    return (
+        auto is not None
+        and auto.scale_to_zero_after_seconds is not None
+        and target.serving.replicas.min == 0
+    )
+
+
+def zero_decision(
+    target: Target,
+    replicas: int,
+    scaled_to_zero: str,
+    activated_at: str,
+    activity: Activity,
+    now: float,
+) -> ScaleChange | None:
+    """Scale a ``min: 0`` model's Deployment to zero after its idle time, or back to one.
+
+    * To zero: only on positive evidence of idleness: Triton's signal is data and
+      idle (:class:`~tritonfleet.desired.queue_metrics.QueueSignal`, no request in
+      the window) and nothing was seen — by Triton, by any gateway replica, by a
+      previous activation, or since this process started — for
+      ``scaleToZeroAfterSeconds``. No data (pods unreachable) never scales down.
+    * Back to one: the newest request any gateway replica saw for the model is
+      newer than the zero mark. Each gateway replica only reports its own
+      timestamp (``tritonfleet_gateway_last_request_timestamp_seconds``) and the
+      scaler takes the max, so any number of replicas is safe and none writes to
+      the API server.
+    * Someone scaled it up by hand (``kubectl scale``) or turned scale-to-zero off:
+      the mark is cleared (and, when off, one replica restored).
+    """
+    mark = ZeroMark.parse(scaled_to_zero) if scaled_to_zero else None
+    enabled = scales_to_zero(target)
+    back = max(target.serving.replicas.min, 1)
+    if mark is not None:
+        cleared: dict[str, str | None] = {
+            SCALED_TO_ZERO_ANNOTATION: None,
+            ACTIVATED_AT_ANNOTATION: iso(now),
+        }
+        if replicas > 0:
+            return ScaleChange(
+                None, cleared, "Activated", f"scaled up to {replicas} by someone else"
+            )
+        if not enabled:
+            return ScaleChange(
+                back, cleared, "Activated", f"scale to zero is off: back to {back} replica(s)"
+            )
+        if activity.demand_at is not None and activity.demand_at > mark.at:
+            return ScaleChange(
+                back,
+                cleared,
+                "Activated",
+                f"a request arrived through the gateway at {iso(activity.demand_at)}: "
+                f"starting {back} replica(s), scaled to zero since {iso(mark.at)}",
+            )
+        return None
+    if not enabled or replicas == 0:
+        return None
+    signal = activity.signal
+    if not isinstance(signal, QueueSignal) or not signal.idle:
+        return None
+    auto = target.serving.autoscaling
+    assert auto is not None and auto.scale_to_zero_after_seconds is not None
+    after = auto.scale_to_zero_after_seconds
+    seen = [activity.since, activity.busy_at, activity.demand_at, parse_iso(activated_at)]
+    last = max(t for t in seen if t is not None)
+    if now - last < after:
+        return None
+    why = f"no request for {after} s (scaleToZeroAfterSeconds), last activity {iso(last)}"
+    return ScaleChange(
+        0,
+        {SCALED_TO_ZERO_ANNOTATION: ZeroMark(now, why).encode(), ACTIVATED_AT_ANNOTATION: None},
+        "ScaledToZero",
+        f"scaled to zero: {why}",
+    )
 
 
 # --- what the collector scrapes ----------------------------------------------------------

@@ -13,6 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tritonfleet.desired.kube_autoscaling import (
+    ACTIVATED_AT_ANNOTATION,
+    QUEUE_TIME_METRIC,
+    SCALED_TO_ZERO_ANNOTATION,
+    HpaState,
+)
 from tritonfleet.desired.kube_drift import Path, owned_paths
 from tritonfleet.desired.kube_objects import (
     FIELD_MANAGER,
@@ -52,12 +58,16 @@ class ChildState:
     updated_replicas: int = 0
     available_replicas: int = 0
     problem: str = ""  # a Deployment/Job condition message worth showing to the user
+    scaled_to_zero: str = ""  # the scaler's annotation (desired.kube_autoscaling.ZeroMark)
+    activated_at: str = ""  # when the scaler last brought it back from zero (RFC 3339)
     # Job
     succeeded: bool = False
     failed: bool = False
     active: int = 0
     # PersistentVolumeClaim
     phase: str = ""
+    # HorizontalPodAutoscaler
+    hpa: HpaState | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -86,6 +96,7 @@ def _deployment_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     template_meta = (spec.get("template") or {}).get("metadata") or {}
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
     problem = ""
     for type_, bad in (("ReplicaFailure", "True"), ("Progressing", "False")):
         cond = _condition(status.get("conditions"), type_)
@@ -100,7 +111,34 @@ def _deployment_fields(body: Mapping[str, Any]) -> dict[str, Any]:
         "available_replicas": int(status.get("availableReplicas") or 0),
         "revision": str((template_meta.get("annotations") or {}).get(REVISION_ANNOTATION, "")),
         "problem": problem,
+        "scaled_to_zero": str(annotations.get(SCALED_TO_ZERO_ANNOTATION) or ""),
+        "activated_at": str(annotations.get(ACTIVATED_AT_ANNOTATION) or ""),
     }
+
+
+def _hpa_state(body: Mapping[str, Any]) -> HpaState:
+    status = body.get("status") or {}
+    active = _condition(status.get("conditions"), "ScalingActive") or {}
+    limited = _condition(status.get("conditions"), "ScalingLimited") or {}
+    queue_time = ""
+    for metric in status.get("currentMetrics") or ():
+        external = metric.get("external") or {}
+        if (external.get("metric") or {}).get("name") == QUEUE_TIME_METRIC:
+            queue_time = str((external.get("current") or {}).get("value") or "")
+    return HpaState(
+        current_replicas=int(status.get("currentReplicas") or 0),
+        desired_replicas=int(status.get("desiredReplicas") or 0),
+        active=str(active.get("status") or ""),
+        active_reason=str(active.get("reason") or ""),
+        active_message=str(active.get("message") or ""),
+        limited_message=(
+            str(limited.get("message") or limited.get("reason") or "")
+            if limited.get("status") == "True"
+            else ""
+        ),
+        queue_time=queue_time,
+        reported=bool(status),
+    )
 
 
 def _job_fields(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +170,8 @@ def summarize(body: Mapping[str, Any], manager: str = FIELD_MANAGER) -> ChildSta
         extra.update(_job_fields(body))
     elif kind == "PersistentVolumeClaim":
         extra["phase"] = str((body.get("status") or {}).get("phase") or "")
+    elif kind == "HorizontalPodAutoscaler":
+        extra["hpa"] = _hpa_state(body)
     return ChildState(
         kind=kind,
         namespace=str(meta.get("namespace") or ""),

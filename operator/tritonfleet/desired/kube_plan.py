@@ -21,6 +21,7 @@ from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.api.status import (
+    AUTOSCALING,
     AVAILABLE,
     LOADED,
     READY,
@@ -31,7 +32,13 @@ from tritonfleet.api.status import (
     find_condition,
     set_condition,
 )
-from tritonfleet.desired.kube_autoscaling import HPA_KIND, hpa
+from tritonfleet.desired.kube_autoscaling import (
+    HPA_KIND,
+    ZeroMark,
+    autoscaling_condition,
+    hpa,
+    hpa_name,
+)
 from tritonfleet.desired.kube_drift import applied_paths, describe_path, missing_paths
 from tritonfleet.desired.kube_objects import (
     FINALIZER,
@@ -441,6 +448,9 @@ def _available_condition(target: Target, facts: _Facts, gen: int) -> Condition:
             "Triton replicas start once a revision is synced (the Deployment has 0 until then)",
             gen,
         )
+    mark = ZeroMark.parse(dep.scaled_to_zero) if dep.scaled_to_zero else None
+    if mark is not None and dep.replicas == 0:
+        return _condition(AVAILABLE, False, "ScaledToZero", mark.describe(), gen)
     if dep.ready_replicas > 0:
         return _condition(
             AVAILABLE,
@@ -457,6 +467,24 @@ def _available_condition(target: Target, facts: _Facts, gen: int) -> Condition:
     if dep.problem:
         return _condition(AVAILABLE, False, "ReplicaFailure", f"{dep.problem}. {hint}", gen)
     return _condition(AVAILABLE, False, "NoReplicasReady", hint, gen)
+
+
+def _autoscaling_condition(
+    target: Target, observed: Mapping[Key, ChildState], facts: _Facts, gen: int
+) -> Condition | None:
+    dep = facts.deployment
+    hpa_child = observed.get((HPA_KIND, target.namespace, hpa_name(target)))
+    decided = autoscaling_condition(
+        target,
+        hpa_child.hpa if hpa_child is not None else None,
+        dep.replicas if dep is not None and facts.served_revision is not None else 0,
+        dep.scaled_to_zero if dep is not None else "",
+    )
+    if decided is None:
+        return None
+    status, reason, message = decided
+    ok = {"True": True, "False": False}.get(status)
+    return _condition(AUTOSCALING, ok, reason, message, gen)
 
 
 def _ready_condition(
@@ -629,6 +657,9 @@ def plan(
         _sync_condition(rendering, target, facts, gen),
         _available_condition(target, facts, gen),
     ]
+    autoscaling = _autoscaling_condition(target, observed, facts, gen)
+    if autoscaling is not None:
+        conditions.append(autoscaling)
     merged = _with_conditions(owner.status, conditions, stamp)
     conditions.append(_ready_condition(merged.conditions, target, facts, gen))
     dep = facts.deployment
@@ -647,6 +678,9 @@ def plan(
         served_by=_served_by(owner, ready_count > 0),
         deployment=target.deployment_name if dep is not None else None,
     )
+    if autoscaling is None and find_condition(status.conditions, AUTOSCALING) is not None:
+        kept = [c for c in status.conditions if c.type != AUTOSCALING]  # autoscaling is off
+        status = status.model_copy(update={"conditions": kept})
     return _finish(owner, status, actions)
 
 

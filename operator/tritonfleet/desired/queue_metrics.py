@@ -75,6 +75,31 @@ def parse_triton_metrics(text: str) -> dict[str, ModelCounters]:
     return {model: ModelCounters(q, s, p) for model, (q, s, p) in sums.items()}
 
 
+GATEWAY_DEMAND_METRIC = "tritonfleet_gateway_last_request_timestamp_seconds"
+
+
+def parse_gateway_demand(text: str) -> dict[str, float]:
+    """A gateway's ``/metrics`` → {route (OpenAI model name): newest request, epoch s}.
+
+    The activation signal for scale from zero (``desired.kube_autoscaling.zero_decision``)
+    is the max of these over every gateway replica."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(GATEWAY_DEMAND_METRIC):
+            continue
+        m = _LINE.match(line)
+        if not m or m.group(1) != GATEWAY_DEMAND_METRIC:
+            continue
+        model = dict(_LABEL.findall(m.group(2) or "")).get("model")
+        try:
+            stamp = float(m.group(3))
+        except ValueError:
+            continue
+        if model is not None and stamp > 0:
+            out[model] = max(stamp, out.get(model, 0.0))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One successful scrape of one pod: when (monotonic seconds) and what it said."""

@@ -223,7 +223,12 @@ class World:
         if deleted:
             self._seen.pop(state.key, None)
             return True
-        fingerprint = hash(replace(state, resource_version="", available_replicas=0, active=0))
+        # An HPA's live metric value moves every sync; the condition quotes it only
+        # while the replica count changes, which changes the fingerprint anyway.
+        hpa = replace(state.hpa, queue_time="") if state.hpa is not None else None
+        fingerprint = hash(
+            replace(state, resource_version="", available_replicas=0, active=0, hpa=hpa)
+        )
         if self._seen.get(state.key) == fingerprint:
             return False
         self._seen[state.key] = fingerprint
