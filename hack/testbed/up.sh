@@ -169,7 +169,7 @@ componentsPatches:
   - {key: kubelet-preferred-address-types, value: "InternalIP"}
   # Loopback Service range: ClusterIPs are local addresses nothing but the
   # local pod runner listens on (never a private-range address).
-  # (no `override`: kwokctl sets no such flag, and override of an unset key drops it)
+  # (no "override": kwokctl sets no such flag, and override of an unset key drops it)
   - {key: service-cluster-ip-range, value: "$TESTBED_SERVICE_CIDR"}
   - {key: requestheader-client-ca-file, value: "$FP_DIR/front-proxy-ca.crt"}
   - {key: requestheader-allowed-names, value: front-proxy-client}
@@ -183,7 +183,7 @@ componentsPatches:
   - {key: runtime-config, value: admissionregistration.k8s.io/v1beta1=true}
 - name: kube-controller-manager
   extraArgs:
-  # (no `override`: kwokctl sets no such flag, and override of an unset key drops it)
+  # (no "override": kwokctl sets no such flag, and override of an unset key drops it)
   - {key: service-cluster-ip-range, value: "$TESTBED_SERVICE_CIDR"}
   - {key: horizontal-pod-autoscaler-sync-period, value: "$TESTBED_HPA_SYNC_PERIOD"}
 - name: kwok-controller

@@ -282,6 +282,14 @@ def test_queue_time_drives_the_real_hpa_up_and_down_through_the_operators_metric
             testbed.wait_for(scaled_up, 45, "the HPA raising toy-llm's replicas")
             reaction = time.monotonic() - started
             assert (raw_metric(testbed, models, "toy_llm") or 0) > 50
+
+            def says_scaling_up() -> dict[str, Any] | None:
+                cond = condition(testbed.get("tritonmodel", "toy-llm", namespace=models),
+                                 "Autoscaling")  # fmt: skip
+                return cond if cond.get("reason") in ("ScalingUp", "ScalingLimited") else None
+
+            words = testbed.wait_for(says_scaling_up, 30, "Autoscaling saying it scales up")
+            assert words["status"] == "True" and "target 50 ms" in words["message"], words
             # The new replicas are loaded before they count (status.pods, Loaded).
             testbed.wait_for(loaded_on(3), 180, "toy-llm Loaded on 3 replicas")
         finally:
@@ -295,11 +303,99 @@ def test_queue_time_drives_the_real_hpa_up_and_down_through_the_operators_metric
             return int(dep["spec"].get("replicas") or 0) == 1
 
         testbed.wait_for(scaled_down, stabilization + 120, "the HPA back to 1 replica when idle")
+        testbed.wait_for(
+            lambda: condition(testbed.get("tritonmodel", "toy-llm", namespace=models),
+                              "Autoscaling").get("message") == "steady at 1 replicas: idle",
+            60, "Autoscaling: steady at 1 replica, idle",
+        )  # fmt: skip
         # An upgrade keeps the serving certificate the running operator holds, so the
         # aggregator keeps trusting it (a fresh one would break the API until a restart).
         testbed.helm("upgrade", "tf", str(CHART), "-n", system, "--reuse-values", "--wait",
                      "--timeout", "120s", timeout=180)  # fmt: skip
         assert raw_metric(testbed, models, "toy_llm") is not None, "metrics API lost after upgrade"
+        testbed.kubectl("delete", "tritonmodel", "toy-llm", "-n", models, "--timeout=120s",
+                        timeout=150)  # fmt: skip
+        testbed.kubectl("delete", "namespace", models, "--wait=false")
+
+
+def test_an_idle_model_scales_to_zero_and_a_request_through_the_gateway_brings_it_back(
+    testbed: Testbed, pod_runner: PodRunner, hosted: HostedAPI
+) -> None:
+    apply_crds(testbed)
+    suffix = uuid.uuid4().hex[:5]
+    system, models = f"tf-system-{suffix}", f"zero-{suffix}"
+    idle_after = 30  # the smallest scaleToZeroAfterSeconds the API accepts
+    with installed(testbed, system) as release:
+        pod_runner.wait_ready(system, "app.kubernetes.io/component=operator", 1, timeout=120)
+        pod_runner.wait_ready(system, "app.kubernetes.io/component=gateway", 1, timeout=120)
+        testbed.kubectl("create", "namespace", models)
+        testbed.kubectl("create", "secret", "generic", "hosted-api-key",
+                        f"--from-literal=api-key={HOSTED_KEY}", "-n", models)  # fmt: skip
+        body = toy_llm(hosted)
+        body["spec"]["serving"]["replicas"] = {"min": 0, "max": 2}
+        body["spec"]["serving"]["autoscaling"] = {
+            "windowSeconds": 10,
+            "scaleToZeroAfterSeconds": idle_after,
+        }
+        testbed.apply(json.dumps(body), namespace=models)
+
+        def serving_on_one() -> dict[str, Any] | None:
+            obj = testbed.get("tritonmodel", "toy-llm", namespace=models)
+            pods = ((obj or {}).get("status") or {}).get("pods") or []
+            ok = condition(obj, "Ready").get("status") == "True" and len(pods) == 1
+            return obj if ok else None
+
+        # A min-0 model starts on one replica, so its files are proven to load.
+        testbed.wait_for(serving_on_one, 300, "toy-llm Ready on its first replica")
+        loaded_at = time.monotonic()
+
+        def at_zero() -> dict[str, Any] | None:
+            obj = testbed.get("tritonmodel", "toy-llm", namespace=models)
+            dep = testbed.get("deployment", "tm-toy-llm", namespace=models)
+            cond = condition(obj, "Autoscaling")
+            zero = dep is not None and dep["spec"].get("replicas") == 0
+            return cond if zero and cond.get("reason") == "ScaledToZero" else None
+
+        # Idle time, plus the queue window for the idleness to show, plus a few rounds.
+        words = testbed.wait_for(at_zero, idle_after + 90, "toy-llm scaled to zero")
+        assert time.monotonic() - loaded_at >= idle_after - 5  # idle as observed, not before
+        assert f"no request for {idle_after} s" in words["message"], words
+        obj = testbed.get("tritonmodel", "toy-llm", namespace=models)
+        assert condition(obj, "Ready")["reason"] == "ScaledToZero"
+        assert obj["status"]["replicaSummary"] == "0/0"
+        testbed.wait_for(lambda: not testbed.get("pods", "-l", TRITON_PODS,
+                                                 namespace=models)["items"],
+                         60, "the Triton pod gone")  # fmt: skip
+
+        # A client asks while nothing runs: the hosted provider answers (no failure),
+        # and that request is the gateway's signal to bring a replica back.
+        service = testbed.get("service", f"{release}-tritonfleet-gateway", namespace=system)
+        url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30)
+        asked = time.monotonic()
+        answer, backend = ask(client, "anyone home?")
+        assert backend == "hosted" and answer
+
+        def activated() -> bool:
+            dep = testbed.get("deployment", "tm-toy-llm", namespace=models)
+            return int(dep["spec"].get("replicas") or 0) >= 1
+
+        testbed.wait_for(activated, 60, "the Deployment back to 1 replica")
+        print(f"request at zero to a replica wanted: {time.monotonic() - asked:.1f} s")
+        testbed.wait_for(serving_on_one, 240, "toy-llm Ready again on 1 replica")
+
+        def triton_answers() -> bool:
+            try:
+                return ask(client, "welcome back")[1] == "triton"
+            except Exception:
+                return False
+
+        testbed.wait_for(triton_answers, 60, "the gateway routing toy_llm to Triton again")
+        events = testbed.get("events", "--field-selector",
+                             "involvedObject.kind=TritonModel,involvedObject.name=toy-llm",
+                             namespace=models)["items"]  # fmt: skip
+        reasons = {e["reason"] for e in events}
+        assert {"ScaledToZero", "Activated"} <= reasons, reasons
         testbed.kubectl("delete", "tritonmodel", "toy-llm", "-n", models, "--timeout=120s",
                         timeout=150)  # fmt: skip
         testbed.kubectl("delete", "namespace", models, "--wait=false")

@@ -238,3 +238,51 @@ async def edge_cases() -> None:
 
 def test_collector_bookkeeping() -> None:
     asyncio.run(edge_cases())
+
+
+async def own_windows() -> None:
+    """Each model is averaged over its own ``autoscaling.windowSeconds``."""
+    texts = {"text": ""}
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=texts["text"])
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    now = {"t": 0.0}
+    collector = QueueMetricsCollector(
+        lambda: {"short": [("p", url)], "long": [("p", url)]},
+        namespace="ns",
+        interval=5,
+        window=30,
+        registry=CollectorRegistry(),
+        clock=lambda: now["t"],
+        windows=lambda: {("ns", "short"): 10.0, ("ns", "long"): 120.0},
+    )
+
+    def text(n: int) -> str:
+        return "".join(
+            f'nv_inference_queue_duration_us{{model="{m}",version="1"}} {n * 1000}\n'
+            f'nv_inference_request_success{{model="{m}",version="1"}} {n}\n'
+            for m in ("short", "long")
+        )
+
+    try:
+        # Requests only in the first minute, then none for 30 s.
+        for t, n in ((0, 0), (30, 10), (60, 20), (80, 20), (85, 20), (90, 20)):
+            now["t"], texts["text"] = t, text(n)
+            results = await collector.scrape_once()
+        short, long = results[("ns", "short")], results[("ns", "long")]
+        assert isinstance(short, QueueSignal) and short.idle, short  # nothing in its 10 s
+        assert isinstance(long, QueueSignal) and long.requests == 20, long  # all 90 s of it
+    finally:
+        await collector.stop()
+        await runner.cleanup()
+
+
+def test_each_model_has_its_own_window() -> None:
+    asyncio.run(own_windows())

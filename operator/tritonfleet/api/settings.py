@@ -136,6 +136,18 @@ class OperatorSettings(BaseModel):
         default="/etc/tritonfleet/metrics-api",
         description="Directory with tls.crt and tls.key of the external metrics API.",
     )
+    gateway_pod_selector: str = Field(
+        default="",
+        description="Label selector of the gateway pods whose /metrics carry the activation "
+        "signal for scale from zero (each replica's newest request per model). Empty: no "
+        "gateway is watched, so a model scaled to zero comes back only by kubectl scale.",
+    )
+    gateway_namespace: str = Field(
+        default="", description="Namespace of those gateway pods (empty: every namespace)."
+    )
+    gateway_metrics_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8080, description="Port of the gateway pods' /metrics."
+    )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     peering: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] | None = Field(

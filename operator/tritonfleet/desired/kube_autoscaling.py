@@ -334,7 +334,7 @@ class Activity:
     signal: QueueResult | None  # Triton's queue signal for the model, now
     busy_at: float | None = None  # last time that signal showed completed requests
     demand_at: float | None = None  # newest request the gateway replicas saw for its route
-    since: float = 0.0  # when this operator process started watching (no history before)
+    since: float = 0.0  # since when the model's signal has been observed without a break
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,8 +375,8 @@ def zero_decision(
     * To zero: only on positive evidence of idleness: Triton's signal is data and
       idle (:class:`~tritonfleet.desired.queue_metrics.QueueSignal`, no request in
       the window) and nothing was seen — by Triton, by any gateway replica, by a
-      previous activation, or since this process started — for
-      ``scaleToZeroAfterSeconds``. No data (pods unreachable) never scales down.
+      previous activation — for ``scaleToZeroAfterSeconds`` of unbroken observation
+      (``since``). No data (pods unreachable) never scales down.
     * Back to one: the newest request any gateway replica saw for the model is
       newer than the zero mark. Each gateway replica only reports its own
       timestamp (``tritonfleet_gateway_last_request_timestamp_seconds``) and the

@@ -686,6 +686,12 @@ class ClusterRoutes:
     problems: tuple[str, ...]  # objects that could not be routed, and why
 
 
+def openai_name(obj: TritonModel | ModelEnsemble) -> str:
+    """The model name clients send (and the gateway's metrics label): the
+    ``tritonfleet.io/openai-model`` annotation, else the Triton model name."""
+    return (obj.metadata.annotations or {}).get(OPENAI_NAME_ANNOTATION) or obj.triton_name
+
+
 def routes_from_cluster(
     models: Iterable[TritonModel],
     ensembles: Iterable[ModelEnsemble] = (),
@@ -717,7 +723,7 @@ def routes_from_cluster(
         ns = meta.namespace or "default"
         origin = f"{kind_name} {ns}/{meta.name}"
         annotations = meta.annotations or {}
-        name = annotations.get(OPENAI_NAME_ANNOTATION) or obj.triton_name
+        name = openai_name(obj)
         if isinstance(obj, TritonModel):
             input_names = [t.name for t in obj.spec.config.inputs]
             output_names = {t.name for t in obj.spec.config.outputs}

@@ -153,6 +153,7 @@ class QueueMetricsCollector:
         registry: CollectorRegistry | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.monotonic,
+        windows: Callable[[], Mapping[ModelKey, float]] | None = None,
     ) -> None:
         if interval <= 0 or window <= 0:
             raise ValueError("interval and window must be > 0")
@@ -162,6 +163,7 @@ class QueueMetricsCollector:
         self.window = window
         self.timeout = timeout if timeout is not None else min(2.0, interval)
         self.clock = clock
+        self.windows = windows  # a model's own window (spec.serving.autoscaling.windowSeconds)
         self.stats = ScrapeStats()
         self._history_len = math.ceil(window / interval) + 2
         self._pods: dict[PodTarget, _Pod] = {}
@@ -229,14 +231,34 @@ class QueueMetricsCollector:
         self._last_targets = out
         return out
 
+    def _history_for(self, window: float) -> int:
+        return max(self._history_len, math.ceil(window / self.interval) + 2)
+
+    def _windows(self) -> Mapping[ModelKey, float]:
+        if self.windows is None:
+            return {}
+        try:
+            return self.windows()
+        except Exception:
+            log.exception("windows source failed; using the default window")
+            return {}
+
     async def scrape_once(self) -> dict[ModelKey, QueueResult]:
         """One round: scrape every pod once, update histories, results and gauges."""
         targets = self._targets()
+        windows = self._windows()
         wanted = {pod for pods in targets.values() for pod in pods}
         for gone in set(self._pods) - wanted:
             del self._pods[gone]
+        needed: dict[PodTarget, int] = {}
+        for key, pods in targets.items():
+            length = self._history_for(windows.get(key, self.window))
+            for pod in pods:
+                needed[pod] = max(length, needed.get(pod, 0))
         for pod in wanted:
-            self._pods.setdefault(pod, _Pod(deque(maxlen=self._history_len)))
+            state = self._pods.setdefault(pod, _Pod(deque(maxlen=needed[pod])))
+            if state.samples.maxlen is not None and state.samples.maxlen < needed[pod]:
+                state.samples = deque(state.samples, maxlen=needed[pod])  # a longer window
         session = self._ensure_session()
         order = list(wanted)
         texts = await asyncio.gather(*(self._fetch(session, url) for _, url in order))
@@ -264,7 +286,8 @@ class QueueMetricsCollector:
             if not pods:
                 result: QueueResult = NoData(key[1], "no pods serve the model")
             else:
-                result = window_signal(key[1], histories, now=now, window=self.window)
+                window = windows.get(key, self.window)
+                result = window_signal(key[1], histories, now=now, window=window)
             results[key] = result
             n_failed = sum(1 for p in pods if p in failed)
             if n_failed:

@@ -13,8 +13,9 @@ A kopf index over the managed Triton pods
 ``desired.kube_autoscaling.scrape_targets`` turns it and the owners' Triton model
 names into collector targets (only pod IPs inside ``dial_pod_networks``);
 ``scaling.collector`` scrapes; ``scaling.metrics_api`` answers the aggregator over
-TLS when ``metrics_api_port`` is set. The collector's gauges are on the default
-Prometheus registry, i.e. the operator's ``/metrics``.
+TLS when ``metrics_api_port`` is set; ``scaling.zero`` takes idle ``min: 0`` models
+to zero and back. The collector's gauges are on the default Prometheus registry,
+i.e. the operator's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import kopf
 from aiohttp import web
@@ -43,16 +44,9 @@ from tritonfleet.desired.kube_objects import (
 )
 from tritonfleet.scaling.collector import QueueMetricsCollector
 from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context
+from tritonfleet.scaling.zero import ScalerView, ZeroScaler
 
 log = logging.getLogger("tritonfleet.scaling")
-
-
-class OwnerView(Protocol):
-    """What this module reads of the operator's memory (``handlers.state.World``)."""
-
-    def owner_keys(self) -> Iterator[tuple[str, str, str]]: ...
-    def owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def owners_in(self, kind: str, namespace: str) -> dict[str, dict[str, Any]]: ...
 
 
 POD_INDEX = "tf_triton_pods"
@@ -86,27 +80,42 @@ class Scaling:
     """The collector and metrics API of one operator process."""
 
     def __init__(
-        self, world: OwnerView, settings: OperatorSettings, endpoint: Endpoint | None = None
+        self, world: ScalerView, settings: OperatorSettings, endpoint: Endpoint | None = None
     ) -> None:
         self.world = world
         self.endpoint = endpoint
         self.settings = settings
         self.pods: Any = None  # kopf's live index, captured from handler kwargs
-        self.collector = QueueMetricsCollector(self._targets, namespace="default")
+        self._windows: dict[tuple[str, str], float] = {}
+        self.collector = QueueMetricsCollector(
+            self._targets, namespace="default", windows=lambda: self._windows
+        )
+        self.zero = ZeroScaler(
+            world, lambda: self.collector.results, settings, endpoint,
+            interval=self.collector.interval,
+        )  # fmt: skip
         self._runner: web.AppRunner | None = None
 
     def _models(self) -> dict[tuple[str, str, str], list[str]]:
-        """(kind, ns, owner) → Triton models its Deployment loads."""
+        """(kind, ns, owner) → Triton models its Deployment loads; on the way, each
+        autoscaled model's own queue-time window (``autoscaling.windowSeconds``)."""
         out: dict[tuple[str, str, str], list[str]] = {}
+        windows: dict[tuple[str, str], float] = {}
         for kind, ns, name in list(self.world.owner_keys()):
             body = self.world.owner(kind, ns, name)
             if body is None:
                 continue
             try:
                 if kind == "TritonModel":
-                    out[(kind, ns, name)] = [TritonModel.from_object(body).triton_name]
+                    model = TritonModel.from_object(body)
+                    out[(kind, ns, name)] = [model.triton_name]
+                    if model.spec.serving.autoscaling is not None:
+                        window = model.spec.serving.autoscaling.window_seconds
+                        windows[(ns, model.triton_name)] = window
                 else:
                     ens = ModelEnsemble.from_object(body)
+                    if ens.spec.serving.autoscaling is not None:
+                        windows[(ns, ens.triton_name)] = ens.spec.serving.autoscaling.window_seconds
                     members = self.world.owners_in("TritonModel", ns)
                     names = [
                         TritonModel.from_object(members[m]).triton_name
@@ -116,6 +125,7 @@ class Scaling:
                     out[(kind, ns, name)] = [*names, ens.triton_name]
             except ValueError:
                 continue  # an invalid spec has no Deployment to scale
+        self._windows = windows
         return out
 
     def _pods(self) -> list[TritonPod]:
@@ -137,6 +147,7 @@ class Scaling:
 
     async def start(self) -> None:
         self.collector.start()
+        self.zero.start()
         port = self.settings.metrics_api_port
         if not port:
             return
@@ -171,6 +182,7 @@ class Scaling:
         return ca, names
 
     async def stop(self) -> None:
+        await self.zero.stop()
         await self.collector.stop()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -179,7 +191,7 @@ class Scaling:
 
 def register(
     registry: kopf.OperatorRegistry,
-    world: OwnerView,
+    world: ScalerView,
     settings: OperatorSettings,
     endpoint: Endpoint,
 ) -> Scaling:

@@ -1,0 +1,263 @@
+"""Scale to zero and back: the operator's scaler for ``replicas.min: 0`` models.
+
+Why: an HPA never goes below one replica on its own metric, and a GPU replica that
+serves nobody is the most expensive thing in the fleet. This loop takes an idle
+``min: 0`` model's Deployment to zero (the HPA stays, inactive at zero) and brings it
+back when a request arrives, while the gateway's failover answers in the meantime.
+
+Where it sits: ``tritonfleet.scaling``, started with the collector by
+``scaling.in_operator``. Every ``interval`` seconds :class:`ZeroScaler` reads the
+owners and their Deployments from the operator's memory, Triton's queue signals from
+the collector, and — only when some model can scale to zero — each gateway replica's
+newest request per model from its ``/metrics``
+(``tritonfleet_gateway_last_request_timestamp_seconds``; the max over replicas, so
+any number of gateway replicas is safe and none needs write access). The pure
+``desired.kube_autoscaling.zero_decision`` decides; this module only carries the
+decision out: one merge patch of the Deployment (``spec.replicas`` and the
+``tritonfleet.io/scaled-to-zero`` record, field manager ``tritonfleet-scaler``, never
+fighting the reconciler's server-side apply, which leaves ``replicas`` to the HPA) and
+one Event on the model. The reconciler reads the record from its Deployment watch and
+says in the status when and why the model is at zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+import aiohttp
+
+from tritonfleet.adapters.kube import ApiError, Endpoint, KubeClient
+from tritonfleet.api.ensemble import ModelEnsemble
+from tritonfleet.api.model import TritonModel
+from tritonfleet.api.settings import OperatorSettings
+from tritonfleet.desired.kube_autoscaling import Activity, ScaleChange, zero_decision
+from tritonfleet.desired.kube_objects import Target
+from tritonfleet.desired.kube_observed import ChildState
+from tritonfleet.desired.kube_plan import render_ensemble_object, render_model_object
+from tritonfleet.desired.queue_metrics import QueueResult, QueueSignal, parse_gateway_demand
+from tritonfleet.desired.routing import openai_name
+
+log = logging.getLogger("tritonfleet.scaling.zero")
+
+SCALER_FIELD_MANAGER = "tritonfleet-scaler"
+GATEWAY_RELIST_S = 30.0  # how often the gateway pods are listed (they rarely change)
+
+
+class ScalerView(Protocol):
+    """What the scaler reads of (and tells) the operator's memory (``handlers.state.World``)."""
+
+    def owner_keys(self) -> Iterator[tuple[str, str, str]]: ...
+    def owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def owners_in(self, kind: str, namespace: str) -> dict[str, dict[str, Any]]: ...
+    def children(self, owner_uid: str) -> Mapping[tuple[str, str, str], ChildState]: ...
+    def remember_child(self, body: Mapping[str, Any]) -> ChildState: ...
+
+
+def _may_scale_to_zero(body: Mapping[str, Any]) -> bool:
+    """Cheap pre-check on the raw spec, so a thousand ordinary models cost nothing."""
+    serving = (body.get("spec") or {}).get("serving") or {}
+    return "scaleToZeroAfterSeconds" in (serving.get("autoscaling") or {})
+
+
+class ZeroScaler:
+    """The scale-to-zero loop of one operator process (see the module docstring)."""
+
+    def __init__(
+        self,
+        world: ScalerView,
+        results: Callable[[], Mapping[tuple[str, str], QueueResult]],
+        settings: OperatorSettings,
+        endpoint: Endpoint | None,
+        *,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.world = world
+        self.results = results
+        self.settings = settings
+        self.interval = interval
+        self.clock = clock
+        self.since = clock()  # nothing is known about activity before this process
+        self._client = (
+            KubeClient(endpoint, field_manager=SCALER_FIELD_MANAGER) if endpoint else None
+        )
+        self._busy: dict[tuple[str, str], float] = {}
+        # Since when each model has had data without a break: idleness is only ever
+        # what was observed, so the idle clock starts when its pods could be scraped.
+        self._observed: dict[tuple[str, str], float] = {}
+        self._demand: dict[str, float] = {}
+        self._gateways: list[str] = []
+        self._gateways_listed = -math.inf
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="zero-scaler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._client is not None:
+            await self._client.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad round must not stop scaling for good
+                log.exception("scale-to-zero round failed")
+            await asyncio.sleep(self.interval)
+
+    # -- one round ----------------------------------------------------------------------
+
+    async def round(self) -> list[tuple[tuple[str, str, str], ScaleChange]]:
+        """Decide and carry out every model's change; the changes made."""
+        now = self.clock()
+        results = self.results()
+        for model, result in results.items():
+            if not isinstance(result, QueueSignal):
+                self._observed.pop(model, None)
+                continue
+            self._observed.setdefault(model, now)
+            if not result.idle:
+                self._busy[model] = now
+        for model in [m for m in self._observed if m not in results]:
+            del self._observed[model]
+        candidates = list(self._candidates())
+        if not candidates:
+            return []
+        if any(dep.scaled_to_zero for *_, dep in candidates):
+            await self._refresh_demand()  # only a model at zero needs the gateways' word
+        made = []
+        for key, body, target, route, dep in candidates:
+            model = (target.namespace, target.triton_name)
+            activity = Activity(
+                signal=results.get(model),
+                busy_at=self._busy.get(model),
+                demand_at=self._demand.get(route),
+                since=max(self.since, self._observed.get(model, now)),
+            )
+            change = zero_decision(
+                target, dep.replicas, dep.scaled_to_zero, dep.activated_at, activity, now
+            )
+            if change is not None and await self._carry_out(key, body, dep, change):
+                made.append((key, change))
+        return made
+
+    def _candidates(
+        self,
+    ) -> Iterator[tuple[tuple[str, str, str], dict[str, Any], Target, str, ChildState]]:
+        """(key, body, target, route name, Deployment) of every model that scales to zero
+        or is at zero by our hand."""
+        for key in list(self.world.owner_keys()):
+            body = self.world.owner(*key)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                continue
+            children = self.world.children(str(body["metadata"].get("uid", "")))
+            deployments = [c for c in children.values() if c.kind == "Deployment"]
+            marked = any(d.scaled_to_zero for d in deployments)
+            if not (_may_scale_to_zero(body) or marked):
+                continue
+            kind, namespace, _ = key
+            try:
+                if kind == "TritonModel":
+                    rendering = render_model_object(body)
+                    route = openai_name(TritonModel.from_object(body))
+                else:
+                    members = self.world.owners_in("TritonModel", namespace)
+                    rendering = render_ensemble_object(body, members)
+                    route = openai_name(ModelEnsemble.from_object(body))
+            except ValueError:
+                continue  # an invalid spec has no Deployment to scale
+            target = rendering.target
+            if target is None:
+                continue
+            dep = children.get(("Deployment", namespace, target.deployment_name))
+            if dep is not None and not dep.deleting:
+                yield key, body, target, route, dep
+
+    async def _carry_out(
+        self,
+        key: tuple[str, str, str],
+        body: Mapping[str, Any],
+        dep: ChildState,
+        change: ScaleChange,
+    ) -> bool:
+        if self._client is None:
+            return False
+        try:
+            updated = await self._client.patch(
+                "Deployment", dep.namespace, dep.name, change.patch()
+            )
+        except ApiError as error:
+            log.warning("%s %s/%s: could not %s: %s", *key, change.reason, error)
+            return False
+        self.world.remember_child(updated)  # next round must not act on the old copy
+        log.info("%s %s/%s: %s", *key, change.message)
+        try:
+            await self._client.post_event(
+                body, type_="Normal", reason=change.reason, message=change.message
+            )
+        except (TimeoutError, ApiError, OSError) as error:
+            log.warning("could not post event %s on %s: %s", change.reason, key[2], error)
+        return True
+
+    # -- the gateways' activation signal --------------------------------------------------
+
+    async def _refresh_demand(self) -> None:
+        selector = self.settings.gateway_pod_selector
+        if not selector or self._client is None:
+            return
+        now = self.clock()
+        if now - self._gateways_listed >= GATEWAY_RELIST_S:
+            try:
+                pods = await self._client.list(
+                    "Pod", self.settings.gateway_namespace or None, label_selector=selector
+                )
+            except (ApiError, OSError, TimeoutError) as error:
+                log.warning("listing the gateway pods (%s): %s", selector, error)
+            else:
+                self._gateways = self._gateway_urls(pods)
+                self._gateways_listed = now
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
+        texts = await asyncio.gather(*(self._fetch(url) for url in self._gateways))
+        for text in texts:
+            for route, stamp in parse_gateway_demand(text or "").items():
+                # The max ever seen: a restarted gateway forgets, the demand stays true.
+                self._demand[route] = max(stamp, self._demand.get(route, 0.0))
+
+    def _gateway_urls(self, pods: list[dict[str, Any]]) -> list[str]:
+        port = self.settings.gateway_metrics_port
+        urls = []
+        for pod in pods:
+            ip = str((pod.get("status") or {}).get("podIP") or "")
+            if ip and self.settings.may_dial(ip):
+                host = f"[{ip}]" if ":" in ip else ip
+                urls.append(f"http://{host}:{port}/metrics")
+        return urls
+
+    async def _fetch(self, url: str) -> str | None:
+        assert self._session is not None
+        try:
+            async with self._session.get(url) as response:
+                return await response.text() if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None  # that replica says nothing this round; the others may
