@@ -71,6 +71,10 @@ def child_index_key(state: ChildState) -> tuple[str, ...]:
     return ("namespace", state.namespace)
 
 
+def _controller_uid(state: ChildState) -> str:
+    return state.controller.uid if state.controller is not None else ""
+
+
 def _rv(body: Mapping[str, Any]) -> int:
     try:
         return int((body.get("metadata") or {}).get("resourceVersion") or 0)
@@ -84,6 +88,9 @@ class World:
     def __init__(self) -> None:
         self.indexes: dict[str, IndexLike] = {}
         self._children: dict[Key, ChildState] = {}
+        # The overlay by controller uid: children() must not scan every overlay entry
+        # (thousands right after a burst of creates) for each of a thousand owners.
+        self._children_of: dict[str, set[Key]] = {}
         self._gone: dict[Key, str] = {}  # deleted by us: uid, until the watch confirms
         self._owners: dict[Key, tuple[int, str, str]] = {}  # rv, uid, compact JSON
         self._seen: dict[Key, int] = {}  # fingerprint of what reconciles read of a child
@@ -162,20 +169,22 @@ class World:
         out: dict[Key, ChildState] = {}
         for state in self._indexed(("owner", owner_uid)):
             out[state.key] = state
-        for key, state in list(self._children.items()):
-            if state.controller is None or state.controller.uid != owner_uid:
-                continue
+        for key in list(self._children_of.get(owner_uid, ())):
+            state = self._children[key]
             indexed = out.get(key)
             best = newer(indexed, state)
             if best is indexed:
-                del self._children[key]  # the watch caught up
+                self._drop_overlay(key)  # the watch caught up
             if best is not None:
                 out[key] = best
-        for key, uid in list(self._gone.items()):
-            if key in out and out[key].uid == uid:
+        for key in list(out):
+            uid = self._gone.get(key)
+            if uid is None:
+                continue
+            if out[key].uid == uid:
                 out[key] = _deleting(out[key])
-            elif key not in out or out[key].uid != uid:
-                del self._gone[key]
+            else:
+                del self._gone[key]  # a new object of that name
         return out
 
     def claim(self, namespace: str, name: str) -> ChildState | None:
@@ -187,23 +196,36 @@ class World:
         mine = self._children.get(key)
         best = newer(indexed, mine)
         if best is indexed and mine is not None:
-            del self._children[key]
+            self._drop_overlay(key)
         return best
 
     def remember_child(self, body: Mapping[str, Any]) -> ChildState:
         state = summarize(body)
+        self._drop_overlay(state.key)
         self._children[state.key] = state
+        self._children_of.setdefault(_controller_uid(state), set()).add(state.key)
         self._gone.pop(state.key, None)
         return state
 
+    def _drop_overlay(self, key: Key) -> None:
+        state = self._children.pop(key, None)
+        if state is None:
+            return
+        uid = _controller_uid(state)
+        keys = self._children_of.get(uid)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._children_of[uid]
+
     def forget_child(self, key: Key, uid: str) -> None:
         """We deleted it: treat it as deleting until the watch says it is gone."""
-        self._children.pop(key, None)
+        self._drop_overlay(key)
         self._gone[key] = uid
 
     def child_deleted(self, key: Key) -> None:
         """The watch reported a deletion: drop our overlay for it."""
-        self._children.pop(key, None)
+        self._drop_overlay(key)
         self._gone.pop(key, None)
 
     def is_own_echo(self, body: Mapping[str, Any]) -> bool:
