@@ -9,6 +9,7 @@ checked against the real kube-controller-manager.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -66,3 +67,34 @@ def test_autoscaled_model_gets_an_hpa_that_holds_replicas_without_metrics(
         timeout=60,
         what="replicas raised to minReplicas by the HPA",
     )
+    # The model's own status says so, in the HPA controller's words.
+    obj = wait_condition(
+        testbed, ns, "tritonmodel", "scaled", "Autoscaling", status="False",
+        reason="FailedGetExternalMetric", timeout=60,
+    )  # fmt: skip
+    words = next(c for c in obj["status"]["conditions"] if c["type"] == "Autoscaling")
+    assert "holding 2 replicas, missing metrics never scale down" in words["message"], words
+
+
+def test_a_scale_to_zero_model_without_data_is_never_scaled_to_zero(
+    testbed: Testbed,
+    ns: str,  # noqa: F811
+) -> None:
+    # kwok's pods are never dialled here: the model's queue signal is "no data" for good.
+    model = inline_model(
+        "sleepy",
+        gpus=0,
+        replicas={"min": 0, "max": 2},
+        autoscaling={"scaleToZeroAfterSeconds": 30, "windowSeconds": 10},
+    )
+    apply(testbed, ns, model)
+    wait_condition(testbed, ns, "tritonmodel", "sleepy", "Available", timeout=120)
+    started = time.monotonic()
+    while time.monotonic() - started < 45:  # past the idle time, plus the window
+        dep = testbed.get("deployment", "tm-sleepy", namespace=ns)
+        assert dep["spec"]["replicas"] >= 1, "scaled to zero on missing data"
+        assert "tritonfleet.io/scaled-to-zero" not in (dep["metadata"].get("annotations") or {})
+        time.sleep(3)
+    obj = testbed.get("tritonmodel", "sleepy", namespace=ns)
+    words = next(c for c in obj["status"]["conditions"] if c["type"] == "Autoscaling")
+    assert words["reason"] != "ScaledToZero", words
