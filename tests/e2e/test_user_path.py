@@ -105,6 +105,19 @@ def ask(client: OpenAI, prompt: str) -> tuple[str, str]:
     return answer, raw.headers.get("x-tritonfleet-backend", "")
 
 
+def gateway_url(testbed: Testbed, release: str, namespace: str) -> str:
+    """The OpenAI base URL of the chart's gateway Service (its loopback cluster IP)."""
+    service = testbed.get("service", f"{release}-tritonfleet-gateway", namespace=namespace)
+    return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
+
+
+def triton_answers(client: OpenAI) -> bool:
+    try:
+        return ask(client, "are you Triton?")[1] == "triton"
+    except Exception:
+        return False
+
+
 def test_helm_install_apply_serve_survive_triton_dying_and_delete(
     testbed: Testbed, pod_runner: PodRunner, hosted: HostedAPI
 ) -> None:
@@ -134,17 +147,11 @@ def test_helm_install_apply_serve_survive_triton_dying_and_delete(
         table = testbed.kubectl("get", "tritonmodels", "-n", models).stdout
         assert "toy-llm" in table and "True" in table and "2/2" in table, table
 
-        service = testbed.get("service", f"{release}-tritonfleet-gateway", namespace=system)
-        url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
+        url = gateway_url(testbed, release, system)
         client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30)
-
-        def triton_answers() -> bool:
-            try:
-                return ask(client, "warm up")[1] == "triton"
-            except Exception:
-                return False
-
-        testbed.wait_for(triton_answers, 60, "the gateway routing toy_llm to Triton")
+        testbed.wait_for(
+            lambda: triton_answers(client), 60, "the gateway routing toy_llm to Triton"
+        )
         answer, backend = ask(client, "the fleet answers")
         assert backend == "triton" and answer
 
@@ -185,7 +192,7 @@ def test_helm_install_apply_serve_survive_triton_dying_and_delete(
             testbed.kubectl("delete", "pod", pod["metadata"]["name"], "-n", models,
                             "--wait=false")  # fmt: skip
         testbed.wait_for(ready, 300, "toy-llm Ready again on 2 new Triton pods")
-        testbed.wait_for(triton_answers, 60, "traffic back on Triton")
+        testbed.wait_for(lambda: triton_answers(client), 60, "traffic back on Triton")
 
         # Delete: nothing left, not even the model's files on the shared volume.
         claim = testbed.get("pvc", "tritonfleet-models", namespace=models)
@@ -369,9 +376,8 @@ def test_an_idle_model_scales_to_zero_and_a_request_through_the_gateway_brings_i
 
         # A client asks while nothing runs: the hosted provider answers (no failure),
         # and that request is the gateway's signal to bring a replica back.
-        service = testbed.get("service", f"{release}-tritonfleet-gateway", namespace=system)
-        url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
-        client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30)
+        client = OpenAI(base_url=gateway_url(testbed, release, system), api_key="unused",
+                        max_retries=0, timeout=30)  # fmt: skip
         asked = time.monotonic()
         answer, backend = ask(client, "anyone home?")
         assert backend == "hosted" and answer
@@ -384,13 +390,8 @@ def test_an_idle_model_scales_to_zero_and_a_request_through_the_gateway_brings_i
         print(f"request at zero to a replica wanted: {time.monotonic() - asked:.1f} s")
         testbed.wait_for(serving_on_one, 240, "toy-llm Ready again on 1 replica")
 
-        def triton_answers() -> bool:
-            try:
-                return ask(client, "welcome back")[1] == "triton"
-            except Exception:
-                return False
-
-        testbed.wait_for(triton_answers, 60, "the gateway routing toy_llm to Triton again")
+        testbed.wait_for(lambda: triton_answers(client), 60,
+                         "the gateway routing toy_llm to Triton again")  # fmt: skip
         events = testbed.get("events", "--field-selector",
                              "involvedObject.kind=TritonModel,involvedObject.name=toy-llm",
                              namespace=models)["items"]  # fmt: skip
