@@ -13,9 +13,14 @@ in ``tests/e2e/test_user_path.py`` (the operator's metrics API behind the real
 aggregator, APIService Available), the runnable ``toy-llm`` sample with an HPA, and the
 real kube-controller-manager's HPA controller.
 
-Each spike: wait until everything is idle at 1 replica, wait a random 0-15 s (so the
-spike falls at a random phase of the scrapes and HPA syncs), then 12 clients call one
+Each spike: restart the operator's pod and give Prometheus's target a new label, wait
+until everything is idle at 1 replica, wait a random 0-15 s, then 12 clients call one
 Triton pod's generate endpoint (100 ms per token, one model instance: requests queue).
+The restart and the label matter: the collector (every 5 s, from the operator's start),
+the scrape (every 15 s, at an offset Prometheus derives from the target's labels) and the
+HPA sync (every 15 s) are all periodic, so without them each chain keeps one phase against
+the HPA for the whole run and the comparison measures that luck (``--fixed-phase`` shows
+it).
 Recorded, from the spike's start:
 
 * **Triton**: the first time the pod's own cumulative counters, read directly from its
@@ -154,7 +159,13 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self._targets: list[str] | None = None
+        self._targets: tuple[list[str], int] | None = None
+        self._lock = threading.Lock()
+        self._ips: list[str] = []
+        #: Part of every target's labels; Prometheus derives a target's scrape offset from
+        #: the hash of its labels, so a new round moves the scrape to a new phase.
+        self.round = 0
+        self.rotated_at = time.monotonic()
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -212,14 +223,27 @@ class Prometheus:
 
     def set_targets(self, ips: list[str]) -> None:
         """Write the scrape targets (``<podIP>:8002``) atomically; only loopback IPs."""
-        ips = sorted(ip for ip in ips if loopback(ip))
-        if ips == self._targets:
-            return
-        groups = [{"targets": [f"{ip}:{TRITON_METRICS_PORT}" for ip in ips]}] if ips else []
-        tmp = self.targets_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(groups))
-        tmp.replace(self.targets_file)
-        self._targets = ips
+        with self._lock:
+            self._ips = sorted(ip for ip in ips if loopback(ip))
+            if (self._ips, self.round) == self._targets:
+                return
+            groups = [
+                {
+                    "targets": [f"{ip}:{TRITON_METRICS_PORT}" for ip in self._ips],
+                    "labels": {"bench_round": str(self.round)},
+                }
+            ]
+            tmp = self.targets_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(groups if self._ips else []))
+            tmp.replace(self.targets_file)
+            self._targets = (list(self._ips), self.round)
+
+    def rephase(self) -> None:
+        """New target labels: the same pods, scraped at another (hash-derived) phase."""
+        with self._lock:
+            self.round += 1
+            self.rotated_at = time.monotonic()
+        self.set_targets(self._ips)
 
     def healthy_targets(self) -> int:
         body = local_get(self.url + "/api/v1/targets?state=active")
@@ -348,6 +372,29 @@ class Spike:
         return self.prom_query + self.hpa_wait
 
 
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration of one unit (``1m``, ``30s``, ``2h``) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"unsupported duration {text!r} (use e.g. 1m or 30s)")
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def restart_operator(bed: tb.Testbed, runner: PodRunner, namespace: str) -> None:
+    """Delete the operator's pod and wait for its replacement to be Ready."""
+    selector = "app.kubernetes.io/component=operator"
+    old = {p["metadata"]["name"] for p in runner.wait_ready(namespace, selector, 1)}
+    for name in old:
+        bed.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
+
+    def replaced() -> bool:
+        ready = runner.wait_ready(namespace, selector, 1, timeout=180)
+        return all(p["metadata"]["name"] not in old for p in ready)
+
+    bed.wait_for(replaced, 240, "a new operator pod Ready", 1)
+
+
 def hpa_sync_period(bed: tb.Testbed) -> float:
     """kube-controller-manager's --horizontal-pod-autoscaler-sync-period on this testbed."""
     config = bed.cluster_dir / "kwok.yaml"
@@ -464,10 +511,13 @@ def run(bed: tb.Testbed, runner: PodRunner, prometheus_bin: Path, args: argparse
                 poller.start()
             ours, hpa, prom = (p.series for p in pollers)
 
+            history = duration_seconds(args.rate_window) + args.scrape_seconds + 5
+
             def settled() -> bool:
                 value = prom.latest()
                 return (
-                    hpa.latest() == 1.0
+                    time.monotonic() - prometheus.rotated_at >= history
+                    and hpa.latest() == 1.0
                     and ours.latest() == 0.0
                     and (value is None or math.isnan(value) or value <= target)
                     and len(ready_triton_ips()) == 1
@@ -475,6 +525,11 @@ def run(bed: tb.Testbed, runner: PodRunner, prometheus_bin: Path, args: argparse
 
             try:
                 for i in range(args.spikes):
+                    if not args.fixed_phase:
+                        # New phases of the collector (its loop starts with the operator)
+                        # and of the scrape, against the HPA's sync grid.
+                        restart_operator(bed, runner, system)
+                        prometheus.rephase()
                     bed.wait_for(settled, 300, f"idle at 1 replica before spike {i + 1}", 1)
                     time.sleep(random.uniform(0, period))
                     (ip,) = ready_triton_ips()
@@ -557,6 +612,12 @@ def report(
         f"  Prometheus: scrape every {args.scrape_seconds} s, prometheus-adapter-style query"
         f" (its default {args.rate_window} rate window), polled every 1 s:\n    {rule}"
     )
+    phases = (
+        "fixed for the run (--fixed-phase)"
+        if args.fixed_phase
+        else "new per spike (operator pod restarted, Prometheus target relabelled)"
+    )
+    print(f"  phases of the collector and the scrape against the HPA sync: {phases}")
     print(f"  poll errors (Triton, ours, HPA, Prometheus): {errors}\n")
     print("seconds from each spike's start (load = 1-min load average at the start)")
     print(
@@ -621,6 +682,11 @@ def main() -> int:
     parser.add_argument("--scrape-seconds", type=int, default=15)
     parser.add_argument("--rate-window", default="1m")
     parser.add_argument("--spike-timeout", type=float, default=120)
+    parser.add_argument(
+        "--fixed-phase",
+        action="store_true",
+        help="keep the collector's and the scrape's phase against the HPA sync for the whole run",
+    )
     parser.add_argument("--keep-testbed", action="store_true", help="leave the testbed running")
     args = parser.parse_args()
 
