@@ -665,9 +665,13 @@ def report(
     print(
         "  Prom's HPA figures are estimates: prometheus-adapter was not run. The same HPA"
         " controller would\n  act at its first sync at or after the query crossed; 'tick' uses"
-        " the sync grid seen in the same spike.\n  'wait' takes few distinct values: the"
-        " collector (5 s) and the HPA (15 s) both run on fixed periods."
+        " the sync grid seen in the same spike."
     )
+    if args.fixed_phase:
+        print(
+            "  With fixed phases 'wait' takes few distinct values and 'tick' mostly equals HPA:"
+            " the collector,\n  the scrape and the HPA all run on fixed periods."
+        )
 
 
 def main() -> int:
