@@ -84,8 +84,16 @@ demo: venv testbed-build triton ## the testbed, the chart helm-installed, the sa
 demo-down: ## stop what make demo left running
 	hack/demo-down.sh
 
+.PHONY: prometheus
+prometheus: ## build/cache the real Prometheus server (for bench/bench_autoscaling.py)
+	hack/prometheus/install.sh >/dev/null
+
+.PHONY: bench-autoscaling
+bench-autoscaling: venv testbed-build triton prometheus ## queue-time spike -> HPA: ours vs Prometheus (own testbed, tfbench)
+	$(BIN)/python bench/bench_autoscaling.py
+
 .PHONY: bench
-bench: venv ## benchmarks (figures printed, not timed tests)
+bench: venv prometheus ## benchmarks (figures printed, not timed tests)
 	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
