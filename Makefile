@@ -36,6 +36,7 @@ lint: venv ## ruff, mypy --strict, import-linter layers, CRD drift check
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
+	$(BIN)/mypy bench  # the benchmarks too: strict, like the package
 	$(BIN)/lint-imports
 	$(BIN)/tritonfleet crds --check
 
@@ -93,7 +94,7 @@ bench-autoscaling: venv testbed-build triton prometheus ## queue-time spike -> H
 	$(BIN)/python bench/bench_autoscaling.py
 
 .PHONY: bench
-bench: venv prometheus ## benchmarks (figures printed, not timed tests)
+bench: venv testbed-build triton prometheus ## benchmarks (figures printed, not timed tests)
 	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
