@@ -487,7 +487,7 @@ def test_a_hand_edited_deployment_is_re_applied_naming_the_field() -> None:
     key = ("Deployment", "ml", "tm-toy")
     edited = children[key]
     image = ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"triton"}', "f:image")
-    children[key] = ChildState(**{**edited.__dict__, "owned": edited.owned - {image}})
+    children[key] = replace(edited, owned=edited.owned - {image})
     decided = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
     assert verbs(decided) == [("apply", "Deployment")]
     assert "containers[name=triton].image" in decided.actions[0].why
@@ -538,12 +538,10 @@ def test_an_older_running_sync_is_stopped_before_the_new_one_starts() -> None:
 def test_a_failed_sync_is_a_warning_saying_what_to_do() -> None:
     body, children, _ = converge(owner_body(model_doc("toy")), job_done=False)
     (job_key,) = [k for k in children if k[0] == "Job"]
-    children[job_key] = ChildState(
-        **{
-            **children[job_key].__dict__,
-            "failed": True,
-            "problem": "BackoffLimitExceeded: Job has reached the specified backoff limit",
-        }
+    children[job_key] = replace(
+        children[job_key],
+        failed=True,
+        problem="BackoffLimitExceeded: Job has reached the specified backoff limit",
     )
     decided = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
     assert decided.status is not None

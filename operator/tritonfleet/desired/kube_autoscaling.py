@@ -206,7 +206,7 @@ def quantity(value: float) -> str:
 # --- the Autoscaling condition -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HpaState:
     """What an HPA's status says about its decision (summarised by ``kube_observed``)."""
 
