@@ -127,14 +127,30 @@ def fields_v1_paths(tree: Mapping[str, Any], prefix: Path = ()) -> Iterator[Path
             yield here
 
 
+# Every watch event of a child is summarised, and a fleet's children come in a few
+# shapes: equal managedFields trees give one shared set, computed once. (A memo, so
+# the function stays pure; cleared when full, so it cannot grow without bound.)
+_OWNED_BY_TREE: dict[str, frozenset[Path]] = {}
+_OWNED_MEMO_MAX = 4096
+
+
 def owned_paths(managed_fields: Iterable[Mapping[str, Any]], manager: str) -> frozenset[Path]:
     """Leaf paths ``manager`` owns on the main resource (not status/scale subresources)."""
-    out: set[Path] = set()
-    for entry in managed_fields or ():
-        if entry.get("manager") != manager or entry.get("subresource"):
-            continue
-        out.update(_intern(p) for p in fields_v1_paths(entry.get("fieldsV1") or {}))
-    return frozenset(out)
+    trees = [
+        entry.get("fieldsV1") or {}
+        for entry in managed_fields or ()
+        if entry.get("manager") == manager and not entry.get("subresource")
+    ]
+    key = json.dumps(trees, separators=(",", ":"))
+    owned = _OWNED_BY_TREE.get(key)
+    if owned is None:
+        out: set[Path] = set()
+        for tree in trees:
+            out.update(_intern(p) for p in fields_v1_paths(tree))
+        if len(_OWNED_BY_TREE) >= _OWNED_MEMO_MAX:
+            _OWNED_BY_TREE.clear()
+        owned = _OWNED_BY_TREE[key] = frozenset(out)
+    return owned
 
 
 def missing_paths(desired: frozenset[Path], owned: frozenset[Path]) -> list[Path]:

@@ -157,22 +157,6 @@ def _job_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-# Equal sets of owned paths are one object: a fleet's children come in a few shapes, and
-# a thousand Deployments each holding its own ~100 path tuples cost megabytes for nothing.
-# A memo, so the function stays pure; cleared when full, so it cannot grow without bound.
-_SHARED_OWNED: dict[frozenset[Path], frozenset[Path]] = {}
-_SHARED_OWNED_MAX = 4096
-
-
-def _shared(paths: frozenset[Path]) -> frozenset[Path]:
-    kept = _SHARED_OWNED.get(paths)
-    if kept is None:
-        if len(_SHARED_OWNED) >= _SHARED_OWNED_MAX:
-            _SHARED_OWNED.clear()
-        kept = _SHARED_OWNED[paths] = paths
-    return kept
-
-
 def summarize(body: Mapping[str, Any], manager: str = FIELD_MANAGER) -> ChildState:
     """The :class:`ChildState` of a raw object as the API server returns it."""
     meta = body.get("metadata") or {}
@@ -195,7 +179,7 @@ def summarize(body: Mapping[str, Any], manager: str = FIELD_MANAGER) -> ChildSta
         uid=str(meta.get("uid") or ""),
         resource_version=str(meta.get("resourceVersion") or ""),
         spec_hash=str((meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION, "")),
-        owned=_shared(owned_paths(meta.get("managedFields") or (), manager)),
+        owned=owned_paths(meta.get("managedFields") or (), manager),
         owners=owners,
         controller=controller,
         deleting=bool(meta.get("deletionTimestamp")),
