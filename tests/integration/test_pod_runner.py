@@ -280,7 +280,7 @@ spec:
         with PodRunner(testbed.kubeconfig, testbed.state_dir) as first:
             testbed.apply(manifest, namespace=ns)
             (pod,) = first.wait_ready(ns, "", 1, timeout=90)
-            (proc,) = first.processes()
+            (proc,) = [p for p in first.processes() if p["namespace"] == ns]  # ours only
         assert not pid_alive(proc["pid"]), "a stopped runner leaves no process behind"
         stale = testbed.get("pod", "empty-triton", namespace=ns)
         assert not stale["status"]["containerStatuses"][0]["ready"]

@@ -162,8 +162,20 @@ def test_condition_words_follow_the_hpa_status() -> None:
     assert busy_words is not None and "within the 50 ms target" in busy_words[2]
     # A steady model's words do not change with every number the HPA reports.
     assert autoscaling_condition(t, replace(busy, queue_time="31"), 2) == busy_words
-    at_max = replace(steady, limited_message="the desired replica count is more than the maximum")
-    assert autoscaling_condition(t, at_max, 2)[1] == "ScalingLimited"  # type: ignore[index]
+    at_max = replace(steady, limited_reason="TooManyReplicas", limited_message="more than max")
+    status, reason, msg = autoscaling_condition(t, at_max, 2)  # type: ignore[misc]
+    assert reason == "ScalingLimited" and "held at the maximum of 2 replicas" in msg
+    # Idle at replicas.min is the HPA "limited" by the minimum: for a user, steady.
+    at_min = replace(
+        steady, current_replicas=1, desired_replicas=1, limited_reason="TooFewReplicas"
+    )
+    assert autoscaling_condition(t, at_min, 1) == (
+        "True",
+        "Steady",
+        "steady at the minimum of 1 replica: idle",
+    )
+    rate_limited = replace(steady, limited_message="the desired count is limited by a policy")
+    assert autoscaling_condition(t, rate_limited, 2)[1] == "ScalingLimited"  # type: ignore[index]
     held = hpa_state(
         {
             "status": {

@@ -215,6 +215,7 @@ class HpaState:
     active: str = ""  # ScalingActive status: "True", "False" or "" (not reported yet)
     active_reason: str = ""
     active_message: str = ""
+    limited_reason: str = ""  # ScalingLimited's reason when it is True (TooFewReplicas...)
     limited_message: str = ""  # ScalingLimited's message when it is True
     queue_time: str = ""  # current value of the queue-time metric (a quantity), if reported
     reported: bool = False  # the controller has written a status at all
@@ -251,26 +252,43 @@ def autoscaling_condition(
         return (
             "False",
             hpa_state.active_reason or "ScalingInactive",
-            f"holding {current} replicas, missing metrics never scale down: {why}",
+            f"holding {_replicas(current)}, missing metrics never scale down: {why}",
         )
     value = format_quantity(hpa_state.queue_time) if hpa_state.queue_time else None
     seen = f"queue time {value} ms, target {target_ms}" if value else f"target {target_ms}"
     if desired > current:
-        return ("True", "ScalingUp", f"scaling up from {current} to {desired} replicas: {seen}")
+        return (
+            "True",
+            "ScalingUp",
+            f"scaling up from {current} to {_replicas(desired)}: {seen}",
+        )
     if desired < current:
         return (
             "True",
             "ScalingDown",
-            f"scaling down from {current} to {desired} replicas: {seen}",
+            f"scaling down from {current} to {_replicas(desired)}: {seen}",
         )
-    if hpa_state.limited_message:
+    load = "idle" if value in (None, "0") else f"queue time within the {target_ms} target"
+    if hpa_state.limited_reason == "TooManyReplicas":
         return (
             "True",
             "ScalingLimited",
-            f"held at {current} replicas ({hpa_state.limited_message}), target {target_ms}",
+            f"held at the maximum of {_replicas(current)}: queue time above the {target_ms} "
+            "target (raise replicas.max to scale further)",
         )
-    load = "idle" if value in (None, "0") else f"queue time within the {target_ms} target"
-    return ("True", "Steady", f"steady at {current} replicas: {load}")
+    if hpa_state.limited_reason == "TooFewReplicas":
+        return ("True", "Steady", f"steady at the minimum of {_replicas(current)}: {load}")
+    if hpa_state.limited_message:  # a rate limit of the HPA's behaviour
+        return (
+            "True",
+            "ScalingLimited",
+            f"held at {_replicas(current)} ({hpa_state.limited_message}), target {target_ms}",
+        )
+    return ("True", "Steady", f"steady at {_replicas(current)}: {load}")
+
+
+def _replicas(n: int) -> str:
+    return f"{n} replica" if n == 1 else f"{n} replicas"
 
 
 def format_quantity(raw: object) -> str:

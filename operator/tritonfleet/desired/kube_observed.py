@@ -131,6 +131,7 @@ def _hpa_state(body: Mapping[str, Any]) -> HpaState:
         active=str(active.get("status") or ""),
         active_reason=str(active.get("reason") or ""),
         active_message=str(active.get("message") or ""),
+        limited_reason=str(limited.get("reason") or "") if limited.get("status") == "True" else "",
         limited_message=(
             str(limited.get("message") or limited.get("reason") or "")
             if limited.get("status") == "True"
