@@ -17,19 +17,13 @@ from typing import TYPE_CHECKING, TextIO
 from tritonfleet import __version__
 from tritonfleet.handlers.cli import add_parser as add_operator_parser
 from tritonfleet.handlers.cli import lean_imports
-from tritonfleet.handlers.operator import EXTENSIONS
-from tritonfleet.scaling.in_operator import register as register_scaling
-
-# The operator process also scrapes Triton and serves the external metrics API.
-if register_scaling not in EXTENSIONS:
-    EXTENSIONS.append(register_scaling)
 
 if TYPE_CHECKING:
     from tritonfleet.desired.render import Rendered
 
-# Subcommands other than `operator` are imported when used: the operator process
-# keeps gRPC and the kubernetes client out of its memory (see lean_imports), which
-# only works if nothing imported them before it starts.
+# Nothing heavy is imported at the top: the operator process keeps gRPC, numpy and the
+# kubernetes client out of its memory (see lean_imports), which only works if nothing
+# imported them before it starts. tests/unit/test_render_cli.py checks it.
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -153,12 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def register_operator_extensions() -> None:
+    """The operator process also scrapes Triton, serves the external metrics API and
+    scales to zero (``scaling.in_operator``); ``handlers`` must not import it."""
+    from tritonfleet.handlers.operator import EXTENSIONS
+    from tritonfleet.scaling.in_operator import register as register_scaling
+
+    if register_scaling not in EXTENSIONS:
+        EXTENSIONS.append(register_scaling)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Behave like other Unix tools when piped into `head`: stop quietly.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["operator"]:
         lean_imports()
+        register_operator_extensions()
     args = build_parser().parse_args(words)
     result: int = args.func(args, sys.stdout)
     return result

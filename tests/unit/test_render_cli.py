@@ -379,3 +379,38 @@ def test_a_directory_renders_all_its_documents_together(capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "ModelEnsemble default/toy-rag: toy_rag/config.pbtxt" in out
     assert out.count("# --- ") == 5
+
+
+def test_the_operator_process_keeps_grpc_numpy_and_the_kubernetes_client_out() -> None:
+    """About 30 MB of the operator's RSS budget: only Triton's protobuf module is loaded,
+    not tritonclient.grpc's runtime, and kopf does not get the official client."""
+    probe = """
+import sys
+from tritonfleet.cli import register_operator_extensions
+from tritonfleet.handlers.cli import lean_imports
+lean_imports()
+register_operator_extensions()
+import kopf
+from tritonfleet.desired.render import render_documents
+doc = {"apiVersion": "tritonfleet.io/v1alpha1", "kind": "TritonModel",
+       "metadata": {"name": "toy", "namespace": "ml"},
+       "spec": {"source": {"inline": {"files": {"1/model.py": "pass"}}},
+                "config": {"backend": "python", "maxBatchSize": 4,
+                           "inputs": [{"name": "x", "dataType": "TYPE_FP32", "dims": [1]}],
+                           "outputs": [{"name": "y", "dataType": "TYPE_FP32", "dims": [1]}]}}}
+(rendered,) = render_documents([doc])
+assert "max_batch_size" in rendered.pbtxt, "Triton's ModelConfig still renders"
+heavy = [m for m in ("grpc", "numpy", "kubernetes") if sys.modules.get(m) is not None]
+rss = [line for line in open("/proc/self/status") if line.startswith("VmRSS:")]
+print(heavy, int(rss[0].split()[1]) // 1024)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    heavy, rss_mb = out.rsplit(" ", 1)
+    assert heavy == "[]", f"the operator process imported {heavy}"
+    assert int(rss_mb) < 80, f"{rss_mb.strip()} MB resident before the first object"
