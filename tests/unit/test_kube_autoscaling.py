@@ -275,16 +275,20 @@ def test_models_used_by_tests_are_valid() -> None:
 
 def test_scrape_targets_ready_pods_inside_allowed_networks_only() -> None:
     from tritonfleet.api.settings import OperatorSettings
-    from tritonfleet.desired.kube_autoscaling import TritonPod, scrape_targets
+    from tritonfleet.desired.kube_loading import TritonPod, scrape_targets
 
     loopback_only = OperatorSettings(dial_pod_networks=("127.0.0.0/8",)).may_dial
     anywhere = OperatorSettings().may_dial
 
+    def pod(name: str, kind: str, owner: str, ip: str, **kw: object) -> TritonPod:
+        return TritonPod(NS, name, f"uid-{name}", (NS, kind, owner), ip, "Running", **kw)  # type: ignore[arg-type]
+
     pods = [
-        TritonPod(NS, "p1", "TritonModel", "toy", "127.1.0.5", True),
-        TritonPod(NS, "p2", "TritonModel", "toy", "127.1.0.6", False),  # not ready
-        TritonPod(NS, "p3", "TritonModel", "toy", "10.0.0.7", True),  # outside the networks
-        TritonPod(NS, "e1", "ModelEnsemble", "pipe", "127.1.0.9", True),
+        pod("p1", "tritonmodel", "toy", "127.1.0.5", ready=True),
+        pod("p2", "tritonmodel", "toy", "127.1.0.6", ready=False),  # not ready
+        pod("p3", "tritonmodel", "toy", "10.0.0.7", ready=True),  # outside the networks
+        pod("p4", "tritonmodel", "toy", "127.1.0.8", ready=True, deleting=True),  # going
+        pod("e1", "modelensemble", "pipe", "127.1.0.9", ready=True),
     ]
     models = {
         ("TritonModel", NS, "toy"): ["toy"],

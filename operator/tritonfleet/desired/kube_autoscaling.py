@@ -18,7 +18,7 @@ the HPA controller keeps the current replica count (``ScalingActive=False``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -447,43 +447,3 @@ def zero_decision(
         "ScaledToZero",
         f"scaled to zero: {why}",
     )
-
-
-# --- what the collector scrapes ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TritonPod:
-    """A Triton pod of a Deployment the operator manages, as the pod watch sees it."""
-
-    namespace: str
-    name: str
-    owner_kind: str  # "TritonModel" | "ModelEnsemble"
-    owner: str
-    ip: str
-    ready: bool
-
-
-def scrape_targets(
-    pods: Sequence[TritonPod],
-    models: Mapping[tuple[str, str, str], Sequence[str]],
-    may_dial: Callable[[str], bool],
-    metrics_port: int,
-) -> dict[tuple[str, str], list[tuple[str, str]]]:
-    """(namespace, Triton model) → [(pod, metrics URL)] for the collector.
-
-    ``models[(kind, ns, owner)]`` are the Triton models the owner's Deployment loads (an
-    ensemble's members and itself). Only Ready pods with an IP in ``networks`` count.
-    """
-    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for pod in pods:
-        if not pod.ready or not pod.ip or not may_dial(pod.ip):
-            continue
-        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
-        for model in models.get((pod.owner_kind, pod.namespace, pod.owner), ()):
-            out.setdefault((pod.namespace, model), []).append(
-                (pod.name, f"http://{host}:{metrics_port}")
-            )
-    for key in [(k[1], m) for k, ms in models.items() for m in ms]:
-        out.setdefault(key, [])  # known but no ready pod: no data, not absent
-    return out

@@ -315,3 +315,33 @@ def unload_gate(
             ),
         )
     return UnloadGate(False)
+
+
+def scrape_targets(
+    pods: Iterable[TritonPod],
+    models: Mapping[tuple[str, str, str], Sequence[str]],
+    may_dial: Callable[[str], bool],
+    metrics_port: int,
+) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(namespace, Triton model) → [(pod, metrics URL)] for the queue-time collector
+    (``scaling.collector``), from the same pod watch the loader uses.
+
+    ``models[(kind, ns, owner)]`` are the Triton models the owner's Deployment loads (an
+    ensemble's members and itself). Only Ready pods, not terminating, whose IP the
+    operator may dial count; a known model without such a pod maps to ``[]`` (no data).
+    """
+    by_pod_key: dict[PodKey, Sequence[str]] = {
+        (ns, kind.lower(), label_value(name)): names for (kind, ns, name), names in models.items()
+    }
+    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for pod in pods:
+        if not pod.ready or pod.deleting or not pod.ip or not may_dial(pod.ip):
+            continue
+        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        for model in by_pod_key.get(pod.owner, ()):
+            out.setdefault((pod.namespace, model), []).append(
+                (pod.name, f"http://{host}:{metrics_port}")
+            )
+    for key in [(k[1], m) for k, ms in models.items() for m in ms]:
+        out.setdefault(key, [])  # known but no ready pod: no data, not absent
+    return out

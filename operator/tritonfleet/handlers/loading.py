@@ -53,7 +53,7 @@ from tritonfleet.desired.kube_loading import (
 from tritonfleet.desired.kube_objects import Target
 from tritonfleet.desired.kube_plan import owner_of
 from tritonfleet.desired.loading import LoadTarget, plan_loading, plan_unloading
-from tritonfleet.handlers.state import POD_INDEX, Key, World
+from tritonfleet.handlers.state import Key, World
 
 log = logging.getLogger("tritonfleet.loading")
 
@@ -180,13 +180,7 @@ class Loader:
         return self._session
 
     def _pods(self) -> list[TritonPod]:
-        index = self.world.indexes.get(POD_INDEX)
-        if index is None:
-            return []
-        out: list[TritonPod] = []
-        for key in list(index):
-            out.extend(index[key])
-        return out
+        return self.world.triton_pods()
 
     async def _run(self, key: Key) -> None:
         delay = self.settings.reconcile_interval_seconds

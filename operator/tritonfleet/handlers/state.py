@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
+from tritonfleet.desired.kube_loading import TritonPod
 from tritonfleet.desired.kube_observed import ChildState, newer, summarize
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -154,6 +155,16 @@ class World:
                 body = self.owner(kind, ns, name)
                 if body is not None:
                     out[name] = body
+        return out
+
+    def triton_pods(self) -> list[TritonPod]:
+        """Every managed Triton pod, from the one pod watch (loader and queue collector)."""
+        index = self.indexes.get(POD_INDEX)
+        if index is None:
+            return []
+        out: list[TritonPod] = []
+        for key in list(index):
+            out.extend(index[key])
         return out
 
     # --- children ----------------------------------------------------------------------

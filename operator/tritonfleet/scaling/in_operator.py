@@ -1,4 +1,4 @@
-"""Queue-time autoscaling inside the operator process: pod watch, collector, metrics API.
+"""Queue-time autoscaling inside the operator process: collector, metrics API, scaler.
 
 Why: the HPA of each autoscaled model reads ``tritonfleet_queue_time_ms`` from the
 external metrics API the operator serves; the values come from scraping the Ready
@@ -8,10 +8,10 @@ registered extensions, and ``tritonfleet.cli`` (above both layers) registers
 :func:`register` as one, so ``handlers`` and ``scaling`` stay independent.
 
 Where it sits: ``tritonfleet.scaling`` (kopf hooks for the operator process).
-A kopf index over the managed Triton pods
-(``tf_triton_pods``, its own watch) gives the pod list; the pure
-``desired.kube_autoscaling.scrape_targets`` turns it and the owners' Triton model
-names into collector targets (only pod IPs inside ``dial_pod_networks``);
+The operator's one pod watch (``handlers.state.World.triton_pods``, the loader's
+index) gives the pod list; the pure ``desired.kube_loading.scrape_targets`` turns it
+and the owners' Triton model names into collector targets (only pod IPs inside
+``dial_pod_networks``);
 ``scaling.collector`` scrapes; ``scaling.metrics_api`` answers the aggregator over
 TLS when ``metrics_api_port`` is set; ``scaling.zero`` takes idle ``min: 0`` models
 to zero and back. The collector's gauges are on the default Prometheus registry,
@@ -33,15 +33,8 @@ from tritonfleet.adapters.kube import Endpoint, KubeClient
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.api.settings import OperatorSettings, listen_host
-from tritonfleet.desired.kube_autoscaling import TritonPod, scrape_targets
-from tritonfleet.desired.kube_objects import (
-    COMPONENT_SERVER,
-    LABEL_COMPONENT,
-    LABEL_KIND,
-    LABEL_MANAGED_BY,
-    LABEL_MODEL,
-    METRICS_PORT,
-)
+from tritonfleet.desired.kube_loading import scrape_targets
+from tritonfleet.desired.kube_objects import METRICS_PORT
 from tritonfleet.scaling.collector import QueueMetricsCollector
 from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context
 from tritonfleet.scaling.zero import ScalerView, ZeroScaler
@@ -49,31 +42,7 @@ from tritonfleet.scaling.zero import ScalerView, ZeroScaler
 log = logging.getLogger("tritonfleet.scaling")
 
 
-POD_INDEX = "tf_triton_pods"
-_KINDS = {"tritonmodel": "TritonModel", "modelensemble": "ModelEnsemble"}
 AUTH_CONFIGMAP = "extension-apiserver-authentication"
-
-
-def pod_summary(body: Mapping[str, Any]) -> TritonPod | None:
-    """What the collector needs of a pod (None for pods that are not Triton servers)."""
-    meta = body.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    kind = _KINDS.get(str(labels.get(LABEL_KIND)))
-    if kind is None or labels.get(LABEL_COMPONENT) != COMPONENT_SERVER:
-        return None
-    status = body.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or ()
-    )
-    return TritonPod(
-        namespace=str(meta.get("namespace")),
-        name=str(meta.get("name")),
-        owner_kind=kind,
-        owner=str(labels.get(LABEL_MODEL)),
-        ip=str(status.get("podIP") or ""),
-        ready=ready and not meta.get("deletionTimestamp"),
-    )
 
 
 class Scaling:
@@ -85,7 +54,6 @@ class Scaling:
         self.world = world
         self.endpoint = endpoint
         self.settings = settings
-        self.pods: Any = None  # kopf's live index, captured from handler kwargs
         self._windows: dict[tuple[str, str], float] = {}
         self.collector = QueueMetricsCollector(
             self._targets, namespace="default", windows=lambda: self._windows
@@ -128,14 +96,9 @@ class Scaling:
         self._windows = windows
         return out
 
-    def _pods(self) -> list[TritonPod]:
-        pods: list[TritonPod] = []
-        for key in list(self.pods or {}):
-            pods.extend(self.pods[key])
-        return pods
-
     def _targets(self) -> Mapping[Any, Sequence[tuple[str, str]]]:
-        return scrape_targets(self._pods(), self._models(), self.settings.may_dial, METRICS_PORT)
+        pods = self.world.triton_pods()
+        return scrape_targets(pods, self._models(), self.settings.may_dial, METRICS_PORT)
 
     def ensembles(self) -> dict[tuple[str, str], list[str]]:
         """(ns, ensemble Triton name) → member Triton names, for the metrics API's max."""
@@ -197,30 +160,6 @@ def register(
 ) -> Scaling:
     """The pod watch, and the collector/API started and stopped with the operator."""
     scaling = Scaling(world, settings, endpoint)
-
-    @kopf.index(
-        "v1",
-        "pods",
-        id=POD_INDEX,
-        labels={LABEL_MANAGED_BY: "tritonfleet", LABEL_COMPONENT: COMPONENT_SERVER},
-        registry=registry,
-    )
-    async def triton_pods(body: kopf.Body, **kwargs: Any) -> dict[tuple[str, str], TritonPod]:
-        if scaling.pods is None and POD_INDEX in kwargs:
-            scaling.pods = kwargs[POD_INDEX]
-        pod = pod_summary(body)
-        return {} if pod is None else {(pod.namespace, pod.name): pod}
-
-    @kopf.on.event(
-        "v1",
-        "pods",
-        id=f"{POD_INDEX}_event",
-        labels={LABEL_MANAGED_BY: "tritonfleet", LABEL_COMPONENT: COMPONENT_SERVER},
-        registry=registry,
-    )
-    async def on_pod(**kwargs: Any) -> None:
-        if scaling.pods is None and POD_INDEX in kwargs:
-            scaling.pods = kwargs[POD_INDEX]
 
     @kopf.on.startup(registry=registry)
     async def start_scaling(**_: Any) -> None:

@@ -37,6 +37,7 @@ from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube_autoscaling import Activity, ScaleChange, zero_decision
+from tritonfleet.desired.kube_loading import TritonPod
 from tritonfleet.desired.kube_objects import Target
 from tritonfleet.desired.kube_observed import ChildState
 from tritonfleet.desired.kube_plan import render_ensemble_object, render_model_object
@@ -57,6 +58,7 @@ class ScalerView(Protocol):
     def owners_in(self, kind: str, namespace: str) -> dict[str, dict[str, Any]]: ...
     def children(self, owner_uid: str) -> Mapping[tuple[str, str, str], ChildState]: ...
     def remember_child(self, body: Mapping[str, Any]) -> ChildState: ...
+    def triton_pods(self) -> list[TritonPod]: ...
 
 
 def _may_scale_to_zero(body: Mapping[str, Any]) -> bool:
