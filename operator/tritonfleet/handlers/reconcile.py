@@ -46,6 +46,7 @@ from tritonfleet.handlers.state import Key, World
 log = logging.getLogger("tritonfleet.reconcile")
 
 MAX_BACKOFF = 300.0
+NAMESPACE_TERMINATING_RECHECK = 15.0  # s; the owner's own deletion event comes sooner
 CLAIM = "RepositoryClaim"  # pseudo-kind of the per-namespace claim check
 
 
@@ -308,20 +309,23 @@ class Reconciler:
             if action.verb == "create" and error.conflict:
                 self.request(key, 0.2)  # someone created it first: re-read and go on
                 return None
-            if self._namespace_terminating(action, error):
-                await self._act(key, body, Action("release", *key, "namespace is being deleted"))
+            if self._namespace_terminating(error):
+                if action.kind == "Job" and action.name.endswith("-cleanup"):
+                    # No cleanup Job can run: the namespace (and its claim) goes anyway.
+                    release = Action("release", *key, "namespace is being deleted")
+                    await self._act(key, body, release)
+                else:
+                    # The namespace controller removes children before it marks the
+                    # owners deleted; re-creating them is refused. Not a failure to
+                    # retry and warn about every few seconds: look again later.
+                    self.request(key, NAMESPACE_TERMINATING_RECHECK)
                 return None
             return f"{action.verb} {action.kind} {action.name}: {error.message}"
         return None
 
     @staticmethod
-    def _namespace_terminating(action: Action, error: ApiError) -> bool:
-        return (
-            action.kind == "Job"
-            and action.name.endswith("-cleanup")
-            and error.status == 403
-            and "terminat" in error.message
-        )
+    def _namespace_terminating(error: ApiError) -> bool:
+        return error.status == 403 and "being terminated" in error.message
 
     async def _act(self, key: Key, body: dict[str, Any], action: Action) -> dict[str, Any]:
         client, world = self.client, self.world
