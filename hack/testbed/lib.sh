@@ -9,8 +9,13 @@ source "$TESTBED_HACK_DIR/versions.env"
 
 TESTBED_NAME=${TESTBED_NAME:-tritonfleet}
 # All state of one testbed lives here (kwokctl workdir, kubeconfig, PV dirs).
-# To run a second testbed next to the default one set TESTBED_NAME *and* TESTBED_DIR.
-TESTBED_DIR=${TESTBED_DIR:-$TESTBED_REPO/.testbed}
+# Another TESTBED_NAME gets its own directory by default (.testbed-<name>), so a
+# second testbed never shares, or removes, the default one's state.
+if [[ $TESTBED_NAME == tritonfleet ]]; then
+  TESTBED_DIR=${TESTBED_DIR:-$TESTBED_REPO/.testbed}
+else
+  TESTBED_DIR=${TESTBED_DIR:-$TESTBED_REPO/.testbed-$TESTBED_NAME}
+fi
 TESTBED_CACHE=${TRITONFLEET_CACHE:-$HOME/.cache/tritonfleet}
 TESTBED_BIN_ROOT=$TESTBED_CACHE/bin
 

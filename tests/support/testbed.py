@@ -70,7 +70,11 @@ def cache_dir() -> Path:
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("TESTBED_DIR") or REPO_ROOT / ".testbed")
+    """As hack/testbed/lib.sh: .testbed, or .testbed-<name> for another TESTBED_NAME."""
+    if os.environ.get("TESTBED_DIR"):
+        return Path(os.environ["TESTBED_DIR"])
+    name = os.environ.get("TESTBED_NAME") or "tritonfleet"
+    return REPO_ROOT / (".testbed" if name == "tritonfleet" else f".testbed-{name}")
 
 
 class TestbedError(RuntimeError):
