@@ -145,8 +145,14 @@ def test_helm_install_apply_serve_survive_triton_dying_and_delete(
         assert {(p["state"], p["revision"]) for p in body["status"]["pods"]} == {
             ("Ready", revision)
         }
-        table = testbed.kubectl("get", "tritonmodels", "-n", models).stdout
-        assert "toy-llm" in table and "True" in table and "2/2" in table, table
+
+        # Ready means served (by at least one loaded replica); the printer column
+        # reaches 2/2 once Kubernetes reports the second pod Ready as well.
+        def table_shows_both() -> str | None:
+            table = testbed.kubectl("get", "tritonmodels", "-n", models).stdout
+            return table if "toy-llm" in table and "True" in table and "2/2" in table else None
+
+        testbed.wait_for(table_shows_both, 30, "kubectl get tritonmodels showing Ready 2/2")
 
         url = gateway_url(testbed, release, system)
         client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30)
