@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -396,26 +395,3 @@ def test_long_names_and_dots_make_valid_children(testbed: Testbed, ns: str) -> N
 def test_samples_directory_is_what_the_tests_apply() -> None:
     assert (SAMPLES / "pytorch-classifier.yaml").exists()
     assert Path(SAMPLES / "rag-ensemble.yaml").exists()
-
-
-def test_deleting_the_namespace_releases_every_model_without_fighting_it(
-    testbed: Testbed,
-    operator_process: OperatorProcess,  # noqa: F811
-) -> None:
-    """``kubectl delete namespace`` with models in it: the namespace controller removes
-    the children first and the operator must not keep re-creating them (refused: the
-    namespace is terminating) nor warn about each refusal; every model is released."""
-    name = f"{operator_process.prefix}-doomed-{uuid.uuid4().hex[:4]}"  # type: ignore[attr-defined]
-    testbed.kubectl("create", "namespace", name)
-    models = [inline_model(f"m{i}") for i in range(5)]
-    apply(testbed, name, *models)
-    for i in range(5):
-        wait_settled(testbed, name, "tritonmodel", f"m{i}")
-    log_before = operator_process.log_path.read_text(errors="replace")
-    testbed.kubectl("delete", "namespace", name, "--wait=false")
-    testbed.wait_for(lambda: testbed.get("namespace", name) is None, timeout=150,
-                     what=f"namespace {name} gone, every model released")  # fmt: skip
-    log = operator_process.log_path.read_text(errors="replace")[len(log_before) :]
-    refused = [line for line in log.splitlines() if name in line and "ApplyFailed" in line]
-    assert refused == [], refused[:3]
-    testbed.recycle_volumes()
