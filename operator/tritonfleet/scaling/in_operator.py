@@ -24,7 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from aiohttp import web
@@ -40,6 +40,7 @@ from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context
 from tritonfleet.scaling.zero import ScalerView, ZeroScaler
 
 log = logging.getLogger("tritonfleet.scaling")
+Spec = TypeVar("Spec", TritonModel, ModelEnsemble)
 
 
 AUTH_CONFIGMAP = "extension-apiserver-authentication"
@@ -55,6 +56,7 @@ class Scaling:
         self.endpoint = endpoint
         self.settings = settings
         self._windows: dict[tuple[str, str], float] = {}
+        self._specs: dict[tuple[str, int], TritonModel | ModelEnsemble] = {}
         self.collector = QueueMetricsCollector(
             self._targets, namespace="default", windows=lambda: self._windows
         )
@@ -75,18 +77,18 @@ class Scaling:
                 continue
             try:
                 if kind == "TritonModel":
-                    model = TritonModel.from_object(body)
+                    model = self._parsed(TritonModel, body)
                     out[(kind, ns, name)] = [model.triton_name]
                     if model.spec.serving.autoscaling is not None:
                         window = model.spec.serving.autoscaling.window_seconds
                         windows[(ns, model.triton_name)] = window
                 else:
-                    ens = ModelEnsemble.from_object(body)
+                    ens = self._parsed(ModelEnsemble, body)
                     if ens.spec.serving.autoscaling is not None:
                         windows[(ns, ens.triton_name)] = ens.spec.serving.autoscaling.window_seconds
                     members = self.world.owners_in("TritonModel", ns)
                     names = [
-                        TritonModel.from_object(members[m]).triton_name
+                        self._parsed(TritonModel, members[m]).triton_name
                         for m in ens.member_names
                         if m in members
                     ]
@@ -95,6 +97,18 @@ class Scaling:
                 continue  # an invalid spec has no Deployment to scale
         self._windows = windows
         return out
+
+    def _parsed(self, kind: type[Spec], body: Mapping[str, Any]) -> Spec:
+        """The validated object, parsed once per generation: this runs every scrape round
+        and on every metrics query, over every owner, and only the spec matters here."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("uid")), int(meta.get("generation") or 0))
+        cached = self._specs.get(key)
+        if not isinstance(cached, kind):
+            if len(self._specs) >= 8192:
+                self._specs.clear()
+            cached = self._specs[key] = kind.from_object(body)
+        return cached
 
     def _targets(self) -> Mapping[Any, Sequence[tuple[str, str]]]:
         pods = self.world.triton_pods()
