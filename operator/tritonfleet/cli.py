@@ -19,7 +19,7 @@ from tritonfleet.handlers.cli import add_parser as add_operator_parser
 from tritonfleet.handlers.cli import lean_imports
 
 if TYPE_CHECKING:
-    from tritonfleet.desired.render import Rendered
+    from tritonfleet.desired.triton.render import Rendered
 
 # Nothing heavy is imported at the top: the operator process keeps gRPC, numpy and the
 # kubernetes client out of its memory (see lean_imports), which only works if nothing
@@ -85,7 +85,7 @@ def _print_rendered(results: list[Rendered], out: TextIO) -> None:
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     from tritonfleet.adapters.manifests import ManifestError, read_documents
-    from tritonfleet.desired.render import render_documents
+    from tritonfleet.desired.triton.render import render_documents
 
     try:
         results = render_documents(read_documents(args.filename))

@@ -36,7 +36,7 @@ from tritonfleet.adapters.triton_repository import (
     observe,
     unload_everywhere,
 )
-from tritonfleet.desired.loading import (
+from tritonfleet.desired.triton.loading import (
     LoadTarget,
     PodObservation,
     WantedModel,

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from tests.support.triton import TritonProcess, copy_model_repository
-from tritonfleet.desired.queue_metrics import NoData, QueueResult, QueueSignal
+from tritonfleet.desired.triton.metrics import NoData, QueueResult, QueueSignal
 from tritonfleet.scaling.collector import QueueMetricsCollector
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tritonfleet.desired.problems import problems_from_validation_error
+from tritonfleet.api.problems import problems_from_validation_error
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_DIR = ROOT / "manifests" / "samples"

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from tests.unit.builders import config, ensemble_doc, model_doc
 from tritonfleet.api import ModelEnsemble, TritonModel
 from tritonfleet.api.crd import custom_resource_definitions
-from tritonfleet.desired.problems import problems_from_validation_error
+from tritonfleet.api.problems import problems_from_validation_error
 
 KINDS: dict[str, tuple[type, Callable[[], dict[str, Any]]]] = {
     "TritonModel": (TritonModel, model_doc),

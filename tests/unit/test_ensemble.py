@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from tests.unit.builders import sample_docs, tensor
 from tritonfleet.api import ModelEnsemble, TritonModel
-from tritonfleet.desired.ensemble import ensemble_problems, render_ensemble_config
-from tritonfleet.desired.problems import Problem
+from tritonfleet.api.problems import Problem
+from tritonfleet.desired.triton.ensemble import ensemble_problems, render_ensemble_config
+from tritonfleet.desired.triton.proto import mc
 
 
 def member(

@@ -1,4 +1,4 @@
-"""OpenAI ↔ Triton mapping (desired/openai_mapping.py): chat templates, request
+"""OpenAI ↔ Triton mapping (desired/gateway/openai_mapping.py): chat templates, request
 translation and refusals, response parsing, streaming assembly with stop
 sequences, embeddings."""
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tritonfleet.desired.openai_mapping import (
+from tritonfleet.desired.gateway.openai_mapping import (
     BUILTIN_TEMPLATES,
     EmbeddingMapping,
     GenerateMapping,

@@ -1,4 +1,4 @@
-"""Routing table (desired/routing.py): the routes file, routes from
+"""Routing table (desired/gateway/routing.py): the routes file, routes from
 TritonModel/ModelEnsemble status, the per-request plan, Triton queue metrics,
 prices and cost math."""
 
@@ -11,7 +11,7 @@ import pytest
 from tests.unit.builders import ensemble_doc, model_doc, tensor
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
-from tritonfleet.desired.routing import (
+from tritonfleet.desired.gateway.routing import (
     DEFAULT_PRICES,
     MAPPING_ANNOTATION,
     OPENAI_NAME_ANNOTATION,

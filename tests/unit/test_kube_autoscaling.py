@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tritonfleet.api.model import Autoscaling, ReplicaRange, ServingSpec
-from tritonfleet.desired.kube_autoscaling import (
+from tritonfleet.desired.kube.autoscaling import (
     ACTIVATED_AT_ANNOTATION,
     QUEUE_TIME_METRIC,
     SCALED_TO_ZERO_ANNOTATION,
@@ -24,9 +24,9 @@ from tritonfleet.desired.kube_autoscaling import (
     select_metric,
     zero_decision,
 )
-from tritonfleet.desired.kube_objects import Target, cleanup_target
-from tritonfleet.desired.kube_observed import summarize
-from tritonfleet.desired.queue_metrics import (
+from tritonfleet.desired.kube.objects import Target, cleanup_target
+from tritonfleet.desired.kube.observed import summarize
+from tritonfleet.desired.triton.metrics import (
     NoData,
     QueueResult,
     QueueSignal,
@@ -275,7 +275,7 @@ def test_models_used_by_tests_are_valid() -> None:
 
 def test_scrape_targets_ready_pods_inside_allowed_networks_only() -> None:
     from tritonfleet.api.settings import OperatorSettings
-    from tritonfleet.desired.kube_loading import TritonPod, scrape_targets
+    from tritonfleet.desired.kube.loading import TritonPod, scrape_targets
 
     loopback_only = OperatorSettings(dial_pod_networks=("127.0.0.0/8",)).may_dial
     anywhere = OperatorSettings().may_dial

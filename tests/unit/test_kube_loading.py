@@ -1,4 +1,4 @@
-"""The loader's Kubernetes side, pure (``tritonfleet.desired.kube_loading``):
+"""The loader's Kubernetes side, pure (``tritonfleet.desired.kube.loading``):
 which pods belong to an object, which ones are dialled and acted on, what
 status and Events the loader writes, when a deleted model's files may go; and
 the ``dialPodNetworks`` setting that keeps the operator off fake pod IPs.
@@ -14,8 +14,8 @@ from tests.unit.builders import model_doc
 from tritonfleet.api.model import ServingSpec
 from tritonfleet.api.settings import OperatorSettings, SettingsError
 from tritonfleet.api.status import Condition, ModelStatus, PodModelState, find_condition
-from tritonfleet.desired import kube_objects as ko
-from tritonfleet.desired.kube_loading import (
+from tritonfleet.desired.kube import objects as ko
+from tritonfleet.desired.kube.loading import (
     TritonPod,
     in_order,
     load_target,
@@ -29,8 +29,8 @@ from tritonfleet.desired.kube_loading import (
     summarize_pod,
     unload_gate,
 )
-from tritonfleet.desired.kube_plan import render_model_object
-from tritonfleet.desired.loading import (
+from tritonfleet.desired.kube.plan import render_model_object
+from tritonfleet.desired.triton.loading import (
     LoadTarget,
     ModelObservation,
     PodObservation,
@@ -340,7 +340,7 @@ def test_a_normal_event_when_every_pod_is_loaded() -> None:
 
 
 def test_what_status_pods_says_is_what_the_gateway_routes_to() -> None:
-    from tritonfleet.desired.routing import ready_endpoints
+    from tritonfleet.desired.gateway.routing import ready_endpoints
 
     observed = [
         *ready_pods("new"),

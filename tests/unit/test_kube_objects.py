@@ -1,4 +1,4 @@
-"""The Kubernetes objects a TritonModel/ModelEnsemble gets (desired.kube_objects):
+"""The Kubernetes objects a TritonModel/ModelEnsemble gets (desired.kube.objects):
 every field the operator promises, for every sample, without a cluster."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from tritonfleet.api.settings import (
     listen_host,
     unknown_env,
 )
-from tritonfleet.desired import kube_objects as ko
-from tritonfleet.desired.render import render_model
+from tritonfleet.desired.kube import objects as ko
+from tritonfleet.desired.triton.render import render_model
 
 UID = "0f0e0d0c-0000-4000-8000-000000000001"
 SETTINGS = OperatorSettings()

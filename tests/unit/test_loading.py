@@ -1,4 +1,4 @@
-"""Fleet-consistent loading, the pure half (``tritonfleet.desired.loading``):
+"""Fleet-consistent loading, the pure half (``tritonfleet.desired.triton.loading``):
 the revision stamp, index folding, per-pod actions and states, the ``Loaded``
 condition, and deletion. Index entries and error texts are the ones a real
 tritonserver 2.51 returns (see tests/integration/test_loading.py).
@@ -12,10 +12,10 @@ import pytest
 from google.protobuf import text_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonfleet.api.status import LOADED, ModelStatus, PodModelState, set_condition
-from tritonfleet.desired.loading import (
+from tritonfleet.desired.triton.config import render_config
+from tritonfleet.desired.triton.loading import (
     MAX_CONDITION_MESSAGE,
     REVISION_PARAMETER,
     LoadTarget,
@@ -30,7 +30,7 @@ from tritonfleet.desired.loading import (
     served_revision,
     stamp_revision,
 )
-from tritonfleet.desired.triton_config import render_config
+from tritonfleet.desired.triton.proto import mc
 
 # Triton's own texts, as returned by 2.51.
 LOAD_FAILED = (

@@ -1,4 +1,4 @@
-"""One reconcile step decided purely (desired.kube_plan, kube_drift, kube_observed):
+"""One reconcile step decided purely (desired.kube.plan, kube_drift, kube_observed):
 what is written, when nothing is, what the status and events say."""
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import pytest
 from tests.unit.builders import ensemble_doc, model_doc
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.api.status import find_condition
-from tritonfleet.desired import kube_objects as ko
-from tritonfleet.desired.kube_drift import (
+from tritonfleet.desired.kube import objects as ko
+from tritonfleet.desired.kube.drift import (
     applied_paths,
     describe_path,
     fields_v1_paths,
     missing_paths,
     owned_paths,
 )
-from tritonfleet.desired.kube_observed import ChildState, summarize
-from tritonfleet.desired.kube_plan import (
+from tritonfleet.desired.kube.observed import ChildState, summarize
+from tritonfleet.desired.kube.plan import (
     Plan,
     Rendering,
     finalizers_with,

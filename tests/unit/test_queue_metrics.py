@@ -1,4 +1,4 @@
-"""Unit tests of the pure queue-time math (``tritonfleet.desired.queue_metrics``).
+"""Unit tests of the pure queue-time math (``tritonfleet.desired.triton.metrics``).
 
 Why: the autoscaler trusts this number; a negative value after a pod restart, a
 per-item instead of per-request mean, or a "no data" read as 0 would scale fleets
@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tritonfleet.desired.queue_metrics import (
+from tritonfleet.desired.gateway.routing import queue_counters
+from tritonfleet.desired.triton.metrics import (
     ModelCounters,
     NoData,
     PodHistory,
@@ -25,7 +26,6 @@ from tritonfleet.desired.queue_metrics import (
     parse_triton_metrics,
     window_signal,
 )
-from tritonfleet.desired.routing import queue_counters
 
 # Shape of tritonserver 2.51's /metrics (trimmed).
 TRITON_TEXT = """\

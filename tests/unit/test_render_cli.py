@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from tests.unit.builders import (
     SAMPLE_FILES,
@@ -21,7 +20,8 @@ from tests.unit.builders import (
     with_path,
 )
 from tritonfleet.cli import main
-from tritonfleet.desired.render import render_documents
+from tritonfleet.desired.triton.proto import mc
+from tritonfleet.desired.triton.render import render_documents
 
 HEADER = re.compile(
     r"^# --- (?P<kind>\w+) (?P<ns>[^/ ]+)/(?P<name>\S+): (?P<triton>\S+)/config\.pbtxt "
@@ -391,7 +391,7 @@ from tritonfleet.handlers.cli import lean_imports
 lean_imports()
 register_operator_extensions()
 import kopf
-from tritonfleet.desired.render import render_documents
+from tritonfleet.desired.triton.render import render_documents
 doc = {"apiVersion": "tritonfleet.io/v1alpha1", "kind": "TritonModel",
        "metadata": {"name": "toy", "namespace": "ml"},
        "spec": {"source": {"inline": {"files": {"1/model.py": "pass"}}},

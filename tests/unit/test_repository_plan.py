@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tritonfleet.api.model import ModelConfigSpec
-from tritonfleet.desired.repository import (
+from tritonfleet.desired.triton.config import render_config
+from tritonfleet.desired.triton.repository import (
     CONFIG_NAME,
     MANIFEST_NAME,
     ROOT,
@@ -35,7 +36,6 @@ from tritonfleet.desired.repository import (
     version_of,
     wanted,
 )
-from tritonfleet.desired.triton_config import render_config
 
 P = PurePosixPath
 

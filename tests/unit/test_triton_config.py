@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from google.protobuf import text_format
 from hypothesis import given, settings
-from tritonclient.grpc import model_config_pb2 as mc
 
 from tests.unit import strategies
 from tests.unit.builders import config, tensor
 from tritonfleet.api.model import ModelConfigSpec
-from tritonfleet.desired.problems import Problem
-from tritonfleet.desired.triton_config import build_model_config, render_config
+from tritonfleet.api.problems import Problem
+from tritonfleet.desired.triton.config import build_model_config, render_config
+from tritonfleet.desired.triton.proto import mc
 
 
 def spec(**overrides: Any) -> ModelConfigSpec:

@@ -30,7 +30,7 @@ import aiohttp
 import yaml
 from prometheus_client import Counter, Histogram
 
-from tritonfleet.desired.kube_objects import FIELD_MANAGER
+from tritonfleet.desired.kube.objects import FIELD_MANAGER
 
 log = logging.getLogger(__name__)
 

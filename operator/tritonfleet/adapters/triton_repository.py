@@ -3,7 +3,7 @@ config endpoints on every pod of a Deployment.
 
 Where it sits: the reconciler lists the Triton pods of a model's Deployment
 (:class:`PodEndpoint`), calls :func:`observe`, plans with
-``desired.loading.plan_loading``, and, when the plan has work, calls
+``desired.triton.loading.plan_loading``, and, when the plan has work, calls
 :func:`converge`. That runs each pod's calls in parallel (bounded), retries
 transient failures with exponential backoff inside a total deadline, and
 returns fresh observations to plan (and write status) from. On deletion
@@ -53,7 +53,7 @@ from typing import Any
 
 import aiohttp
 
-from tritonfleet.desired.loading import (
+from tritonfleet.desired.triton.loading import (
     LoadPlan,
     ModelAction,
     ModelObservation,
@@ -97,7 +97,7 @@ class TritonRepositoryError(Exception):
 class PodEndpoint:
     """One Triton pod as the reconciler sees it. ``ready`` means it can take
     calls (Running, has an IP, not terminating), not the Kubernetes Ready
-    condition (see ``desired.loading``)."""
+    condition (see ``desired.triton.loading``)."""
 
     name: str
     url: str | None
@@ -509,7 +509,7 @@ async def unload_everywhere(
     from every pod that can be reached, not-ready ones included, and wait up to
     ``wait`` seconds until none of them shows READY, LOADING or UNLOADING.
 
-    Returns the last observations; ``desired.loading.plan_unloading(...).done``
+    Returns the last observations; ``desired.triton.loading.plan_unloading(...).done``
     says whether the files may now be removed. Never raises for one pod.
     """
     timeouts = timeouts or Timeouts()

@@ -3,7 +3,7 @@ embedding → vector search → LLM) that Triton runs as one ensemble model.
 
 Only the shape of each step is checked here; whether the steps fit their
 members (names, tensors, data types, ordering) needs the members' specs and is
-checked by ``tritonfleet.desired.ensemble``.
+checked by ``tritonfleet.desired.triton.ensemble``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ process is alive), ``/readyz`` (a routing table is loaded), ``/metrics``
 
 This module does what is common to every request — client authentication,
 the size limit, JSON parsing, looking the model up, turning a
-:class:`~tritonfleet.desired.openai_mapping.RequestError` into an OpenAI 400 —
+:class:`~tritonfleet.desired.gateway.openai_mapping.RequestError` into an OpenAI 400 —
 and hands the rest to :class:`~tritonfleet.gateway.proxy.Dispatcher`. It also
 owns the lifecycle: one keep-alive client session per backend kind, the route
 source, the health and queue-time probers.
@@ -28,12 +28,12 @@ from aiohttp import web
 
 from tritonfleet.adapters.hosted import HostedClient
 from tritonfleet.adapters.triton_http import TritonClient
-from tritonfleet.desired.openai_mapping import (
+from tritonfleet.desired.gateway.openai_mapping import (
     RequestError,
     build_embedding_request,
     build_generate_request,
 )
-from tritonfleet.desired.routing import RouteTable
+from tritonfleet.desired.gateway.routing import RouteTable
 from tritonfleet.gateway.errors import error_response
 from tritonfleet.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from tritonfleet.gateway.prober import Prober

@@ -47,7 +47,7 @@ from tritonfleet.adapters.triton_http import (
     UpstreamError,
     error_message,
 )
-from tritonfleet.desired.openai_mapping import (
+from tritonfleet.desired.gateway.openai_mapping import (
     EmbeddingRequest,
     GenerateMapping,
     GenerateRequest,
@@ -62,7 +62,7 @@ from tritonfleet.desired.openai_mapping import (
     parse_infer_embeddings,
     usage_chunk,
 )
-from tritonfleet.desired.routing import Reason, Route, Timeouts, request_cost
+from tritonfleet.desired.gateway.routing import Reason, Route, Timeouts, request_cost
 from tritonfleet.gateway.errors import (
     BACKEND_HEADER,
     ESTIMATED_HEADER,

@@ -1,7 +1,7 @@
 """Where the routing table comes from.
 
 A :class:`RouteSource` runs for the gateway's lifetime and calls ``publish``
-with a fresh :class:`~tritonfleet.desired.routing.RouteTable` whenever its
+with a fresh :class:`~tritonfleet.desired.gateway.routing.RouteTable` whenever its
 input changes. Both modes share everything downstream (routing, failover,
 metrics); only the source differs:
 
@@ -11,7 +11,7 @@ metrics); only the source differs:
 * :class:`ClusterRouteSource` — in-cluster: lists ``TritonModel`` and
   ``ModelEnsemble`` objects (read-only) every ``poll_s`` seconds through
   :class:`~tritonfleet.adapters.kube.KubeClient` and feeds them, with their
-  ``status.pods``, to :func:`~tritonfleet.desired.routing.routes_from_cluster`.
+  ``status.pods``, to :func:`~tritonfleet.desired.gateway.routing.routes_from_cluster`.
   Level-based polling rather than a watch: a missed event cannot leave a stale
   route, every gateway replica converges on the same table, and a list of a
   few hundred small objects every two seconds is cheap for the API server.
@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from tritonfleet.adapters.kube import ApiError, KubeClient, SecretValueError
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
-from tritonfleet.desired.routing import (
+from tritonfleet.desired.gateway.routing import (
     DEFAULT_TRITON_HTTP_PORT,
     DEFAULT_TRITON_METRICS_PORT,
     ApiKeyRef,

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import logging
 import os
 import sys
-import types
-from pathlib import Path
 from typing import Any, TextIO
 
 from tritonfleet.api.settings import OperatorSettings, SettingsError, listen_host, unknown_env
@@ -24,26 +21,15 @@ log = logging.getLogger("tritonfleet.operator")
 
 
 def lean_imports() -> None:
-    """Keep two heavy libraries the operator never uses out of its memory (~30 MB RSS).
+    """Keep the official ``kubernetes`` client, which the operator never uses, out of
+    its memory: kopf imports it when installed, only to recognise its model classes,
+    while the operator talks to the API through ``adapters.kube``.
 
-    * kopf imports the official ``kubernetes`` client when it is installed, only to
-      recognise its model classes; the operator talks to the API through
-      ``adapters.kube`` and never passes such objects.
-    * ``tritonclient.grpc``'s package imports the gRPC runtime, while the operator
-      needs only Triton's ``model_config_pb2`` protobuf module inside it.
-
-    Effective only when nothing imported them yet (``python -m tritonfleet.handlers``,
-    or a CLI that imports subcommands lazily).
+    (Triton's ``model_config_pb2`` no longer needs a trick here: ``desired.triton.proto``
+    loads it without the gRPC runtime.) Effective only when nothing imported the
+    client yet: the CLI imports subcommands lazily for that reason.
     """
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
-    if "tritonclient.grpc" not in sys.modules:
-        spec = importlib.util.find_spec("tritonclient")
-        if spec is not None and spec.submodule_search_locations:
-            package = types.ModuleType("tritonclient.grpc")
-            package.__path__ = [
-                str(Path(location) / "grpc") for location in spec.submodule_search_locations
-            ]
-            sys.modules["tritonclient.grpc"] = package
 
 
 EXIT_OK, EXIT_USAGE = 0, 2

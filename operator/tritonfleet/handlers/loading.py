@@ -5,7 +5,7 @@ Where it sits: the reconcile tells the loader what each object wants
 (:meth:`Loader.track`, in memory only) and never waits for it; pod events
 (``handlers.operator``, a kopf index on the operator's Triton pods) and a timer
 every ``reconcileIntervalSeconds`` wake it too. A pass reads the object's pods
-from the index, splits them (``desired.kube_loading.select_pods``: never dial a
+from the index, splits them (``desired.kube.loading.select_pods``: never dial a
 pod outside ``dialPodNetworks``), observes and converges the reachable ones
 (``adapters.triton_repository``, parallel, bounded retries), and writes
 ``status.pods`` and ``Loaded`` only when they changed, then asks for a
@@ -37,7 +37,7 @@ from tritonfleet.adapters.triton_repository import (
     unload_everywhere,
 )
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.kube_loading import (
+from tritonfleet.desired.kube.loading import (
     PodKey,
     TritonPod,
     in_order,
@@ -50,9 +50,9 @@ from tritonfleet.desired.kube_loading import (
     select_pods,
     unload_gate,
 )
-from tritonfleet.desired.kube_objects import Target
-from tritonfleet.desired.kube_plan import owner_of
-from tritonfleet.desired.loading import LoadTarget, plan_loading, plan_unloading
+from tritonfleet.desired.kube.objects import Target
+from tritonfleet.desired.kube.plan import owner_of
+from tritonfleet.desired.triton.loading import LoadTarget, plan_loading, plan_unloading
 from tritonfleet.handlers.state import Key, World
 
 log = logging.getLogger("tritonfleet.loading")

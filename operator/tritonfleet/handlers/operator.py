@@ -1,6 +1,6 @@
 """kopf wiring: which watch streams feed the operator's memory and which
 events request a reconcile. Everything here is thin on purpose: the decisions
-are in ``desired.kube_plan``, the I/O in ``adapters.kube``, the loop in
+are in ``desired.kube.plan``, the I/O in ``adapters.kube``, the loop in
 ``handlers.reconcile``.
 
 Why only indexes and ``on.event`` handlers (no ``on.create/update/delete``,
@@ -27,14 +27,14 @@ import kopf
 
 from tritonfleet.adapters.kube import Endpoint, KubeClient, traced_session
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.kube_loading import TRITON_POD_SELECTOR, summarize_pod
-from tritonfleet.desired.kube_objects import (
+from tritonfleet.desired.kube.loading import TRITON_POD_SELECTOR, summarize_pod
+from tritonfleet.desired.kube.objects import (
     COMPONENT_SERVER,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     MANAGED_SELECTOR,
 )
-from tritonfleet.desired.kube_observed import summarize
+from tritonfleet.desired.kube.observed import summarize
 from tritonfleet.handlers.reconcile import Reconciler
 from tritonfleet.handlers.state import POD_INDEX, World, child_index_key, compact_owner
 

@@ -6,7 +6,7 @@ them, never two at once for the same object, coalescing bursts (a thousand
 child events for one object make one or two reconciles, not a thousand).
 
 A reconcile reads the object and its children from memory (``state.World``),
-asks ``desired.kube_plan`` what to do, and carries the plan out: writes only
+asks ``desired.kube.plan`` what to do, and carries the plan out: writes only
 the children that are missing or differ, the status only when it changed,
 and one Event when anything changed. Failures are reported (Warning Event,
 metrics) and retried with backoff; the periodic resync is the safety net.
@@ -25,8 +25,8 @@ from typing import Any
 
 from tritonfleet.adapters.kube import ApiError, KubeClient
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.kube_objects import FINALIZER
-from tritonfleet.desired.kube_plan import (
+from tritonfleet.desired.kube.objects import FINALIZER
+from tritonfleet.desired.kube.plan import (
     Action,
     Plan,
     Rendering,

@@ -20,8 +20,8 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from tritonfleet.desired.kube_loading import TritonPod
-from tritonfleet.desired.kube_observed import ChildState, newer, summarize
+from tritonfleet.desired.kube.loading import TritonPod
+from tritonfleet.desired.kube.observed import ChildState, newer, summarize
 
 Key = tuple[str, str, str]  # kind, namespace, name
 IndexLike = Mapping[Any, Collection[Any]]

@@ -8,6 +8,6 @@ A data-plane part of the operator, next to ``handlers``, ``gateway`` and ``sync`
 the layering: it may use ``adapters`` and the pure ``desired`` modules. Flow:
 :mod:`.collector` scrapes every managed Triton pod's ``/metrics`` on an interval and
 turns the history into one result per model with the pure
-:mod:`tritonfleet.desired.queue_metrics`, then exports it as Prometheus gauges (and,
+:mod:`tritonfleet.desired.triton.metrics`, then exports it as Prometheus gauges (and,
 as issue 6 grows, feeds the external metrics API, the HPA and scale-to-zero).
 """

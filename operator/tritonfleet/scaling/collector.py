@@ -9,9 +9,9 @@ Where it sits: ``tritonfleet.scaling`` (data plane, over ``desired``). Each
 ``interval`` seconds :class:`QueueMetricsCollector` asks a callable for the current
 pods per model, GETs each pod's ``/metrics`` concurrently with aiohttp (short timeouts,
 failures counted, never raised), appends a
-:class:`~tritonfleet.desired.queue_metrics.Sample` to a bounded per-pod history, and
+:class:`~tritonfleet.desired.triton.metrics.Sample` to a bounded per-pod history, and
 computes the per-model result with the pure
-:func:`~tritonfleet.desired.queue_metrics.window_signal`. Results are kept for
+:func:`~tritonfleet.desired.triton.metrics.window_signal`. Results are kept for
 readers (the external metrics API, the HPA decision, scale-to-zero) and exported as
 gauges on a Prometheus registry for dashboards:
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from tritonfleet.desired.queue_metrics import (
+from tritonfleet.desired.triton.metrics import (
     NoData,
     PodHistory,
     QueueResult,

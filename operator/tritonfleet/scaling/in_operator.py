@@ -9,7 +9,7 @@ registered extensions, and ``tritonfleet.cli`` (above both layers) registers
 
 Where it sits: ``tritonfleet.scaling`` (kopf hooks for the operator process).
 The operator's one pod watch (``handlers.state.World.triton_pods``, the loader's
-index) gives the pod list; the pure ``desired.kube_loading.scrape_targets`` turns it
+index) gives the pod list; the pure ``desired.kube.loading.scrape_targets`` turns it
 and the owners' Triton model names into collector targets (only pod IPs inside
 ``dial_pod_networks``);
 ``scaling.collector`` scrapes; ``scaling.metrics_api`` answers the aggregator over
@@ -33,8 +33,8 @@ from tritonfleet.adapters.kube import Endpoint, KubeClient
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.api.settings import OperatorSettings, listen_host
-from tritonfleet.desired.kube_loading import scrape_targets
-from tritonfleet.desired.kube_objects import METRICS_PORT
+from tritonfleet.desired.kube.loading import scrape_targets
+from tritonfleet.desired.kube.objects import METRICS_PORT
 from tritonfleet.scaling.collector import QueueMetricsCollector
 from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context
 from tritonfleet.scaling.zero import ScalerView, ZeroScaler

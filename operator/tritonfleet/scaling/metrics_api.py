@@ -10,7 +10,7 @@ Where it sits: ``tritonfleet.scaling`` (data plane). The chart registers an
 :func:`build_app` answers discovery and
 ``GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=...``
 from the collector's latest results via the pure
-:func:`tritonfleet.desired.kube_autoscaling.select_metric`. No data → HTTP 503 with a
+:func:`tritonfleet.desired.kube.autoscaling.select_metric`. No data → HTTP 503 with a
 Status (the HPA keeps its replicas); idle → a value of 0.
 
 Authentication: the aggregator presents the front-proxy client certificate; with a
@@ -28,14 +28,14 @@ from typing import Any
 
 from aiohttp import web
 
-from tritonfleet.desired.kube_autoscaling import (
+from tritonfleet.desired.kube.autoscaling import (
     METRICS,
     MetricValue,
     parse_selector,
     quantity,
     select_metric,
 )
-from tritonfleet.desired.queue_metrics import QueueResult
+from tritonfleet.desired.triton.metrics import QueueResult
 
 GROUP = "external.metrics.k8s.io"
 VERSION = "v1beta1"

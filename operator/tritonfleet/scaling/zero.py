@@ -12,7 +12,7 @@ the collector, and — only when some model can scale to zero — each gateway r
 newest request per model from its ``/metrics``
 (``tritonfleet_gateway_last_request_timestamp_seconds``; the max over replicas, so
 any number of gateway replicas is safe and none needs write access). The pure
-``desired.kube_autoscaling.zero_decision`` decides; this module only carries the
+``desired.kube.autoscaling.zero_decision`` decides; this module only carries the
 decision out: one merge patch of the Deployment (``spec.replicas`` and the
 ``tritonfleet.io/scaled-to-zero`` record, field manager ``tritonfleet-scaler``, never
 fighting the reconciler's server-side apply, which leaves ``replicas`` to the HPA) and
@@ -36,13 +36,13 @@ from tritonfleet.adapters.kube import ApiError, Endpoint, KubeClient
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.kube_autoscaling import Activity, ScaleChange, zero_decision
-from tritonfleet.desired.kube_loading import TritonPod
-from tritonfleet.desired.kube_objects import Target
-from tritonfleet.desired.kube_observed import ChildState
-from tritonfleet.desired.kube_plan import render_ensemble_object, render_model_object
-from tritonfleet.desired.queue_metrics import QueueResult, QueueSignal, parse_gateway_demand
-from tritonfleet.desired.routing import openai_name
+from tritonfleet.desired.gateway.routing import openai_name
+from tritonfleet.desired.kube.autoscaling import Activity, ScaleChange, zero_decision
+from tritonfleet.desired.kube.loading import TritonPod
+from tritonfleet.desired.kube.objects import Target
+from tritonfleet.desired.kube.observed import ChildState
+from tritonfleet.desired.kube.plan import render_ensemble_object, render_model_object
+from tritonfleet.desired.triton.metrics import QueueResult, QueueSignal, parse_gateway_demand
 
 log = logging.getLogger("tritonfleet.scaling.zero")
 

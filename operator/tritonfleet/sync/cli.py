@@ -30,9 +30,9 @@ from tritonfleet.adapters.manifests import ManifestError, read_documents
 from tritonfleet.adapters.sources import FetchOptions, SyncError, local_error
 from tritonfleet.api.base import MODEL_NAME_RE
 from tritonfleet.api.model import InlineSource, ModelSource, TritonModel
-from tritonfleet.desired.loading import stamp_revision
-from tritonfleet.desired.render import Rendered, render_documents
-from tritonfleet.desired.repository import (
+from tritonfleet.desired.triton.loading import stamp_revision
+from tritonfleet.desired.triton.render import Rendered, render_documents
+from tritonfleet.desired.triton.repository import (
     DEFAULT_MAX_EXTRACT_BYTES,
     DEFAULT_MAX_MEMBERS,
     ExtractionLimits,
@@ -321,7 +321,7 @@ def _request(args: argparse.Namespace, layout: RepositoryLayout, target: Target)
         name=target.rendered.triton_name,
         source=target.source,
         # The revision travels inside the config, so each Triton pod can be asked
-        # which revision it really loaded (see desired/loading.py).
+        # which revision it really loaded (see desired/triton/loading.py).
         pbtxt=stamp_revision(target.rendered.pbtxt, revision),
         revision=revision,
         layout=layout,

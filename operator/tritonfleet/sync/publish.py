@@ -1,6 +1,6 @@
 """The filesystem side of publishing: locks, the live symlink, revisions, GC.
 
-``desired.repository.RepositoryLayout`` says where things go; this module makes
+``desired.triton.repository.RepositoryLayout`` says where things go; this module makes
 the moves, each chosen so that a crash between any two of them leaves Triton
 with a complete model:
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tritonfleet.adapters.sources import LocalStorageError, SyncError, emit, fsync_dir, local_error
-from tritonfleet.desired.repository import (
+from tritonfleet.desired.triton.repository import (
     MANIFEST_NAME,
     Manifest,
     RepositoryLayout,

@@ -2,7 +2,7 @@
 
 check → lock → already there? → fetch into staging (adapters) → config.pbtxt +
 manifest → fsync → promote → atomic switch → garbage-collect. The decisions
-(layout, versions, revision names) come from ``desired.repository``; the I/O
+(layout, versions, revision names) come from ``desired.triton.repository``; the I/O
 from ``adapters.sources`` (fetching) and :mod:`tritonfleet.sync.publish`
 (moving into place). Errors are ``SyncError`` subclasses carrying exit codes;
 on any failure, including a signal, the staging directory is removed and the
@@ -28,7 +28,7 @@ from tritonfleet.adapters.sources import (
     fetch,
 )
 from tritonfleet.api.model import ModelSource
-from tritonfleet.desired.repository import (
+from tritonfleet.desired.triton.repository import (
     CONFIG_NAME,
     Manifest,
     RepositoryLayout,

@@ -4,7 +4,7 @@ The only code in tritonfleet that reads S3, HTTP(S) or a source PVC. ``sync``
 calls :func:`fetch` with the model's ``spec.source``, the version policy read
 from the rendered config, and a :class:`Staging` directory it will later
 publish; each fetcher lists its source, lets the pure plan in
-``desired.repository`` pick the files, and writes them through the staging
+``desired.triton.repository`` pick the files, and writes them through the staging
 writer (path checks, sha256, fsync). Failures are
 :class:`~tritonfleet.adapters.sources.errors.SyncError` subclasses, one per
 exit code.
@@ -36,7 +36,7 @@ from tritonfleet.adapters.sources.staging import (
     local_error,
 )
 from tritonfleet.api.model import ModelSource
-from tritonfleet.desired.repository import Policy
+from tritonfleet.desired.triton.repository import Policy
 
 __all__ = [
     "FetchOptions",

@@ -1,7 +1,7 @@
 """Safe unpacking of downloaded model archives (tar, tgz, zip) into staging.
 
 An archive is untrusted input that decides file names, so nothing is written
-until every member has passed ``desired.repository.check_member``: no absolute
+until every member has passed ``desired.triton.repository.check_member``: no absolute
 paths, no ``..``, no device files, symlinks only to places inside the model,
 hard links only to earlier members. Member count and *unpacked* bytes are capped
 (``--max-members``, ``--max-extract-bytes``); bytes are counted as they are
@@ -26,7 +26,7 @@ from typing import IO, Literal
 from tritonfleet.adapters.sources.common import choose, ensure_space
 from tritonfleet.adapters.sources.errors import UnsafeSource
 from tritonfleet.adapters.sources.staging import CHUNK, Progress, Staging, emit
-from tritonfleet.desired.repository import (
+from tritonfleet.desired.triton.repository import (
     ROOT,
     ExtractionLimits,
     FileSelection,

@@ -2,7 +2,7 @@
 and the secret redaction the log formatter applies.
 
 A fetcher lists its source, lets :func:`choose` apply the version policy (a pure
-plan from ``desired.repository``), then writes the chosen files into a
+plan from ``desired.triton.repository``), then writes the chosen files into a
 :class:`~tritonfleet.adapters.sources.staging.Staging`.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from tritonfleet.adapters.sources.errors import LocalStorageError, SourceNotFound
 from tritonfleet.adapters.sources.staging import Staging, emit
-from tritonfleet.desired.repository import (
+from tritonfleet.desired.triton.repository import (
     ExtractionLimits,
     FileSelection,
     Policy,

@@ -40,7 +40,7 @@ from tritonfleet.adapters.sources.errors import (
 )
 from tritonfleet.adapters.sources.staging import CHUNK, Progress, Staging, emit, local_error
 from tritonfleet.api.model import HttpSource
-from tritonfleet.desired.repository import (
+from tritonfleet.desired.triton.repository import (
     FileSelection,
     Policy,
     UnsafeMember,

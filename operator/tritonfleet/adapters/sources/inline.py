@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from tritonfleet.adapters.sources.common import FetchOptions, FetchResult, choose
 from tritonfleet.adapters.sources.staging import Progress, Staging
 from tritonfleet.api.model import InlineSource
-from tritonfleet.desired.repository import Policy
+from tritonfleet.desired.triton.repository import Policy
 
 
 def fetch_inline(

@@ -26,7 +26,7 @@ from tritonfleet.adapters.sources.errors import (
 )
 from tritonfleet.adapters.sources.staging import CHUNK, Progress, Staging, emit
 from tritonfleet.api.model import PvcSource
-from tritonfleet.desired.repository import Policy, UnsafeMember, safe_relative_path
+from tritonfleet.desired.triton.repository import Policy, UnsafeMember, safe_relative_path
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from tritonfleet.adapters.sources.errors import (
 )
 from tritonfleet.adapters.sources.staging import Progress, Staging, emit, local_error
 from tritonfleet.api.model import S3Source
-from tritonfleet.desired.repository import Policy, UnsafeMember, safe_relative_path
+from tritonfleet.desired.triton.repository import Policy, UnsafeMember, safe_relative_path
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -1,7 +1,7 @@
 """The staging directory a sync writes into, and the progress it reports.
 
 Every fetcher writes through :class:`Staging`, never with bare ``open()``, so
-each file is checked against the path rules of ``desired.repository``, hashed
+each file is checked against the path rules of ``desired.triton.repository``, hashed
 (sha256) while it is written, fsynced, and recorded for the manifest; and local
 write failures (disk full, permission denied) surface as
 :class:`~tritonfleet.adapters.sources.errors.LocalStorageError` naming the file.
@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from tritonfleet.adapters.sources.errors import LocalStorageError, UnsafeSource
-from tritonfleet.desired.repository import (
+from tritonfleet.desired.triton.repository import (
     MANIFEST_NAME,
     FileEntry,
     Manifest,

@@ -31,12 +31,12 @@ from tritonfleet.api.base import ApiModel
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import FailoverSpec, TritonModel
 from tritonfleet.api.status import ModelStatus
-from tritonfleet.desired.openai_mapping import (
+from tritonfleet.desired.gateway.openai_mapping import (
     EmbeddingMapping,
     GenerateMapping,
     template_from,
 )
-from tritonfleet.desired.queue_metrics import parse_triton_metrics
+from tritonfleet.desired.triton.metrics import parse_triton_metrics
 
 Backend = Literal["triton", "hosted"]
 Kind = Literal["generate", "embedding"]
@@ -312,7 +312,7 @@ def plan(
 
 def queue_counters(metrics_text: str) -> dict[str, tuple[float, float]]:
     """Triton ``/metrics`` → {model: (queue_us_total, successes_total)} summed over versions
-    (parsing shared with the operator's collector: :mod:`tritonfleet.desired.queue_metrics`)."""
+    (parsing shared with the operator's collector: :mod:`tritonfleet.desired.triton.metrics`)."""
     return {
         model: (c.queue_us, c.success) for model, c in parse_triton_metrics(metrics_text).items()
     }

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
+from tritonfleet.api.problems import Problem, problems_from_validation_error
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.api.status import (
     AUTOSCALING,
@@ -32,15 +33,15 @@ from tritonfleet.api.status import (
     find_condition,
     set_condition,
 )
-from tritonfleet.desired.kube_autoscaling import (
+from tritonfleet.desired.kube.autoscaling import (
     HPA_KIND,
     ZeroMark,
     autoscaling_condition,
     hpa,
     hpa_name,
 )
-from tritonfleet.desired.kube_drift import applied_paths, describe_path, missing_paths
-from tritonfleet.desired.kube_objects import (
+from tritonfleet.desired.kube.drift import applied_paths, describe_path, missing_paths
+from tritonfleet.desired.kube.objects import (
     FINALIZER,
     Kind,
     Obj,
@@ -57,9 +58,8 @@ from tritonfleet.desired.kube_objects import (
     service,
     sync_job,
 )
-from tritonfleet.desired.kube_observed import ChildState
-from tritonfleet.desired.problems import Problem, problems_from_validation_error
-from tritonfleet.desired.render import render_ensemble, render_model
+from tritonfleet.desired.kube.observed import ChildState
+from tritonfleet.desired.triton.render import render_ensemble, render_model
 
 Verb = Literal["apply", "create", "delete", "add-finalizer", "release"]
 Key = tuple[str, str, str]
@@ -346,7 +346,7 @@ def _autoscaler_actions(
     observed: Mapping[Key, ChildState],
     out: list[Action],
 ) -> None:
-    """The model's HPA (desired.kube_autoscaling) applied, or deleted once autoscaling is off."""
+    """The model's HPA (desired.kube.autoscaling) applied, or deleted once autoscaling is off."""
     want = hpa(target, settings.scale_down_stabilization_seconds)
     if want is not None:
         _apply_if_needed(want, observed, out)
@@ -728,7 +728,7 @@ def plan_deletion(
     no model is left at all: :func:`plan_claim`.)
 
     ``unloaded``: every Triton pod has let go of the model (or the bounded wait
-    for that is over, ``desired.kube_loading.unload_gate``); until then the
+    for that is over, ``desired.kube.loading.unload_gate``); until then the
     cleanup Job is not created, so no pod loses files it still serves.
     """
     return _deletion_steps(rendering, observed, settings, now, unloaded)

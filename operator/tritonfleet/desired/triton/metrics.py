@@ -10,7 +10,7 @@ item — to live in one pure place.
 Where it sits: ``tritonfleet.scaling.collector`` scrapes every Triton pod, keeps a
 short history of :class:`Sample` per pod and calls :func:`window_signal` per model;
 the result feeds the operator's gauges (and later the external metrics API and the
-HPA). The gateway (``desired.routing.queue_counters``) reuses :func:`parse_triton_metrics`.
+HPA). The gateway (``desired.gateway.routing.queue_counters``) reuses :func:`parse_triton_metrics`.
 Nothing here does I/O.
 
 Formula, per model over the window: Σ over pods and versions of Δ
@@ -81,7 +81,7 @@ GATEWAY_DEMAND_METRIC = "tritonfleet_gateway_last_request_timestamp_seconds"
 def parse_gateway_demand(text: str) -> dict[str, float]:
     """A gateway's ``/metrics`` → {route (OpenAI model name): newest request, epoch s}.
 
-    The activation signal for scale from zero (``desired.kube_autoscaling.zero_decision``)
+    The activation signal for scale from zero (``desired.kube.autoscaling.zero_decision``)
     is the max of these over every gateway replica."""
     out: dict[str, float] = {}
     for line in text.splitlines():

@@ -16,10 +16,10 @@ from pydantic import ValidationError
 
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
-from tritonfleet.desired.ensemble import render_ensemble_config
-from tritonfleet.desired.problems import Problem, problems_from_validation_error
-from tritonfleet.desired.revision import ensemble_revision, model_revision
-from tritonfleet.desired.triton_config import render_config
+from tritonfleet.api.problems import Problem, problems_from_validation_error
+from tritonfleet.desired.triton.config import render_config
+from tritonfleet.desired.triton.ensemble import render_ensemble_config
+from tritonfleet.desired.triton.revision import ensemble_revision, model_revision
 
 KINDS = ("ModelEnsemble", "TritonModel")
 

@@ -13,14 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tritonfleet.desired.kube_autoscaling import (
+from tritonfleet.desired.kube.autoscaling import (
     ACTIVATED_AT_ANNOTATION,
     QUEUE_TIME_METRIC,
     SCALED_TO_ZERO_ANNOTATION,
     HpaState,
 )
-from tritonfleet.desired.kube_drift import Path, owned_paths
-from tritonfleet.desired.kube_objects import (
+from tritonfleet.desired.kube.drift import Path, owned_paths
+from tritonfleet.desired.kube.objects import (
     FIELD_MANAGER,
     LABEL_REVISION,
     REVISION_ANNOTATION,
@@ -58,7 +58,7 @@ class ChildState:
     updated_replicas: int = 0
     available_replicas: int = 0
     problem: str = ""  # a Deployment/Job condition message worth showing to the user
-    scaled_to_zero: str = ""  # the scaler's annotation (desired.kube_autoscaling.ZeroMark)
+    scaled_to_zero: str = ""  # the scaler's annotation (desired.kube.autoscaling.ZeroMark)
     activated_at: str = ""  # when the scaler last brought it back from zero (RFC 3339)
     # Job
     succeeded: bool = False

@@ -7,7 +7,7 @@ Where it sits: ``handlers.loading`` keeps a pod index (kopf, server-side label
 selector on the operator's Triton pods), gathers an object's pods with
 :func:`pods_of`, splits them with :func:`select_pods`, observes and converges
 the dialable ones through ``adapters.triton_repository``, and plans with
-``desired.loading.plan_loading``. What it writes comes from
+``desired.triton.loading.plan_loading``. What it writes comes from
 :func:`loading_status` and :func:`loading_events`, so an unchanged fleet means
 an identical status and no write. No I/O here.
 
@@ -38,7 +38,7 @@ from tritonfleet.api.status import (
     find_condition,
     set_condition,
 )
-from tritonfleet.desired.kube_objects import (
+from tritonfleet.desired.kube.objects import (
     COMPONENT_SERVER,
     FIELD_MANAGER,
     LABEL_COMPONENT,
@@ -49,8 +49,8 @@ from tritonfleet.desired.kube_objects import (
     Target,
     label_value,
 )
-from tritonfleet.desired.kube_plan import Event
-from tritonfleet.desired.loading import (
+from tritonfleet.desired.kube.plan import Event
+from tritonfleet.desired.triton.loading import (
     REASON_LOAD_FAILED,
     LoadPlan,
     LoadTarget,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonfleet.api.base import MODEL_NAME_RE
 from tritonfleet.api.model import (
@@ -21,7 +20,8 @@ from tritonfleet.api.model import (
     TensorSpec,
     VersionPolicy,
 )
-from tritonfleet.desired.problems import Problem
+from tritonfleet.api.problems import Problem
+from tritonfleet.desired.triton.proto import mc
 
 
 def _tensor_problems(config: mc.ModelConfig, spec: ModelConfigSpec) -> list[Problem]:

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonfleet.api.status import LOADED, Condition, PodModelState
+from tritonfleet.desired.triton.proto import mc
 
 REVISION_PARAMETER = "tritonfleet.revision"
 

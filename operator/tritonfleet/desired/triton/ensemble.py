@@ -14,13 +14,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from tritonclient.grpc import model_config_pb2 as mc
-
 from tritonfleet.api.base import MODEL_NAME_RE
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TensorSpec, TritonModel
-from tritonfleet.desired.problems import Problem
-from tritonfleet.desired.triton_config import to_pbtxt
+from tritonfleet.api.problems import Problem
+from tritonfleet.desired.triton.config import to_pbtxt
+from tritonfleet.desired.triton.proto import mc
 
 
 @dataclass(frozen=True)

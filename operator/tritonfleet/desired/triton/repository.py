@@ -38,7 +38,8 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonfleet.desired.triton.proto import mc
 
 CONFIG_NAME = "config.pbtxt"
 MANIFEST_NAME = ".tritonfleet-manifest.json"

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tritonfleet.desired.kube_objects import Target, _metadata
-from tritonfleet.desired.queue_metrics import NoData, QueueResult, QueueSignal
+from tritonfleet.desired.kube.objects import Target, _metadata
+from tritonfleet.desired.triton.metrics import NoData, QueueResult, QueueSignal
 
 Obj = dict[str, Any]
 
@@ -391,7 +391,7 @@ def zero_decision(
     """Scale a ``min: 0`` model's Deployment to zero after its idle time, or back to one.
 
     * To zero: only on positive evidence of idleness: Triton's signal is data and
-      idle (:class:`~tritonfleet.desired.queue_metrics.QueueSignal`, no request in
+      idle (:class:`~tritonfleet.desired.triton.metrics.QueueSignal`, no request in
       the window) and nothing was seen — by Triton, by any gateway replica, by a
       previous activation — for ``scaleToZeroAfterSeconds`` of unbroken observation
       (``since``). No data (pods unreachable) never scales down.
