@@ -1,7 +1,7 @@
 """A real tritonserver 2.51 (CPU, python backend) with the toy model repository.
 
 Two servers on distinct loopback addresses share one repository directory, as the local pod
-runner will run them. Needs the fixtures of tests/support/triton.py (``-p tests.support.triton``).
+runner will run them. Needs the fixtures of hack/devtools/triton.py (``-p hack.devtools.triton``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.triton import TritonProcess, copy_model_repository
+from hack.devtools.triton import TritonProcess, copy_model_repository
 
 pytestmark = pytest.mark.integration
 

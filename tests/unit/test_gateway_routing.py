@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.builders import ensemble_doc, model_doc, tensor
+from tests.support.builders import ensemble_doc, model_doc, tensor
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.desired.gateway.routing import (

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.builders import model_doc
+from tests.support.builders import model_doc
 from tritonfleet.api.model import ServingSpec
 from tritonfleet.api.settings import OperatorSettings, SettingsError
 from tritonfleet.api.status import Condition, ModelStatus, PodModelState, find_condition

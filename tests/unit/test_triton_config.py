@@ -9,8 +9,8 @@ import pytest
 from google.protobuf import text_format
 from hypothesis import given, settings
 
-from tests.unit import strategies
-from tests.unit.builders import config, tensor
+from tests.support import strategies
+from tests.support.builders import config, tensor
 from tritonfleet.api.model import ModelConfigSpec
 from tritonfleet.api.problems import Problem
 from tritonfleet.desired.triton.config import build_model_config, render_config
