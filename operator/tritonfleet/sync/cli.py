@@ -30,7 +30,6 @@ from tritonfleet.adapters.manifests import ManifestError, read_documents
 from tritonfleet.adapters.sources import FetchOptions, SyncError, local_error
 from tritonfleet.api.base import MODEL_NAME_RE
 from tritonfleet.api.model import InlineSource, ModelSource, TritonModel
-from tritonfleet.desired.triton.loading import stamp_revision
 from tritonfleet.desired.triton.render import Rendered, render_documents
 from tritonfleet.desired.triton.repository import (
     DEFAULT_MAX_EXTRACT_BYTES,
@@ -38,6 +37,7 @@ from tritonfleet.desired.triton.repository import (
     ExtractionLimits,
     RepositoryLayout,
 )
+from tritonfleet.desired.triton.revision import stamp_revision
 from tritonfleet.sync import logfmt
 from tritonfleet.sync.publish import layout_for
 from tritonfleet.sync.run import SyncRequest, remove_model, sync_model
