@@ -24,15 +24,13 @@ from tritonfleet.desired.kube.drift import (
 from tritonfleet.desired.kube.observed import ChildState, summarize
 from tritonfleet.desired.kube.plan import (
     Plan,
-    Rendering,
     finalizers_with,
     plan,
     plan_claim,
     plan_deletion,
-    render_ensemble_object,
-    render_model_object,
     status_patch,
 )
+from tritonfleet.desired.kube.views import Rendering, render_ensemble_object, render_model_object
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 SETTINGS = OperatorSettings()
