@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.builders import model_doc
 from tests.support.fake_kube import FakeKube, watch
+from tests.support.in_process import run_in_loop
 from tritonfleet.adapters.triton_repository import PodEndpoint, PodRepositories
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.loading import TritonPod, pod_key_of
@@ -107,15 +108,8 @@ class Harness:
         return dict(self.kube.objects[KEY].get("status") or {})
 
 
-def run(test: Callable[[Harness], Awaitable[None]], **kwargs: Any) -> None:
-    async def main() -> None:
-        harness = Harness(**kwargs)
-        try:
-            await test(harness)
-        finally:
-            await harness.loader.stop()
-
-    asyncio.run(main())
+def run(test: Callable[[Harness], Awaitable[None]]) -> None:
+    run_in_loop(Harness, test, lambda h: h.loader.stop())
 
 
 async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.builders import ensemble_doc, model_doc
 from tests.support.fake_kube import FakeKube, watch
+from tests.support.in_process import run_in_loop
 from tritonfleet.adapters.kube import ApiError
 from tritonfleet.adapters.triton_repository import PodRepositories
 from tritonfleet.api.settings import OperatorSettings
@@ -88,14 +89,7 @@ class Operator:
 
 
 def run(test: Callable[[Operator], Awaitable[None]]) -> None:
-    async def main() -> None:
-        operator = Operator()
-        try:
-            await test(operator)
-        finally:
-            await operator.reconciler.stop()
-
-    asyncio.run(main())
+    run_in_loop(Operator, test, lambda op: op.reconciler.stop())
 
 
 def named(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -12,8 +12,8 @@ import pytest
 
 from tests.support.builders import ensemble_doc, model_doc, with_path
 from tests.support.fake_kube import FakeKube, watch
+from tests.support.in_process import count_parses
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.kube import views as views_module
 from tritonfleet.desired.kube.loading import TritonPod
 from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.handlers.state import World
@@ -81,14 +81,7 @@ def test_an_invalid_spec_has_nothing_to_scrape() -> None:
 def test_every_round_and_query_reads_the_specs_parsed_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    parsed: list[str] = []
-    real = views_module.parse_owner
-
-    def counting(body: Any) -> Any:
-        parsed.append(body["metadata"]["name"])
-        return real(body)
-
-    monkeypatch.setattr(views_module, "parse_owner", counting)
+    parsed = count_parses(monkeypatch)
     scaling = scaling_over(model_doc("toy"), ensemble_doc("pipe"), pods=[])
     for _ in range(10):
         scaling._targets()

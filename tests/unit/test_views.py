@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.builders import ensemble_doc, model_doc, with_path
+from tests.support.in_process import count_parses
 from tritonfleet.api.model import TritonModel
 from tritonfleet.desired.kube import views as views_module
 from tritonfleet.desired.kube.views import OwnerViews, parse_owner
@@ -23,16 +24,7 @@ def body(doc: dict[str, Any], uid: str = "uid-1", generation: int = 1, **meta: A
 
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the bodies parsed (validated and rendered), in order."""
-    seen: list[str] = []
-    real = views_module.parse_owner
-
-    def counting(raw: Any) -> Any:
-        seen.append(raw["metadata"]["name"])
-        return real(raw)
-
-    monkeypatch.setattr(views_module, "parse_owner", counting)
-    return seen
+    return count_parses(monkeypatch)
 
 
 def test_a_spec_is_parsed_once_per_generation(parses: list[str]) -> None:

@@ -7,13 +7,12 @@ loop against real pods."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from tests.support.builders import model_doc
 from tests.support.fake_kube import FakeKube, server_object, watch
+from tests.support.in_process import run_in_loop
 from tritonfleet.adapters.metrics_scrape import MetricsScraper, Scraped
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.autoscaling import SCALED_TO_ZERO_ANNOTATION
@@ -106,15 +105,8 @@ class Harness:
         return dict(self.kube.objects[DEPLOYMENT]["metadata"].get("annotations") or {})
 
 
-def run(test: Callable[[Harness], Awaitable[None]], **kwargs: Any) -> None:
-    async def main() -> None:
-        harness = Harness(**kwargs)
-        try:
-            await test(harness)
-        finally:
-            await harness.scaler.stop()
-
-    asyncio.run(main())
+def run(test: Callable[[Harness], Awaitable[None]]) -> None:
+    run_in_loop(Harness, test, lambda h: h.scaler.stop())
 
 
 def test_idle_for_the_whole_time_scales_to_zero_once() -> None:
