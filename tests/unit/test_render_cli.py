@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,17 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code, _, err = run(capsys, "-f", str(tmp_path / "nope.yaml"))
     assert code == 2
     assert "nope.yaml" in err
+
+
+def test_called_in_process_it_leaves_the_host_s_sigpipe_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As a program it dies quietly on a closed pipe (`| head`); called in-process (tests,
+    benchmarks) it must not: a host writing to a socket a client closed would be killed."""
+    before = signal.getsignal(signal.SIGPIPE)
+    assert main(["render", "-f", str(SAMPLE_FILES[0])]) == 0
+    assert signal.getsignal(signal.SIGPIPE) == before
+    capsys.readouterr()
 
 
 def test_filename_is_required(capsys: pytest.CaptureFixture[str]) -> None:

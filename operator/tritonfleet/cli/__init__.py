@@ -47,8 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Behave like other Unix tools when piped into `head`: stop quietly.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    """Run one subcommand: the program's own arguments (``argv`` None), or ``argv`` when
+    called in-process (tests, benchmarks)."""
+    if argv is None:
+        # As a program, behave like other Unix tools piped into `head`: stop quietly. Not
+        # in-process: a host process (pytest, its test servers) must keep EPIPE errors.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["operator"]:
         operator.lean_imports()
