@@ -14,6 +14,8 @@ from tritonfleet.desired.gateway.cluster import (
     OPENAI_NAME_ANNOTATION,
     routes_from_cluster,
 )
+from tritonfleet.desired.gateway.routes import ApiKeyRef
+from tritonfleet.desired.gateway.routes_file import load_routes
 
 
 def status(revision: str, pods: list[tuple[str, str | None, str, str]]) -> dict[str, Any]:
@@ -152,3 +154,36 @@ def test_cluster_embedding_by_convention_and_ensembles() -> None:
     assert e is not None and (e.input, e.output, e.batched) == ("text", "embedding", True)
     rag = table.routes["rag"]
     assert rag.kind == "generate" and rag.origin == "ModelEnsemble default/rag"
+
+
+def test_failover_reads_the_same_from_the_routes_file_and_from_the_cluster() -> None:
+    failover = {
+        "provider": {"baseUrl": "https://api.deepseek.com/v1/", "model": "deepseek-chat"},
+        "triggers": {"unavailable": False, "queueTimeAboveMs": 100},
+        "mode": "auto",
+    }
+    doc = model_doc(
+        "chat", config={"backend": "python", "inputs": [tensor("text_input", "TYPE_STRING")]}
+    )
+    doc["spec"]["failover"] = failover
+    model = TritonModel.from_object(doc)
+    cluster = routes_from_cluster([model]).table.routes["chat"].failover
+    file_doc = {"models": [{"name": "chat", "endpoints": [{"url": "http://p:8000"}]}]}
+    file_doc["models"][0]["failover"] = {
+        **failover,
+        "provider": {**failover["provider"], "apiKeyEnv": "KEY"},
+    }
+    from_file = load_routes(file_doc).routes["chat"].failover
+    assert cluster is not None and from_file is not None
+    assert cluster.hosted is not None and from_file.hosted is not None
+    assert cluster.hosted.api_key is None and from_file.hosted.api_key == ApiKeyRef(env="KEY")
+    assert cluster.hosted.base_url == from_file.hosted.base_url == "https://api.deepseek.com/v1"
+    assert (
+        (cluster.mode, cluster.on_unavailable, cluster.queue_time_above_ms)
+        == (
+            from_file.mode,
+            from_file.on_unavailable,
+            from_file.queue_time_above_ms,
+        )
+        == ("auto", False, 100)
+    )
