@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from tritonfleet.adapters.kube import ApiError, KubeApi
 from tritonfleet.adapters.metrics_scrape import MetricsScraper
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.gateway.routing import OPENAI_NAME_ANNOTATION
+from tritonfleet.desired.gateway.cluster import OPENAI_NAME_ANNOTATION
 from tritonfleet.desired.kube.autoscaling import Activity, ScaleChange, zero_decision
 from tritonfleet.desired.kube.loading import TritonPod
 from tritonfleet.desired.kube.objects import Target
@@ -62,7 +62,7 @@ class ScalerView(Protocol):
 
 def route_name(body: Mapping[str, Any], view: OwnerView) -> str:
     """The model's OpenAI name, as the gateway labels its demand with it
-    (``desired.gateway.routing.openai_name``). The annotation is read from the fresh
+    (``desired.gateway.cluster.openai_name``). The annotation is read from the fresh
     body: it changes without a new generation, so the cached view may not have it."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     return str(annotations.get(OPENAI_NAME_ANNOTATION) or view.triton_name)

@@ -11,7 +11,7 @@ Where it sits: ``tritonfleet.scaling.collector`` scrapes every Triton pod, keeps
 short history of :class:`Sample` per pod and calls :func:`window_signal` per model;
 the result feeds the operator's gauges, the external metrics API the HPAs read, and
 scale to zero. :func:`parse_gateway_demand` reads the gateway replicas' newest request
-per model for scale to zero. The gateway (``desired.gateway.routing.queue_counters``)
+per model for scale to zero. The gateway (``desired.gateway.plan.queue_counters``)
 reuses :func:`parse_triton_metrics`. Nothing here does I/O.
 
 Formula, per model over the window: Σ over pods and versions of Δ
