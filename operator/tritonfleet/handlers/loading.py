@@ -2,13 +2,15 @@
 in the background, one pass at a time per object.
 
 Where it sits: the reconcile tells the loader what each object wants
-(:meth:`Loader.track`, in memory only) and never waits for it; pod events
+(:meth:`Loader.track`, in memory only: the ``Target`` of its rendering, from the
+process's shared ``desired.kube.views``, so the loader never parses a spec) and
+never waits for it; pod events
 (``handlers.operator``, a kopf index on the operator's Triton pods) and a timer
 every ``reconcileIntervalSeconds`` wake it too. A pass reads the object's pods
 from the index, splits them (``desired.kube.loading.select_pods``: never dial a
 pod outside ``dialPodNetworks``), observes and converges the reachable ones
-(``adapters.triton_repository.PodRepositories``, parallel, bounded retries), and writes
-``status.pods`` and ``Loaded`` only when they changed, then asks for a
+(``adapters.triton_repository.PodRepositories``, parallel, bounded retries), and
+writes ``status.pods`` and ``Loaded`` only when they changed, then asks for a
 reconcile so ``Ready`` follows. A failing object is retried with backoff.
 
 On deletion :meth:`Loader.unloaded` starts one background unload from every
