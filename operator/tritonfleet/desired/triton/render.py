@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tritonfleet.api.ensemble import ModelEnsemble
-from tritonfleet.api.model import TritonModel
+from tritonfleet.api.model import ModelConfigSpec, TritonModel
 from tritonfleet.api.problems import Problem, problems_from_validation_error
 from tritonfleet.desired.triton.config import render_config
 from tritonfleet.desired.triton.ensemble import render_ensemble_config
@@ -116,10 +116,11 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
                 results.append(ModelEnsemble.from_object(doc))  # rendered once members are known
                 continue
         except ValidationError as error:
+            problems = problems_from_validation_error(error)
             if kind == "TritonModel":
                 invalid.add((namespace, name))
-            problems = tuple(problems_from_validation_error(error))
-            results.append(Rendered(kind, namespace, name, problems=problems))
+                problems += _config_problems_anyway(doc, problems)
+            results.append(Rendered(kind, namespace, name, problems=tuple(problems)))
             continue
         rendered = render_model(model)
         models[(namespace, name)] = model
@@ -136,6 +137,24 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
         invalid_here = {n for ns, n in invalid if ns == namespace}
         out.append(render_ensemble(item, members, member_revisions, invalid_here))
     return out
+
+
+def _config_problems_anyway(doc: Mapping[str, Any], known: list[Problem]) -> list[Problem]:
+    """When something outside ``spec.config`` is invalid (two sources, a bad replica range),
+    the config's own load-time problems are still worth reporting in the same run."""
+    spec = doc.get("spec")
+    raw = spec.get("config") if isinstance(spec, Mapping) else None
+    if not isinstance(raw, Mapping) or any(p.path.startswith("spec.config") for p in known):
+        return []
+    try:
+        config = ModelConfigSpec.model_validate(raw, by_alias=True, by_name=False)
+    except ValidationError:
+        return []
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    assert isinstance(meta, Mapping)
+    name = spec.get("modelName") or meta.get("name") or "model"
+    _, problems = render_config(str(name), config)
+    return [p for p in problems if p.path != "spec.modelName"]
 
 
 def _unknown_kind(kind: str) -> str:
