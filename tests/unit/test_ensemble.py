@@ -206,10 +206,13 @@ def test_type_mismatch_member_output_to_member_input() -> None:
 
 
 def test_type_mismatch_member_output_to_ensemble_output() -> None:
+    """Triton declares the ensemble's outputs first and compares the producing step with them
+    (ValidateTensorMapping), so the step's mapping is where the mismatch shows."""
     problems = by_path(problems_of(outputs=[tensor("OUT", "TYPE_FP16")]))
-    assert list(problems) == ["spec.outputs[0].dataType"]
-    assert "TYPE_FP32" in problems["spec.outputs[0].dataType"]
-    assert "TYPE_FP16" in problems["spec.outputs[0].dataType"]
+    assert list(problems) == ["spec.steps[1].outputMap.embedding"]
+    message = problems["spec.steps[1].outputMap.embedding"]
+    assert "ensemble output 'OUT' is TYPE_FP16" in message
+    assert "step 1 (encoder) output 'embedding' is TYPE_FP32" in message
 
 
 def test_unmapped_required_member_input() -> None:
@@ -259,7 +262,7 @@ def test_several_problems_are_all_listed() -> None:
         "spec.steps[0].outputMap.nope",
         "spec.steps[1].inputMap.extra",
         "spec.steps[2].model",
-        "spec.outputs[0].dataType",
+        "spec.steps[1].outputMap.embedding",
         "spec.outputs[1]",
         "spec.maxBatchSize",
     } <= paths
@@ -316,7 +319,7 @@ def test_rendered_ensemble_config_parses_back() -> None:
         STEPS[1],
     ]
     ens = ensemble(
-        steps, inputs=[tensor("IN", "TYPE_STRING", [-1])], outputs=[tensor("OUT", dims=[384])]
+        steps, inputs=[tensor("IN", "TYPE_STRING", [-1])], outputs=[tensor("OUT", dims=[-1])]
     )
     pbtxt, problems = render_ensemble_config(ens, {**MEMBERS, "encoder": encoder})
     assert problems == []
@@ -328,7 +331,7 @@ def test_rendered_ensemble_config_parses_back() -> None:
         ("IN", mc.TYPE_STRING, [-1])
     ]
     assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
-        ("OUT", mc.TYPE_FP32, [384])
+        ("OUT", mc.TYPE_FP32, [-1])
     ]
     first, second = config.ensemble_scheduling.step
     assert first.model_name == "tokenizer"

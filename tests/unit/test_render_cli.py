@@ -137,7 +137,7 @@ def test_invalid_documents_list_every_problem_and_print_nothing(
     assert "spec.source" in err
     assert "TritonModel ml/bad-config is invalid" in err
     assert "spec.config.outputs[0].optional" in err
-    assert "spec.config.dynamicBatching.preferredBatchSize[0]" in err
+    assert "spec.config.dynamicBatching: preferredBatchSize 64 exceeds maxBatchSize 8" in err
     assert "good" not in err
     problem_lines = [line for line in err.splitlines() if line.startswith("  - ")]
     assert len(problem_lines) == 3
@@ -146,7 +146,7 @@ def test_invalid_documents_list_every_problem_and_print_nothing(
 def test_partial_prints_the_valid_documents(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad = with_path(model_doc("bad"), "spec.config.platform", "onnxruntime_onnx")
+    bad = with_path(model_doc("bad"), "spec.config.platform", "ensemble")
     path = write(tmp_path, [model_doc("good"), bad])
     code, out, err = run(capsys, "-f", path, "--partial")
     assert code == 1

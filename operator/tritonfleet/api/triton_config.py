@@ -783,8 +783,8 @@ def _preferred_sizes_fit(sizes: list[int] | None, max_batch_size: int, where: st
     too_big = [s for s in sizes or () if s > max_batch_size]
     if too_big:
         raise ValueError(
-            f"{where} must not exceed maxBatchSize ({', '.join(map(str, too_big))} > "
-            f"{max_batch_size})"
+            f"{where} {', '.join(map(str, too_big))} exceeds maxBatchSize {max_batch_size}"
+            + (" (the model does not batch)" if max_batch_size == 0 else "")
         )
 
 
@@ -937,7 +937,7 @@ class ModelConfigSpec(ApiModel):
             _preferred_sizes_fit(
                 value.preferred_batch_size,
                 info.data["max_batch_size"],
-                "dynamicBatching.preferredBatchSize",
+                "preferredBatchSize",
             )
         return value
 
@@ -955,7 +955,7 @@ class ModelConfigSpec(ApiModel):
             _preferred_sizes_fit(
                 value.oldest.preferred_batch_size,
                 info.data["max_batch_size"],
-                "sequenceBatching.oldest.preferredBatchSize",
+                "oldest.preferredBatchSize",
             )
         return value
 
