@@ -916,8 +916,11 @@ class ModelConfigSpec(ApiModel):
         if "backend" not in info.data:  # the backend itself is invalid: reported there
             return platform
         backend = info.data["backend"]
-        mismatched = backend in KNOWN_BACKENDS and PLATFORM_BACKENDS.get(platform) != backend
-        if platform is not None and mismatched:
+        if (
+            platform is not None
+            and backend in KNOWN_BACKENDS
+            and (PLATFORM_BACKENDS.get(platform) != backend)
+        ):
             wanted = sorted(p for p, b in PLATFORM_BACKENDS.items() if b == backend)
             raise ValueError(
                 f"platform {show(platform)} does not belong to backend {backend!r} "

@@ -50,7 +50,7 @@ def build_model_config(name: str, spec: ModelConfigSpec) -> mc.ModelConfig:
 _FIELD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*:?\s*[^A-Za-z0-9_]*$")
 
 
-def _describe_parse_error(text: str, error: text_format.ParseError) -> str:
+def describe_parse_error(text: str, error: text_format.ParseError) -> str:
     """'line L, column C, field F: what is wrong' from protobuf's terse ParseError."""
     detail = str(error)
     # protobuf formats it as "L:C : 'the line': message"; keep only the message.
@@ -113,7 +113,7 @@ def merge_extra(config: mc.ModelConfig, extra: str, path: str = EXTRA_PATH) -> l
     except text_format.ParseError as error:
         config.input.extend(typed_inputs)
         config.output.extend(typed_outputs)
-        return [Problem(path, _describe_parse_error(extra, error))]
+        return [Problem(path, describe_parse_error(extra, error))]
     inputs, input_problems = _amend_tensors(typed_inputs, list(config.input), "input")
     outputs, output_problems = _amend_tensors(typed_outputs, list(config.output), "output")
     del config.input[:]

@@ -110,16 +110,16 @@ def _ensemble_uses(ensemble: ModelEnsemble, graph: _Graph, problems: list[Proble
         )
         graph.first.setdefault(tensor.name, use)
         graph.producer[tensor.name] = None
-    for i, tensor in enumerate(ensemble.spec.outputs):
-        dims = tuple(tensor.reshape) if tensor.reshape is not None else tuple(tensor.dims)
+    for i, output in enumerate(ensemble.spec.outputs):
+        dims = tuple(output.reshape) if output.reshape is not None else tuple(output.dims)
         use = _Use(
-            f"ensemble output {tensor.name!r}",
+            f"ensemble output {output.name!r}",
             f"spec.outputs[{i}]",
-            mc.DataType.Value(tensor.data_type),
+            mc.DataType.Value(output.data_type),
             dims,
             batching,
         )
-        _declare(graph, tensor.name, use, problems)
+        _declare(graph, output.name, use, problems)
 
 
 def _declare(graph: _Graph, tensor: str, use: _Use, problems: list[Problem]) -> None:
@@ -257,20 +257,17 @@ def _flow_problems(ensemble: ModelEnsemble, graph: _Graph, problems: list[Proble
         path = " → ".join(f"step {s} ({steps[s].model})" for s in cycle)
         problems.append(Problem("spec.steps", f"the steps form a cycle: {path}"))
     outputs = {t.name for t in ensemble.spec.outputs}
-    for i, tensor in enumerate(ensemble.spec.outputs):
-        if graph.producer.get(tensor.name, None) is None:
+    for i, name in enumerate(t.name for t in ensemble.spec.outputs):
+        if graph.producer.get(name) is None:
             problems.append(
                 Problem(
-                    f"spec.outputs[{i}]",
-                    f"ensemble output {tensor.name!r} is not produced by any step",
+                    f"spec.outputs[{i}]", f"ensemble output {name!r} is not produced by any step"
                 )
             )
-    for i, tensor in enumerate(ensemble.spec.inputs):
-        if tensor.name not in graph.consumers:
+    for i, name in enumerate(t.name for t in ensemble.spec.inputs):
+        if name not in graph.consumers:
             problems.append(
-                Problem(
-                    f"spec.inputs[{i}]", f"ensemble input {tensor.name!r} is not used by any step"
-                )
+                Problem(f"spec.inputs[{i}]", f"ensemble input {name!r} is not used by any step")
             )
     for i, step in enumerate(steps):
         for member_output, tensor in step.output_map.items():

@@ -55,8 +55,34 @@ def _identify(index: int, doc: Mapping[str, Any]) -> tuple[str, str, str]:
     )
 
 
+def placement_problems(model: TritonModel) -> list[Problem]:
+    """Instance groups that cannot load in the model's own pods, which see GPUs 0 to
+    ``serving.gpus - 1`` (Triton: ValidateInstanceGroup, "specifies invalid or unsupported
+    gpu id", "has kind KIND_GPU but no GPUs are available")."""
+    gpus = model.spec.serving.gpus
+    problems = []
+    for i, group in enumerate(model.spec.config.instance_groups):
+        path = f"spec.config.instanceGroups[{i}]"
+        missing = [g for g in group.gpus or () if g >= gpus]
+        if missing:
+            problems.append(
+                Problem(
+                    f"{path}.gpus",
+                    f"GPU {', '.join(map(str, missing))} does not exist in the pod: "
+                    f"spec.serving.gpus {gpus} gives it GPUs "
+                    + (f"0 to {gpus - 1}" if gpus else "none"),
+                )
+            )
+        elif group.kind == "KIND_GPU" and gpus == 0:
+            problems.append(
+                Problem(f"{path}.kind", "KIND_GPU needs GPUs, and spec.serving.gpus is 0")
+            )
+    return problems
+
+
 def render_model(model: TritonModel) -> Rendered:
     pbtxt, problems = render_config(model.triton_name, model.spec.config)
+    problems += placement_problems(model)
     return Rendered(
         kind="TritonModel",
         namespace=model.metadata.namespace or "default",
@@ -143,7 +169,9 @@ def _config_problems_anyway(doc: Mapping[str, Any], known: list[Problem]) -> lis
     """When something outside ``spec.config`` is invalid (two sources, a bad replica range),
     the config's own load-time problems are still worth reporting in the same run."""
     spec = doc.get("spec")
-    raw = spec.get("config") if isinstance(spec, Mapping) else None
+    if not isinstance(spec, Mapping):
+        return []
+    raw = spec.get("config")
     if not isinstance(raw, Mapping) or any(p.path.startswith("spec.config") for p in known):
         return []
     try:

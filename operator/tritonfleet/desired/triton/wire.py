@@ -166,8 +166,9 @@ def _fill_map(
     message: Any, proto_field: FieldDescriptor, value: Mapping[str, Any], flat_inner: str | None
 ) -> None:
     target = getattr(message, proto_field.name)
-    key_field = proto_field.message_type.fields_by_name["key"]
-    value_field = proto_field.message_type.fields_by_name["value"]
+    entry = proto_field.message_type
+    assert entry is not None
+    key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
     integer_keys = key_field.cpp_type != FieldDescriptor.CPPTYPE_STRING
     for raw_key, item in value.items():
         key = int(raw_key) if integer_keys else raw_key
@@ -176,8 +177,7 @@ def _fill_map(
         elif flat_inner is not None:
             setattr(target[key], flat_inner, item)
         else:
-            entry = target[key]  # creates the entry, so an empty {} value still appears
-            fill(entry, item)
+            fill(target[key], item)  # target[key] creates the entry: an empty {} still appears
 
 
 def read(message: Any) -> dict[str, Any]:
@@ -217,6 +217,7 @@ def read(message: Any) -> dict[str, Any]:
 
 
 def _read_map(proto_field: FieldDescriptor, value: Any, flat_inner: str | None) -> dict[str, Any]:
+    assert proto_field.message_type is not None
     value_field = proto_field.message_type.fields_by_name["value"]
     out: dict[str, Any] = {}
     for key in sorted(value):
