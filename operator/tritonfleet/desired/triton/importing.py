@@ -69,24 +69,25 @@ def fill_placeholders(text: str, values: Mapping[str, str]) -> str:
     return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
-def _strip_strings_and_comments(text: str) -> str:
-    """``text`` with quoted strings and comments blanked (protobuf text format lexing)."""
+def _blank(text: str, *, strings: bool) -> str:
+    """``text`` with comments (and, if ``strings``, quoted strings) blanked out, lexing it as
+    protobuf text format does."""
     out = []
     quote = ""
     i = 0
     while i < len(text):
         char = text[i]
         if quote:
-            if char == "\\":
-                out.append("  ")
+            if char == "\\" and i + 1 < len(text):
+                out.append("  " if strings else text[i : i + 2])
                 i += 2
                 continue
             if char == quote:
                 quote = ""
-            out.append(" " if char != "\n" else "\n")
+            out.append(" " if strings and char != "\n" else char)
         elif char in "\"'":
             quote = char
-            out.append(" ")
+            out.append(" " if strings else char)
         elif char == "#":
             end = text.find("\n", i)
             end = len(text) if end < 0 else end
@@ -100,9 +101,9 @@ def _strip_strings_and_comments(text: str) -> str:
 
 
 def placeholders(text: str) -> tuple[list[str], list[str]]:
-    """Unfilled placeholder names: (outside quoted strings, inside them), each sorted."""
-    bare = set(PLACEHOLDER.findall(_strip_strings_and_comments(text)))
-    quoted = set(PLACEHOLDER.findall(text)) - bare
+    """Unfilled placeholder names outside comments: (outside quoted strings, inside them)."""
+    bare = set(PLACEHOLDER.findall(_blank(text, strings=True)))
+    quoted = set(PLACEHOLDER.findall(_blank(text, strings=False))) - bare
     return sorted(bare), sorted(quoted)
 
 
