@@ -750,7 +750,7 @@ class WarmupInput(ApiModel):
 class ModelWarmup(ApiModel):
     name: Annotated[str, Field(max_length=1024)] | None = None
     batch_size: UInt32 | None = None
-    inputs: dict[str, WarmupInput] | None = None
+    inputs: Annotated[dict[str, WarmupInput], Field(max_length=256)] | None = None
     count: UInt32 | None = None
 
 
@@ -895,7 +895,7 @@ class ModelConfigSpec(ApiModel):
         default=None, description="GPU compute capability (e.g. 7.5) → model file."
     )
     metric_tags: StringMap | None = None
-    model_warmups: Annotated[list[ModelWarmup], Field(max_length=64)] | None = None
+    model_warmups: Annotated[list[ModelWarmup], Field(max_length=16)] | None = None
     model_operations: ModelOperations | None = None
     model_repository_agents: ModelRepositoryAgents | None = None
     response_cache: ResponseCache | None = None
