@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import ModelConfigSpec, TritonModel
 from tritonfleet.api.problems import Problem, problems_from_validation_error
-from tritonfleet.desired.triton.config import render_config
+from tritonfleet.desired.triton.config import merge_extra, render_config
 from tritonfleet.desired.triton.ensemble import render_ensemble_config
+from tritonfleet.desired.triton.proto import mc
 from tritonfleet.desired.triton.revision import ensemble_revision, model_revision
 
 KINDS = ("ModelEnsemble", "TritonModel")
@@ -145,7 +146,7 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
             problems = problems_from_validation_error(error)
             if kind == "TritonModel":
                 invalid.add((namespace, name))
-                problems += _config_problems_anyway(doc, problems)
+            problems += _checks_anyway(kind, doc, problems)
             results.append(Rendered(kind, namespace, name, problems=tuple(problems)))
             continue
         rendered = render_model(model)
@@ -165,24 +166,32 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
     return out
 
 
-def _config_problems_anyway(doc: Mapping[str, Any], known: list[Problem]) -> list[Problem]:
-    """When something outside ``spec.config`` is invalid (two sources, a bad replica range),
-    the config's own load-time problems are still worth reporting in the same run."""
+def _checks_anyway(kind: str, doc: Mapping[str, Any], known: list[Problem]) -> list[Problem]:
+    """The problems a document has beyond the ones pydantic found, so that every problem
+    shows in one run: when only something outside ``spec.config`` is invalid (two sources,
+    a bad replica range), the config's load-time checks; when more is invalid, at least
+    whether ``extra`` parses."""
     spec = doc.get("spec")
     if not isinstance(spec, Mapping):
         return []
-    raw = spec.get("config")
-    if not isinstance(raw, Mapping) or any(p.path.startswith("spec.config") for p in known):
+    raw = spec.get("config") if kind == "TritonModel" else spec
+    extra_path = "spec.config.extra" if kind == "TritonModel" else "spec.extra"
+    if not isinstance(raw, Mapping):
         return []
-    try:
-        config = ModelConfigSpec.model_validate(raw, by_alias=True, by_name=False)
-    except ValidationError:
-        return []
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
-    assert isinstance(meta, Mapping)
-    name = spec.get("modelName") or meta.get("name") or "model"
-    _, problems = render_config(str(name), config)
-    return [p for p in problems if p.path != "spec.modelName"]
+    if kind == "TritonModel" and not any(p.path.startswith("spec.config") for p in known):
+        try:
+            config = ModelConfigSpec.model_validate(raw, by_alias=True, by_name=False)
+        except ValidationError:
+            return []
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        name = spec.get("modelName") or meta.get("name") or "model"
+        _, problems = render_config(str(name), config)
+        return [p for p in problems if p.path != "spec.modelName"]
+    extra = raw.get("extra")
+    if isinstance(extra, str) and not any(p.path == extra_path for p in known):
+        return merge_extra(mc.ModelConfig(), extra, extra_path)
+    return []
 
 
 def _unknown_kind(kind: str) -> str:
