@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 from google.protobuf import text_format
 from hypothesis import given, settings
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tests.unit import strategies
 from tests.unit.builders import config, tensor
 from tritonfleet.api.model import ModelConfigSpec
 from tritonfleet.api.problems import Problem, problems_from_validation_error
+from tritonfleet.desired.triton import wire
 from tritonfleet.desired.triton.config import build_model_config, render_config
 from tritonfleet.desired.triton.proto import mc
 from tritonfleet.desired.triton.wire import read
@@ -550,3 +553,68 @@ def test_rendering_is_deterministic(wire: dict[str, Any]) -> None:
         items = list(wire["parameters"].items())
         shuffled = {**wire, "parameters": dict(items[1::2] + items[::2])}
         assert render_config("model", ModelConfigSpec.model_validate(shuffled))[0] == first[0]
+
+
+# --- the typed API covers Triton's ModelConfig -------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "triton-config.md"
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The API model inside an annotation (``X | None``, ``list[X]``, ``dict[str, X]``...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_covers(descriptor: Any, model: type[BaseModel], path: str, seen: set[str]) -> None:
+    shape = wire.shape_of(descriptor)
+    api_fields = {f.alias or n: f for n, f in model.model_fields.items()}
+    typed = {
+        wire.api_name(descriptor, f): f for f in descriptor.fields if f.name not in shape.untyped
+    }
+    assert set(typed) == set(api_fields) - {"extra"}, path
+    for name, proto_field in typed.items():
+        sub = proto_field.message_type
+        if sub is None or proto_field.name in shape.flattened:
+            continue
+        if sub.GetOptions().map_entry:
+            if proto_field.name in shape.flat_map_values:
+                continue
+            sub = sub.fields_by_name["value"].message_type
+            if sub is None:
+                continue
+        inner = _model_class(api_fields[name].annotation)
+        assert inner is not None, f"{path}.{name}"
+        if sub.full_name not in seen:
+            _check_covers(sub, inner, f"{path}.{name}", seen | {sub.full_name})
+
+
+def test_every_field_of_tritons_model_config_has_a_typed_field() -> None:
+    """A newer Triton proto (tritonclient upgrade) fails this until its fields are typed
+    here or listed as untyped (``extra``) in wire.SHAPES."""
+    assert wire.SHAPES[wire.MODEL_CONFIG].untyped == {
+        "name",
+        "ensemble_scheduling",
+        "model_metrics",
+    }
+    _check_covers(mc.ModelConfig.DESCRIPTOR, ModelConfigSpec, "spec.config", set())
+
+
+def test_the_docs_name_every_triton_field() -> None:
+    text = DOCS.read_text()
+    for message in (
+        mc.ModelConfig,
+        mc.ModelInput,
+        mc.ModelOutput,
+        mc.ModelDynamicBatching,
+        mc.ModelSequenceBatching,
+        mc.ModelInstanceGroup,
+        mc.ModelOptimizationPolicy,
+    ):
+        for proto_field in message.DESCRIPTOR.fields:
+            assert re.search(rf"\b{proto_field.name}\b", text), proto_field.full_name
