@@ -9,7 +9,12 @@ from typing import Any, get_args
 
 from hypothesis import strategies as st
 
-from tritonfleet.api.triton_config import CORRID_DATA_TYPES, PLATFORM_BACKENDS, DataType
+from tritonfleet.api.triton_config import (
+    CORRID_DATA_TYPES,
+    PLATFORM_BACKENDS,
+    BatchInputKind,
+    DataType,
+)
 
 DATA_TYPES = list(get_args(DataType))
 INT32 = 2**31 - 1
@@ -96,14 +101,7 @@ def batch_ios(
     sources = [t["name"] for t in inputs]
     if not sources:
         return out
-    kinds = [
-        "BATCH_ELEMENT_COUNT",
-        "BATCH_ACCUMULATED_ELEMENT_COUNT",
-        "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO",
-        "BATCH_MAX_ELEMENT_COUNT_AS_SHAPE",
-        "BATCH_ITEM_SHAPE",
-        "BATCH_ITEM_SHAPE_FLATTEN",
-    ]
+    kinds = list(get_args(BatchInputKind))
     batch_inputs = []
     for _ in range(draw(st.integers(0, 2))):
         item = {

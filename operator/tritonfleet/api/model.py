@@ -24,6 +24,7 @@ from tritonfleet.api.base import (
     ObjectMeta,
     Quantity,
     cel,
+    exactly_one,
 )
 from tritonfleet.api.status import ModelStatus
 from tritonfleet.api.triton_config import DataType, Dim, ModelConfigSpec, ModelInput, ModelOutput
@@ -40,14 +41,6 @@ ModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=127)]
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
 
 MAX_INLINE_FILES = 64
-
-
-def _exactly_one(obj: ApiModel, fields: tuple[str, ...]) -> None:
-    present = [f for f in fields if getattr(obj, f) is not None]
-    if len(present) != 1:
-        wire = [type(obj).model_fields[f].alias or f for f in fields]
-        # The error's location already names the object; say only what is wrong.
-        raise ValueError(f"set exactly one of {', '.join(wire)} (found {len(present)})")
 
 
 # --- source -----------------------------------------------------------------
@@ -146,7 +139,7 @@ class ModelSource(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSource:
-        _exactly_one(self, ("s3", "http", "pvc", "inline"))
+        exactly_one(self, ("s3", "http", "pvc", "inline"))
         return self
 
     @property

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tritonfleet.api.base import INT32_MAX, MAX_SAFE_INT, ApiModel, cel
+from tritonfleet.api.base import INT32_MAX, MAX_SAFE_INT, ApiModel, cel, exactly_one
 
 DataType = Literal[
     "TYPE_BOOL",
@@ -154,6 +154,20 @@ def _three_dims(info: ValidationInfo, what: str) -> None:
         raise ValueError(f"{what} needs exactly 3 dims, got {len(dims)} ({dims})")
 
 
+def _format_needs_three_dims(value: str | None, info: ValidationInfo) -> str | None:
+    """Triton: ValidateModelInput, "model input NHWC/NCHW require 3 dims"."""
+    if value in ("FORMAT_NHWC", "FORMAT_NCHW"):
+        _three_dims(info, f"format {value}")
+    return value
+
+
+def _non_linear_needs_three_dims(value: bool | None, info: ValidationInfo) -> bool | None:
+    """Triton: ValidateNonLinearFormatIO, "Non-linear IO format ... requires 3 dims"."""
+    if value:
+        _three_dims(info, "isNonLinearFormatIo")
+    return value
+
+
 class ModelInput(_Tensor):
     """Triton's ``ModelInput``."""
 
@@ -175,21 +189,9 @@ class ModelInput(_Tensor):
         default=None, description="TensorRT non-linear I/O format (3 dims)."
     )
 
-    @field_validator("format")
-    @classmethod
-    def _format_needs_three_dims(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """Triton: ValidateModelInput, "model input NHWC/NCHW require 3 dims"."""
-        if value in ("FORMAT_NHWC", "FORMAT_NCHW"):
-            _three_dims(info, f"format {value}")
-        return value
+    _format_rule = field_validator("format")(_format_needs_three_dims)
 
-    @field_validator("is_non_linear_format_io")
-    @classmethod
-    def _non_linear_needs_three_dims(cls, value: bool | None, info: ValidationInfo) -> bool | None:
-        """Triton: ValidateNonLinearFormatIO, "Non-linear IO format input requires 3 dims"."""
-        if value:
-            _three_dims(info, "isNonLinearFormatIo")
-        return value
+    _non_linear_rule = field_validator("is_non_linear_format_io")(_non_linear_needs_three_dims)
 
 
 class ModelOutput(_Tensor):
@@ -209,13 +211,7 @@ class ModelOutput(_Tensor):
         default=None, description="TensorRT non-linear I/O format (3 dims)."
     )
 
-    @field_validator("is_non_linear_format_io")
-    @classmethod
-    def _non_linear_needs_three_dims(cls, value: bool | None, info: ValidationInfo) -> bool | None:
-        """Triton: ValidateNonLinearFormatIO, "Non-linear IO format output requires 3 dims"."""
-        if value:
-            _three_dims(info, "isNonLinearFormatIo")
-        return value
+    _non_linear_rule = field_validator("is_non_linear_format_io")(_non_linear_needs_three_dims)
 
 
 class EnsembleInput(_Tensor):
@@ -235,13 +231,7 @@ class EnsembleInput(_Tensor):
     )
     allow_ragged_batch: bool | None = None
 
-    @field_validator("format")
-    @classmethod
-    def _format_needs_three_dims(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """Triton: ValidateModelInput, "model input NHWC/NCHW require 3 dims"."""
-        if value in ("FORMAT_NHWC", "FORMAT_NCHW"):
-            _three_dims(info, f"format {value}")
-        return value
+    _format_rule = field_validator("format")(_format_needs_three_dims)
 
 
 class EnsembleOutput(_Tensor):
@@ -255,20 +245,22 @@ class EnsembleOutput(_Tensor):
     dims: Dims = Field(description="Shape without the batch dimension; -1 is variable.")
 
 
+BatchInputKind = Literal[
+    "BATCH_ELEMENT_COUNT",
+    "BATCH_ACCUMULATED_ELEMENT_COUNT",
+    "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO",
+    "BATCH_MAX_ELEMENT_COUNT_AS_SHAPE",
+    "BATCH_ITEM_SHAPE",
+    "BATCH_ITEM_SHAPE_FLATTEN",
+]
+
+
 class BatchInput(ApiModel):
     """Triton's ``BatchInput``: a tensor the batcher makes from a batch (ragged batching)."""
 
-    kind: (
-        Literal[
-            "BATCH_ELEMENT_COUNT",
-            "BATCH_ACCUMULATED_ELEMENT_COUNT",
-            "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO",
-            "BATCH_MAX_ELEMENT_COUNT_AS_SHAPE",
-            "BATCH_ITEM_SHAPE",
-            "BATCH_ITEM_SHAPE_FLATTEN",
-        ]
-        | None
-    ) = Field(default=None, description="Unset: BATCH_ELEMENT_COUNT, Triton's default.")
+    kind: BatchInputKind | None = Field(
+        default=None, description="Unset: BATCH_ELEMENT_COUNT, Triton's default."
+    )
     target_name: Annotated[list[Name], Field(max_length=64)] | None = None
     # Triton: ValidateBatchIO, "batch input data type must be TYPE_INT32 or TYPE_FP32".
     data_type: Literal["TYPE_INT32", "TYPE_FP32"]
@@ -479,13 +471,6 @@ class SequenceControlInput(ApiModel):
     controls: Annotated[list[SequenceControl], Field(max_length=8)] | None = None
 
 
-def _at_most_one(obj: ApiModel, fields: tuple[str, ...]) -> None:
-    present = [f for f in fields if getattr(obj, f) is not None]
-    if len(present) > 1:
-        wire = [type(obj).model_fields[f].alias or f for f in present]
-        raise ValueError(f"set at most one of {', '.join(wire)} (found {len(present)})")
-
-
 def at_most_one_rule(*wire_fields: str) -> dict[str, Any]:
     checks = ", ".join(f"has(self.{f})" for f in wire_fields)
     return cel(
@@ -506,7 +491,7 @@ class InitialState(ApiModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> InitialState:
-        _at_most_one(self, ("zero_data", "data_file"))
+        exactly_one(self, ("zero_data", "data_file"), at_most=True)
         return self
 
 
@@ -553,7 +538,7 @@ class SequenceBatching(ApiModel):
 
     @model_validator(mode="after")
     def _one_strategy(self) -> SequenceBatching:
-        _at_most_one(self, ("direct", "oldest"))
+        exactly_one(self, ("direct", "oldest"), at_most=True)
         return self
 
 
@@ -667,9 +652,7 @@ class VersionPolicy(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one_policy(self) -> VersionPolicy:
-        present = [f for f in ("latest", "all", "specific") if getattr(self, f) is not None]
-        if len(present) != 1:
-            raise ValueError(f"set exactly one of latest, all, specific (found {len(present)})")
+        exactly_one(self, ("latest", "all", "specific"))
         return self
 
 
@@ -743,7 +726,7 @@ class WarmupInput(ApiModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> WarmupInput:
-        _at_most_one(self, ("zero_data", "random_data", "input_data_file"))
+        exactly_one(self, ("zero_data", "random_data", "input_data_file"), at_most=True)
         return self
 
 

@@ -23,6 +23,7 @@ from tritonfleet.api.base import MODEL_NAME_RE
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.api.problems import Problem
+from tritonfleet.api.triton_config import EnsembleInput, EnsembleOutput
 from tritonfleet.desired.triton import wire
 from tritonfleet.desired.triton.config import (
     Where,
@@ -98,28 +99,26 @@ class _Graph:
 
 def _ensemble_uses(ensemble: ModelEnsemble, graph: _Graph, problems: list[Problem]) -> None:
     batching = ensemble.spec.max_batch_size > 0
-    for i, tensor in enumerate(ensemble.spec.inputs):
-        # Triton: ValidateEnsembleConfig uses an ensemble input's reshape when it has one.
+    tensors: list[tuple[str, EnsembleInput | EnsembleOutput]] = [
+        *(("input", t) for t in ensemble.spec.inputs),
+        *(("output", t) for t in ensemble.spec.outputs),
+    ]
+    for i, (kind, tensor) in enumerate(tensors):
+        # Triton: ValidateEnsembleConfig uses an ensemble tensor's reshape when it has one.
         dims = tuple(tensor.reshape) if tensor.reshape is not None else tuple(tensor.dims)
+        index = i if kind == "input" else i - len(ensemble.spec.inputs)
         use = _Use(
-            f"ensemble input {tensor.name!r}",
-            f"spec.inputs[{i}]",
+            f"ensemble {kind} {tensor.name!r}",
+            f"spec.{kind}s[{index}]",
             mc.DataType.Value(tensor.data_type),
             dims,
             batching,
         )
-        graph.first.setdefault(tensor.name, use)
-        graph.producer[tensor.name] = None
-    for i, output in enumerate(ensemble.spec.outputs):
-        dims = tuple(output.reshape) if output.reshape is not None else tuple(output.dims)
-        use = _Use(
-            f"ensemble output {output.name!r}",
-            f"spec.outputs[{i}]",
-            mc.DataType.Value(output.data_type),
-            dims,
-            batching,
-        )
-        _declare(graph, output.name, use, problems)
+        if kind == "input":
+            graph.first.setdefault(tensor.name, use)
+            graph.producer[tensor.name] = None
+        else:
+            _declare(graph, tensor.name, use, problems)
 
 
 def _declare(graph: _Graph, tensor: str, use: _Use, problems: list[Problem]) -> None:
