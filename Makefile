@@ -48,13 +48,22 @@ crds: venv ## regenerate crds/ and the chart's copy from the pydantic models
 unit: venv ## unit tests (pure layers, fast)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_FLAGS)
 
+# The fixtures build or start each real component on first use (tests/support/fixtures.py),
+# so a tier builds only what its selected tests need: e.g.
+#   make integration PYTEST_FLAGS='-m "not testbed"'   # real Triton and S3, no cluster
 .PHONY: integration
-integration: venv triton testbed-build ## integration tests: real API server testbed, real tritonserver
+integration: venv ## integration tests: real API server testbed, real tritonserver, moto S3
 	$(BIN)/python -m pytest tests/integration $(PYTEST_FLAGS)
 
 .PHONY: e2e
-e2e: venv triton testbed-build ## end to end: helm install, real Triton pods via the pod runner, gateway, failover
+e2e: venv ## end to end: helm install, real Triton pods via the pod runner, gateway, failover
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_FLAGS)
+
+N ?= 3
+TIER ?= integration
+.PHONY: test-repeat
+test-repeat: venv ## run one tier N times and list every test that failed in any run (N=3 TIER=integration)
+	$(BIN)/python hack/test_repeat.py --runs $(N) tests/$(TIER) -- $(PYTEST_FLAGS)
 
 .PHONY: test
 test: lint ## every check and every test (builds the testbed and Triton on first run)

@@ -89,11 +89,11 @@ os.environ.setdefault("TESTBED_DIR", str(ROOT / ".bench" / f"testbed-{os.environ
 
 import yaml  # noqa: E402
 
-from tests.e2e.test_user_path import TRITON_PODS, installed  # noqa: E402
-from tests.integration.test_operator_harness import apply_crds  # noqa: E402
-from tests.support import testbed as tb  # noqa: E402
-from tests.support.pod_runner import Api, ApiError, PodRunner  # noqa: E402
-from tests.support.triton import parse_metrics  # noqa: E402
+from hack.devtools import testbed as tb  # noqa: E402
+from hack.devtools.chart import TRITON_PODS, installed  # noqa: E402
+from hack.devtools.operator import apply_crds  # noqa: E402
+from hack.devtools.pod_runner import Api, ApiError, PodRunner  # noqa: E402
+from hack.devtools.triton import parse_metrics  # noqa: E402
 
 SAMPLE = ROOT / "manifests" / "samples" / "runnable" / "toy-llm.yaml"
 PROMETHEUS_INSTALL = ROOT / "hack" / "prometheus" / "install.sh"

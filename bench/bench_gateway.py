@@ -17,7 +17,7 @@ One run on this machine, everything on loopback (127.0.0.0/8):
    too: on a shared 2-core machine it is steadier than latency.
 2. Failover. At 200 req/s through the gateway, Triton is SIGKILLed: the time
    from the kill to the first answer from the hosted stand-in
-   (``tests/support/hosted_api.py``, its own process) and the failed requests
+   (``hack/devtools/hosted_api.py``, its own process) and the failed requests
    over the whole phase.
 
 LiteLLM runs from its own venv (``~/.cache/tritonfleet/bench-venvs/litellm``,
@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 import yaml  # noqa: E402
 
-from tests.support.triton import (  # noqa: E402
+from hack.devtools.triton import (  # noqa: E402
     TritonProcess,
     copy_model_repository,
     ensure_triton,
@@ -439,7 +439,7 @@ def main() -> int:
     triton.start(repo, host="127.0.0.2", load_models=["toy_llm"])
     hosted_port = free_port()
     hosted = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.hosted_api", "--port", str(hosted_port)],
+        [sys.executable, "-m", "hack.devtools.hosted_api", "--port", str(hosted_port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "operator"))
 
-from tests.support.triton import TritonProcess, ensure_triton  # noqa: E402
+from hack.devtools.triton import TritonProcess, ensure_triton  # noqa: E402
 from tritonfleet.adapters.triton_repository import (  # noqa: E402
     PodEndpoint,
     TritonRepository,

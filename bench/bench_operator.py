@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
 
-from tests.integration.test_operator_harness import (  # noqa: E402
+from hack.devtools import testbed as tb  # noqa: E402
+from hack.devtools.operator import (  # noqa: E402
     WRITE_VERBS,
     OperatorProcess,
     apply_crds,
     parse_metrics,
 )
-from tests.support import testbed as tb  # noqa: E402
 from tritonfleet.adapters.kube import (  # noqa: E402
     RESOURCES,
     ApiError,

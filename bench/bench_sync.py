@@ -42,8 +42,8 @@ from boto3.s3.transfer import TransferConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support.http_server import ModelHttpServer  # noqa: E402
-from tests.support.s3 import MotoS3, start_moto  # noqa: E402
+from hack.devtools.http_server import ModelHttpServer  # noqa: E402
+from hack.devtools.s3 import MotoS3, start_moto  # noqa: E402
 from tritonfleet.sync.cli import main as sync_main  # noqa: E402
 
 MiB = 1024 * 1024

@@ -39,7 +39,7 @@ run kubectl get nodes -L nvidia.com/gpu.product
 
 step "Starting the local pod runner (plays kubelet for the tritonfleet and Triton images)"
 if ! started runner; then
-    setsid "$BIN/python" -m tests.support.pod_runner --kubeconfig "$KUBECONFIG" \
+    setsid "$BIN/python" -m hack.devtools.pod_runner --kubeconfig "$KUBECONFIG" \
         >"$DEMO_DIR/runner.log" 2>&1 &
     echo $! >"$DEMO_DIR/runner.pid"
 fi
@@ -47,7 +47,7 @@ echo "pod runner pid $(cat "$DEMO_DIR/runner.pid"), log $DEMO_DIR/runner.log"
 
 step "Starting a local stand-in for a hosted OpenAI-compatible API (the failover target)"
 if ! started hosted; then
-    setsid "$BIN/python" -m tests.support.hosted_api --port "$HOSTED_PORT" --api-key "$HOSTED_KEY" \
+    setsid "$BIN/python" -m hack.devtools.hosted_api --port "$HOSTED_PORT" --api-key "$HOSTED_KEY" \
         >"$DEMO_DIR/hosted.log" 2>&1 &
     echo $! >"$DEMO_DIR/hosted.pid"
     echo "$HOSTED_KEY" >"$DEMO_DIR/hosted.key"

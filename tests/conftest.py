@@ -1,17 +1,33 @@
-"""Shared pytest wiring: the real components the suite runs against.
+"""Root pytest wiring: the fixtures of tests/support and the component markers.
 
-The fixtures live in tests/support so scripts and benchmarks can reuse them:
-``testbed`` (the local Kubernetes control plane with fake GPU nodes) and the
-Triton fixtures (``triton_launcher``, ``triton_factory``: real tritonserver
-processes), ``moto_server`` (moto's real S3 wire protocol) and a local
-HTTP file server. Each builds or starts its component on first use and fails,
-never skips, when it cannot.
+Every test is marked with the real components its fixtures reach, found from the
+fixture closure, so a slice can be chosen without knowing the files:
+
+* ``testbed`` - the local Kubernetes control plane (fixture ``testbed``);
+* ``triton``  - a real tritonserver (``triton_launcher``, or the pod runner, which
+  runs Triton pods as local tritonserver processes);
+* ``s3``      - moto's S3 server (``moto_server``).
+
+``pytest -m "not testbed"`` runs without building or starting the cluster;
+``pytest -m "not (testbed or triton or s3)"`` needs nothing but Python.
 """
 
-pytest_plugins = [
-    "tests.support.testbed",
-    "tests.support.pod_runner",
-    "tests.support.triton",
-    "tests.support.s3",
-    "tests.support.http_server",
-]
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["tests.support.fixtures"]
+
+COMPONENT_FIXTURES = {
+    "testbed": {"testbed"},
+    "triton": {"triton_launcher", "pod_runner"},
+    "s3": {"moto_server"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in COMPONENT_FIXTURES.items():
+            if used & fixtures:
+                item.add_marker(getattr(pytest.mark, marker))

@@ -25,7 +25,7 @@ TESTBED_CLUSTER_DIR=$KWOK_WORKDIR/clusters/$TESTBED_NAME
 # Loopback networks of this testbed. Several testbeds run on one machine at
 # once, and their local pod runners bind Service cluster IPs and pod IPs for
 # real, so each testbed gets its own pair: index 0 for the default name,
-# otherwise 1 + (sum of the name's bytes) % 31 (tests/support/testbed.py
+# otherwise 1 + (sum of the name's bytes) % 31 (hack/devtools/testbed.py
 # computes the same), or TESTBED_NET_INDEX (0..31).
 #   Services:          127.<96+i>.0.0/16 (kube-apiserver --service-cluster-ip-range)
 #   local-runner pods: 127.<1+i>.0.0/16  (ConfigMap kube-system/tritonfleet-local-runner, podCIDR)

@@ -4,7 +4,7 @@ usage: python3 hack/triton/measure.py [--runs N] [--cold-install]
 
 --cold-install also times install.sh into a throw-away cache with pip's cache disabled
 (downloads the wheel again) and then the warm (already installed) path.
-Prints one JSON object. Uses tests/support/triton.py; run from anywhere.
+Prints one JSON object. Uses hack/devtools/triton.py; run from anywhere.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.triton import (  # noqa: E402
+from hack.devtools.triton import (  # noqa: E402
     INSTALL_SCRIPT,
     TritonProcess,
     copy_model_repository,

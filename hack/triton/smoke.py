@@ -58,7 +58,7 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopba
 
 def _http(method: str, url: str, body: dict | None = None, timeout: float = 10.0):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http to our own loopback server
+    req = urllib.request.Request(url, data=data, method=method)
     try:
         with _opener.open(req, timeout=timeout) as resp:
             raw = resp.read()

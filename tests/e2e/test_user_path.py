@@ -27,17 +27,16 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from tests.integration.test_operator_harness import apply_crds
-from tests.support.hosted_api import HostedAPI
-from tests.support.pod_runner import PodRunner
-from tests.support.testbed import REPO_ROOT, Testbed
+from hack.devtools.chart import CHART, TRITON_PODS, installed
+from hack.devtools.hosted_api import HostedAPI
+from hack.devtools.operator import apply_crds
+from hack.devtools.pod_runner import PodRunner
+from hack.devtools.testbed import REPO_ROOT, Testbed
 
 pytestmark = pytest.mark.e2e
 
-CHART = REPO_ROOT / "charts" / "tritonfleet"
 SAMPLE = yaml.safe_load((REPO_ROOT / "manifests/samples/runnable/toy-llm.yaml").read_text())
 HOSTED_KEY = f"sk-e2e-{uuid.uuid4().hex}"
-TRITON_PODS = "app.kubernetes.io/component=inference-server"
 
 
 @pytest.fixture
@@ -47,30 +46,6 @@ def hosted() -> Iterator[HostedAPI]:
         yield api
     finally:
         api.stop()
-
-
-@contextlib.contextmanager
-def installed(testbed: Testbed, namespace: str, *sets: str) -> Iterator[str]:
-    """The chart as a platform team installs it (CRDs are the suite's, applied already)."""
-    release = "tf"
-    extra = [arg for value in sets for arg in ("--set", value)]
-    testbed.helm(
-        "install", release, str(CHART), "-n", namespace, "--create-namespace",
-        "--set", "crds.enabled=false",
-        "--set", "image.repository=tritonfleet/tritonfleet", "--set", "image.tag=e2e",
-        "--set", "gateway.replicaCount=1",
-        "--set", "operator.reconcileIntervalSeconds=5",
-        # kwok's fake pods must never be dialled; the runner's pods are 127.1.x.y.
-        "--set", "operator.podNetworks={127.0.0.0/8}",
-        *extra,
-        timeout=180,
-    )  # fmt: skip
-    try:
-        yield release
-    finally:
-        testbed.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "120s",
-                     check=False, timeout=180)  # fmt: skip
-        testbed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def toy_llm(hosted: HostedAPI) -> dict[str, Any]:

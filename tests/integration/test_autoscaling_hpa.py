@@ -14,21 +14,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_operator import (  # noqa: F401 - fixtures
-    apply,
-    inline_model,
-    ns,
-    wait_condition,
-)
-from tests.integration.test_operator_harness import crds, operator_process  # noqa: F401
-from tests.support.testbed import Testbed
+from hack.devtools.testbed import Testbed
+from tests.support.models import apply, inline_model, wait_condition
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def test_autoscaled_model_gets_an_hpa_that_holds_replicas_without_metrics(
     testbed: Testbed,
-    ns: str,  # noqa: F811
+    ns: str,
 ) -> None:
     model = inline_model(
         "scaled",
@@ -78,7 +72,7 @@ def test_autoscaled_model_gets_an_hpa_that_holds_replicas_without_metrics(
 
 def test_a_scale_to_zero_model_without_data_is_never_scaled_to_zero(
     testbed: Testbed,
-    ns: str,  # noqa: F811
+    ns: str,
 ) -> None:
     # kwok's pods are never dialled here: the model's queue signal is "no data" for good.
     model = inline_model(

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.test_operator_harness import OperatorProcess, crds  # noqa: F401
-from tests.support.testbed import REPO_ROOT, Testbed
+from hack.devtools.operator import OperatorProcess
+from hack.devtools.testbed import REPO_ROOT, Testbed
 from tritonfleet.gateway.sources import read_prices
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.testbed import Testbed
+from hack.devtools.testbed import Testbed
 from tests.unit.test_cel_parity import PARITY, RULES, VIOLATIONS, Rule, place
 
 pytestmark = pytest.mark.integration

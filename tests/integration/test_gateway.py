@@ -38,8 +38,8 @@ import openai
 import pytest
 import yaml
 
-from tests.support.hosted_api import HostedAPI
-from tests.support.triton import TritonProcess, copy_model_repository, free_port, parse_metrics
+from hack.devtools.hosted_api import HostedAPI
+from hack.devtools.triton import TritonProcess, copy_model_repository, free_port, parse_metrics
 
 pytestmark = pytest.mark.integration
 

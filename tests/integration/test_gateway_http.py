@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from tests.support.triton import free_port
+from hack.devtools.triton import free_port
 from tritonfleet.adapters.triton_http import (
     KeepAlivePool,
     UpstreamConnectError,

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.triton import MODELS_DIR, TritonProcess, free_port
+from hack.devtools.triton import MODELS_DIR, TritonProcess, free_port
 from tritonfleet.adapters.triton_repository import (
     PodEndpoint,
     Timeouts,

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support.triton import TritonProcess, copy_model_repository, free_port
+from hack.devtools.triton import TritonProcess, copy_model_repository, free_port
 from tritonfleet.desired.triton.metrics import QueueSignal
 from tritonfleet.scaling.collector import QueueMetricsCollector
 from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context

@@ -15,107 +15,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.integration.test_operator_harness import (  # noqa: F401 - fixtures
-    OperatorProcess,
-    crds,
-    delete_models,
-    operator_process,
-)
-from tests.support.testbed import GPU_NODES, REPO_ROOT, Testbed
+from hack.devtools.operator import OperatorProcess
+from hack.devtools.testbed import GPU_NODES, REPO_ROOT, Testbed
+from tests.support.models import apply, condition, inline_model, wait_condition, wait_settled
 
 pytestmark = pytest.mark.integration
 
 SAMPLES = REPO_ROOT / "manifests" / "samples"
-
-
-@pytest.fixture
-def ns(testbed: Testbed, operator_process: OperatorProcess) -> Iterator[str]:  # noqa: F811
-    """A fresh namespace the module's operator watches."""
-    prefix = operator_process.prefix  # type: ignore[attr-defined]
-    with testbed.namespace(prefix) as name:
-        yield name
-        delete_models(testbed, name)  # while the operator runs: finalizers released
-    testbed.recycle_volumes()
-
-
-def inline_model(name: str, **serving: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "tritonfleet.io/v1alpha1",
-        "kind": "TritonModel",
-        "metadata": {"name": name},
-        "spec": {
-            "source": {"inline": {"files": {"1/model.py": "class TritonPythonModel: pass\n"}}},
-            "config": {
-                "backend": "python",
-                "maxBatchSize": 8,
-                "inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [4]}],
-                "outputs": [{"name": "OUTPUT0", "dataType": "TYPE_FP32", "dims": [4]}],
-            },
-            "serving": serving or {"gpus": 1},
-        },
-    }
-
-
-def apply(testbed: Testbed, ns: str, *docs: dict[str, Any]) -> None:
-    testbed.apply(yaml.safe_dump_all(list(docs)), namespace=ns)
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or ():
-        if cond["type"] == type_:
-            return dict(cond)
-    return {}
-
-
-def wait_condition(
-    testbed: Testbed,
-    ns: str,
-    kind: str,
-    name: str,
-    type_: str,
-    status: str = "True",
-    timeout: float = 180,
-    reason: str | None = None,
-) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = testbed.get(kind, name, namespace=ns)
-        cond = condition(obj, type_)
-        if cond.get("status") == status and (reason is None or cond.get("reason") == reason):
-            assert obj is not None
-            return obj
-        return None
-
-    result: dict[str, Any] = testbed.wait_for(
-        check, timeout=timeout, what=f"{kind} {ns}/{name} {type_}={status}"
-    )
-    return result
-
-
-def wait_settled(
-    testbed: Testbed, ns: str, kind: str, name: str, timeout: float = 180
-) -> dict[str, Any]:
-    """Available, and the loader has reported on the (fake, unreachable) pods."""
-
-    def check() -> dict[str, Any] | None:
-        obj = testbed.get(kind, name, namespace=ns)
-        if (
-            condition(obj, "Available").get("status") == "True"
-            and condition(obj, "Loaded").get("reason") == "Unreachable"
-        ):
-            return obj
-        return None
-
-    result: dict[str, Any] = testbed.wait_for(
-        check, timeout=timeout, what=f"{kind} {ns}/{name} Available and Loaded reported"
-    )
-    return result
 
 
 def children(testbed: Testbed, ns: str, kind: str, model: str) -> list[dict[str, Any]]:
@@ -315,7 +226,7 @@ def test_spec_edit_makes_a_new_revision_a_new_sync_and_rolls_the_deployment(
 def test_hand_deleted_and_hand_edited_children_are_repaired(
     testbed: Testbed,
     ns: str,
-    operator_process: OperatorProcess,  # noqa: F811
+    operator_process: OperatorProcess,
 ) -> None:
     apply(testbed, ns, inline_model("drift"))
     wait_settled(testbed, ns, "tritonmodel", "drift")
@@ -354,7 +265,7 @@ def test_hand_deleted_and_hand_edited_children_are_repaired(
 def test_nothing_is_written_when_nothing_changes(
     testbed: Testbed,
     ns: str,
-    operator_process: OperatorProcess,  # noqa: F811
+    operator_process: OperatorProcess,
 ) -> None:
     apply(testbed, ns, inline_model("quiet"))
     wait_settled(testbed, ns, "tritonmodel", "quiet")

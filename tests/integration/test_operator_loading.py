@@ -1,7 +1,7 @@
 """Per-replica loading through the operator, with real Triton pods.
 
 The operator runs as a local process against the testbed; the local pod runner
-(tests/support/pod_runner.py) plays kubelet for the Triton pods of the
+(hack/devtools/pod_runner.py) plays kubelet for the Triton pods of the
 operator's Deployments (real ``tritonserver`` processes on their own loopback
 pod IPs) and for the sync and cleanup Jobs (the real ``tritonfleet sync``), so
 the whole chain is real: apply -> sync -> Deployment -> pods -> the loader
@@ -24,14 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.test_operator_harness import (  # noqa: F401 - fixtures
-    OperatorProcess,
-    crds,
-    delete_models,
-    operator_process,
-)
-from tests.support.pod_runner import PodRunner
-from tests.support.testbed import REPO_ROOT, Testbed
+from hack.devtools.operator import OperatorProcess, delete_models
+from hack.devtools.pod_runner import PodRunner
+from hack.devtools.testbed import REPO_ROOT, Testbed
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +41,7 @@ def docs(name: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def ns(
     testbed: Testbed,
-    operator_process: OperatorProcess,  # noqa: F811
+    operator_process: OperatorProcess,
     pod_runner: PodRunner,
 ) -> Iterator[str]:
     prefix = operator_process.prefix  # type: ignore[attr-defined]
@@ -135,7 +130,7 @@ def served_revision(ip: str, model: str) -> str:
 def test_toy_llm_is_loaded_on_every_replica_and_reloaded_on_a_new_revision(
     testbed: Testbed,
     ns: str,
-    operator_process: OperatorProcess,  # noqa: F811
+    operator_process: OperatorProcess,
 ) -> None:
     (model,) = docs("toy-llm.yaml")
     model["spec"]["serving"]["replicas"] = {"min": 2, "max": 3}

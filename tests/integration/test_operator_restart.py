@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.test_operator_harness import OperatorProcess, crds  # noqa: F401
-from tests.support.testbed import Testbed
+from hack.devtools.operator import OperatorProcess
+from hack.devtools.testbed import Testbed
 
 pytestmark = pytest.mark.integration
 

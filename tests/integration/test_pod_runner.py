@@ -1,4 +1,4 @@
-"""The local pod runner (tests/support/pod_runner.py) on the real testbed.
+"""The local pod runner (hack/devtools/pod_runner.py) on the real testbed.
 
 What the rest of the suite relies on: pods of the Triton and project images
 really run, on their own loopback IP, become Ready through their real probes,
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.pod_runner import PodRunner
-from tests.support.testbed import Testbed
+from hack.devtools.pod_runner import PodRunner
+from hack.devtools.testbed import Testbed
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from tests.support.triton import TritonProcess, copy_model_repository
+from hack.devtools.triton import TritonProcess, copy_model_repository
 from tritonfleet.desired.triton.metrics import NoData, QueueResult, QueueSignal
 from tritonfleet.scaling.collector import QueueMetricsCollector
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.triton import TritonProcess
+from hack.devtools.triton import TritonProcess
 
 pytestmark = pytest.mark.integration
 

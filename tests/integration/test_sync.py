@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.http_server import ModelHttpServer
-from tests.support.s3 import MotoS3
-from tests.support.triton import TritonProcess
+from hack.devtools.http_server import ModelHttpServer
+from hack.devtools.s3 import MotoS3
+from hack.devtools.triton import TritonProcess
 from tritonfleet.sync.cli import main as sync_main
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.testbed import (
+from hack.devtools.testbed import (
     CPU_NODES,
     GPU_NODES,
     LOCAL_RUNNER_LABEL,

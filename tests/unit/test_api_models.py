@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from pydantic import ValidationError
 
-from tests.unit import strategies
-from tests.unit.builders import (
+from tests.support import strategies
+from tests.support.builders import (
     all_sample_docs,
     ensemble_doc,
     model_doc,

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.unit.builders import config, ensemble_doc, model_doc
+from tests.support.builders import config, ensemble_doc, model_doc
 from tritonfleet.api import ModelEnsemble, TritonModel
 from tritonfleet.api.crd import custom_resource_definitions
 from tritonfleet.api.problems import problems_from_validation_error

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.builders import ROOT
+from tests.support.builders import ROOT
 from tritonfleet.api.crd import CHART_CRD_DIR, CRD_DIR, crd_files, custom_resource_definitions
 from tritonfleet.cli import main
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from google.protobuf import text_format
 
-from tests.unit.builders import sample_docs, tensor
+from tests.support.builders import sample_docs, tensor
 from tritonfleet.api import ModelEnsemble, TritonModel
 from tritonfleet.api.problems import Problem
 from tritonfleet.desired.triton.ensemble import ensemble_problems, render_ensemble_config

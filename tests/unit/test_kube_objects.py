@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.builders import all_sample_docs, ensemble_doc, model_doc, sample_docs, with_path
+from tests.support.builders import all_sample_docs, ensemble_doc, model_doc, sample_docs, with_path
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.api.settings import (

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.builders import ensemble_doc, model_doc
+from tests.support.builders import ensemble_doc, model_doc
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.api.status import find_condition
 from tritonfleet.desired.kube import objects as ko

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
-from tests.unit.builders import (
+from tests.support.builders import (
     SAMPLE_FILES,
     ensemble_doc,
     model_doc,

@@ -11,7 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNABLE = ROOT / "manifests" / "samples" / "runnable"
-TOY_MODELS = ROOT / "tests" / "support" / "triton_models"
+TOY_MODELS = ROOT / "hack" / "devtools" / "triton_models"
 
 INLINE = {
     doc["spec"]["modelName"]: doc["spec"]["source"]["inline"]["files"]

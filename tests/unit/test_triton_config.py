@@ -12,8 +12,8 @@ from google.protobuf import text_format
 from hypothesis import given, settings
 from pydantic import BaseModel, ValidationError
 
-from tests.unit import strategies
-from tests.unit.builders import config, tensor
+from tests.support import strategies
+from tests.support.builders import config, tensor
 from tritonfleet.api.model import ModelConfigSpec
 from tritonfleet.api.problems import Problem, problems_from_validation_error
 from tritonfleet.desired.triton import wire

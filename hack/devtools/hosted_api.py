@@ -18,7 +18,7 @@ from Python (:class:`HostedAPI`, which runs the server on its own thread and
 loop) or over HTTP (``POST /admin/behaviour``, ``POST /admin/reset``,
 ``GET /admin/requests``, ``POST /admin/die``).
 
-Standalone: ``python -m tests.support.hosted_api --port 9000 [--api-key KEY]``.
+Standalone: ``python -m hack.devtools.hosted_api --port 9000 [--api-key KEY]``.
 
 Answers: the completion is ``hosted`` followed by the prompt's words (last user
 message for chat), cycled to ``max_tokens`` words (default 8); usage counts

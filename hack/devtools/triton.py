@@ -6,7 +6,7 @@
   address (several can share one model repository on 127.0.0.2, 127.0.0.3, ...), with helpers
   for the repository API, readiness, metrics and RSS.
 * pytest fixtures ``triton_launcher`` (session), ``triton_factory`` and ``triton_model_repo``
-  (function) -- load this module as a plugin (``-p tests.support.triton``) or import the
+  (function) -- load this module as a plugin (``-p hack.devtools.triton``) or import the
   fixtures into a conftest.
 
 Only the standard library is needed at import time; pytest is used if it is installed.
@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -541,46 +541,3 @@ class TritonProcess:
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
         return f"<TritonProcess {self.http_url} {state}>"
-
-
-# --------------------------------------------------------------------------- pytest fixtures
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - the pod runner may import this without pytest
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-
-    @pytest.fixture(scope="session")
-    def triton_launcher() -> Path:
-        """Path of the tritonserver launcher; installs it on first use. Fails (never skips)."""
-        try:
-            return ensure_triton()
-        except TritonInstallError as err:
-            pytest.fail(f"tritonserver is not available: {err}", pytrace=False)
-
-    @pytest.fixture
-    def triton_model_repo(tmp_path: Path) -> Path:
-        """A fresh copy of tests/support/triton_models for this test."""
-        return copy_model_repository(tmp_path / "model_repository")
-
-    @pytest.fixture
-    def triton_factory(
-        triton_launcher: Path, tmp_path: Path
-    ) -> Iterable[Callable[..., TritonProcess]]:
-        """factory(model_repository, **TritonProcess.start kwargs) -> started TritonProcess;
-        every process started through it is stopped at teardown."""
-        started: list[TritonProcess] = []
-
-        def factory(model_repository: Path | str, **kwargs: Any) -> TritonProcess:
-            proc = TritonProcess(triton_launcher, log_dir=tmp_path / "triton-logs")
-            started.append(proc)
-            return proc.start(model_repository, **kwargs)
-
-        yield factory
-        for proc in started:
-            try:
-                proc.stop(timeout=15)
-            except Exception:
-                proc.kill()

@@ -2,12 +2,12 @@
 
 A real control plane (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler) plus kwok for fake GPU/CPU nodes, started by
-``hack/testbed/up.sh``. This module only needs the standard library and pytest.
+``hack/testbed/up.sh``. This module only needs the standard library.
 
 Use the session fixture::
 
     # tests/conftest.py
-    from tests.support.testbed import testbed  # noqa: F401
+    from hack.devtools.testbed import testbed  # noqa: F401
 
     def test_something(testbed: Testbed) -> None:
         with testbed.namespace("demo") as ns:
@@ -35,8 +35,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-
-import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HACK_DIR = REPO_ROOT / "hack" / "testbed"
@@ -257,8 +255,8 @@ class Testbed:
     ) -> T:
         """Poll ``predicate`` until it returns a truthy value and return that value.
 
-        Fails the test (pytest.fail) after ``timeout`` seconds, naming ``what``
-        and the last value or exception seen.
+        Raises WaitTimeoutErrorError (an AssertionError, so a test fails) after ``timeout``
+        seconds, naming ``what`` and the last value or exception seen.
         """
         return wait_for(predicate, timeout=timeout, what=what, interval=interval)
 
@@ -394,13 +392,17 @@ class Testbed:
         return len(items) == len(GPU_NODES) + len(CPU_NODES) == len(ready_nodes)
 
 
+class WaitTimeoutError(AssertionError):
+    """A condition waited for did not come true in time (fails the test that waited)."""
+
+
 def wait_for(
     predicate: Callable[[], T | None],
     timeout: float = 60,
     what: str = "condition",
     interval: float = 0.5,
 ) -> T:
-    """Poll ``predicate`` until truthy; pytest.fail naming ``what`` on timeout."""
+    """Poll ``predicate`` until truthy; WaitTimeoutError naming ``what`` on timeout."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -413,7 +415,9 @@ def wait_for(
                 return value
             last = value
         if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+            raise WaitTimeoutError(
+                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
+            )
         time.sleep(interval)
 
 
@@ -468,32 +472,6 @@ def stop(write: Callable[[str], None] = print) -> None:
         raise TestbedError(_failure_summary("down.sh", rc, tail))
 
 
-def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-
-        def write(line: str) -> None:
-            reporter.write_line(line)
-
-        return write
-
-    def write_stderr(line: str) -> None:
-        print(line, file=sys.__stderr__, flush=True)
-
-    return write_stderr
-
-
-@contextlib.contextmanager
-def _uncaptured(config: pytest.Config) -> Iterator[None]:
-    """Suspend pytest's output capturing so progress reaches the terminal."""
-    capman = config.pluginmanager.get_plugin("capturemanager")
-    if capman is None:
-        yield
-        return
-    with capman.global_and_fixture_disabled():
-        yield
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -504,8 +482,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class _Sessions:
-    """pytest sessions using a testbed: one file per process in <state>/.sessions.
+class Sessions:
+    """Test sessions using a testbed: one file per process in <state>/.sessions.
 
     The session that started the testbed only tears it down when no other live
     session uses it (several engineers and xdist workers share one checkout).
@@ -522,7 +500,7 @@ class _Sessions:
         (self.dir.parent / ".tritonfleet-testbed").touch()
         gitignore = self.dir.parent / ".gitignore"
         if not gitignore.exists():
-            gitignore.write_text("# created by tests/support/testbed.py\n*\n")
+            gitignore.write_text("# created by hack/devtools/testbed.py\n*\n")
         self.me.write_text(" ".join(sys.argv))
 
     def unregister(self) -> None:
@@ -540,69 +518,3 @@ class _Sessions:
             else:
                 f.unlink(missing_ok=True)
         return sorted(alive)
-
-
-@pytest.fixture(scope="session")
-def testbed(request: pytest.FixtureRequest) -> Iterator[Testbed]:
-    """A running testbed for the whole session.
-
-    Reuses a healthy running testbed (and then leaves it running); otherwise
-    runs hack/testbed/up.sh and, at the end of the session, hack/testbed/down.sh
-    unless another live pytest session is using the testbed.
-    With TRITONFLEET_TESTBED_REUSE=1 the testbed is never torn down.
-    A failed build or start fails the tests that use it; it never skips them.
-    """
-    write = _terminal_writer(request.config)
-    reuse = os.environ.get("TRITONFLEET_TESTBED_REUSE", "") not in ("", "0", "false", "no")
-    candidate = Testbed.from_environment()
-    sessions = _Sessions(candidate)
-    sessions.register()  # before the health check: an owner finishing now sees us
-    if candidate.is_healthy():
-        with _uncaptured(request.config):
-            write("")
-            write(
-                f"[testbed] reusing the running testbed ({candidate.kubeconfig}); "
-                "it is left running"
-            )
-        try:
-            yield candidate
-        finally:
-            sessions.unregister()
-        return
-    error = ""
-    try:
-        with _uncaptured(request.config):
-            write("")
-            write("[testbed] starting the Kubernetes testbed (hack/testbed/up.sh)...")
-            bed = start(write)
-    except TestbedError as exc:
-        error = str(exc)
-    except OSError as exc:
-        error = f"could not run hack/testbed/up.sh: {exc}"
-    if error:
-        sessions.unregister()
-        pytest.fail(error, pytrace=False)
-    try:
-        yield bed
-    finally:
-        sessions.unregister()
-        with _uncaptured(request.config):
-            write("")
-            others = sessions.others()
-            if reuse:
-                write(
-                    "[testbed] TRITONFLEET_TESTBED_REUSE set: leaving the testbed running "
-                    f"(stop it with hack/testbed/down.sh); kubeconfig {bed.kubeconfig}"
-                )
-            elif others:
-                write(
-                    f"[testbed] pytest session(s) {others} still use the testbed: leaving it "
-                    "running (stop it with hack/testbed/down.sh)"
-                )
-            else:
-                stop(write)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker when this module is loaded as a plugin (-p)."""
-    config.addinivalue_line("markers", "integration: needs a real component")

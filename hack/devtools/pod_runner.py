@@ -9,7 +9,7 @@ processes:
   policy adds the label to pods whose image starts with a prefix listed in
   ConfigMap kube-system/tritonfleet-local-runner; kwok then leaves them alone)
   and bound to a node by the real scheduler;
-* the Triton image runs the cached ``tritonserver`` (tests/support/triton.py),
+* the Triton image runs the cached ``tritonserver`` (hack/devtools/triton.py),
   the project's image runs ``<repo>/.venv/bin/tritonfleet`` with the
   container's args; anything else is reported as a failed container;
 * each pod gets its own loopback IP from the testbed's runner pod network
@@ -28,7 +28,7 @@ processes:
   127.96.0.0/16) cluster IP by a TCP forwarder, and the ``kubernetes``
   Service forwards to the real API server. Only loopback targets are dialled.
 
-Use the ``pod_runner`` fixture, or run ``python -m tests.support.pod_runner
+Use the ``pod_runner`` fixture, or run ``python -m hack.devtools.pod_runner
 --kubeconfig .testbed/kubeconfig`` in the foreground (``make demo``).
 Only the standard library is needed (pytest for the fixture).
 """
@@ -59,7 +59,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +287,7 @@ class _Container:
                 argv = argv[1:]
             if not argv or Path(argv[0]).name != "tritonserver":
                 raise _StartError(f"only tritonserver runs from the Triton image, got {argv!r}")
-            from tests.support.triton import ensure_triton
+            from hack.devtools.triton import ensure_triton
 
             argv = [
                 str(ensure_triton()),
@@ -1419,26 +1418,10 @@ class PodRunner:
 
 # --------------------------------------------------------------------------- pytest / CLI
 
-try:
-    import pytest
-except ImportError:  # pragma: no cover - the CLI works without pytest
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-
-    @pytest.fixture
-    def pod_runner(testbed: Any) -> Iterator[PodRunner]:
-        """A running PodRunner on the session testbed (Triton and project image prefixes)."""
-        runner = PodRunner(testbed.kubeconfig, testbed.state_dir).start()
-        try:
-            yield runner
-        finally:
-            runner.stop()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.pod_runner", description=__doc__.splitlines()[0]
+        prog="python -m hack.devtools.pod_runner", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--kubeconfig", required=True, type=Path)
     parser.add_argument(

@@ -8,7 +8,7 @@ Authentication is switched on (moto's ``/moto-api/reset-auth``) after an IAM use
 * :func:`start_moto` → :class:`MotoS3` (``endpoint``, the valid key pair, ``client()``,
   ``env()`` for a subprocess, ``bucket()``, ``put_tree()``, ``stop()``);
 * pytest fixture ``moto_server`` (session scope): import it into a test module or list
-  ``tests.support.s3`` in ``pytest_plugins``.
+  ``hack.devtools.s3`` in ``pytest_plugins``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +33,7 @@ import boto3
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["MotoS3", "moto_server", "start_moto"]
+__all__ = ["MotoS3", "start_moto"]
 
 REGION = "us-east-1"
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
@@ -178,20 +178,3 @@ def start_moto(host: str = "127.0.0.1", timeout: float = 60.0) -> MotoS3:
     with _opener.open(request, timeout=10) as response:
         response.read()
     return MotoS3(endpoint, key["AccessKeyId"], key["SecretAccessKey"], process, log_path)
-
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - benchmarks may run without pytest
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-
-    @pytest.fixture(scope="session")
-    def moto_server() -> Iterator[MotoS3]:
-        """moto's S3 server with auth enforced; stopped at the end of the session."""
-        server = start_moto()
-        try:
-            yield server
-        finally:
-            server.stop()

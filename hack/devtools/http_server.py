@@ -8,20 +8,19 @@ server and a real HTTP/1.1 exchange, nothing patched.
 
 * :class:`ModelHttpServer` (``add``, ``add_file``, ``url``, ``hits``, ``stop``);
 * pytest fixture ``http_server`` (function scope): import it into a test module or list
-  ``tests.support.http_server`` in ``pytest_plugins``.
+  ``hack.devtools.http_server`` in ``pytest_plugins``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelHttpServer", "Route", "http_server"]
+__all__ = ["ModelHttpServer", "Route"]
 
 CHUNK = 256 * 1024
 
@@ -149,19 +148,3 @@ class ModelHttpServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - benchmarks may run without pytest
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-
-    @pytest.fixture
-    def http_server() -> Iterator[ModelHttpServer]:
-        server = ModelHttpServer()
-        try:
-            yield server
-        finally:
-            server.stop()

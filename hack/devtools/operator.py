@@ -1,19 +1,15 @@
 """Run the operator as a real local process against the testbed (no mocks).
 
-:class:`OperatorProcess` starts ``python -m tritonfleet.handlers`` with the
-testbed's kubeconfig, waits for its ``/healthz``, reads its ``/metrics``, and
-can stop it gracefully or SIGKILL it. The integration tests and
-``bench/bench_operator.py`` share it. Fixtures: ``crds`` (the generated CRDs
-applied once), ``operator_ns`` (a namespace watched by a fresh operator).
-
-This module has no tests of its own; it is named ``test_operator_*`` only
-because that is where the operator's test support lives.
+:class:`OperatorProcess` starts ``tritonfleet operator`` (the production entry
+point) with the testbed's kubeconfig, waits for its ``/healthz``, reads its
+``/metrics``, and can stop it gracefully or SIGKILL it. The integration tests
+(through the ``operator_process`` fixture in ``tests/support/fixtures.py``) and
+``bench/bench_operator.py`` share it, with the namespace helpers below.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
 import socket
@@ -27,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.testbed import REPO_ROOT, Testbed, wait_for
+from hack.devtools.testbed import REPO_ROOT, Testbed, wait_for
 
 WRITE_VERBS = ("create", "apply", "patch", "update", "delete")
 _SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
@@ -70,6 +66,7 @@ class OperatorProcess:
     ) -> None:
         self.testbed = testbed
         self.namespaces = namespaces
+        self.prefix = ""  # the namespace prefix a test fixture gave it, if any
         self.extra_env = env or {}
         self.metrics_port = free_port()
         self.health_port = free_port()
@@ -178,11 +175,6 @@ def apply_crds(testbed: Testbed) -> None:
         testbed.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
 
 
-@pytest.fixture(scope="session")
-def crds(testbed: Testbed) -> None:
-    apply_crds(testbed)
-
-
 @contextlib.contextmanager
 def watched_namespace(testbed: Testbed, prefix: str) -> Iterator[str]:
     """A namespace whose deletion also frees the testbed PV its model repository bound."""
@@ -191,27 +183,6 @@ def watched_namespace(testbed: Testbed, prefix: str) -> Iterator[str]:
     # The namespace is deleted in the background; recycle PVs as they are released.
     with contextlib.suppress(Exception):
         testbed.recycle_volumes()
-
-
-@pytest.fixture(scope="module")
-def operator_process(
-    testbed: Testbed, crds: None, request: pytest.FixtureRequest
-) -> Iterator[OperatorProcess]:
-    """An operator watching ``op-<module>-*`` namespaces for the whole test module."""
-    prefix = f"op{uuid.uuid4().hex[:4]}"
-    env = getattr(request.module, "OPERATOR_ENV", {})
-    proc = OperatorProcess(
-        testbed, [f"{prefix}-*"], env={"TRITONFLEET_RECONCILE_INTERVAL_SECONDS": "5", **env}
-    )
-    proc.prefix = prefix  # type: ignore[attr-defined]
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        if os.environ.get("TRITONFLEET_KEEP_LOGS") is None:
-            with contextlib.suppress(OSError):
-                proc.log_path.unlink()
 
 
 def delete_models(testbed: Testbed, namespace: str) -> None:

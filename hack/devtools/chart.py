@@ -1,0 +1,40 @@
+"""The chart installed on the testbed the way a platform team installs it.
+
+Shared by the e2e tests and the benchmarks that need the operator and gateway
+running as pods (through the local pod runner, ``hack/devtools/pod_runner.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from hack.devtools.testbed import REPO_ROOT, Testbed
+
+CHART = REPO_ROOT / "charts" / "tritonfleet"
+# Label selector of the Triton pods the operator creates.
+TRITON_PODS = "app.kubernetes.io/component=inference-server"
+
+
+@contextlib.contextmanager
+def installed(testbed: Testbed, namespace: str, *sets: str) -> Iterator[str]:
+    """The chart as a platform team installs it (CRDs are the suite's, applied already)."""
+    release = "tf"
+    extra = [arg for value in sets for arg in ("--set", value)]
+    testbed.helm(
+        "install", release, str(CHART), "-n", namespace, "--create-namespace",
+        "--set", "crds.enabled=false",
+        "--set", "image.repository=tritonfleet/tritonfleet", "--set", "image.tag=e2e",
+        "--set", "gateway.replicaCount=1",
+        "--set", "operator.reconcileIntervalSeconds=5",
+        # kwok's fake pods must never be dialled; the runner's pods are 127.1.x.y.
+        "--set", "operator.podNetworks={127.0.0.0/8}",
+        *extra,
+        timeout=180,
+    )  # fmt: skip
+    try:
+        yield release
+    finally:
+        testbed.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "120s",
+                     check=False, timeout=180)  # fmt: skip
+        testbed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
