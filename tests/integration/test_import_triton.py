@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.triton import TritonProcess
+from hack.devtools.triton import TritonProcess
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import yaml
 from google.protobuf import text_format
 from hypothesis import given, settings
 
-from tests.unit import strategies
+from tests.support import strategies
 from tritonfleet.api.model import ModelConfigSpec
 from tritonfleet.cli import main
 from tritonfleet.desired.triton.config import render_config
