@@ -602,3 +602,19 @@ def test_ensemble_needs_steps_inputs_and_outputs() -> None:
 def test_tensor_helper_matches_the_api() -> None:
     # Guards the builders the other test modules rely on.
     assert parse(model_doc(config={"backend": "python", "inputs": [tensor("x")]}))
+
+
+def test_numbers_triton_takes_are_not_capped_lower() -> None:
+    """Triton takes any int32 instance count and a uint64 number of priority levels."""
+    doc = model_doc(
+        config={
+            "backend": "python",
+            "maxBatchSize": 8,
+            "instanceGroups": [{"kind": "KIND_CPU", "count": 65}, {"count": 2**31 - 1}],
+            "dynamicBatching": {"priorityLevels": 2**40, "defaultPriorityLevel": 2**39},
+        }
+    )
+    spec = parse(doc).spec.config
+    assert [g.count for g in spec.instance_groups] == [65, 2**31 - 1]
+    assert spec.dynamic_batching is not None
+    assert spec.dynamic_batching.priority_levels == 2**40
