@@ -760,9 +760,12 @@ RUNTIME_NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", ma
 MAX_TENSORS = 1024
 
 
-def _preferred_sizes_fit(sizes: list[int] | None, max_batch_size: int, where: str) -> None:
+def _preferred_sizes_fit(sizes: list[int] | None, info: ValidationInfo, where: str) -> None:
     """Triton: ValidateModelConfig, "preferred size must be <= max batch size" (with
     max_batch_size 0 no preferred size fits, but dynamic batching itself is allowed)."""
+    if "max_batch_size" not in info.data:  # invalid itself: reported there
+        return
+    max_batch_size = info.data["max_batch_size"]
     too_big = [s for s in sizes or () if s > max_batch_size]
     if too_big:
         raise ValueError(
@@ -919,12 +922,8 @@ class ModelConfigSpec(ApiModel):
     @field_validator("dynamic_batching")
     @classmethod
     def _dynamic_batching_fits(cls, value: DynamicBatching | None, info: ValidationInfo) -> Any:
-        if value is not None and "max_batch_size" in info.data:
-            _preferred_sizes_fit(
-                value.preferred_batch_size,
-                info.data["max_batch_size"],
-                "preferredBatchSize",
-            )
+        if value is not None:
+            _preferred_sizes_fit(value.preferred_batch_size, info, "preferredBatchSize")
         return value
 
     @field_validator("sequence_batching")
@@ -937,11 +936,9 @@ class ModelConfigSpec(ApiModel):
                 "set at most one of dynamicBatching, sequenceBatching (Triton's scheduler is one "
                 "or the other)"
             )
-        if value.oldest is not None and "max_batch_size" in info.data:
+        if value.oldest is not None:
             _preferred_sizes_fit(
-                value.oldest.preferred_batch_size,
-                info.data["max_batch_size"],
-                "oldest.preferredBatchSize",
+                value.oldest.preferred_batch_size, info, "oldest.preferredBatchSize"
             )
         return value
 
