@@ -1,12 +1,13 @@
 """The ``tritonfleet`` command, the project's one entry point (also ``python -m
-tritonfleet``): ``crds``, ``render``, ``sync``, ``operator`` and ``gateway``.
+tritonfleet``): ``crds``, ``render``, ``import``, ``sync``, ``operator`` and ``gateway``.
 
 This is the outermost layer: it reads files, arguments and the environment, calls
 the layers below, prints, and turns problems into exit codes. One module per
-subcommand: :mod:`.crds`, :mod:`.render`, :mod:`.sync` (the command the sync Job
-runs) and :mod:`.operator`, which is also where the operator process is composed
-(the handlers and the queue-time scaling, sharing one memory and one parsed view of
-every object). The gateway registers its own subcommand (``gateway.cli``).
+subcommand: :mod:`.crds`, :mod:`.render`, :mod:`.importing` (``import``),
+:mod:`.sync` (the command the sync Job runs) and :mod:`.operator`, which is also
+where the operator process is composed (the handlers and the queue-time scaling,
+sharing one memory and one parsed view of every object). The gateway registers its
+own subcommand (``gateway.cli``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from tritonfleet import __version__
-from tritonfleet.cli import crds, operator, render
+from tritonfleet.cli import crds, importing, operator, render
 from tritonfleet.cli.codes import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 
 # Nothing heavy is imported at the top: the operator process keeps gRPC, numpy and the
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     crds.add_parser(sub)
     render.add_parser(sub)
+    importing.add_parser(sub)
 
     from tritonfleet.cli import sync
     from tritonfleet.gateway.cli import add_parser as add_gateway_parser
