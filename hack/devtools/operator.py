@@ -91,8 +91,9 @@ class OperatorProcess:
                 **self.extra_env,
             }
         )
-        # The production entry point (`tritonfleet operator`), which also registers the
-        # queue-metrics collector and the metrics API (tritonfleet.scaling.in_operator).
+        # The production entry point (`tritonfleet operator`): the whole operator process
+        # as cli/operator.py composes it (reconcile, loader, collector, metrics API,
+        # scale to zero).
         argv = [sys.executable, "-c", _ENTRY, "operator"]
         for namespace in self.namespaces:
             argv += ["-n", namespace]
