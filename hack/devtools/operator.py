@@ -172,8 +172,16 @@ class OperatorProcess:
 
 def apply_crds(testbed: Testbed) -> None:
     testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+
+    def established(crd: str) -> bool:
+        jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+        got = testbed.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}", check=False)
+        return got.stdout.strip() == "True"
+
     for crd in ("tritonmodels.tritonfleet.io", "modelensembles.tritonfleet.io"):
-        testbed.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        # Polled, not `kubectl wait`: that one fails at once, instead of waiting, while a
+        # CRD just created has no status yet (seen with kubectl 1.34 on a loaded machine).
+        wait_for(lambda crd=crd: established(crd), timeout=60, what=f"CRD {crd} Established")
 
 
 @contextlib.contextmanager
