@@ -413,6 +413,7 @@ class _Container:
             )
         self.started_at = _now()
         self.started_mono = time.monotonic()
+        self.pod.runner.record_start(self)
         self.terminated = None
         self.waiting_reason = self.waiting_message = None
         self.started = self.startup is None
@@ -1240,6 +1241,8 @@ class PodRunner:
         #: Where pod IPs come from: the testbed's podCIDR (ConfigMap), default 127.1.0.0/16.
         self.pod_network: ipaddress.IPv4Network | ipaddress.IPv6Network = POD_NETWORK
         self.errors: list[str] = []
+        #: Every container start: namespace, pod, component, container, runs, image.
+        self.starts: list[dict[str, str]] = []
 
     # -- public ----------------------------------------------------------------------
     def start(self) -> PodRunner:
@@ -1308,12 +1311,30 @@ class PodRunner:
                             "ready": c.ready and c.running(),
                             "restartCount": c.restart_count,
                             # The podman container, or the local process (Triton).
-                            "runs": f"container {c.container_name} of {self.project_image}"
-                            if c.container_name
-                            else "process",
+                            "runs": "container" if c.container_name else "process",
                         }
                     )
         return out
+
+    def record_start(self, c: _Container) -> None:
+        labels = c.pod.obj["metadata"].get("labels") or {}
+        runs = (
+            f"container {c.container_name} of {self.project_image}"
+            if c.container_name
+            else "process"
+        )
+        log.info("%s/%s %s: started as %s", c.pod.namespace, c.pod.name, c.name, runs)
+        with self._lock:
+            self.starts.append(
+                {
+                    "namespace": c.pod.namespace,
+                    "pod": c.pod.name,
+                    "component": labels.get("app.kubernetes.io/component", ""),
+                    "container": c.name,
+                    "runs": runs,
+                    "image": (self.project_image or "") if c.container_name else "",
+                }
+            )
 
     def pod(self, namespace: str, name: str) -> _Pod:
         with self._lock:
@@ -1681,13 +1702,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kubeconfig", required=True, type=Path)
     parser.add_argument(
+        "--project-image",
+        default=None,
+        help="image the project's pods run (default: built from this checkout, hack/image/)",
+    )
+    parser.add_argument(
         "--state-dir", type=Path, default=None, help="pods/<ns>_<pod>/ logs go here"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s pod-runner %(levelname)s %(message)s"
     )
-    runner = PodRunner(args.kubeconfig, args.state_dir)
+    runner = PodRunner(args.kubeconfig, args.state_dir, project_image=args.project_image)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -1707,8 +1733,8 @@ def main(argv: list[str] | None = None) -> int:
             if now != last:
                 for p in now:
                     log.info(
-                        "%(namespace)s/%(pod)s %(container)s pid=%(pid)s ip=%(podIP)s "
-                        "ready=%(ready)s restarts=%(restartCount)s runs=%(runs)s",
+                        "%(namespace)s/%(pod)s %(container)s %(runs)s pid=%(pid)s "
+                        "ip=%(podIP)s ready=%(ready)s restarts=%(restartCount)s",
                         p,
                     )
                 last = now
