@@ -869,6 +869,8 @@ class _Pod:
         Service. The name carries the restart count: a restart is a new container.
         """
         runner = self.runner
+        if runner.project_image is None:
+            raise _StartError("the runner has no project image (it was not started)")
         spec = c.spec
         env = self.spec_env(spec, {}, rewrite_paths=False)
         env[LISTEN_HOST_ENV] = self.ip
