@@ -25,6 +25,8 @@ import sys
 import threading
 from pathlib import Path
 
+from hack.devtools.scripts import run_script
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_HACK_DIR = REPO_ROOT / "hack" / "image"
 BUILD_SCRIPT = IMAGE_HACK_DIR / "build.sh"
@@ -91,21 +93,8 @@ def ensure_image(*, force: bool = False) -> str:
     with _lock:
         if _built is not None and not force:
             return _built
-        proc = subprocess.Popen(
-            ["bash", str(BUILD_SCRIPT)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        tail: list[str] = []
-        for line in proc.stderr:  # progress while it builds
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            tail = [*tail, line.rstrip()][-20:]
-        lines = proc.stdout.read().split()
-        if proc.wait() != 0 or not lines:
+        rc, lines, tail = run_script(BUILD_SCRIPT, tail_lines=20)
+        if rc != 0 or not lines:
             errors = [ln for ln in tail if "ERROR" in ln] or tail[-10:]
             raise ImageError(
                 f"{BUILD_SCRIPT.relative_to(REPO_ROOT)} failed:\n  " + "\n  ".join(errors)
