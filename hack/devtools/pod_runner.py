@@ -87,8 +87,6 @@ PROJECT_IMAGE_PREFIXES = ("tritonfleet/tritonfleet", "ghcr.io/tritonfleet/triton
 DEFAULT_IMAGE_PREFIXES = (TRITON_IMAGE_PREFIX, *PROJECT_IMAGE_PREFIXES)
 #: Env var our own listeners honour (operator health/metrics, gateway): the pod IP.
 LISTEN_HOST_ENV = "TRITONFLEET_LISTEN_HOST"
-#: Where a kubelet mounts a pod's ServiceAccount token, CA and namespace.
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: The testbed's API server certificate names the ``kubernetes`` Service by DNS name,
 #: not by its (loopback) cluster IP: containers reach the API server by this name,
 #: mapped to the cluster IP in their /etc/hosts, so TLS is verified as in a cluster.
