@@ -66,7 +66,7 @@ if [[ ! -f "$TARBALL" ]]; then
   img_say "base root filesystem in $(( $(date +%s) - start ))s: $TARBALL ($(du -m "$TARBALL" | cut -f1) MB)"
 fi
 
-podman_ import --change 'ENV LANG=C.UTF-8' \
+podman_ import --quiet --change 'ENV LANG=C.UTF-8' \
   --message "debootstrap $IMAGE_DEBIAN_SUITE ($IMAGE_DEBIAN_PACKAGES)" \
   "$TARBALL" "$REF" >/dev/null
 img_say "imported $REF"

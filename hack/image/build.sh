@@ -12,7 +12,8 @@
 # 4. the wheelhouse (wheelhouse.sh) and `podman build --network=none` with
 #    BASE_IMAGE=<base> WHEELHOUSE=wheelhouse-from-context; also tagged :dev;
 # 5. a check that it starts (`tritonfleet --version` in a container), its size;
-# 6. src-* images older than a day and not used by a container are removed.
+# 6. src-* images older than a day and not used by a container are removed, and
+#    the build cache older than a day (a later build may then reinstall the deps).
 #
 # The content tag keeps checkouts apart: two worktrees on one machine never run each
 # other's code. Environment: TRITONFLEET_CACHE, TRITONFLEET_IMAGE_BASE (base.sh).
@@ -63,9 +64,11 @@ expected="tritonfleet $(sed -n 's/^version = "\(.*\)"/\1/p' "$IMAGE_REPO_ROOT/py
 size=$(( $(podman_ image inspect --format '{{.Size}}' "$REF") / 1000000 ))
 img_say "built $REF in $(( $(date +%s) - start ))s: $version, $size MB"
 
-# Old content tags of any checkout; an image a container still uses is kept.
+# Old content tags of any checkout (an image a container still uses is kept), then
+# the build cache they leave behind.
 podman_ images --filter "reference=$IMAGE_REPOSITORY:src-*" --filter until=24h \
   --format '{{.Repository}}:{{.Tag}}' | while read -r old; do
   [[ "$old" == "$REF" ]] || podman_ rmi "$old" >/dev/null 2>&1 || true
 done
+podman_ image prune --force --filter until=24h >/dev/null 2>&1 || true
 echo "$REF"

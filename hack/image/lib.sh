@@ -38,11 +38,12 @@ ensure_tools() {
     || img_die "need ${missing[*]} (no apt-get here: install podman, runc and debootstrap)"
   img_say "apt-get install podman runc debootstrap (missing: ${missing[*]})"
   export DEBIAN_FRONTEND=noninteractive
-  local pkgs=(podman runc debootstrap)
-  as_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 \
-    || { as_root apt-get update -qq >&2 \
-         && as_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2; } \
-    || img_die "apt-get install ${pkgs[*]} failed"
+  local pkgs=(podman runc debootstrap) log="$IMAGE_LOG_DIR/apt-get.log"
+  mkdir -p "$IMAGE_LOG_DIR"
+  as_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >"$log" 2>&1 \
+    || { as_root apt-get update -qq >>"$log" 2>&1 \
+         && as_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>"$log" 2>&1; } \
+    || { tail -n 20 "$log" >&2; img_die "apt-get install ${pkgs[*]} failed; see $log"; }
 }
 
 podman_() { as_root podman "$@"; }

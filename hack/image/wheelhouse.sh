@@ -61,6 +61,13 @@ if [[ ! -f "$WHEELS/.complete" ]]; then
   img_say "wheelhouse in $(( $(date +%s) - start ))s ($(du -sm "$WHEELS" | cut -f1) MB)"
 fi
 
+# Wheelhouses of other pyproject.toml versions nobody used for a week go.
+touch "$WHEELS/.used"
+for old in "$IMAGE_CACHE"/wheels-*; do
+  [[ "$old" == "$WHEELS" || ! -d "$old" ]] && continue
+  [[ -n "$(find "$old/.used" -mtime -7 2>/dev/null)" ]] || rm -rf "$old"
+done
+
 mkdir -p "$CONTEXT/wheelhouse"
 rm -rf "$CONTEXT/wheelhouse"/{app,deps,tools}
 # Hard links when the context is on the cache's filesystem: no copy of 70 MB.
