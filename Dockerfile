@@ -8,31 +8,32 @@
 # Build arguments:
 #   BASE_IMAGE  a Python 3.11 image (default python:3.11-slim; `make image` passes
 #               a Debian bookworm base it makes itself when no registry is reachable)
-#   WHEELHOUSE  where the wheels come from: wheelhouse-from-index (default: `pip
-#               wheel` of this checkout, from PyPI) or wheelhouse-from-context (a
-#               wheelhouse/ directory in the build context, made beforehand; the
-#               build then needs no network)
+#   WHEELHOUSE  where the wheels come from: index (default: `pip wheel` of this
+#               checkout, from PyPI) or context (a wheelhouse/ directory in the
+#               build context, made beforehand: the build then needs no network)
 #
 # A wheelhouse holds app/ (the tritonfleet wheel), deps/ (its dependencies) and
 # tools/ (pip's own wheel). The runtime stage holds the base, one virtualenv and
 # a user: no pip, no compiler, no wheel, no cache.
 
 ARG BASE_IMAGE=python:3.11-slim
-ARG WHEELHOUSE=wheelhouse-from-index
 
-FROM ${BASE_IMAGE} AS wheelhouse-from-index
+# The choice is made in a RUN, not by a FROM ${...} naming a stage: podman/buildah
+# would skip the stage that FROM names as unused.
+FROM ${BASE_IMAGE} AS wheelhouse
+ARG WHEELHOUSE=index
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator/ operator/
-RUN python3 -m pip wheel --no-cache-dir --wheel-dir /wheelhouse/deps . \
-    && mkdir /wheelhouse/app \
-    && mv /wheelhouse/deps/tritonfleet-*.whl /wheelhouse/app/ \
-    && python3 -m pip download --no-cache-dir --no-deps --dest /wheelhouse/tools pip
-
-FROM scratch AS wheelhouse-from-context
-COPY wheelhouse/ /wheelhouse/
-
-FROM ${WHEELHOUSE} AS wheelhouse
+COPY . .
+RUN case "$WHEELHOUSE" in \
+      context) test -d wheelhouse/deps \
+               || { echo "WHEELHOUSE=context: no wheelhouse/ in the build context" >&2; exit 1; } \
+               && mv wheelhouse /wheelhouse ;; \
+      index) python3 -m pip wheel --no-cache-dir --wheel-dir /wheelhouse/deps . \
+             && mkdir /wheelhouse/app \
+             && mv /wheelhouse/deps/tritonfleet-*.whl /wheelhouse/app/ \
+             && python3 -m pip download --no-cache-dir --no-deps --dest /wheelhouse/tools pip ;; \
+      *) echo "WHEELHOUSE is index or context, not '$WHEELHOUSE'" >&2; exit 1 ;; \
+    esac
 
 # The virtualenv with the dependencies, on the runtime base (same Python, same
 # paths), and the tritonfleet package beside it in /opt/tritonfleet/app (on

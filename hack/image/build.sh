@@ -10,7 +10,7 @@
 #    package's files, pyproject.toml, README.md, these scripts, the base); an image
 #    with that tag exists already: done (well under a second);
 # 4. the wheelhouse (wheelhouse.sh) and `podman build --network=none` with
-#    BASE_IMAGE=<base> WHEELHOUSE=wheelhouse-from-context; also tagged :dev;
+#    BASE_IMAGE=<base> WHEELHOUSE=context; also tagged :dev;
 # 5. a check that it starts (`tritonfleet --version` in a container), its size;
 # 6. src-* images older than a day and not used by a container are removed, and
 #    the build cache older than a day (a later build may then reinstall the deps).
@@ -52,7 +52,7 @@ trap 'rm -rf "$CONTEXT"' EXIT
 "$IMAGE_HACK_DIR/wheelhouse.sh" "$CONTEXT"
 img_say "podman build $REF (base $BASE, no network)..."
 podman_ build --network=none --layers \
-  --build-arg "BASE_IMAGE=$BASE" --build-arg WHEELHOUSE=wheelhouse-from-context \
+  --build-arg "BASE_IMAGE=$BASE" --build-arg WHEELHOUSE=context \
   --file "$IMAGE_REPO_ROOT/Dockerfile" --tag "$REF" --tag "$IMAGE_REPOSITORY:dev" \
   "$CONTEXT" >"$IMAGE_LOG_DIR/build.log" 2>&1 \
   || { tail -n 30 "$IMAGE_LOG_DIR/build.log" >&2; img_die "podman build failed; see $IMAGE_LOG_DIR/build.log"; }

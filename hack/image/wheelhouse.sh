@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The wheelhouse the Dockerfile installs from (WHEELHOUSE=wheelhouse-from-context),
+# The wheelhouse the Dockerfile installs from (WHEELHOUSE=context),
 # made on the host so the image build itself needs no network:
 #
 #   hack/image/wheelhouse.sh CONTEXT_DIR   # fills CONTEXT_DIR/wheelhouse/{app,deps,tools}
