@@ -1,7 +1,7 @@
 """A real tritonserver 2.51 (CPU, python backend) with the toy model repository.
 
 Two servers on distinct loopback addresses share one repository directory, as the local pod
-runner will run them. Needs the fixtures of hack/devtools/triton.py (``-p hack.devtools.triton``).
+runner runs them (fixture ``triton_launcher`` in tests/support/fixtures.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hack.devtools.testbed import wait_for
 from hack.devtools.triton import TritonProcess, copy_model_repository
 
 pytestmark = pytest.mark.integration
@@ -220,21 +221,38 @@ def test_ensemble_rag(pair: tuple[TritonProcess, TritonProcess]) -> None:
     assert len(words) == 16 and "replicas" in words and "context:" in words
 
 
-def test_metrics_after_requests(pair: tuple[TritonProcess, TritonProcess]) -> None:
+def _metric_reaches(t: TritonProcess, expected: float, name: str, **labels: str) -> None:
+    """/metrics is refreshed on an interval (2 s by default), so a read right after requests
+    can be stale: wait for the counter to reach the value, with a deadline."""
+    wait_for(
+        lambda: (t.metric(name, **labels) or 0) == expected or None,
+        timeout=15,
+        what=f"{name}{labels} == {expected} on {t.host} (now {t.metric(name, **labels)})",
+        interval=0.2,
+    )
+
+
+def test_metrics_after_requests(pair: tuple[TritonProcess, TritonProcess], repo: Path) -> None:
     a, b = pair
-    before = a.metric("nv_inference_request_success", model="toy_llm", version="1") or 0
+    # A model of its own, loaded for this test only: its counters start at zero, so what
+    # they show is exactly what this test sent (other tests reload toy_llm, and Triton's
+    # counters outlive a reload while its statistics API restarts from zero).
+    shutil.copytree(repo / "toy_llm", repo / "toy_llm_counted")
+    assert a.load("toy_llm_counted")[0] == 200
+    labels = {"model": "toy_llm_counted", "version": "1"}
     for i in range(5):
-        assert a.generate("toy_llm", {"text_input": f"hello {i}", "max_tokens": 2})[0] == 200
-    labels = {"model": "toy_llm", "version": "1"}
-    assert a.metric("nv_inference_request_success", **labels) == before + 5
-    assert a.metric("nv_inference_queue_duration_us", **labels) > 0
+        assert a.generate("toy_llm_counted", {"text_input": f"hi {i}", "max_tokens": 2})[0] == 200
+    _metric_reaches(a, 5, "nv_inference_request_success", **labels)
+    assert (a.metric("nv_inference_queue_duration_us", **labels) or 0) > 0
     assert a.metric("nv_inference_pending_request_count", **labels) == 0
-    assert a.metric("nv_inference_request_failure", **labels, reason="BACKEND") is not None
-    assert a.metric("nv_inference_count", **labels) >= before + 5
-    # each server counts only its own requests
-    b_count = b.metric("nv_inference_request_success", **labels) or 0
-    a.generate("toy_llm", {"text_input": "one more"})
-    assert (b.metric("nv_inference_request_success", **labels) or 0) == b_count
+    assert a.metric("nv_inference_request_failure", **labels, reason="BACKEND") == 0
+    assert (a.metric("nv_inference_count", **labels) or 0) >= 5
+    # Each server counts only its own requests: B never served this model, whatever
+    # the phase of its refresh, while A's next request shows on A.
+    assert a.generate("toy_llm_counted", {"text_input": "one more"})[0] == 200
+    _metric_reaches(a, 6, "nv_inference_request_success", **labels)
+    assert not b.metric("nv_inference_request_success", **labels)
+    assert a.unload("toy_llm_counted")[0] == 200
 
 
 def test_invalid_config_fails_to_load(
