@@ -1296,7 +1296,8 @@ class PodRunner:
         self.stop()
 
     def processes(self) -> list[dict[str, Any]]:
-        """What runs now: namespace, pod, container, pid, podIP, ready, restartCount, runs."""
+        """What runs now: namespace, pod, container, pid (for a container: of its
+        ``podman run``), podIP, ready, restartCount, runs (container or process)."""
         out = []
         with self._lock:
             for p in self.pods.values():
