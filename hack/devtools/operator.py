@@ -18,6 +18,7 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,7 @@ def apply_crds(testbed: Testbed) -> None:
     for crd in ("tritonmodels.tritonfleet.io", "modelensembles.tritonfleet.io"):
         # Polled, not `kubectl wait`: that one fails at once, instead of waiting, while a
         # CRD just created has no status yet (seen with kubectl 1.34 on a loaded machine).
-        wait_for(lambda crd=crd: established(crd), timeout=60, what=f"CRD {crd} Established")
+        wait_for(partial(established, crd), timeout=60, what=f"CRD {crd} Established")
 
 
 @contextlib.contextmanager
