@@ -318,7 +318,7 @@ def test_an_ensemble_deployment_loads_every_member_then_the_ensemble() -> None:
 # --- sync and cleanup Jobs ------------------------------------------------------------------
 
 
-def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap() -> None:
+def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap_under_its_revision() -> None:
     target = target_of(model_doc("toy"))
     job = ko.sync_job(target, SETTINGS)
     pod = job["spec"]["template"]["spec"]
@@ -331,6 +331,8 @@ def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap() -> None:
         "/etc/tritonfleet/model/model.yaml",
         "--model-name",
         "toy",
+        "--revision",
+        target.revision,  # computed once, here: the sync publishes under it
         "--repository",
         "/models/repository",
     ]

@@ -9,7 +9,8 @@ Every request is counted by verb and resource
 read those numbers.
 
 This is the only module of the operator that talks to the API server; the
-handlers call it with objects built by ``tritonfleet.desired``.
+handlers and the scaler call it, through :class:`KubeApi`, with objects built by
+``tritonfleet.desired``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import yaml
@@ -300,6 +301,47 @@ def traced_session(endpoint: Endpoint, client_label: str) -> aiohttp.ClientSessi
         headers=headers,
         trace_configs=[trace],
     )
+
+
+class KubeApi(Protocol):
+    """The calls the operator's processes make on the API server: what
+    :class:`KubeClient` does, and what a stand-in must do in a unit test."""
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> Obj | None: ...
+    async def list(
+        self, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[Obj]: ...
+    async def apply(self, obj: Obj, *, force: bool = True) -> Obj: ...
+    async def create(self, obj: Obj) -> Obj: ...
+    async def patch(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        patch_type: PatchType = "merge",
+        sub: str | None = None,
+    ) -> Obj: ...
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj: ...
+    async def delete(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        *,
+        propagation: Literal["Background", "Foreground", "Orphan"] = "Background",
+    ) -> bool: ...
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        type_: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+        component: str = "tritonfleet-operator",
+    ) -> None: ...
+    async def close(self) -> None: ...
 
 
 class KubeClient:
