@@ -16,13 +16,14 @@ handlers and the scaler call it, through :class:`KubeApi`, with objects built by
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
 import ssl
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -354,13 +355,16 @@ class KubeClient:
         field_manager: str = FIELD_MANAGER,
         max_connections: int = 32,
         timeout: float = 30.0,
+        label: str = "reconciler",
     ) -> None:
         self.endpoint = endpoint
+        self.label = label  # the ``client`` label of its requests in tritonfleet_api_requests_total
         self.field_manager = field_manager
         self._ssl = _ssl_context(endpoint)
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None  # watches: one connection each
         self._token = endpoint.token
         self._token_read = 0.0
 
@@ -384,6 +388,9 @@ class KubeClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._streams is not None:
+            await self._streams.close()
+            self._streams = None
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": f"{self.field_manager}-operator"}
@@ -430,7 +437,7 @@ class KubeClient:
                 0, "ConnectionError", str(error) or type(error).__name__, verb, path
             ) from error
         finally:
-            API_REQUESTS.labels("reconciler", verb, resource.plural, code).inc()
+            API_REQUESTS.labels(self.label, verb, resource.plural, code).inc()
             API_LATENCY.labels(verb).observe(time.perf_counter() - started)
         payload: Obj = json.loads(text) if text and text.lstrip().startswith("{") else {}
         if response.status >= 400:
@@ -442,6 +449,43 @@ class KubeClient:
                 path,
             )
         return payload
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, kind: str, namespace: str | None, params: Mapping[str, str], *, read_timeout: float
+    ) -> AsyncIterator[aiohttp.StreamReader]:
+        """A long-lived GET (a watch): the response body as it arrives.
+
+        Streams have their own connection pool, without a limit, so that open watches
+        never hold back the writes; ``read_timeout`` ends a stream that went silent.
+        """
+        resource = RESOURCES[kind]
+        path = resource.path(namespace)
+        if self._streams is None or self._streams.closed:
+            self._streams = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout),
+            )
+        verb = "watch" if params.get("watch") in ("true", "1") else "list"
+        code = "error"
+        try:
+            async with self._streams.get(
+                self.endpoint.server + path, params=dict(params), headers=self._headers()
+            ) as response:
+                code = str(response.status)
+                if response.status >= 400:
+                    text = await response.text()
+                    payload = json.loads(text) if text.lstrip().startswith("{") else {}
+                    raise ApiError(
+                        response.status,
+                        str(payload.get("reason") or response.reason or ""),
+                        str(payload.get("message") or text[:500]),
+                        verb,
+                        path,
+                    )
+                yield response.content
+        finally:
+            API_REQUESTS.labels(self.label, verb, resource.plural, code).inc()
 
     # --- reads ---------------------------------------------------------------------------
 
