@@ -1,5 +1,5 @@
 """An in-memory stand-in for the API server, behind ``adapters.kube.KubeApi``, and the
-operator's memory filled the way kopf's watches fill it.
+operator's memory filled the way its watch streams fill it.
 
 Why a fake: the unit tests of ``handlers`` and ``scaling`` check the reconcile's and
 the scaler's decisions and writes in-process, in milliseconds; the real API server
@@ -21,27 +21,11 @@ from typing import Any, Literal
 from tritonfleet.adapters.kube import ApiError, Obj, PatchType
 from tritonfleet.desired.kube.drift import applied_paths
 from tritonfleet.desired.kube.observed import summarize
-from tritonfleet.handlers.state import (
-    CHILD_INDEXES,
-    OWNER_INDEXES,
-    World,
-    child_index_key,
-    compact_owner,
-)
+from tritonfleet.handlers.state import CHILD_KINDS, OWNER_KINDS, World
 
 _RESOURCE_VERSIONS = itertools.count(100)
 
 Key = tuple[str, str, str]
-
-# Which kopf index holds each child kind (as handlers.operator registers them).
-CHILD_INDEX_OF_KIND = dict(
-    zip(
-        ("Deployment", "Job", "Service", "ConfigMap", "PersistentVolumeClaim",
-         "HorizontalPodAutoscaler"),
-        CHILD_INDEXES,
-        strict=True,
-    )
-)  # fmt: skip
 
 
 def server_object(obj: Mapping[str, Any], **status: Any) -> dict[str, Any]:
@@ -235,18 +219,27 @@ class FakeKube:
 
 
 def watch(world: World, kube: FakeKube, pods: Iterable[Any] = ()) -> None:
-    """Fill ``world``'s indexes from ``kube`` the way kopf's watches do once they have
-    caught up (owners as compact JSON, children summarised, Triton pods as given)."""
-    owners: dict[str, dict[Any, list[Any]]] = {name: {} for name in OWNER_INDEXES.values()}
-    children: dict[str, dict[Any, list[Any]]] = {name: {} for name in CHILD_INDEXES}
-    for (kind, namespace, name), obj in kube.objects.items():
-        if kind in OWNER_INDEXES:
-            owners[OWNER_INDEXES[kind]][(namespace, name)] = [compact_owner(obj)]
-        elif kind in CHILD_INDEX_OF_KIND:
-            state = summarize(obj)
-            index = children[CHILD_INDEX_OF_KIND[kind]]
-            index.setdefault(child_index_key(state), []).append(state)
-    pod_index: dict[Any, list[Any]] = {}
-    for pod in pods:
-        pod_index.setdefault(pod.owner, []).append(pod)
-    world.indexes.update({**owners, **children, "tf_pods": pod_index})
+    """Bring ``world`` to ``kube``'s objects the way the watch streams do once they have
+    caught up (owners kept, children summarised, Triton pods as given, the rest
+    dropped), every namespace listed."""
+    owners = {(k, ns, n): o for (k, ns, n), o in kube.objects.items() if k in OWNER_KINDS}
+    children = {key: o for key, o in kube.objects.items() if key[0] in CHILD_KINDS}
+    for kind in OWNER_KINDS:
+        for namespace, name in world.owner_names(kind, None):
+            if (kind, namespace, name) not in owners:
+                world.drop_owner(kind, namespace, name)
+    for kind in CHILD_KINDS:
+        for key in world.child_keys(kind, None):
+            if key not in children:
+                world.drop_child(key)
+    for obj in owners.values():
+        world.put_owner(obj)
+    for obj in children.values():
+        world.put_child(summarize(obj))
+    given = list(pods)
+    for namespace, name in world.pod_names(None):
+        if not any((p.namespace, p.name) == (namespace, name) for p in given):
+            world.drop_pod(namespace, name)
+    for pod in given:
+        world.put_pod(pod)
+    world.mark_synced(None)

@@ -23,7 +23,7 @@ from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.objects import FINALIZER
 from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.desired.triton.loading import PodObservation
-from tritonfleet.handlers.operator import _triggers_for_member
+from tritonfleet.handlers.watches import triggers_for_member
 from tritonfleet.handlers.reconcile import Reconciler
 from tritonfleet.handlers.state import Key, World
 
@@ -225,9 +225,9 @@ def test_an_ensemble_is_re_checked_when_one_of_its_members_changes() -> None:
         kube.put(doc)
     kube.objects[("ModelEnsemble", "ml", "solo")]["spec"]["steps"][0]["model"] = "other"
     watch(world, kube)
-    assert _triggers_for_member(world, views, "ml", "toy") == [("ModelEnsemble", "ml", "pipe")]
-    assert _triggers_for_member(world, views, "ml", "other") == [("ModelEnsemble", "ml", "solo")]
-    assert _triggers_for_member(world, views, "elsewhere", "toy") == []
+    assert triggers_for_member(world, views, "ml", "toy") == [("ModelEnsemble", "ml", "pipe")]
+    assert triggers_for_member(world, views, "ml", "other") == [("ModelEnsemble", "ml", "solo")]
+    assert triggers_for_member(world, views, "elsewhere", "toy") == []
 
 
 def test_deletion_unloads_then_cleans_up_then_releases() -> None:

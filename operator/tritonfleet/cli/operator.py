@@ -6,9 +6,10 @@ process environment is read, logging is set up, the metrics server is started, a
 kopf is run with the registry :func:`compose` builds.
 
 The composition: one memory of the cluster (``handlers.state.World``, filled by the
-watches), one parsed view of every object (``desired.kube.views.OwnerViews``), the
-reconciler and its loader (``handlers``), and the queue-time collector, external
-metrics API and scale to zero (``scaling.in_operator``). ``handlers`` and
+operator's watch streams, ``handlers.watches``), one parsed view of every object
+(``desired.kube.views.OwnerViews``), the reconciler and its loader (``handlers``), and
+the queue-time collector, external metrics API and scale to zero
+(``scaling.in_operator``). ``handlers`` and
 ``scaling`` are sibling layers that never import each other; both are handed the
 same World and views here.
 """
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from tritonfleet.desired.kube.views import OwnerViews
     from tritonfleet.handlers.reconcile import Reconciler
     from tritonfleet.handlers.state import World
+    from tritonfleet.handlers.watches import Watches
     from tritonfleet.scaling.in_operator import Scaling
 
 log = logging.getLogger("tritonfleet.operator")
@@ -101,6 +103,7 @@ class Operator:
     world: World
     views: OwnerViews
     reconciler: Reconciler
+    watches: Watches
     scaling: Scaling
 
 
@@ -117,15 +120,19 @@ def compose(settings: OperatorSettings, endpoint: Endpoint) -> Operator:
     from tritonfleet.handlers import operator as handlers
     from tritonfleet.handlers.reconcile import Reconciler
     from tritonfleet.handlers.state import World
+    from tritonfleet.handlers.watches import Watches
     from tritonfleet.scaling import in_operator as scaling
 
     world = World()
     views = OwnerViews()
     reconciler = Reconciler(KubeClient(endpoint), world, views, settings, PodRepositories())
+    watches = Watches(
+        KubeClient(endpoint, label="watch"), world, views, reconciler, settings.namespaces
+    )
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, world, views, reconciler, endpoint)
+    handlers.register(registry, reconciler, watches, endpoint)
     queue_scaling = scaling.register(registry, world, views, settings, endpoint)
-    return Operator(registry, world, views, reconciler, queue_scaling)
+    return Operator(registry, world, views, reconciler, watches, queue_scaling)
 
 
 def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:

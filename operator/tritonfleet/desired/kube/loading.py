@@ -79,6 +79,9 @@ class TritonPod:
     deleting: bool = False
     revision: str = ""  # the pod template's tritonfleet.io/revision
     created: str = ""
+    # Container restarts: a restarted Triton keeps its pod and IP but has lost every
+    # model it loaded after start, so a restart is a change the loader must look at.
+    restarts: int = 0
 
     @property
     def usable(self) -> bool:
@@ -111,6 +114,11 @@ def summarize_pod(body: Mapping[str, Any]) -> TritonPod:
         deleting=bool(meta.get("deletionTimestamp")),
         revision=str((meta.get("annotations") or {}).get(REVISION_ANNOTATION, "")),
         created=str(meta.get("creationTimestamp") or ""),
+        restarts=sum(
+            int(c.get("restartCount") or 0)
+            for c in status.get("containerStatuses") or ()
+            if isinstance(c, Mapping)
+        ),
     )
 
 
