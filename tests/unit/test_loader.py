@@ -1,15 +1,18 @@
 """The loader's scheduling in-process (handlers.loading): one pass at a time per object,
-pokes merged into one more pass, pod events waking the right object, status written
-only when it changes, a failing pass retried sooner than the interval, and deletion
-waiting for the unload. The Triton pods are a stand-in behind the adapter's own
-interface (``PodRepositories``); tests/integration/test_operator_loading.py runs the
-real thing against real tritonserver pods."""
+pokes merged into one more pass, pod events waking the right object, what it found
+handed to the reconcile (never written by the loader itself), no pod dialled again
+while nothing it depends on changed (and dialled again when a pod restarts, turns
+NotReady or is replaced), a failing pass retried sooner than the interval, and
+deletion waiting for the unload. The Triton pods are a stand-in behind the adapter's
+own interface (``PodRepositories``); tests/integration/test_operator_loading.py runs
+the real thing against real tritonserver pods."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,8 +107,16 @@ class Harness:
         )  # fmt: skip
         watch(self.world, self.kube, [self.pod])
 
-    def status(self) -> dict[str, Any]:
-        return dict(self.kube.objects[KEY].get("status") or {})
+    def found(self) -> LoadPlan:
+        plan = self.loader.report(KEY, self.target.revision)
+        assert plan is not None, "the loader reported nothing"
+        return plan
+
+    def pod_is_now(self, **change: Any) -> None:
+        """The pod's watch event: its new state in memory, and the loader told."""
+        self.pod = replace(self.pod, **change)
+        watch(self.world, self.kube, [self.pod])
+        self.loader.pod_changed("ml", self.pod)
 
 
 def run(test: Callable[[Harness], Awaitable[None]]) -> None:
@@ -125,21 +136,48 @@ async def idle(loader: Loader) -> None:
     await until(lambda: not loader._tasks)
 
 
-def test_a_pass_loads_the_revision_and_writes_loaded_once() -> None:
+def test_a_pass_loads_the_revision_and_reports_it_without_writing() -> None:
     async def test(h: Harness) -> None:
         h.loader.track(KEY, h.target, h.target.revision)
         await idle(h.loader)
         assert h.pods.loads == ["toy"]
-        loaded = {c["type"]: c for c in h.status()["conditions"]}["Loaded"]
-        assert loaded["status"] == "True" and loaded["observedGeneration"] == 1
-        assert h.status()["pods"][0]["name"] == "tm-toy-abc"
-        assert h.reconciles == [KEY]  # Ready follows Loaded
-        assert h.events == [("Normal", "Loaded")]
-        watch(h.world, h.kube, [h.pod])
-        mark = len(h.kube.calls)
-        h.loader.poke(KEY)
+        assert h.found().loaded and h.found().states[0].name == "tm-toy-abc"
+        assert h.reconciles == [KEY]  # the reconcile writes it; Ready follows Loaded
+        assert h.kube.writes_since(0) == []  # the loader itself never writes
+
+    run(test)
+
+
+def test_at_rest_no_pod_is_dialled_until_something_it_depends_on_changes() -> None:
+    async def test(h: Harness) -> None:
+        h.loader.track(KEY, h.target, h.target.revision)
         await idle(h.loader)
-        assert h.pods.observed == 2 and h.kube.writes_since(mark) == []  # nothing new
+        assert h.pods.observed == 1
+        for _ in range(3):  # resyncs, reconciles, an unchanged pod event: no dial
+            h.loader.track(KEY, h.target, h.target.revision)
+            h.loader.poke(KEY)
+            h.loader.pod_changed("ml", h.pod)
+            await idle(h.loader)
+        assert h.pods.observed == 1 and not h.loader._timers  # not even a timer
+        assert h.reconciles == [KEY]  # the same report: nothing for the reconcile either
+
+        # A restarted Triton container keeps its pod and IP but lost its models.
+        h.pods.serving = None
+        h.pod_is_now(restarts=1)
+        await idle(h.loader)
+        assert h.pods.observed == 2 and h.pods.loads == ["toy", "toy"]
+        # A pod that turns NotReady (strict readiness: a model it no longer serves).
+        h.pod_is_now(ready=False)
+        await idle(h.loader)
+        assert h.pods.observed == 3
+        # A pod replaced by a new one (another uid and IP).
+        h.pod_is_now(uid="pod-uid-2", ip="10.0.0.8", ready=True)
+        await idle(h.loader)
+        assert h.pods.observed == 4
+        # A new revision wanted.
+        h.loader.track(KEY, replace(h.target, revision="r2"), "r2")
+        await idle(h.loader)
+        assert h.pods.observed == 5
 
     run(test)
 
@@ -149,8 +187,11 @@ def test_pokes_during_a_pass_make_one_more_pass_not_many() -> None:
         h.pods.gate.clear()
         h.loader.track(KEY, h.target, h.target.revision)
         await until(lambda: h.pods.observed == 1)
+        h.pod = replace(h.pod, restarts=1)  # something changed meanwhile
+        watch(h.world, h.kube, [h.pod])
         for _ in range(5):
             h.loader.poke(KEY)
+            h.loader.pod_changed("ml", h.pod)
             h.loader.track(KEY, h.target, h.target.revision)
         h.pods.gate.set()
         await until(lambda: h.pods.observed == 2)
@@ -167,9 +208,20 @@ def test_a_pod_event_wakes_only_the_object_the_pod_serves() -> None:
         h.loader.pod_changed("ml", TritonPod("ml", "other", "u2", ("ml", "tritonmodel", "x")))
         await asyncio.sleep(0)
         assert h.pods.observed == 1
-        h.loader.pod_changed("ml", h.pod)
+        h.pod_is_now(phase="Failed")
         await idle(h.loader)
         assert h.pods.observed == 2
+
+    run(test)
+
+
+def test_pods_that_do_not_serve_the_revision_are_looked_at_again_with_backoff() -> None:
+    async def test(h: Harness) -> None:
+        h.loader.track(KEY, h.target, deployed="older")  # observed, never loaded
+        await idle(h.loader)
+        assert h.pods.observed == 1
+        timer = h.loader._timers[KEY]
+        assert timer.when() - asyncio.get_running_loop().time() <= 2.0  # not the hour
 
     run(test)
 
@@ -181,8 +233,7 @@ def test_no_load_before_the_deployment_serves_the_revision() -> None:
         h.loader.track(KEY, h.target, deployed="older")
         await idle(h.loader)
         assert h.pods.observed == 1 and h.pods.loads == []
-        loaded = {c["type"]: c for c in h.status()["conditions"]}["Loaded"]
-        assert loaded["status"] == "False"
+        assert not h.found().loaded
 
     run(test)
 

@@ -4,14 +4,22 @@ in the background, one pass at a time per object.
 Where it sits: the reconcile tells the loader what each object wants
 (:meth:`Loader.track`, in memory only: the ``Target`` of its rendering, from the
 process's shared ``desired.kube.views``, so the loader never parses a spec) and
-never waits for it; pod events
-(``handlers.operator``, a kopf index on the operator's Triton pods) and a timer
-every ``reconcileIntervalSeconds`` wake it too. A pass reads the object's pods
-from the index, splits them (``desired.kube.loading.select_pods``: never dial a
-pod outside ``dialPodNetworks``), observes and converges the reachable ones
+never waits for it; pod events (``handlers.watches``, the operator's one watch of
+its Triton pods) wake it too. A pass reads the object's pods from memory, splits
+them (``desired.kube.loading.select_pods``: never dial a pod outside
+``dialPodNetworks``), observes and converges the reachable ones
 (``adapters.triton_repository.PodRepositories``, parallel, bounded retries), and
-writes ``status.pods`` and ``Loaded`` only when they changed, then asks for a
-reconcile so ``Ready`` follows. A failing object is retried with backoff.
+hands what it found to the reconcile (:meth:`Loader.report`), which writes
+``status.pods`` and ``Loaded`` with the rest of the status (one writer of the
+status, one write per change). A pass that failed, or found pods it could not
+make serve the revision, is retried with backoff.
+
+At rest a pass costs nothing: once every pod serves the wanted revision, the loader
+dials nobody until what it read changes - the wanted revision, or a pod (new, gone,
+another IP, phase, readiness, pod-template revision or container restart count).
+That is how a Triton that lost its models is still noticed: a restarted container
+keeps its pod and IP but raises the restart count, and Triton runs with
+``--strict-readiness``, so a model it no longer serves makes the pod NotReady.
 
 On deletion :meth:`Loader.unloaded` starts one background unload from every
 pod (bounded by ``unloadTimeoutSeconds``) and says, from memory, whether the
@@ -29,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tritonfleet.adapters.kube import ApiError, KubeApi
+from tritonfleet.adapters.kube import KubeApi
 from tritonfleet.adapters.triton_repository import PodEndpoint, PodRepositories
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.loading import (
@@ -37,8 +45,6 @@ from tritonfleet.desired.kube.loading import (
     TritonPod,
     in_order,
     load_target,
-    loading_events,
-    loading_status,
     pod_key_of,
     pods_of,
     restrict,
@@ -47,7 +53,7 @@ from tritonfleet.desired.kube.loading import (
 )
 from tritonfleet.desired.kube.objects import Target
 from tritonfleet.desired.kube.views import owner_of
-from tritonfleet.desired.triton.loading import LoadTarget, plan_loading, plan_unloading
+from tritonfleet.desired.triton.loading import LoadPlan, LoadTarget, plan_loading, plan_unloading
 from tritonfleet.handlers.state import Key, World
 
 log = logging.getLogger("tritonfleet.loading")
@@ -60,6 +66,21 @@ class Wanted:
     target: Target
     load: LoadTarget
     deployed: str | None  # the revision the Deployment's pod template serves
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What the last pass found for an object: the plan for ``revision`` as observed
+    (``status.pods`` and ``Loaded`` come from it, written by the reconcile)."""
+
+    revision: str
+    plan: LoadPlan
+
+
+def pod_fingerprint(pod: TritonPod) -> tuple[object, ...]:
+    """What of a pod a pass depends on (the same fields wake the loader on events)."""
+    return (pod.name, pod.uid, pod.ip, pod.phase, pod.ready, pod.deleting, pod.revision,
+            pod.restarts)  # fmt: skip
 
 
 @dataclass
@@ -100,6 +121,11 @@ class Loader:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._failures: dict[Key, int] = {}
         self._unloads: dict[Key, _Unload] = {}
+        self._reports: dict[Key, LoadReport] = {}
+        # The inputs of each object's last pass that left nothing to retry: the same
+        # inputs again mean the same outcome, without dialling anyone.
+        self._settled: dict[Key, tuple[object, ...]] = {}
+        self.passes = 0  # passes that dialled pods (the benchmark reports them at rest)
 
     # --- what the reconcile and the watches tell us ----------------------------------
 
@@ -113,10 +139,16 @@ class Loader:
             self._wanted[key] = wanted
             self._by_pods[pod_key_of(target)] = key
             self.poke(key)
-        elif key not in self._tasks and key not in self._timers:
+        elif key not in self._tasks and key not in self._timers and key not in self._settled:
             self.poke(key)
 
+    def report(self, key: Key, revision: str) -> LoadPlan | None:
+        """What the last pass found on ``key``'s pods for ``revision`` (None: nothing yet)."""
+        found = self._reports.get(key)
+        return found.plan if found is not None and found.revision == revision else None
+
     def forget(self, key: Key) -> None:
+        self._settled.pop(key, None)
         wanted = self._wanted.pop(key, None)
         if wanted is not None:
             self._by_pods.pop(pod_key_of(wanted.target), None)
@@ -168,39 +200,49 @@ class Loader:
 
     # --- passes ----------------------------------------------------------------------
 
-    def _pods(self) -> list[TritonPod]:
-        return self.world.triton_pods()
-
     async def _run(self, key: Key) -> None:
-        delay = self.settings.reconcile_interval_seconds
+        settled = False
         try:
-            await self._pass(key)
+            settled = await self._pass(key)
         except asyncio.CancelledError:
             raise
         except Exception as error:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
-            delay = min(2.0**failures, MAX_BACKOFF, delay)
+            delay = min(2.0**failures, MAX_BACKOFF)
             log.warning("loading pass of %s %s/%s failed: %s; again in %.0fs", *key, error, delay)
         else:
-            self._failures.pop(key, None)
+            if settled:
+                self._failures.pop(key, None)
+            else:
+                # Pods that do not serve the revision yet: look again, less and less often.
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(2.0**failures, MAX_BACKOFF)
         finally:
             self._tasks.pop(key, None)
         if key in self._dirty:
             self._dirty.discard(key)
             self.poke(key)
-        elif key in self._wanted:
-            # Level-based: re-check every interval even when nothing woke us.
+        elif key in self._wanted and not settled:
             self.poke(key, delay)
 
     def _endpoints(self, pods: Collection[TritonPod]) -> list[PodEndpoint]:
         return [PodEndpoint.from_ip(p.name, p.ip, ready=p.usable) for p in pods]
 
-    async def _pass(self, key: Key) -> None:
+    async def _pass(self, key: Key) -> bool:
+        """One pass; True when it left nothing to retry (every pod it may dial serves the
+        revision, or there is no such pod)."""
         wanted = self._wanted.get(key)
         if wanted is None:
-            return
-        pods = pods_of(wanted.target, self._pods())
+            return True
+        pods = pods_of(wanted.target, self.world.pods_of(pod_key_of(wanted.target)))
+        if not pods and key not in self._reports:
+            return True  # no pod yet: nothing to report (Available says why), nobody to dial
+        inputs = (wanted, tuple(pod_fingerprint(p) for p in pods))
+        if self._settled.get(key) == inputs:
+            return True  # nothing it depends on changed since a pass that left nothing to do
+        self._settled.pop(key, None)
         selection = select_pods(
             pods,
             revision=wanted.target.revision,
@@ -209,10 +251,12 @@ class Loader:
             networks=self.settings.dial_pod_networks,
         )
         endpoints = self._endpoints(selection.dial)
+        if endpoints:
+            self.passes += 1
         observed = await self.repositories.observe(endpoints, wanted.load.names)
         body = self.world.owner(*key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return
+            return True
         generation = owner_of(body).generation
         decided = restrict(
             plan_loading(wanted.load, in_order(selection, observed), generation=generation),
@@ -233,33 +277,17 @@ class Loader:
             decided = plan_loading(
                 wanted.load, in_order(selection, observed), generation=generation
             )
-        await self._write(key, decided)
-
-    async def _write(self, key: Key, decided: Any) -> None:
-        body = self.world.owner(*key)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return
-        owner = owner_of(body)
-        now = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        new = loading_status(owner.status, decided, now, generation=owner.generation)
-        if new is None:
-            return
-        wire = new.to_wire()
-        patch = {
-            "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-            "status": {"pods": wire.get("pods", []), "conditions": wire.get("conditions", [])},
-        }
-        try:
-            updated = await self.client.patch_status(key[0], key[1], key[2], patch)
-        except ApiError as error:
-            if error.conflict or error.not_found:
-                self._dirty.add(key)  # changed under us: plan again on the newer object
-                return
-            raise
-        self.world.remember_owner(updated)
-        for event in loading_events(owner.status, new, decided):
-            self.post_event(updated, event.type, event.reason, event.message)
-        self.request_reconcile(key)  # Ready follows Loaded
+        report = LoadReport(wanted.target.revision, decided)
+        if self._reports.get(key) != report:
+            self._reports[key] = report
+            self.request_reconcile(key)  # the reconcile writes it; Ready follows Loaded
+        dialled = {p.name for p in selection.dial if p.usable}
+        settled = decided.loaded or not any(
+            s.state != "Ready" for s in decided.states if s.name in dialled
+        )
+        if settled:
+            self._settled[key] = inputs
+        return settled
 
     # --- deletion --------------------------------------------------------------------
 
@@ -294,7 +322,7 @@ class Loader:
     async def _unload(self, key: Key, state: _Unload, target: Target) -> None:
         names = load_target(target).unload_order
         try:
-            pods = pods_of(target, self._pods())
+            pods = pods_of(target, self.world.pods_of(pod_key_of(target)))
             selection = select_pods(
                 pods,
                 revision=target.revision,
@@ -328,3 +356,4 @@ class Loader:
         self.forget(key)
         self._unloads.pop(key, None)
         self._failures.pop(key, None)
+        self._reports.pop(key, None)

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -27,7 +28,9 @@ from typing import Any
 from tritonfleet.adapters.kube import ApiError, KubeApi
 from tritonfleet.adapters.triton_repository import PodRepositories
 from tritonfleet.api.settings import OperatorSettings
+from tritonfleet.desired.kube.loading import loading_events, loading_status
 from tritonfleet.desired.kube.objects import FINALIZER
+from tritonfleet.desired.kube.observed import ChildState
 from tritonfleet.desired.kube.plan import (
     Action,
     Plan,
@@ -37,7 +40,7 @@ from tritonfleet.desired.kube.plan import (
     plan_deletion,
     status_patch,
 )
-from tritonfleet.desired.kube.views import OwnerViews, owner_of
+from tritonfleet.desired.kube.views import OwnerViews, Rendering, owner_of
 from tritonfleet.handlers import metrics
 from tritonfleet.handlers.loading import Loader
 from tritonfleet.handlers.state import Key, World
@@ -75,6 +78,13 @@ class Reconciler:
         self._dirty: set[Key] = set()
         self._failures: dict[Key, int] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
+        # Held until their namespace is fully listed (handlers.watches): a reconcile
+        # must never mistake "not listed yet" for "missing".
+        self._parked: dict[str, set[Key]] = {}
+        # What each object's last reconcile read and left as it was: the periodic
+        # re-check skips an object whose inputs are still exactly those.
+        self._settled: dict[Key, tuple[object, ...]] = {}
+        self._claim_locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         # Loading runs beside the reconcile, never inside it (handlers.loading).
@@ -113,6 +123,12 @@ class Reconciler:
         self._timers.pop(key, None)
         self.request(key)
 
+    def unpark(self, namespace: str | None) -> None:
+        """``namespace`` (None: every namespace) is fully listed: run what waited for it."""
+        for parked in [n for n in self._parked if namespace is None or n == namespace]:
+            for key in self._parked.pop(parked):
+                self.request(key)
+
     def start(self) -> None:
         for _ in range(self.workers):
             self._tasks.append(asyncio.create_task(self._worker()))
@@ -129,21 +145,42 @@ class Reconciler:
         await self.loader.stop()
 
     async def _resync(self) -> None:
-        """Level-based safety net: every object is re-checked every interval."""
+        """Level-based safety net: every interval, every object whose inputs moved since
+        its last reconcile without waking it is reconciled (at rest: none; the check is a
+        few dictionary lookups per object)."""
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
             for key in list(self.world.owner_keys()):
-                self.request(key)
+                if self._settled.get(key) != self._inputs(key):
+                    self.request(key)
             for namespace in self.world.claim_namespaces():
                 self.request_claim_check(namespace)
             for kind, count in self.world.counts().items():
                 metrics.MANAGED.labels(kind).set(count)
+
+    def _inputs(self, key: Key) -> tuple[object, ...]:
+        """What a reconcile of ``key`` reads, as versions: the owner, its children, the
+        namespace's claim. (An ensemble also reads its members: never considered settled.)"""
+        kind, namespace, name = key
+        stamp = self.world.owner_stamp(kind, namespace, name)
+        if stamp is None or kind != "TritonModel":
+            return (object(),)
+        children = self.world.children(stamp[1])
+        claim = self.world.claim(namespace, self.settings.repository_claim_name)
+        return (
+            stamp,
+            tuple(sorted((k, c.resource_version, c.deleting) for k, c in children.items())),
+            claim.resource_version if claim is not None else None,
+        )
 
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
             metrics.QUEUE_DEPTH.set(len(self._queued))
+            if not self.world.is_synced(key[1]):
+                self._parked.setdefault(key[1], set()).add(key)
+                continue
             self._running.add(key)
             try:
                 await self._reconcile_safely(key)
@@ -186,9 +223,12 @@ class Reconciler:
         kind, namespace, name = key
         if kind == CLAIM:
             return await self._reconcile_claim(namespace, name)
+        inputs = self._inputs(key)
         body = self.world.owner(kind, namespace, name)
         if body is None:
             self.loader.deleted(key)
+            self._settled.pop(key, None)
+            self._failures.pop(key, None)
             return "gone"
         # An ensemble is checked against its members, found in the same namespace.
         rendering = self.views.rendering(body, partial(self.world.owner, "TritonModel", namespace))
@@ -210,16 +250,50 @@ class Reconciler:
             claim = None
             if self.settings.creates_repository_claim:
                 claim = self.world.claim(namespace, self.settings.repository_claim_name)
-            decided = plan(rendering, children, claim, self.settings, now)
+            decided = self._plan_with_loading(key, rendering, children, claim, now)
         if not decided.actions and decided.status is None and not decided.events:
             if decided.requeue_after:
                 self.request(key, decided.requeue_after)
+            self._settled[key] = inputs
             return "noop"
+        self._settled.pop(key, None)
         await self._execute(key, body, decided)
         return "changed"
 
+    def _plan_with_loading(
+        self,
+        key: Key,
+        rendering: Rendering,
+        children: Mapping[Key, ChildState],
+        claim: ChildState | None,
+        now: datetime,
+    ) -> Plan:
+        """The plan, with what the loader last found on the pods (``status.pods``,
+        ``Loaded``) in the same status write: one writer of the status, so no write
+        races another and a change shows in one write."""
+        owner, target = rendering.owner, rendering.target
+        found = self.loader.report(key, target.revision) if target is not None else None
+        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        loaded = None
+        if found is not None:
+            loaded = loading_status(owner.status, found, stamp, generation=owner.generation)
+        if loaded is None or found is None:
+            return plan(rendering, children, claim, self.settings, now)
+        decided = plan(
+            replace(rendering, owner=replace(owner, status=loaded)),
+            children,
+            claim,
+            self.settings,
+            now,
+        )
+        return replace(
+            decided,
+            status=decided.status or loaded,
+            events=(*loading_events(owner.status, loaded, found), *decided.events),
+        )
+
     async def _reconcile_claim(self, namespace: str, name: str) -> str:
-        owners_left = sum(1 for k in self.world.owner_keys() if k[1] == namespace)
+        owners_left = self.world.owner_count(namespace)
         decided = plan_claim(
             namespace, owners_left, self.world.claim(namespace, name), self.settings
         )
@@ -330,7 +404,12 @@ class Reconciler:
             world.remember_child(await client.apply(action.body))
         elif action.verb == "create":
             assert action.body is not None
-            world.remember_child(await client.create(action.body))
+            # The namespace's shared claim: the first reconcile creates it, the ones
+            # that planned it meanwhile find it made (no AlreadyExists storm).
+            lock = self._claim_locks.setdefault(action.namespace, asyncio.Lock())
+            async with lock:
+                if world.claim(action.namespace, action.name) is None:
+                    world.remember_child(await client.create(action.body))
         elif action.verb == "delete":
             observed = world.children(body["metadata"].get("uid", "")).get(
                 (action.kind, action.namespace, action.name)
