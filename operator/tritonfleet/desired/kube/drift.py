@@ -18,8 +18,11 @@ operator re-apply forever without removing them. Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sys
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -43,11 +46,17 @@ Path = tuple[str, ...]
 # Thousands of children share the same field paths: keep one copy of each.
 _PATHS: dict[Path, Path] = {}
 
+# An owner reference is keyed by its owner's uid, the one part of a child's field paths
+# that is unique to the object. It is written as this placeholder on both sides (what
+# we apply, what we own), so that children of the same shape share one set of paths
+# (memory, and one drift computation for all of them). A reference that went missing
+# is still caught; one whose uid changed under the same owner cannot be (the owner
+# would have to be re-created, and then its children are found missing anyway).
+OWNER_REFERENCE_ITEM = 'k:{"uid":"*"}'
+_OWNER_REFERENCE_KEY = re.compile(r'k:\{\\"uid\\":\\"[^"\\]*\\"\}')
+
 
 def _intern(path: Path) -> Path:
-    # Owner references name a uid: unique per object, not worth (nor safe) to keep for ever.
-    if "f:ownerReferences" in path:
-        return path
     return _PATHS.setdefault(path, path)
 
 
@@ -81,7 +90,8 @@ def _walk_field(name: str, value: Any, parent: Path) -> Iterator[Path]:
             yield here  # atomic list: owned as one field
             return
         for item in value:
-            yield from _walk(item, (*here, _item_key(item, keys)))
+            key = OWNER_REFERENCE_ITEM if name == "ownerReferences" else _item_key(item, keys)
+            yield from _walk(item, (*here, key))
         return
     yield from _walk(value, here)
 
@@ -120,7 +130,10 @@ def fields_v1_paths(tree: Mapping[str, Any], prefix: Path = ()) -> Iterator[Path
     for key, sub in tree.items():
         if key == ".":
             continue
-        here = (*prefix, sys.intern(_normalise_segment(key)))
+        if prefix and prefix[-1] == "f:ownerReferences" and key.startswith("k:"):
+            here = (*prefix, OWNER_REFERENCE_ITEM)
+        else:
+            here = (*prefix, sys.intern(_normalise_segment(key)))
         if isinstance(sub, Mapping) and any(k != "." for k in sub):
             yield from fields_v1_paths(sub, here)
         else:
@@ -128,9 +141,9 @@ def fields_v1_paths(tree: Mapping[str, Any], prefix: Path = ()) -> Iterator[Path
 
 
 # Every watch event of a child is summarised, and a fleet's children come in a few
-# shapes: equal managedFields trees give one shared set, computed once. (A memo, so
-# the function stays pure; cleared when full, so it cannot grow without bound.)
-_OWNED_BY_TREE: dict[str, frozenset[Path]] = {}
+# shapes: equal managedFields trees (owner uids aside) give one shared set, computed
+# once. (A memo, so the function stays pure; least recently used out when full.)
+_OWNED_BY_TREE: OrderedDict[str, frozenset[Path]] = OrderedDict()
 _OWNED_MEMO_MAX = 4096
 
 
@@ -141,15 +154,17 @@ def owned_paths(managed_fields: Iterable[Mapping[str, Any]], manager: str) -> fr
         for entry in managed_fields or ()
         if entry.get("manager") == manager and not entry.get("subresource")
     ]
-    key = json.dumps(trees, separators=(",", ":"))
+    key = _OWNER_REFERENCE_KEY.sub(OWNER_REFERENCE_ITEM, json.dumps(trees, separators=(",", ":")))
     owned = _OWNED_BY_TREE.get(key)
-    if owned is None:
-        out: set[Path] = set()
-        for tree in trees:
-            out.update(_intern(p) for p in fields_v1_paths(tree))
-        if len(_OWNED_BY_TREE) >= _OWNED_MEMO_MAX:
-            _OWNED_BY_TREE.clear()
-        owned = _OWNED_BY_TREE[key] = frozenset(out)
+    if owned is not None:
+        _OWNED_BY_TREE.move_to_end(key)
+        return owned
+    out: set[Path] = set()
+    for tree in trees:
+        out.update(_intern(p) for p in fields_v1_paths(tree))
+    owned = _OWNED_BY_TREE[key] = frozenset(out)
+    while len(_OWNED_BY_TREE) > _OWNED_MEMO_MAX:
+        _OWNED_BY_TREE.popitem(last=False)
     return owned
 
 
@@ -160,6 +175,13 @@ def missing_paths(desired: frozenset[Path], owned: frozenset[Path]) -> list[Path
     API server records atomic maps and lists (a Deployment's ``selector``,
     ``args``) as one field.
     """
+    return list(_missing(desired, owned))
+
+
+# Both sets are shared by every child of the same shape (the applied objects are built
+# once per spec, the owned sets once per managedFields shape): one computation each.
+@functools.lru_cache(maxsize=4096)
+def _missing(desired: frozenset[Path], owned: frozenset[Path]) -> tuple[Path, ...]:
     prefixes: set[Path] = set()
     for path in owned:
         for end in range(1, len(path)):
@@ -173,7 +195,7 @@ def missing_paths(desired: frozenset[Path], owned: frozenset[Path]) -> list[Path
         if normalised in prefixes:
             continue
         missing.append(path)
-    return sorted(missing)
+    return tuple(sorted(missing))
 
 
 def describe_path(path: Path) -> str:

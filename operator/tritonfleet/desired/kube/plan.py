@@ -11,8 +11,9 @@ basis of "no writes when idle".
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from tritonfleet.desired.kube.autoscaling import (
     hpa,
     hpa_name,
 )
-from tritonfleet.desired.kube.drift import applied_paths, describe_path, missing_paths
+from tritonfleet.desired.kube.drift import Path, applied_paths, describe_path, missing_paths
 from tritonfleet.desired.kube.objects import (
     FINALIZER,
     Obj,
@@ -101,8 +102,11 @@ def _now_iso(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def apply_reason(desired: Obj, observed: ChildState | None) -> str | None:
-    """Why ``desired`` must be applied over ``observed``, or None when it is in place."""
+def apply_reason(
+    desired: Obj, observed: ChildState | None, paths: frozenset[Path] | None = None
+) -> str | None:
+    """Why ``desired`` must be applied over ``observed``, or None when it is in place.
+    ``paths``: ``desired``'s applied field paths, when already known."""
     if observed is None:
         return "missing"
     if observed.deleting:
@@ -110,7 +114,7 @@ def apply_reason(desired: Obj, observed: ChildState | None) -> str | None:
     wanted = desired["metadata"].get("annotations", {}).get("tritonfleet.io/spec-hash", "")
     if observed.spec_hash != wanted:
         return "spec changed"
-    missing = missing_paths(applied_paths(desired), observed.owned)
+    missing = missing_paths(applied_paths(desired) if paths is None else paths, observed.owned)
     if missing:
         shown = ", ".join(describe_path(p) for p in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -118,11 +122,42 @@ def apply_reason(desired: Obj, observed: ChildState | None) -> str | None:
     return None
 
 
-def _apply_if_needed(desired: Obj, observed: Mapping[Key, ChildState], out: list[Action]) -> None:
-    kind, namespace, name = object_key(desired)
-    why = apply_reason(desired, observed.get((kind, namespace, name)))
+# The views (desired.kube.views) keep one Target per spec generation, so a reconcile
+# builds the same desired objects as the reconcile before it, object after object.
+# They are built once per Target (and settings) instead - YAML, JSON, hashes and field
+# paths included - and shared: nothing may change them. Keyed by identity (the entry
+# holds the Target, so its id cannot be reused while the entry lives); bounded.
+_BUILT_MAX = 4 * 4096
+_built: OrderedDict[tuple[int, int, str, object], tuple[object, object, Obj, frozenset[Path]]] = (
+    OrderedDict()
+)
+
+
+def built(
+    target: object, settings: object, what: str, variant: object, make: Callable[[], Obj]
+) -> tuple[Obj, frozenset[Path]]:
+    """``make()`` and its applied paths, once per (target, settings, what, variant)."""
+    key = (id(target), id(settings), what, variant)
+    found = _built.get(key)
+    if found is not None and found[0] is target and found[1] is settings:
+        _built.move_to_end(key)
+        return found[2], found[3]
+    obj = make()
+    paths = applied_paths(obj)
+    _built[key] = (target, settings, obj, paths)
+    while len(_built) > _BUILT_MAX:
+        _built.popitem(last=False)
+    return obj, paths
+
+
+def _apply_if_needed(
+    desired: tuple[Obj, frozenset[Path]], observed: Mapping[Key, ChildState], out: list[Action]
+) -> None:
+    obj, paths = desired
+    kind, namespace, name = object_key(obj)
+    why = apply_reason(obj, observed.get((kind, namespace, name)), paths)
     if why:
-        out.append(Action("apply", kind, namespace, name, why, desired))
+        out.append(Action("apply", kind, namespace, name, why, obj))
 
 
 def _children_of(kind: str, observed: Mapping[Key, ChildState]) -> list[ChildState]:
@@ -151,10 +186,10 @@ def _claim_actions(
     reconciles of a namespace's models cannot fight over it: the first wins, the
     others get AlreadyExists and carry on.
     """
-    desired = repository_claim(target.namespace, settings)
-    if desired is None:
+    if not settings.creates_repository_claim:
         return False
     if claim is None:
+        desired = repository_claim(target.namespace, settings) or {}
         out.append(
             Action(
                 "create",
@@ -204,7 +239,9 @@ def _sync_actions(
                         propagation="Foreground",
                     )
                 )
-    _apply_if_needed(model_configmap(target), observed, out)
+    _apply_if_needed(
+        built(target, None, "ConfigMap", None, lambda: model_configmap(target)), observed, out
+    )
     if not facts.waiting_for_old_syncs and not facts.claim_deleting and current is None:
         # Jobs are immutable once created: only ever created, never re-applied.
         out.append(
@@ -226,8 +263,9 @@ def _autoscaler_actions(
     out: list[Action],
 ) -> None:
     """The model's HPA (desired.kube.autoscaling) applied, or deleted once autoscaling is off."""
-    want = hpa(target, settings.scale_down_stabilization_seconds)
-    if want is not None:
+    seconds = settings.scale_down_stabilization_seconds
+    want = built(target, settings, HPA_KIND, None, lambda: hpa(target, seconds) or {})
+    if want[0]:
         _apply_if_needed(want, observed, out)
         return
     for child in _children_of(HPA_KIND, observed):
@@ -526,9 +564,21 @@ def plan(
     facts = _Facts()
     facts.claim_deleting = _claim_actions(target, settings, claim, actions)
     _sync_actions(rendering, target, settings, observed, facts, actions)
-    _apply_if_needed(service(target), observed, actions)
+    _apply_if_needed(
+        built(target, None, "Service", None, lambda: service(target)), observed, actions
+    )
+    applying = None
     if not facts.claim_deleting:
-        _apply_if_needed(deployment(target, settings, facts.served_revision), observed, actions)
+        served = facts.served_revision
+        wanted, paths = built(
+            target, settings, "Deployment", served, lambda: deployment(target, settings, served)
+        )
+        _apply_if_needed((wanted, paths), observed, actions)
+        applying = next((a.body for a in actions if a.kind == "Deployment" and a.body), None)
+        if applying is not None and facts.deployment is not None and "replicas" in wanted["spec"]:
+            # The status says what the Deployment this plan applies will be, not what it
+            # was a moment ago (else the very next reconcile rewrites the status).
+            facts.deployment = replace(facts.deployment, replicas=int(wanted["spec"]["replicas"]))
         _autoscaler_actions(target, settings, observed, actions)
     _garbage_actions(target, observed, facts, actions)
     conditions = [
@@ -555,7 +605,7 @@ def plan(
         ready_replicas=ready_count,
         replica_summary=f"{ready_count}/{want}",
         served_by=_served_by(rendering.view, ready_count > 0),
-        deployment=target.deployment_name if dep is not None else None,
+        deployment=target.deployment_name if dep is not None or applying else None,
     )
     if autoscaling is None and find_condition(status.conditions, AUTOSCALING) is not None:
         kept = [c for c in status.conditions if c.type != AUTOSCALING]  # autoscaling is off
