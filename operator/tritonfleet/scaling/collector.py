@@ -291,7 +291,8 @@ class QueueMetricsCollector:
             n_failed = sum(1 for p in pods if p in failed)
             if n_failed:
                 self._gauges.failures.labels(*key).inc(n_failed)
-            self._export(key, result)
+            if self._results.get(key) != result or isinstance(result, QueueSignal):
+                self._export(key, result)  # (a model without data: exported once, not per round)
         for key in set(self._results) - set(results):
             self._unexport(key)
         self._results = results

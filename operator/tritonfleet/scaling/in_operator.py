@@ -60,6 +60,7 @@ class Scaling:
         self.endpoint = endpoint
         self.settings = settings
         self._windows: dict[tuple[str, str], float] = {}
+        self._models_of: tuple[int, dict[tuple[str, str, str], list[str]]] | None = None
         self.collector = QueueMetricsCollector(
             self._targets, namespace="default", windows=lambda: self._windows
         )
@@ -74,8 +75,12 @@ class Scaling:
         """(kind, ns, owner) → Triton models its Deployment loads; on the way, each
         autoscaled model's own queue-time window (``autoscaling.windowSeconds``).
 
-        This runs every scrape round and on every metrics query, over every owner: the
-        specs come parsed from the shared views, once per generation."""
+        Asked every scrape round and on every metrics query; worked out over every owner
+        only when the memory changed since (``World.version``), the specs parsed once per
+        generation by the shared views."""
+        version = self.world.version
+        if self._models_of is not None and self._models_of[0] == version:
+            return self._models_of[1]
         out: dict[tuple[str, str, str], list[str]] = {}
         windows: dict[tuple[str, str], float] = {}
         for kind, ns, name in list(self.world.owner_keys()):
@@ -102,6 +107,7 @@ class Scaling:
             else:
                 out[(kind, ns, name)] = [*members, view.triton_name]
         self._windows = windows
+        self._models_of = (version, out)
         return out
 
     def _targets(self) -> Mapping[Any, Sequence[tuple[str, str]]]:

@@ -53,6 +53,8 @@ GATEWAY_RELIST_S = 30.0  # how often the gateway pods are listed (they rarely ch
 class ScalerView(Protocol):
     """What the scaler reads of (and tells) the operator's memory (``handlers.state.World``)."""
 
+    version: int  # moves whenever an owner or a child changes
+
     def owner_keys(self) -> Iterator[tuple[str, str, str]]: ...
     def owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     def children(self, owner_uid: str) -> Mapping[tuple[str, str, str], ChildState]: ...
@@ -102,6 +104,7 @@ class ZeroScaler:
         self._gateways: list[str] = []
         self._gateways_listed = -math.inf
         self._task: asyncio.Task[None] | None = None
+        self._eligible_of: tuple[int, list[tuple[str, str, str]]] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -170,23 +173,39 @@ class ZeroScaler:
     ) -> Iterator[tuple[tuple[str, str, str], dict[str, Any], Target, str, ChildState]]:
         """(key, body, target, route name, Deployment) of every model that scales to zero
         or is at zero by our hand."""
-        for key in list(self.world.owner_keys()):
+        for key in self._eligible():
             body = self.world.owner(*key)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 continue
-            children = self.world.children(str(body["metadata"].get("uid", "")))
-            deployments = [c for c in children.values() if c.kind == "Deployment"]
-            marked = any(d.scaled_to_zero for d in deployments)
             view = self.views.of(body)
-            if not (view.may_scale_to_zero or marked):
-                continue  # a thousand ordinary models cost a dictionary lookup each
             members = partial(self.world.owner, "TritonModel", key[1])
             target = self.views.rendering(body, members).target
             if target is None:
                 continue  # an invalid spec has no Deployment to scale
+            children = self.world.children(str(body["metadata"].get("uid", "")))
             dep = children.get(("Deployment", key[1], target.deployment_name))
             if dep is not None and not dep.deleting:
                 yield key, body, target, route_name(body, view), dep
+
+    def _eligible(self) -> list[tuple[str, str, str]]:
+        """The owners whose spec scales to zero or whose Deployment carries our mark,
+        found over the whole fleet only when the memory changed since the last round."""
+        version = self.world.version
+        if self._eligible_of is not None and self._eligible_of[0] == version:
+            return self._eligible_of[1]
+        keys = []
+        for key in list(self.world.owner_keys()):
+            body = self.world.owner(*key)
+            if body is None:
+                continue
+            if self.views.of(body).may_scale_to_zero:
+                keys.append(key)
+                continue
+            children = self.world.children(str(body["metadata"].get("uid", "")))
+            if any(c.kind == "Deployment" and c.scaled_to_zero for c in children.values()):
+                keys.append(key)
+        self._eligible_of = (version, keys)
+        return keys
 
     async def _carry_out(
         self,
