@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from prometheus_client import Counter
 
 from tritonfleet.desired.triton.loading import (
     LoadPlan,
@@ -124,6 +125,14 @@ def _triton_message(raw: bytes) -> str:
     return str(body)[:2000]
 
 
+TRITON_REQUESTS = Counter(
+    "tritonfleet_triton_requests_total",
+    "HTTP requests the loader sent to Triton pods (repository index, model config, "
+    "load, unload, health), by call.",
+    ["call"],
+)
+
+
 class TritonRepository:
     """Triton's repository, health and config endpoints on one pod.
 
@@ -146,6 +155,7 @@ class TritonRepository:
     ) -> tuple[int, bytes]:
         url = self.base_url + path
         data = None if body is None else json.dumps(body).encode()
+        TRITON_REQUESTS.labels(what.split(" ")[0]).inc()
         try:
             async with self.session.request(
                 method, url, data=data, headers=_JSON, timeout=self._timeout(total)

@@ -75,7 +75,7 @@ def add_parser(subparsers: Any) -> None:
         "--peering", help="kopf peering name: several replicas, one active (default: standalone)"
     )
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (0: off)")
-    parser.add_argument("--health-port", type=int, help="port of /healthz (0: off)")
+    parser.add_argument("--health-port", type=int, help="port of /healthz and /readyz (0: off)")
     parser.add_argument("--log-format", choices=["json", "text"])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.set_defaults(func=cmd_operator)
@@ -107,7 +107,9 @@ class Operator:
     scaling: Scaling
 
 
-def compose(settings: OperatorSettings, endpoint: Endpoint) -> Operator:
+def compose(
+    settings: OperatorSettings, endpoint: Endpoint, probes: tuple[str, int] | None = None
+) -> Operator:
     """Every part of the operator process, wired to one World and one OwnerViews.
 
     Nothing is started here (kopf's startup handlers do that) and nothing is dialled.
@@ -130,7 +132,7 @@ def compose(settings: OperatorSettings, endpoint: Endpoint) -> Operator:
         KubeClient(endpoint, label="watch"), world, views, reconciler, settings.namespaces
     )
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, reconciler, watches, endpoint)
+    handlers.register(registry, reconciler, watches, endpoint, probes)
     queue_scaling = scaling.register(registry, world, views, settings, endpoint)
     return Operator(registry, world, views, reconciler, watches, queue_scaling)
 
@@ -165,10 +167,11 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"error: cannot reach the cluster: {error}", file=sys.stderr)
         return EXIT_USAGE
-    operator = compose(settings, endpoint)
+    host = listen_host(env)
+    probes = (host, settings.health_port) if settings.health_port else None
+    operator = compose(settings, endpoint, probes)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings)
-    host = listen_host(env)
     metrics.serve(settings.metrics_port, host)
     namespaces = list(settings.namespaces)
     log.info(
@@ -185,9 +188,6 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
             peering_name=settings.peering,
             clusterwide=not namespaces,
             namespaces=namespaces,
-            liveness_endpoint=(
-                f"http://{host}:{settings.health_port}/healthz" if settings.health_port else None
-            ),
         )
     )
     return EXIT_OK

@@ -25,6 +25,7 @@ from typing import Any
 
 import kopf
 
+from tritonfleet.adapters.health import serve_probes
 from tritonfleet.adapters.kube import Endpoint, traced_session
 from tritonfleet.handlers.reconcile import Reconciler
 from tritonfleet.handlers.watches import Watches
@@ -48,8 +49,14 @@ def register(
     reconciler: Reconciler,
     watches: Watches,
     endpoint: Endpoint,
+    probes: tuple[str, int] | None = None,
 ) -> None:
-    """Register the operator's start, stop and login on kopf's ``registry``."""
+    """Register the operator's start, stop and login on kopf's ``registry``;
+    ``probes``: (host, port) of ``/healthz`` and ``/readyz`` (None: not served)."""
+    runners: list[Any] = []
+
+    def not_ready() -> str | None:
+        return watches.not_ready() or reconciler.not_ready()
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
@@ -65,9 +72,13 @@ def register(
     async def startup(**_: Any) -> None:
         reconciler.start()
         watches.start()
+        if probes is not None:
+            runners.append(await serve_probes(*probes, not_ready))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        for runner in runners:
+            await runner.cleanup()
         await watches.stop()
         await watches.client.close()
         await reconciler.stop()

@@ -85,6 +85,7 @@ class Reconciler:
         # re-check skips an object whose inputs are still exactly those.
         self._settled: dict[Key, tuple[object, ...]] = {}
         self._claim_locks: dict[str, asyncio.Lock] = {}
+        self._caught_up = False  # every object looked at once since start (readiness)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         # Loading runs beside the reconcile, never inside it (handlers.loading).
@@ -122,6 +123,20 @@ class Reconciler:
     def _fire(self, key: Key) -> None:
         self._timers.pop(key, None)
         self.request(key)
+
+    def not_ready(self) -> str | None:
+        """Why the operator has not looked at every object once yet (None: it has).
+
+        Once it has, it stays ready: a burst of work later is not unreadiness."""
+        if self._caught_up:
+            return None
+        waiting = len(self._queued) + len(self._running) + sum(map(len, self._parked.values()))
+        if waiting:
+            return f"checking {waiting} object(s)"
+        if not self.world.ready:
+            return "memory not complete"
+        self._caught_up = True
+        return None
 
     def unpark(self, namespace: str | None) -> None:
         """``namespace`` (None: every namespace) is fully listed: run what waited for it."""

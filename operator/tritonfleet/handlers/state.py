@@ -88,8 +88,8 @@ class World:
 
     def __init__(self) -> None:
         # --- what the watches delivered
-        # kind -> namespace -> name -> (resourceVersion, uid, compact JSON)
-        self._watched_owners: dict[str, dict[str, dict[str, tuple[int, str, str]]]] = {
+        # kind -> namespace -> name -> (resourceVersion, uid, compact JSON, generation)
+        self._watched_owners: dict[str, dict[str, dict[str, tuple[int, str, str, int]]]] = {
             k: {} for k in OWNER_KINDS
         }
         self._watched: dict[Key, ChildState] = {}
@@ -105,9 +105,12 @@ class World:
         self._gone: dict[Key, str] = {}  # deleted by us: uid, until the watch confirms
         self._owners: dict[Key, tuple[int, str, str]] = {}  # rv, uid, compact JSON
         self._seen: dict[Key, int] = {}  # fingerprint of what reconciles read of a child
-        # Moves whenever an owner or a child changes: readers that derive something from
-        # the whole fleet (the queue collector's targets) recompute only when it moved.
+        # Move whenever an owner or a child changes (``version``), or an owner comes, goes
+        # or gets a new spec (``spec_version``): readers that derive something from the
+        # whole fleet (the queue collector's models) recompute only when it moved.
         self.version = 0
+        self.spec_version = 0
+        self._marked: dict[Key, ChildState] = {}  # Deployments scale to zero marked
 
     # --- what the watch streams deliver (handlers.watches) ------------------------------
 
@@ -120,7 +123,10 @@ class World:
         old = by_ns.get(name)
         if old is not None and old[2] == text:
             return False
-        by_ns[name] = (_rv(body), str(meta.get("uid") or ""), text)
+        uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+        by_ns[name] = (_rv(body), uid, text, generation)
+        if old is None or (old[1], old[3]) != (uid, generation):
+            self.spec_version += 1
         self.version += 1
         return True
 
@@ -130,6 +136,7 @@ class World:
             if not by_ns:
                 del self._watched_owners[kind][namespace]
             self.version += 1
+            self.spec_version += 1
         self._owners.pop((kind, namespace, name), None)
 
     def put_child(self, state: ChildState) -> None:
@@ -138,6 +145,10 @@ class World:
             self._unindex(old)
         self._watched[state.key] = state
         self._watched_of.setdefault(self._index_of(state), set()).add(state.key)
+        if state.scaled_to_zero:
+            self._marked[state.key] = state
+        else:
+            self._marked.pop(state.key, None)
         self.version += 1
 
     def drop_child(self, key: Key) -> ChildState | None:
@@ -146,6 +157,7 @@ class World:
         if old is not None:
             self._unindex(old)
             self.version += 1
+        self._marked.pop(key, None)
         self._seen.pop(key, None)
         self._drop_overlay(key)
         self._gone.pop(key, None)
@@ -354,6 +366,14 @@ class World:
             return False
         self._seen[state.key] = fingerprint
         return True
+
+    def marked_owners(self) -> list[Key]:
+        """Owners whose Deployment carries scale to zero's mark (a few, if any)."""
+        return [
+            (state.controller.kind, state.namespace, state.controller.name)
+            for state in self._marked.values()
+            if state.controller is not None
+        ]
 
     def claim_namespaces(self) -> list[str]:
         """Namespaces where a repository claim of ours exists."""

@@ -92,11 +92,14 @@ class Watches:
         self._tasks: dict[Scope, list[asyncio.Task[None]]] = {}
         self._listed: dict[Scope, set[str]] = {}
         self._namespace_task: asyncio.Task[None] | None = None
+        self._namespaces_listed = False
+        self._started = False
         self._pods_seen: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self._started = True
         if not self.patterns:
             self._open(None)
         elif not any(is_pattern(p) for p in self.patterns):
@@ -117,12 +120,17 @@ class Watches:
                 await task
         self._tasks.clear()
 
-    @property
-    def synced(self) -> bool:
-        """Every scope opened so far has listed all its streams."""
-        return bool(self._streams) and all(
-            len(self._listed.get(scope, ())) == len(STREAMS) for scope in self._streams
-        )
+    def not_ready(self) -> str | None:
+        """Why the memory is not complete yet (None: every stream has listed)."""
+        if not self._started:
+            return "not started"
+        if self._namespace_task is not None and not self._namespaces_listed:
+            return "listing namespaces"
+        pending = [s for s in self._streams if len(self._listed[s]) < len(STREAMS)]
+        if pending:
+            listed = sum(len(self._listed[s]) for s in self._streams)
+            return f"listing: {listed} of {len(STREAMS) * len(self._streams)} streams listed"
+        return None
 
     def _open(self, scope: Scope) -> None:
         if scope in self._streams:
@@ -187,6 +195,7 @@ class Watches:
             live = {name for _, name in present}
             for scope in [s for s in self._streams if s is not None and s not in live]:
                 self._close(scope)
+            self._namespaces_listed = True
             return
         else:
             gone = [
