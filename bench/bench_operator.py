@@ -1,55 +1,86 @@
-"""Benchmark: 1,000 TritonModels applied at once on the testbed.
+"""Benchmark: the operator at fleet scale, measured against the API server's own limit.
 
-Measures, with the operator running as a local process against the real
-API server (hack/testbed):
+For each size (``BENCH_MODELS``, default ``250,1000,5000``), on the testbed
+(hack/testbed: a real API server, etcd and controllers, kwok nodes), with the
+operator running as a local process:
 
-* time from the first create until every model has all its children
-  (ConfigMap, sync Job, Service, Deployment) and a status naming its revision
-  (target: <= 30 s), and until every status reports the Deployment;
-* API requests the operator issued, by verb (its own /metrics: reconciler and kopf);
-* operator RSS at the end and at its peak (target: <= 150 MB);
-* API writes during 60 idle seconds afterwards (target: 0), counted both by the
-  operator and by the API server itself (apiserver_request_total).
+* **floor**: the same TritonModels created the same way, and for each one the same
+  writes the operator's first reconcile makes - its finalizer, its ConfigMap, sync Job,
+  Service and Deployment (server-side apply, the very objects the operator builds)
+  and its status - by a bare client with no reconcile logic, using the concurrency the
+  operator may use (32 writers, 32 connections: ``handlers.reconcile``,
+  ``adapters.kube``). Events are not part of the floor.
+* **operator**: the time from the first create until every model has its four
+  children and a status naming its revision, observed the same way for both (watch
+  streams of this benchmark), and its ratio to the floor;
+* API writes per model by verb and resource, until then and until the fleet settled;
+* operator RSS at the end of the burst, after settling, and its peak;
+* 60 idle seconds (``BENCH_IDLE_SECONDS``): writes by the operator and by anyone on the
+  operator's resources (the API server's own counter), operator CPU, and the loader's
+  requests to Triton pods;
+* a restart over the converged fleet: seconds until ``/readyz`` and writes meanwhile.
 
-Not a test: prints figures. ``make bench`` runs it; ``BENCH_MODELS`` and
-``BENCH_IDLE_SECONDS`` shrink it for a quick look.
+Every kwok Triton pod answers the loader through a stand-in on its own pod IP
+(``hack.devtools.triton_fleet``), so models become Ready and the loader's work at rest
+is real traffic. Each size ends with one line: ``N models: operator S s, floor F s,
+ratio R, writes/model W, RSS M MB, idle writes I``. Not a test: prints figures (and
+the machine's load average, which they depend on). ``make bench`` runs it;
+``make bench-operator BENCH_MODELS=1000`` runs one size. Its own testbed
+(``TESTBED_NAME``, default ``tfbench-op``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import sys
 import time
 import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
+os.environ.setdefault("TESTBED_NAME", "tfbench-op")
 
 from hack.devtools import testbed as tb  # noqa: E402
-from hack.devtools.operator import (  # noqa: E402
-    WRITE_VERBS,
-    OperatorProcess,
-    apply_crds,
-    parse_metrics,
+from hack.devtools.operator import WRITE_VERBS, OperatorProcess, apply_crds, parse_metrics  # noqa: E402
+from hack.devtools.triton_fleet import TritonFleet  # noqa: E402
+from tritonfleet.adapters.kube import ApiError, KubeClient, Obj, endpoint_from_kubeconfig  # noqa: E402
+from tritonfleet.adapters.kube_watch import ResourceStream  # noqa: E402
+from tritonfleet.api.settings import OperatorSettings  # noqa: E402
+from tritonfleet.api.status import ModelStatus  # noqa: E402
+from tritonfleet.desired.kube.loading import TRITON_POD_SELECTOR  # noqa: E402
+from tritonfleet.desired.kube.objects import (  # noqa: E402
+    FINALIZER,
+    LABEL_MODEL,
+    MANAGED_SELECTOR,
+    REVISION_ANNOTATION,
+    deployment,
+    model_configmap,
+    repository_claim,
+    service,
+    sync_job,
 )
-from tritonfleet.adapters.kube import (  # noqa: E402
-    RESOURCES,
-    ApiError,
-    KubeClient,
-    endpoint_from_kubeconfig,
-)
+from tritonfleet.desired.kube.plan import plan, status_patch  # noqa: E402
+from tritonfleet.desired.kube.views import render_model_object  # noqa: E402
 
-MODELS = int(os.environ.get("BENCH_MODELS", "1000"))
+SIZES = [int(n) for n in os.environ.get("BENCH_MODELS", "250,1000,5000").split(",") if n]
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
-TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "300"))
-
-# Resources whose writes the operator could cause; the API server's own counter
-# over these (verbs that write) is the independent idle-write check.
+SETTLE_QUIET = 15.0  # s without an operator write: settled
+SETTLE_MAX = float(os.environ.get("BENCH_SETTLE_MAX", "900"))
+CREATE_CONCURRENCY = 64  # the user's client creating the models (both runs)
+WRITERS = 32  # the operator's reconcile workers and API connections
+KWOK_POD_NETWORK = "127.244.0.0/16"  # hack/testbed/up.sh: every kwok node's pod CIDR
+CHILD_KINDS = ("ConfigMap", "Job", "Service", "Deployment")
+# The API server's own count of writes on the resources the operator could cause.
 WATCHED_RESOURCES = {
     "tritonmodels",
     "modelensembles",
@@ -84,57 +115,117 @@ def model(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-async def create_all(client: KubeClient, namespace: str, count: int) -> float:
-    semaphore = asyncio.Semaphore(64)
+def names(count: int) -> list[str]:
+    return [f"bench-{i:05d}" for i in range(count)]
 
-    async def one(i: int) -> None:
-        async with semaphore:
-            await client.create(model(f"bench-{i:04d}", namespace))
 
+# --- observing progress the same way for both runs -----------------------------------
+
+
+class Progress:
+    """Watch sink: which models have a status naming their revision, which children exist."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.status: set[str] = set()
+        self.ready: set[str] = set()
+        self.children: dict[str, set[str]] = {kind: set() for kind in CHILD_KINDS}
+        self.done_at: float | None = None
+        self.lists = 0
+
+    def upsert(self, kind: str, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        if kind == "TritonModel":
+            status = obj.get("status") or {}
+            if status.get("revision"):
+                self.status.add(meta["name"])
+            conditions = status.get("conditions") or []
+            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+                self.ready.add(meta["name"])
+        else:
+            self.children[kind].add(meta["name"])
+        if self.done_at is None and self.complete:
+            self.done_at = time.perf_counter()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.status) >= self.count and all(
+            len(c) >= self.count for c in self.children.values()
+        )
+
+    def delete(self, kind: str, obj: Obj) -> None:
+        pass
+
+    def listed(self, kind: str, namespace: str | None, present: set[tuple[str, str]]) -> None:
+        self.lists += 1
+
+
+class Observer:
+    """This benchmark's own watch streams on one namespace (Progress, Triton stand-ins)."""
+
+    def __init__(self, client: KubeClient, namespace: str, progress: Progress) -> None:
+        streams = [ResourceStream(client, "TritonModel", namespace, progress)]
+        streams += [
+            ResourceStream(client, kind, namespace, progress, label_selector=MANAGED_SELECTOR)
+            for kind in CHILD_KINDS
+        ]
+        self.streams = streams
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.tasks = [asyncio.create_task(s.run()) for s in self.streams]
+        await wait_until(lambda: all(s.lists for s in self.streams), 60, "the bench's watches")
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class PodsToFleet:
+    """Watch sink: every Running kwok Triton pod gets a Triton stand-in on its IP."""
+
+    def __init__(self, fleet: TritonFleet) -> None:
+        self.fleet = fleet
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    def upsert(self, kind: str, obj: Obj) -> None:
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        ip = status.get("podIP")
+        if not ip or status.get("phase") != "Running" or meta.get("deletionTimestamp"):
+            return
+        model_name = (meta.get("labels") or {}).get(LABEL_MODEL, "")
+        revision = (meta.get("annotations") or {}).get(REVISION_ANNOTATION, "")
+        self._spawn(self.fleet.serve(ip, model_name, revision))
+
+    def delete(self, kind: str, obj: Obj) -> None:
+        ip = (obj.get("status") or {}).get("podIP")
+        if ip:
+            self._spawn(self.fleet.drop(ip))
+
+    def listed(self, kind: str, namespace: str | None, present: set[tuple[str, str]]) -> None:
+        pass
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+async def wait_until(check: Callable[[], bool], within: float, what: str) -> float:
     started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(count)))
+    while not check():
+        if time.perf_counter() - started > within:
+            raise TimeoutError(f"{what}: not within {within:.0f}s")
+        await asyncio.sleep(0.1)
     return time.perf_counter() - started
 
 
-async def count(client: KubeClient, kind: str, namespace: str) -> int:
-    """How many managed children of ``kind`` exist: a metadata-only list, light on the server."""
-    resource = RESOURCES[kind]
-    session = client._session_now()
-    headers = client._headers()
-    headers["Accept"] = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-    async with session.get(
-        client.endpoint.server + resource.path(namespace),
-        params={"labelSelector": "app.kubernetes.io/managed-by=tritonfleet"},
-        headers=headers,
-    ) as response:
-        body = await response.json()
-    return len(body.get("items") or [])
-
-
-async def progress(client: KubeClient, namespace: str) -> dict[str, int]:
-    models = await client.list("TritonModel", namespace)
-    statuses = [m.get("status") or {} for m in models]
-    counts = {
-        "status": sum(1 for s in statuses if s.get("revision")),
-        "synced": sum(
-            1
-            for s in statuses
-            if any(c["type"] == "Synced" and c["status"] == "True" for c in s.get("conditions", []))
-        ),
-        "deployment_in_status": sum(1 for s in statuses if s.get("deployment")),
-        "ready": sum(
-            1
-            for s in statuses
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", []))
-        ),
-    }
-    for kind in ("ConfigMap", "Job", "Service", "Deployment"):
-        counts[kind] = await count(client, kind, namespace)
-    return counts
-
-
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (load-independent cost of the operator)."""
+    """User + system CPU time of a process (the operator's own cost, whatever the load)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -150,123 +241,438 @@ def apiserver_writes(bed: tb.Testbed) -> int:
     return total
 
 
-def mb(value: float) -> str:
-    return f"{value / 2**20:.0f} MB"
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def writes_of(requests: dict[tuple[str, str], float]) -> dict[tuple[str, str], int]:
+    return {k: int(v) for k, v in sorted(requests.items()) if k[0] in WRITE_VERBS and v}
+
+
+def delta(
+    after: dict[tuple[str, str], float], before: dict[tuple[str, str], float]
+) -> dict[tuple[str, str], float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
+def per_model(writes: dict[tuple[str, str], int], count: int) -> str:
+    return ", ".join(f"{verb} {res} {n / count:.2f}" for (verb, res), n in writes.items())
+
+
+async def create_models(
+    client: KubeClient,
+    namespace: str,
+    count: int,
+    created: Callable[[int, Obj], None] = lambda i, o: None,
+) -> None:
+    semaphore = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+    async def one(i: int, name: str) -> None:
+        async with semaphore:
+            created(i, await client.create(model(name, namespace)))
+
+    await asyncio.gather(*(one(i, n) for i, n in enumerate(names(count))))
+
+
+async def release(bed: tb.Testbed, client: KubeClient, namespace: str) -> float:
+    """Delete a benchmark namespace with no operator running: finalizers dropped by hand
+    (the benchmark does not measure deletion), then wait until it is gone."""
+    started = time.perf_counter()
+    bed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    semaphore = asyncio.Semaphore(WRITERS)
+
+    async def strip(name: str) -> None:
+        async with semaphore:
+            try:
+                await client.patch(
+                    "TritonModel", namespace, name, {"metadata": {"finalizers": None}}
+                )
+            except ApiError as error:
+                if not error.not_found:
+                    raise
+
+    while bed.get("namespace", namespace):
+        items = await client.list("TritonModel", namespace)
+        await asyncio.gather(
+            *(strip(o["metadata"]["name"]) for o in items if o["metadata"].get("finalizers"))
+        )
+        if time.perf_counter() - started > 1800:
+            print(f"  namespace {namespace} still there after 30 min; going on", flush=True)
+            break
+        await asyncio.sleep(3)
+    try:
+        bed.recycle_volumes()
+    except tb.TestbedError as error:
+        print(f"  could not recycle volumes: {error}")
+    return time.perf_counter() - started
+
+
+# --- the floor -----------------------------------------------------------------------
+
+
+SETTINGS = OperatorSettings(operator_image="tritonfleet/tritonfleet:test")
+PLACEHOLDER_UID = "00000000-0000-4000-8000-000000000000"
+
+
+@dataclass
+class Prepared:
+    children: list[Obj]
+    status: Obj
+
+
+def prepare(name: str, namespace: str) -> Prepared:
+    """What the operator's first reconcile of a new model writes (built by its own
+    builders, before the clock starts), with the owner's uid to fill in."""
+    body = model(name, namespace)
+    body["metadata"].update(uid=PLACEHOLDER_UID, generation=1, resourceVersion="1")
+    rendering = render_model_object(body)
+    target = rendering.target
+    assert target is not None, rendering.problems
+    children = [
+        model_configmap(target),
+        sync_job(target, SETTINGS),
+        service(target),
+        deployment(target, SETTINGS, None),
+    ]
+    decided = plan(rendering, {}, None, SETTINGS, datetime.now(UTC))
+    assert decided.status is not None
+    return Prepared(children, {"status": status_patch(ModelStatus(), decided.status)})
+
+
+def owned_by(obj: Obj, uid: str) -> Obj:
+    out = copy.copy(obj)
+    meta = out["metadata"] = dict(obj["metadata"])
+    meta["ownerReferences"] = [dict(ref, uid=uid) for ref in meta.get("ownerReferences") or ()]
+    return out
+
+
+@dataclass
+class FloorRun:
+    seconds: float
+    writes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    load_start: float = 0.0
+    load_end: float = 0.0
+
+
+async def run_floor(bed: tb.Testbed, endpoint: Any, count: int) -> FloorRun:
+    namespace = f"floor-{uuid.uuid4().hex[:6]}"
+    bed.kubectl("create", "namespace", namespace)
+    creator = KubeClient(endpoint, max_connections=CREATE_CONCURRENCY, label="bench")
+    writer = KubeClient(endpoint, max_connections=WRITERS, label="floor")
+    watcher = KubeClient(endpoint, label="bench")
+    progress = Progress(count)
+    observer = Observer(watcher, namespace, progress)
+    prepared = [prepare(name, namespace) for name in names(count)]
+    claim = repository_claim(namespace, SETTINGS)
+    run = FloorRun(0.0)
+    queue: asyncio.Queue[tuple[int, Obj]] = asyncio.Queue()
+    try:
+        await observer.start()
+        print(f"floor: {count} models in {namespace} ...", flush=True)
+        run.load_start = load()
+        t0 = time.perf_counter()
+
+        async def write(verb: str, resource: str, call: Awaitable[Obj]) -> None:
+            await call
+            run.writes[(verb, resource)] += 1
+
+        async def one_writer() -> None:
+            while True:
+                i, created = await queue.get()
+                meta = created["metadata"]
+                name, uid = meta["name"], meta["uid"]
+                patch = {"metadata": {"finalizers": [FINALIZER]}}
+                await write(
+                    "patch", "tritonmodels", writer.patch("TritonModel", namespace, name, patch)
+                )
+                await asyncio.gather(
+                    *(
+                        write(
+                            "apply", child["kind"].lower() + "s", writer.apply(owned_by(child, uid))
+                        )
+                        for child in prepared[i].children
+                    )
+                )
+                status = prepared[i].status
+                await write(
+                    "patch",
+                    "tritonmodels",
+                    writer.patch_status("TritonModel", namespace, name, status),
+                )
+                queue.task_done()
+
+        workers = [asyncio.create_task(one_writer()) for _ in range(WRITERS)]
+        if claim is not None:
+            await write("create", "persistentvolumeclaims", writer.create(claim))
+        await create_models(creator, namespace, count, lambda i, o: queue.put_nowait((i, o)))
+        await queue.join()
+        for task in workers:
+            task.cancel()
+        await wait_until(
+            lambda: progress.complete, 120, "the floor's writes to show in the watches"
+        )
+        assert progress.done_at is not None
+        run.seconds = progress.done_at - t0
+        run.load_end = load()
+        print(
+            f"  floor: {run.seconds:.1f}s, load {run.load_start:.1f} -> {run.load_end:.1f}",
+            flush=True,
+        )
+    finally:
+        await observer.stop()
+        gone = await release(bed, watcher, namespace)
+        print(f"  floor namespace gone after {gone:.0f}s", flush=True)
+        for client in (creator, writer, watcher):
+            await client.close()
+    return run
+
+
+# --- the operator ----------------------------------------------------------------------
+
+
+@dataclass
+class OperatorRun:
+    seconds: float | None = None
+    cpu_burst: float = 0.0
+    writes_burst: dict[tuple[str, str], int] = field(default_factory=dict)
+    writes_settled: dict[tuple[str, str], int] = field(default_factory=dict)
+    settled_after: float = 0.0
+    ready_models: int = 0
+    rss_burst: int = 0
+    rss_end: int = 0
+    rss_peak: int = 0
+    idle_writes: int = 0
+    idle_api_writes: int = 0
+    idle_cpu: float = 0.0
+    idle_requests: dict[tuple[str, str], float] = field(default_factory=dict)
+    triton_per_minute: float = 0.0
+    stand_in_per_minute: float = 0.0
+    restart_ready: float | None = None
+    restart_writes: int = 0
+    load_start: float = 0.0
+    load_end: float = 0.0
+    load_idle: float = 0.0
+
+
+def rss(op: OperatorProcess, peak: bool = False) -> int:
+    return op.rss_bytes(peak=peak)
+
+
+async def settle(op: OperatorProcess) -> float:
+    """Until the operator wrote nothing for SETTLE_QUIET seconds (the cluster settles too:
+    sync Jobs finish, Deployments roll their pods, the loader confirms them)."""
+    started = time.perf_counter()
+    last, quiet_since = op.writes(), time.perf_counter()
+    while time.perf_counter() - quiet_since < SETTLE_QUIET:
+        if time.perf_counter() - started > SETTLE_MAX:
+            print(f"  still writing after {SETTLE_MAX:.0f}s; measuring anyway", flush=True)
+            break
+        await asyncio.sleep(1)
+        now = op.writes()
+        if now != last:
+            last, quiet_since = now, time.perf_counter()
+    return time.perf_counter() - started
+
+
+async def run_operator(
+    bed: tb.Testbed, endpoint: Any, count: int, fleet: TritonFleet
+) -> OperatorRun:
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    bed.kubectl("create", "namespace", namespace)
+    env = {"TRITONFLEET_DIAL_POD_NETWORKS": KWOK_POD_NETWORK}
+    log = Path(f"/tmp/{namespace}-operator.log")
+    op = OperatorProcess(bed, [namespace], env=env, log_path=log)
+    creator = KubeClient(endpoint, max_connections=CREATE_CONCURRENCY, label="bench")
+    watcher = KubeClient(endpoint, label="bench")
+    progress = Progress(count)
+    observer = Observer(watcher, namespace, progress)
+    pods = ResourceStream(
+        watcher, "Pod", namespace, PodsToFleet(fleet), label_selector=TRITON_POD_SELECTOR
+    )
+    pods_task = asyncio.create_task(pods.run())
+    run = OperatorRun()
+    timeout = 120 + 0.3 * count
+    try:
+        op.start()
+        await wait_until(op.ready, 60, "the operator's /readyz")
+        await observer.start()
+        before, cpu0 = op.requests_by_resource(), cpu_seconds(op.pid)
+        print(f"operator: {count} models in {namespace} (log {log}) ...", flush=True)
+        run.load_start = load()
+        t0 = time.perf_counter()
+        await create_models(creator, namespace, count)
+        try:
+            await wait_until(lambda: progress.done_at is not None, timeout, "children and status")
+        except TimeoutError as error:
+            print(f"  {error}", flush=True)
+        if progress.done_at is not None:
+            run.seconds = progress.done_at - t0
+        run.load_end = load()
+        run.cpu_burst = cpu_seconds(op.pid) - cpu0
+        run.writes_burst = writes_of(delta(op.requests_by_resource(), before))
+        run.rss_burst = rss(op)
+        shown = f"{run.seconds:.1f}s" if run.seconds is not None else "not reached"
+        print(
+            f"  operator: {shown}, CPU {run.cpu_burst:.1f}s, load {run.load_start:.1f} -> "
+            f"{run.load_end:.1f}; settling ...",
+            flush=True,
+        )
+        run.settled_after = await settle(op)
+        run.writes_settled = writes_of(delta(op.requests_by_resource(), before))
+        run.ready_models = len(progress.ready)
+        run.rss_end, run.rss_peak = rss(op), rss(op, peak=True)
+
+        print(
+            f"  settled after {run.settled_after:.0f}s ({run.ready_models} Ready); "
+            f"{IDLE_SECONDS:.0f}s idle ...",
+            flush=True,
+        )
+        idle0 = (
+            op.writes(),
+            apiserver_writes(bed),
+            cpu_seconds(op.pid),
+            op.requests_by_resource(),
+            op.counter("tritonfleet_triton_requests_total"),
+            fleet.requests,
+        )
+        await asyncio.sleep(IDLE_SECONDS)
+        run.load_idle = load()
+        run.idle_writes = int(op.writes() - idle0[0])
+        run.idle_api_writes = apiserver_writes(bed) - idle0[1]
+        run.idle_cpu = (cpu_seconds(op.pid) - idle0[2]) / IDLE_SECONDS
+        run.idle_requests = delta(op.requests_by_resource(), idle0[3])
+        minutes = IDLE_SECONDS / 60
+        run.triton_per_minute = (
+            op.counter("tritonfleet_triton_requests_total") - idle0[4]
+        ) / minutes
+        run.stand_in_per_minute = (fleet.requests - idle0[5]) / minutes
+
+        print("  restarting the operator over the settled fleet ...", flush=True)
+        op.stop()
+        op = OperatorProcess(bed, [namespace], env=env, log_path=log)
+        launched = time.perf_counter()
+        op.start()
+        try:
+            await wait_until(op.ready, 120, "/readyz after the restart")
+            run.restart_ready = time.perf_counter() - launched
+        except TimeoutError as error:
+            print(f"  {error}", flush=True)
+        await asyncio.sleep(SETTLE_QUIET)
+        run.restart_writes = int(op.writes())
+    finally:
+        op.stop()
+        pods_task.cancel()
+        await observer.stop()
+        gone = await release(bed, watcher, namespace)
+        print(f"  namespace gone after {gone:.0f}s", flush=True)
+        for client in (creator, watcher):
+            await client.close()
+    return run
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def mb(value: float) -> float:
+    return value / 2**20
+
+
+def summary(count: int, floor: FloorRun, op: OperatorRun) -> str:
+    """The one line a size ends with."""
+    seconds = f"{op.seconds:.1f}" if op.seconds else "n/a"
+    ratio = f"{op.seconds / floor.seconds:.2f}" if op.seconds else "n/a"
+    writes = sum(op.writes_burst.values()) / count
+    return (
+        f"{count} models: operator {seconds} s, floor {floor.seconds:.1f} s, ratio {ratio}, "
+        f"writes/model {writes:.2f}, RSS {mb(op.rss_end):.0f} MB, idle writes {op.idle_writes}"
+    )
+
+
+HEADER = (
+    "models",
+    "operator s",
+    "floor s",
+    "ratio",
+    "s per 1k",
+    "op CPU s",
+    "writes/model",
+    "RSS burst/end/peak MB",
+    "KB/model",
+    "idle writes op/any",
+    "idle CPU",
+    "restart->Ready s",
+    "restart writes",
+    "loader req/min",
+    "load floor/op",
+)
+
+
+def row(count: int, floor: FloorRun, op: OperatorRun) -> tuple[str, ...]:
+    burst, settled = sum(op.writes_burst.values()), sum(op.writes_settled.values())
+    reached = op.seconds is not None
+    return (
+        str(count),
+        f"{op.seconds:.1f}" if op.seconds else "not reached",
+        f"{floor.seconds:.1f}",
+        f"{op.seconds / floor.seconds:.2f}" if op.seconds else "-",
+        f"{1000 * op.seconds / count:.1f}" if op.seconds else "-",
+        f"{op.cpu_burst:.1f}",
+        f"{burst / count:.2f} / {settled / count:.2f}",
+        f"{mb(op.rss_burst):.0f} / {mb(op.rss_end):.0f} / {mb(op.rss_peak):.0f}",
+        f"{op.rss_end / 1024 / count:.0f}",
+        f"{op.idle_writes} / {op.idle_api_writes}",
+        f"{100 * op.idle_cpu:.1f} %",
+        f"{op.restart_ready:.1f}" if op.restart_ready is not None else "not ready",
+        str(op.restart_writes),
+        f"{op.triton_per_minute:.0f}",
+        f"{floor.load_start:.1f}-{floor.load_end:.1f} / {op.load_start:.1f}-{op.load_end:.1f}"
+        + ("" if reached else " (timed out)"),
+    )
+
+
+def report(results: list[tuple[int, FloorRun, OperatorRun]]) -> None:
+    averages = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print()
+    print(
+        "== bench_operator: TritonModels in one namespace, inline sources, "
+        f"{os.cpu_count()} cores; load average now {averages} (1/5/15 min)"
+    )
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
+    for result in results:
+        print("| " + " | ".join(row(*result)) + " |")
+    print()
+    print("writes per model by verb and resource (operator: until children and status / settled)")
+    for count, floor, op in results:
+        print(f"  {count} floor:    {per_model(dict(sorted(floor.writes.items())), count)}")
+        print(f"  {count} operator: {per_model(op.writes_burst, count)}")
+        print(f"  {count} settled:  {per_model(op.writes_settled, count)}")
+        idle = {f"{verb} {resource}": n for (verb, resource), n in op.idle_requests.items()}
+        print(
+            f"    settled {op.settled_after:.0f}s after the burst, {op.ready_models} models Ready "
+            "(kwok runs at most 660 pods); requests while idle: "
+            f"{json.dumps(idle)}; Triton stand-ins asked {op.stand_in_per_minute:.0f}/min; "
+            f"load at the end of idle {op.load_idle:.1f}"
+        )
+    print()
+    for result in results:
+        print(summary(*result))
 
 
 async def run(bed: tb.Testbed) -> None:
-    namespace = f"bench-{uuid.uuid4().hex[:6]}"
-    bed.kubectl("create", "namespace", namespace)
-    operator = OperatorProcess(bed, [namespace], log_path=Path(f"/tmp/{namespace}-operator.log"))
-    operator.start()
-    client = KubeClient(endpoint_from_kubeconfig(bed.kubeconfig), max_connections=64)
+    endpoint = endpoint_from_kubeconfig(bed.kubeconfig)
+    fleet = TritonFleet()
+    await fleet.start()
+    results = []
     try:
-        before = operator.requests_by_verb()
-        cpu_before = cpu_seconds(operator.pid)
-        print(f"creating {MODELS} TritonModels in namespace {namespace} ...", flush=True)
-        t0 = time.perf_counter()
-        create_seconds = await create_all(client, namespace, MODELS)
-        print(f"  created in {create_seconds:.1f}s", flush=True)
-        children_done = status_done = None
-        counts: dict[str, int] = {}
-        while time.perf_counter() - t0 < TIMEOUT:
-            counts = await progress(client, namespace)
-            elapsed = time.perf_counter() - t0
-            kinds = ("ConfigMap", "Job", "Service", "Deployment")
-            children = all(counts[k] >= MODELS for k in kinds)
-            if children and counts["status"] >= MODELS and children_done is None:
-                children_done = elapsed
-                cpu_children = cpu_seconds(operator.pid) - cpu_before
-                writes_children = operator.writes()
-            if counts["synced"] >= MODELS and counts["deployment_in_status"] >= MODELS:
-                status_done = elapsed
-                break
-            print(f"  t={elapsed:5.1f}s {json.dumps(counts)}", flush=True)
-            await asyncio.sleep(2.0)
-        rss_end, rss_peak = operator.rss_bytes(), operator.rss_bytes(peak=True)
-        cpu_total = cpu_seconds(operator.pid) - cpu_before
-        after = operator.requests_by_verb()
-        issued = {v: int(after.get(v, 0) - before.get(v, 0)) for v in sorted(after)}
-        # "Nothing changed" needs the rest of the cluster to settle too: Deployments
-        # rolling their pods (the controller-manager is slow under this load) change
-        # readiness, which the operator rightly reports. Wait until its writes stop.
-        print("waiting for the cluster to settle (no operator write for 15 s) ...", flush=True)
-        settle_start = time.perf_counter()
-        last, quiet_since = operator.writes(), time.perf_counter()
-        while time.perf_counter() - quiet_since < 15 and time.perf_counter() - settle_start < 600:
-            await asyncio.sleep(3)
-            now_writes = operator.writes()
-            if now_writes != last:
-                last, quiet_since = now_writes, time.perf_counter()
-        settled_after = time.perf_counter() - settle_start
-        final = await progress(client, namespace)
-        op_writes_0, api_writes_0 = operator.writes(), apiserver_writes(bed)
-        idle_by_verb_0 = operator.requests_by_verb()
-        await asyncio.sleep(IDLE_SECONDS)
-        op_writes_1, api_writes_1 = operator.writes(), apiserver_writes(bed)
-        idle_by_verb_1 = operator.requests_by_verb()
-        idle_requests = {
-            v: int(idle_by_verb_1.get(v, 0) - idle_by_verb_0.get(v, 0))
-            for v in sorted(idle_by_verb_1)
-            if idle_by_verb_1.get(v, 0) != idle_by_verb_0.get(v, 0)
-        }
-        load = os.getloadavg()
-        print()
-        print(f"== bench_operator: {MODELS} TritonModels, one namespace, inline sources")
-        print(
-            "  machine load average (1/5/15 min)             "
-            f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores"
-        )
-        print(f"  creates sent by the bench client              {create_seconds:6.1f} s")
-        shown = f"{children_done:6.1f} s" if children_done is not None else "  not reached"
-        print(f"  all children exist + status written           {shown}  (target <= 30 s)")
-        if children_done is not None:
-            print(
-                f"    operator CPU until then                     {cpu_children:6.1f} s, "
-                f"writes {int(writes_children)}"
-            )
-        shown = f"{status_done:6.1f} s" if status_done is not None else "  not reached"
-        print(f"  every model Synced, Deployment in status      {shown}")
-        print(f"  operator CPU for the whole burst              {cpu_total:6.1f} s")
-        print(f"  API requests by the operator, by verb:        {json.dumps(issued)}")
-        print(
-            f"    writes: {sum(v for k, v in issued.items() if k in WRITE_VERBS)}"
-            f" ({sum(v for k, v in issued.items() if k in WRITE_VERBS) / MODELS:.1f} per model)"
-        )
-        print(
-            f"  operator RSS at the end / peak                {mb(rss_end)} / {mb(rss_peak)}"
-            "  (target <= 150 MB)"
-        )
-        print(
-            f"  settled after a further                       {settled_after:6.1f} s: "
-            f"{json.dumps(final)}"
-        )
-        print(
-            f"  idle {IDLE_SECONDS:.0f}s: operator writes                  "
-            f"{int(op_writes_1 - op_writes_0)}  (target 0)"
-        )
-        print(
-            f"  idle {IDLE_SECONDS:.0f}s: API server writes on operator resources "
-            f"{api_writes_1 - api_writes_0} (any client: controllers and kwok included)"
-        )
-        print(
-            f"  idle {IDLE_SECONDS:.0f}s: operator requests by verb         "
-            f"{json.dumps(idle_requests)}"
-        )
+        for count in SIZES:
+            floor = await run_floor(bed, endpoint, count)
+            operator = await run_operator(bed, endpoint, count, fleet)
+            results.append((count, floor, operator))
+            print(summary(count, floor, operator), flush=True)
+        report(results)
     finally:
-        print(
-            "cleaning up (namespace deletion; the operator releases its finalizers) ...", flush=True
-        )
-        with_timeout = time.perf_counter()
-        bed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        while time.perf_counter() - with_timeout < 300 and bed.get("namespace", namespace):  # noqa: ASYNC110
-            await asyncio.sleep(2)
-        operator.stop()
-        await client.close()
-        try:
-            bed.recycle_volumes()
-        except tb.TestbedError as error:
-            print(f"  could not recycle volumes: {error}")
+        await fleet.close()
 
 
 def main() -> int:

@@ -163,6 +163,29 @@ class OperatorProcess:
         by_verb = self.requests_by_verb()
         return sum(v for verb, v in by_verb.items() if verb in WRITE_VERBS)
 
+    def requests_by_resource(self) -> dict[tuple[str, str], float]:
+        """API requests issued so far, by (verb, resource), every client of the process."""
+        out: dict[tuple[str, str], float] = {}
+        for name, labels, value in self.metrics():
+            if name == "tritonfleet_api_requests_total":
+                key = (labels["verb"], labels["resource"])
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+    def counter(self, metric: str) -> float:
+        """The sum of a counter's series (e.g. tritonfleet_triton_requests_total)."""
+        return sum(v for name, _, v in self.metrics() if name == metric)
+
+    def ready(self) -> bool:
+        """``/readyz`` answers 200: memory complete, every object looked at once."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/readyz", timeout=2
+            ) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
     def rss_bytes(self, peak: bool = False) -> int:
         field = "VmHWM" if peak else "VmRSS"
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
