@@ -76,9 +76,9 @@ class Scaling:
         autoscaled model's own queue-time window (``autoscaling.windowSeconds``).
 
         Asked every scrape round and on every metrics query; worked out over every owner
-        only when the memory changed since (``World.version``), the specs parsed once per
-        generation by the shared views."""
-        version = self.world.version
+        only when an owner came, went or changed its spec since (``World.spec_version``),
+        the specs parsed once per generation by the shared views."""
+        version = self.world.spec_version
         if self._models_of is not None and self._models_of[0] == version:
             return self._models_of[1]
         out: dict[tuple[str, str, str], list[str]] = {}

@@ -53,7 +53,9 @@ GATEWAY_RELIST_S = 30.0  # how often the gateway pods are listed (they rarely ch
 class ScalerView(Protocol):
     """What the scaler reads of (and tells) the operator's memory (``handlers.state.World``)."""
 
-    version: int  # moves whenever an owner or a child changes
+    spec_version: int  # moves whenever an owner comes, goes or gets a new spec
+
+    def marked_owners(self) -> list[tuple[str, str, str]]: ...
 
     def owner_keys(self) -> Iterator[tuple[str, str, str]]: ...
     def owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -188,24 +190,18 @@ class ZeroScaler:
                 yield key, body, target, route_name(body, view), dep
 
     def _eligible(self) -> list[tuple[str, str, str]]:
-        """The owners whose spec scales to zero or whose Deployment carries our mark,
-        found over the whole fleet only when the memory changed since the last round."""
-        version = self.world.version
-        if self._eligible_of is not None and self._eligible_of[0] == version:
-            return self._eligible_of[1]
-        keys = []
-        for key in list(self.world.owner_keys()):
-            body = self.world.owner(*key)
-            if body is None:
-                continue
-            if self.views.of(body).may_scale_to_zero:
-                keys.append(key)
-                continue
-            children = self.world.children(str(body["metadata"].get("uid", "")))
-            if any(c.kind == "Deployment" and c.scaled_to_zero for c in children.values()):
-                keys.append(key)
-        self._eligible_of = (version, keys)
-        return keys
+        """The owners whose spec scales to zero (found over the whole fleet only when an
+        owner came, went or changed its spec) and those whose Deployment carries our mark."""
+        version = self.world.spec_version
+        if self._eligible_of is None or self._eligible_of[0] != version:
+            keys = []
+            for key in list(self.world.owner_keys()):
+                body = self.world.owner(*key)
+                if body is not None and self.views.of(body).may_scale_to_zero:
+                    keys.append(key)
+            self._eligible_of = (version, keys)
+        spec = self._eligible_of[1]
+        return [*spec, *(k for k in self.world.marked_owners() if k not in spec)]
 
     async def _carry_out(
         self,
