@@ -72,8 +72,8 @@ class Scaling:
         self._runner: web.AppRunner | None = None
 
     def _models(self) -> dict[tuple[str, str, str], list[str]]:
-        """(kind, ns, owner) → Triton models its Deployment loads; on the way, each
-        autoscaled model's own queue-time window (``autoscaling.windowSeconds``).
+        """(kind, ns, owner) → Triton models its Deployment loads, for every autoscaled
+        owner; on the way, each one's queue-time window (``autoscaling.windowSeconds``).
 
         Asked every scrape round and on every metrics query; worked out over every owner
         only when an owner came, went or changed its spec since (``World.spec_version``),
@@ -88,10 +88,12 @@ class Scaling:
             if body is None:
                 continue
             view = self.views.of(body)
-            if view.parsed is None:
-                continue  # an invalid spec has no Deployment to scale
-            if view.autoscaling is not None:
-                windows[(ns, view.triton_name)] = view.autoscaling.window_seconds
+            if view.parsed is None or view.autoscaling is None:
+                # No Deployment to scale (an invalid spec), or no autoscaler reading the
+                # queue time: its pods are not scraped (a thousand idle models, a thousand
+                # scrapes every round for nobody).
+                continue
+            windows[(ns, view.triton_name)] = view.autoscaling.window_seconds
             if kind == "TritonModel":
                 out[(kind, ns, name)] = [view.triton_name]
                 continue
