@@ -25,7 +25,9 @@ $(STAMP): pyproject.toml
 	@echo "[venv] installing tritonfleet and its dev dependencies into $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	@$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	@# --exact: a dependency the project dropped leaves the venv too (kopf would import a
+	@# stale `kubernetes` client just because it is installed).
+	@$(BIN)/uv pip install --quiet --exact --python $(BIN)/python -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: venv

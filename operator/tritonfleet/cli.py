@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, TextIO
 
 from tritonfleet import __version__
 from tritonfleet.handlers.cli import add_parser as add_operator_parser
-from tritonfleet.handlers.cli import lean_imports
 
 if TYPE_CHECKING:
     from tritonfleet.desired.triton.render import Rendered
 
-# Nothing heavy is imported at the top: the operator process keeps gRPC, numpy and the
-# kubernetes client out of its memory (see lean_imports), which only works if nothing
-# imported them before it starts. tests/unit/test_render_cli.py checks it.
+# Nothing heavy is imported at the top: each subcommand imports what it needs when it
+# runs, so `tritonfleet crds` does not pay for kopf and the operator does not pay for
+# the gateway. tests/unit/test_render_cli.py checks the operator's footprint.
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -162,7 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["operator"]:
-        lean_imports()
         register_operator_extensions()
     args = build_parser().parse_args(words)
     result: int = args.func(args, sys.stdout)

@@ -149,7 +149,12 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     # pay for aiohttp, prometheus and the gateway at start.
     from aiohttp import web
 
-    from tritonfleet.adapters.kube import KubeClient, discover_endpoint
+    from tritonfleet.adapters.kube import (
+        CredentialError,
+        KubeClient,
+        check_access,
+        discover_endpoint,
+    )
     from tritonfleet.desired.gateway.routing import PriceTable, RoutesError
     from tritonfleet.gateway.app import Gateway, GatewaySettings
     from tritonfleet.gateway.secrets import ClientTokens, KeyStore, MissingKeyError
@@ -178,10 +183,17 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     else:
         try:
             endpoint = discover_endpoint(args.kubeconfig)
+            identity = asyncio.run(check_access(endpoint))
             prices = read_prices(Path(args.prices)) if args.prices else PriceTable()
-        except (ValueError, OSError, RoutesError) as err:
+        except (ValueError, OSError, RoutesError, CredentialError) as err:
             print(f"error: in-cluster mode: {err} (or run with --routes FILE)", file=sys.stderr)
             return EXIT_USAGE
+        log.info(
+            "API server %s as %s (%s)",
+            endpoint.server,
+            identity or "an unknown user",
+            endpoint.auth_kind,
+        )
         # Hosted API keys come from the referenced Secrets, read by the source.
         keys = cluster_keys = ClusterKeyStore(secrets_dir)
         source = ClusterRouteSource(

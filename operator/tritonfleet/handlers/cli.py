@@ -20,18 +20,6 @@ from tritonfleet.api.settings import OperatorSettings, SettingsError, listen_hos
 log = logging.getLogger("tritonfleet.operator")
 
 
-def lean_imports() -> None:
-    """Keep the official ``kubernetes`` client, which the operator never uses, out of
-    its memory: kopf imports it when installed, only to recognise its model classes,
-    while the operator talks to the API through ``adapters.kube``.
-
-    (Triton's ``model_config_pb2`` no longer needs a trick here: ``desired.triton.proto``
-    loads it without the gRPC runtime.) Effective only when nothing imported the
-    client yet: the CLI imports subcommands lazily for that reason.
-    """
-    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
-
-
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
@@ -79,10 +67,9 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
 
 
 def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    lean_imports()
     import kopf
 
-    from tritonfleet.adapters.kube import discover_endpoint
+    from tritonfleet.adapters.kube import CredentialError, check_access, discover_endpoint
     from tritonfleet.handlers import metrics
     from tritonfleet.handlers.operator import build, configure_kopf
 
@@ -105,9 +92,17 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
         log.warning("ignoring %s: no such operator setting", name)
     try:
         endpoint = discover_endpoint(args.kubeconfig)
-    except (OSError, ValueError) as error:
+        identity = asyncio.run(check_access(endpoint))
+    except (OSError, ValueError, CredentialError) as error:
         print(f"error: cannot reach the cluster: {error}", file=sys.stderr)
         return EXIT_USAGE
+    log.info(
+        "API server %s as %s (%s, %s)",
+        endpoint.server,
+        identity or "an unknown user",
+        endpoint.auth_kind,
+        endpoint.source,
+    )
     registry, _world, _reconciler = build(settings, endpoint)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings)

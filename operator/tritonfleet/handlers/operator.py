@@ -97,12 +97,15 @@ def register(
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
-        # The same credentials as the reconciler's client, and a session whose
-        # requests are counted (kopf's watches show in tritonfleet_api_requests_total).
+        # The same credentials as the reconciler's client (one exec plugin run, one token
+        # file), and a session whose requests are counted (kopf's watches show in
+        # tritonfleet_api_requests_total). kopf logs in again when it expires or on a 401.
+        session, expiration = await traced_session(endpoint, "kopf")
         return kopf.AiohttpSession(
             server=endpoint.server,
-            aiohttp_session=traced_session(endpoint, "kopf"),
+            aiohttp_session=session,
             default_namespace=endpoint.default_namespace,
+            expiration=expiration,
         )
 
     @kopf.on.startup(registry=registry)
