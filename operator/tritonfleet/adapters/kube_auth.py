@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import yaml
@@ -413,7 +414,10 @@ async def refresh_oidc(provider: OidcProvider, refresh_token: str) -> tuple[str,
             cafile=ca_path or None,
             cadata=base64.b64decode(ca_data).decode() if ca_data else None,
         )
-    client = aiohttp.BasicAuth(provider.get("client-id"), provider.get("client-secret"))
+    # Client credentials in HTTP basic auth, each form-encoded first (RFC 6749, 2.3.1).
+    client_id, secret = (quote(provider.get(k), safe="") for k in ("client-id", "client-secret"))
+    pair = f"{client_id}:{secret}"
+    client = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -421,7 +425,7 @@ async def refresh_oidc(provider: OidcProvider, refresh_token: str) -> tuple[str,
             async with session.get(discovery_url, ssl=ssl_ctx) as response:
                 response.raise_for_status()
                 endpoint = (await response.json(content_type=None))["token_endpoint"]
-            async with session.post(endpoint, data=form, auth=client, ssl=ssl_ctx) as response:
+            async with session.post(endpoint, data=form, headers=client, ssl=ssl_ctx) as response:
                 answer = await response.json(content_type=None)
                 if response.status != 200:
                     # The error code only: the body could echo the refresh token.
