@@ -595,7 +595,8 @@ class _Pod:
                     },
                 }
             ],
-            "users": [{"name": sa, "user": {"token": token}}],
+            # The projected file, as in a pod: the client re-reads it (tokens rotate).
+            "users": [{"name": sa, "user": {"tokenFile": str(path / src.get("path", "token"))}}],
             "contexts": [
                 {
                     "name": "pod",
