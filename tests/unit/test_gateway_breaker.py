@@ -12,7 +12,7 @@ import pytest
 
 from tritonfleet.adapters.hosted import parse_retry_after, redact
 from tritonfleet.adapters.triton_http import _ResponseParser, sse_data
-from tritonfleet.desired.gateway.routing import ApiKeyRef, BreakerSettings
+from tritonfleet.desired.gateway.routes import ApiKeyRef, BreakerSettings
 from tritonfleet.gateway.breaker import BreakerState, CircuitBreaker, RetryBudget
 from tritonfleet.gateway.secrets import (
     REDACTOR,

@@ -340,7 +340,7 @@ def test_a_normal_event_when_every_pod_is_loaded() -> None:
 
 
 def test_what_status_pods_says_is_what_the_gateway_routes_to() -> None:
-    from tritonfleet.desired.gateway.routing import ready_endpoints
+    from tritonfleet.desired.gateway.cluster import ready_endpoints
 
     observed = [
         *ready_pods("new"),

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tritonfleet.desired.gateway.routing import queue_counters
+from tritonfleet.desired.gateway.plan import queue_counters
 from tritonfleet.desired.triton.metrics import (
     ModelCounters,
     NoData,

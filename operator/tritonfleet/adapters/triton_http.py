@@ -443,18 +443,6 @@ class TritonClient:
             f"triton {base_url}",
         )
 
-    async def post_json(
-        self, url: str, body: bytes, client_timeout: aiohttp.ClientTimeout, what: str
-    ) -> tuple[int, bytes]:
-        """POST a JSON body, read the whole answer: (status, raw body)."""
-        try:
-            async with self.session.post(
-                url, data=body, headers=JSON_HEADERS, timeout=client_timeout
-            ) as resp:
-                return resp.status, await resp.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as err:
-            raise classify(err, what) from err
-
     async def generate(
         self, base_url: str, model: str, body: bytes, client_timeout: aiohttp.ClientTimeout
     ) -> tuple[int, bytes]:

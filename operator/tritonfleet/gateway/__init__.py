@@ -5,8 +5,10 @@ accounting.
 
 A data-plane process (``tritonfleet gateway``), next to ``handlers``,
 ``scaling`` and ``sync`` in the layering: it uses ``adapters`` (Triton and
-hosted HTTP clients) and the pure ``desired.gateway.routing``/``desired.gateway.openai_mapping``.
-Flow: ``cli`` → ``app`` (HTTP, auth, parsing) → ``proxy`` (plan, attempts,
-failover, streaming) → ``state``/``breaker`` (what the gateway remembers) →
-adapters; ``prober`` and ``sources`` keep the state current in the background.
+hosted HTTP clients) and the pure planning of ``desired.gateway`` (routes,
+plan, prices, OpenAI mapping).
+Flow: ``cli`` → ``app`` (HTTP, auth, parsing) → ``proxy`` (the request path:
+plan, attempts, failover, streaming, accounting) → ``state``/``breaker`` (what
+the gateway remembers) → adapters; ``prober`` and ``sources`` keep the state
+current in the background.
 """

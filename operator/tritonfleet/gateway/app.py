@@ -33,7 +33,7 @@ from tritonfleet.desired.gateway.openai_mapping import (
     build_embedding_request,
     build_generate_request,
 )
-from tritonfleet.desired.gateway.routing import RouteTable
+from tritonfleet.desired.gateway.routes import RouteTable
 from tritonfleet.gateway.errors import error_response
 from tritonfleet.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from tritonfleet.gateway.prober import Prober

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
 
-from tritonfleet.desired.gateway.routing import BreakerSettings
+from tritonfleet.desired.gateway.routes import BreakerSettings
 
 Clock = Callable[[], float]
 

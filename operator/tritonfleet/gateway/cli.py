@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tritonfleet.api.settings import LISTEN_HOST_ENV, listen_host
 
 if TYPE_CHECKING:
-    from tritonfleet.desired.gateway.routing import RouteTable
+    from tritonfleet.desired.gateway.routes import RouteTable
     from tritonfleet.gateway.sources import ClusterRouteSource, StaticRouteSource
 
 EXIT_OK = 0
@@ -155,7 +155,8 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         check_access,
         discover_endpoint,
     )
-    from tritonfleet.desired.gateway.routing import PriceTable, RoutesError
+    from tritonfleet.desired.gateway.prices import PriceTable
+    from tritonfleet.desired.gateway.routes import RoutesError
     from tritonfleet.gateway.app import Gateway, GatewaySettings
     from tritonfleet.gateway.secrets import ClientTokens, KeyStore, MissingKeyError
     from tritonfleet.gateway.sources import (

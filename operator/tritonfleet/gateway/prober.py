@@ -10,7 +10,7 @@
 * Queue time (only for models with ``queueTimeAboveMs``): scrape each pod's
   Triton ``/metrics`` and turn the ``nv_inference_queue_duration_us`` and
   ``nv_inference_request_success`` counters into a mean queue time per request
-  over the last interval (:func:`~tritonfleet.desired.gateway.routing.average_queue_ms`).
+  over the last interval (:func:`~tritonfleet.desired.gateway.plan.average_queue_ms`).
 
 Probes run concurrently and are bounded by short timeouts; a slow pod delays
 nothing but its own verdict.
@@ -23,7 +23,7 @@ import logging
 import time
 
 from tritonfleet.adapters.triton_http import TritonClient
-from tritonfleet.desired.gateway.routing import average_queue_ms, queue_counters
+from tritonfleet.desired.gateway.plan import average_queue_ms, queue_counters
 from tritonfleet.gateway.breaker import BreakerState
 from tritonfleet.gateway.state import GatewayState, PodRuntime, RouteRuntime
 

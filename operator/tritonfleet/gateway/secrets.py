@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tritonfleet.adapters.hosted import redact
-from tritonfleet.desired.gateway.routing import ApiKeyRef
+from tritonfleet.desired.gateway.routes import ApiKeyRef
 
 RECHECK_S = 5.0  # how often a key or token file's mtime is looked at
 

@@ -1,7 +1,7 @@
 """Where the routing table comes from.
 
 A :class:`RouteSource` runs for the gateway's lifetime and calls ``publish``
-with a fresh :class:`~tritonfleet.desired.gateway.routing.RouteTable` whenever its
+with a fresh :class:`~tritonfleet.desired.gateway.routes.RouteTable` whenever its
 input changes. Both modes share everything downstream (routing, failover,
 metrics); only the source differs:
 
@@ -11,7 +11,7 @@ metrics); only the source differs:
 * :class:`ClusterRouteSource` — in-cluster: lists ``TritonModel`` and
   ``ModelEnsemble`` objects (read-only) every ``poll_s`` seconds through
   :class:`~tritonfleet.adapters.kube.KubeClient` and feeds them, with their
-  ``status.pods``, to :func:`~tritonfleet.desired.gateway.routing.routes_from_cluster`.
+  ``status.pods``, to :func:`~tritonfleet.desired.gateway.cluster.routes_from_cluster`.
   Level-based polling rather than a watch: a missed event cannot leave a stale
   route, every gateway replica converges on the same table, and a list of a
   few hundred small objects every two seconds is cheap for the API server.
@@ -45,18 +45,16 @@ from pydantic import ValidationError
 from tritonfleet.adapters.kube import ApiError, KubeClient, SecretValueError
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
-from tritonfleet.desired.gateway.routing import (
+from tritonfleet.desired.gateway.cluster import routes_from_cluster
+from tritonfleet.desired.gateway.prices import PriceTable
+from tritonfleet.desired.gateway.routes import (
     DEFAULT_TRITON_HTTP_PORT,
     DEFAULT_TRITON_METRICS_PORT,
     ApiKeyRef,
-    PriceTable,
-    Route,
     RoutesError,
     RouteTable,
-    load_prices,
-    load_routes,
-    routes_from_cluster,
 )
+from tritonfleet.desired.gateway.routes_file import load_prices, load_routes
 from tritonfleet.gateway.secrets import REDACTOR, KeyStore, MissingKeyError
 
 log = logging.getLogger("tritonfleet.gateway")
@@ -198,7 +196,6 @@ class ClusterRouteSource:
         poll_s: float = 2.0,
         http_port: int = DEFAULT_TRITON_HTTP_PORT,
         metrics_port: int = DEFAULT_TRITON_METRICS_PORT,
-        defaults: Route | None = None,
         keys: ClusterKeyStore | None = None,
         secret_refresh_s: float = SECRET_REFRESH_S,
     ) -> None:
@@ -211,7 +208,6 @@ class ClusterRouteSource:
         self.poll_s = poll_s
         self.http_port = http_port
         self.metrics_port = metrics_port
-        self.defaults = defaults
         self.keys = keys
         self.secret_refresh_s = secret_refresh_s
         self._problems: tuple[str, ...] = ()
@@ -238,7 +234,6 @@ class ClusterRouteSource:
             prices=self.prices,
             http_port=self.http_port,
             metrics_port=self.metrics_port,
-            defaults=self.defaults,
         )
         problems = result.problems + tuple(f"{n}: not a valid object, skipped" for n in bad)
         if problems != self._problems:

@@ -1,6 +1,6 @@
 """The gateway's live view of its routes: per model, per pod.
 
-A route source publishes an immutable :class:`~tritonfleet.desired.gateway.routing.RouteTable`;
+A route source publishes an immutable :class:`~tritonfleet.desired.gateway.routes.RouteTable`;
 :class:`GatewayState` wraps each route in a :class:`RouteRuntime` holding what
 only the running gateway knows — breakers, health seen by the prober, Triton's
 recent queue time, the retry budget, requests in flight per pod — and keeps
@@ -8,7 +8,7 @@ that runtime across table updates for pods and models that stay, so a reload
 does not forget that a pod is down.
 
 ``plan_for`` turns that runtime into the pure
-:func:`~tritonfleet.desired.gateway.routing.plan` decision for one request.
+:func:`~tritonfleet.desired.gateway.plan.plan` decision for one request.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
-from tritonfleet.desired.gateway.routing import Endpoint, Plan, PodView, Route, RouteTable, plan
+from tritonfleet.desired.gateway.plan import Plan, PodView, plan
+from tritonfleet.desired.gateway.routes import Endpoint, Route, RouteTable
 from tritonfleet.gateway.breaker import BreakerState, CircuitBreaker, RetryBudget
 from tritonfleet.gateway.metrics import GatewayMetrics
 

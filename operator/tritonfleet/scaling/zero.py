@@ -36,7 +36,7 @@ from tritonfleet.adapters.kube import ApiError, Endpoint, KubeClient
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.gateway.routing import openai_name
+from tritonfleet.desired.gateway.cluster import openai_name
 from tritonfleet.desired.kube.autoscaling import Activity, ScaleChange, zero_decision
 from tritonfleet.desired.kube.loading import TritonPod
 from tritonfleet.desired.kube.objects import Target

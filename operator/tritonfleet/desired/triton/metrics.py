@@ -10,7 +10,7 @@ item — to live in one pure place.
 Where it sits: ``tritonfleet.scaling.collector`` scrapes every Triton pod, keeps a
 short history of :class:`Sample` per pod and calls :func:`window_signal` per model;
 the result feeds the operator's gauges (and later the external metrics API and the
-HPA). The gateway (``desired.gateway.routing.queue_counters``) reuses :func:`parse_triton_metrics`.
+HPA). The gateway (``desired.gateway.plan.queue_counters``) reuses :func:`parse_triton_metrics`.
 Nothing here does I/O.
 
 Formula, per model over the window: Σ over pods and versions of Δ

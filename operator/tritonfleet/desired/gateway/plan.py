@@ -1,0 +1,116 @@
+"""The per-request choice: which Triton pods to try, in which order, and whether
+the hosted provider backs them up.
+
+:func:`plan` is pure: the gateway (``tritonfleet.gateway.state``) hands it the
+route and a :class:`PodView` of each of its pods - requests in flight, health,
+breaker, queue time - and the proxy runs the :class:`Plan` it returns. It
+decides in two steps: which pods may take the request at all
+(:func:`_candidates`, where every failover reason comes from), then the order
+to try them in (:func:`_order`). Queue time, one of the views' inputs, is
+computed here from two scrapes of Triton's ``/metrics``
+(:func:`queue_counters`, :func:`average_queue_ms`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+from tritonfleet.desired.gateway.routes import Endpoint, Route
+from tritonfleet.desired.triton.metrics import parse_triton_metrics
+
+Reason = Literal[
+    "triton",  # Triton pods to try
+    "mode_hosted",  # manual hosted mode
+    "no_ready_replica",  # nothing ready: cold start, scaled to zero, sync in progress
+    "breaker_open",  # pods exist but every breaker is open (crash, 5xx, timeouts)
+    "queue_time",  # every pod is over the queue-time budget
+]
+
+
+class PodView(NamedTuple):
+    """What the gateway knows about one endpoint of a route right now
+    (a NamedTuple: built per pod per request, so it must be cheap)."""
+
+    endpoint: Endpoint
+    outstanding: int = 0
+    healthy: bool = True  # health probe and in-cluster readiness
+    admits: bool = True  # its breaker lets a request through
+    queue_ms: float | None = None  # Triton's recent average queue time for the model
+
+
+class Plan(NamedTuple):
+    pods: tuple[Endpoint, ...]  # in the order to try them
+    hosted: bool  # whether the hosted provider may be used after them
+    reason: Reason
+
+    @property
+    def activation(self) -> bool:
+        """Demand with nothing ready: the signal to scale up from zero."""
+        return self.reason == "no_ready_replica"
+
+
+def plan(
+    route: Route, pods: Sequence[PodView], *, model_admits: bool = True, rotation: int = 0
+) -> Plan:
+    """Which pods to try, least outstanding requests first, and whether the
+    hosted provider backs them up. ``rotation`` breaks ties between equally
+    loaded pods so they share traffic."""
+    can_host = route.can_host
+    if route.mode == "hosted":
+        return Plan((), can_host, "mode_hosted")
+    candidates, reason = _candidates(route, pods, model_admits, can_host)
+    if not candidates:
+        unavailable = route.failover is not None and route.failover.on_unavailable
+        host = can_host and (unavailable or reason != "no_ready_replica")
+        return Plan((), host, reason)
+    tries = max(1, route.retry.max_triton_attempts)
+    return Plan(_order(candidates, rotation)[:tries], can_host, "triton")
+
+
+def _candidates(
+    route: Route, pods: Sequence[PodView], model_admits: bool, can_host: bool
+) -> tuple[list[PodView], Reason]:
+    """The pods that may take the request, or none and the reason why."""
+    healthy = [p for p in pods if p.healthy]
+    if not healthy:
+        return [], "no_ready_replica"
+    admitted = [p for p in healthy if p.admits] if model_admits else []
+    if not admitted:
+        return [], "breaker_open"
+    limit = route.failover.queue_time_above_ms if route.failover else None
+    if limit is not None and can_host:
+        # Without a provider, queue time never keeps Triton from serving.
+        admitted = [p for p in admitted if p.queue_ms is None or p.queue_ms <= limit]
+        if not admitted:
+            return [], "queue_time"
+    return admitted, "triton"
+
+
+def _order(candidates: Sequence[PodView], rotation: int) -> tuple[Endpoint, ...]:
+    """Least outstanding requests first; ``rotation`` decides among equals."""
+    n = len(candidates)
+    order = sorted(range(n), key=lambda i: (candidates[i].outstanding, (i - rotation) % n))
+    return tuple(candidates[i].endpoint for i in order)
+
+
+# --- queue time from Triton's metrics ----------------------------------------------------
+
+
+def queue_counters(metrics_text: str) -> dict[str, tuple[float, float]]:
+    """Triton ``/metrics`` → {model: (queue_us_total, successes_total)} summed over versions
+    (parsing shared with the operator's collector: :mod:`tritonfleet.desired.triton.metrics`)."""
+    return {
+        model: (c.queue_us, c.success) for model, c in parse_triton_metrics(metrics_text).items()
+    }
+
+
+def average_queue_ms(before: tuple[float, float] | None, after: tuple[float, float]) -> float:
+    """Mean queue time per request between two scrapes (0 when nothing ran:
+    an idle model has no queue, which lets spilled traffic come back)."""
+    if before is None:
+        return 0.0
+    d_queue, d_ok = after[0] - before[0], after[1] - before[1]
+    if d_ok <= 0 or d_queue < 0:
+        return 0.0
+    return d_queue / d_ok / 1000.0
