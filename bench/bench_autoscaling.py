@@ -26,7 +26,7 @@ Recorded, from the spike's start:
 * **Triton**: the first time the pod's own cumulative counters, read directly from its
   ``/metrics`` every 0.5 s, give a mean queue time per request since the spike over the
   target (the source: queue time is only counted when a queued request completes);
-* **ours, metric**: the first time ``tritonfleet_queue_time_ms`` read through the
+* **ours, metric**: the first time ``tritonfleet_queue_time_seconds`` read through the
   aggregator (the same GET as ``kubectl get --raw /apis/external.metrics.k8s.io/...``,
   polled every 0.5 s) is over the model's target (the collector scrapes every 5 s and
   averages over ``windowSeconds``);
@@ -94,15 +94,15 @@ from hack.devtools.chart import TRITON_PODS, installed  # noqa: E402
 from hack.devtools.operator import apply_crds  # noqa: E402
 from hack.devtools.pod_runner import Api, ApiError, PodRunner  # noqa: E402
 from hack.devtools.triton import parse_metrics  # noqa: E402
+from tritonfleet.desired.kube.autoscaling import parse_quantity  # noqa: E402
 
 SAMPLE = ROOT / "manifests" / "samples" / "runnable" / "toy-llm.yaml"
 PROMETHEUS_INSTALL = ROOT / "hack" / "prometheus" / "install.sh"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
-METRIC = "tritonfleet_queue_time_ms"
+METRIC = "tritonfleet_queue_time_seconds"
 TRITON_METRICS_PORT = 8002
 # Loopback only: never route through an http(s)_proxy from the environment.
 LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-SUFFIXES = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
 def loopback(ip: str) -> bool:
@@ -110,13 +110,6 @@ def loopback(ip: str) -> bool:
         return ipaddress.ip_address(ip) in LOOPBACK
     except ValueError:
         return False
-
-
-def quantity(text: str) -> float:
-    """A Kubernetes quantity as the metrics API writes it (``4400``, ``312500m``, ``2k``)."""
-    if text and text[-1] in SUFFIXES:
-        return float(text[:-1]) * SUFFIXES[text[-1]]
-    return float(text)
 
 
 def local_open(url: str, data: bytes | None = None, timeout: float = 5) -> bytes:
@@ -464,8 +457,9 @@ def run(bed: tb.Testbed, runner: PodRunner, prometheus_bin: Path, args: argparse
         return [ip for ip in ips if loopback(ip)]
 
     def our_metric() -> float | None:
+        """The operator's answer, in milliseconds (it serves seconds)."""
         try:
-            return quantity(str(api.get(metric_path)["items"][0]["value"]))
+            return parse_quantity(str(api.get(metric_path)["items"][0]["value"])) * 1000
         except ApiError:
             return None  # 503 while the operator has no data
 

@@ -132,7 +132,7 @@ EOF
 
 step "A burst of clients: queue time rises and the real HPA adds toy-llm replicas"
 run kubectl get apiservice v1beta1.external.metrics.k8s.io
-RAW="/apis/external.metrics.k8s.io/v1beta1/namespaces/$NS/tritonfleet_queue_time_ms?labelSelector=model%3Dtoy_llm"
+RAW="/apis/external.metrics.k8s.io/v1beta1/namespaces/$NS/tritonfleet_queue_time_seconds?labelSelector=model%3Dtoy_llm"
 # The operator needs two scrapes of a new pod before it has a value ("no data" is an error, never 0).
 for _ in $(seq 1 30); do kubectl get --raw "$RAW" >/dev/null 2>&1 && break; sleep 1; done
 run kubectl get --raw "$RAW" || true

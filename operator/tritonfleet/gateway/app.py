@@ -270,8 +270,4 @@ class Gateway:
         return web.Response(text=f"ready: {len(self.state.routes)} models\n")
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
-        outstanding = self.state.outstanding
-        for rr in self.state.routes.values():
-            for url, pod in rr.pods.items():
-                self.metrics.outstanding.labels(pod.endpoint.name).set(outstanding.get(url, 0))
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

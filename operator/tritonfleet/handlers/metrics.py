@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from tritonfleet import __version__
+
+BUILD_INFO = Gauge(
+    "tritonfleet_build_info",
+    "Always 1; the labels say which tritonfleet runs here.",
+    ["version", "component"],
+)
+BUILD_INFO.labels(__version__, "operator").set(1)
+
 RECONCILES = Counter(
     "tritonfleet_reconcile_total",
     "Reconciles run, by kind and outcome (noop: nothing written; changed; error).",

@@ -1,6 +1,6 @@
 """Queue-time autoscaling inside the operator process: collector, metrics API, scaler.
 
-Why: the HPA of each autoscaled model reads ``tritonfleet_queue_time_ms`` from the
+Why: the HPA of each autoscaled model reads ``tritonfleet_queue_time_seconds`` from the
 external metrics API the operator serves; the values come from scraping the Ready
 Triton pods of the Deployments the operator manages. This module wires those three
 together and keeps it out of the reconciler: ``handlers.operator.build`` runs the
