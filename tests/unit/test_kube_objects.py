@@ -318,6 +318,37 @@ def test_an_ensemble_deployment_loads_every_member_then_the_ensemble() -> None:
 # --- sync and cleanup Jobs ------------------------------------------------------------------
 
 
+def test_jobs_take_the_installations_pull_secrets_resources_and_log_format() -> None:
+    """A private registry for the tritonfleet image, a namespace quota that wants limits,
+    one log format: every Job of the installation carries them."""
+    settings = OperatorSettings.from_env(
+        {
+            "TRITONFLEET_JOB_IMAGE_PULL_SECRETS": "regcred, mirror",
+            "TRITONFLEET_JOB_RESOURCES": '{"requests": {"cpu": "50m", "memory": "128Mi"},'
+            ' "limits": {"cpu": "1", "memory": "1Gi"}}',
+            "TRITONFLEET_LOG_FORMAT": "json",
+        }
+    )
+    target = target_of(model_doc("toy"))
+    for job in (ko.sync_job(target, settings), ko.cleanup_job(target, settings)):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+        c = pod["containers"][0]
+        assert c["resources"] == {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        }
+        assert c["args"][-2:] == ["--log-format", "json"]
+    default = ko.sync_job(target, SETTINGS)["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in default
+    assert default["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "2Gi"},
+    }
+    with pytest.raises(SettingsError, match="TRITONFLEET_JOB_RESOURCES"):
+        OperatorSettings.from_env({"TRITONFLEET_JOB_RESOURCES": '{"limits": {"memory": "lots"}}'})
+
+
 def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap() -> None:
     target = target_of(model_doc("toy"))
     job = ko.sync_job(target, SETTINGS)
@@ -333,6 +364,8 @@ def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap() -> None:
         "toy",
         "--repository",
         "/models/repository",
+        "--log-format",
+        "text",
     ]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["model-yaml"]["configMap"]["name"] == target.configmap_name()
@@ -400,6 +433,8 @@ def test_cleanup_job_removes_the_model_by_its_triton_name() -> None:
         "toy_v2",
         "--repository",
         "/models/repository",
+        "--log-format",
+        "text",
     ]
     assert job["metadata"]["name"] == "tm-toy-cleanup"
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tritonfleet.adapters.kube_auth import jwt_expiry, retry_after_seconds
+from tritonfleet.adapters.kube_auth import jwt_expiry
 from tritonfleet.adapters.kubeconfig import (
     KubeconfigError,
     discover_endpoint,
@@ -178,20 +177,6 @@ def test_a_missing_name_says_which_files_were_read(tmp_path: Path) -> None:
         endpoint_from_kubeconfig(config)
     with pytest.raises(KubeconfigError, match="does not exist"):
         discover_endpoint(str(tmp_path / "absent"))
-
-
-@pytest.mark.parametrize(
-    ("header", "seconds"),
-    [("3", 3.0), ("0.5", 0.5), ("-1", 0.0), ("soon", None), (None, None)],
-)
-def test_retry_after_is_read_in_seconds(header: str | None, seconds: float | None) -> None:
-    assert retry_after_seconds(header) == seconds
-
-
-def test_retry_after_as_an_http_date() -> None:
-    when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    wait = retry_after_seconds(when)
-    assert wait is not None and 25 <= wait <= 31
 
 
 def test_jwt_expiry_reads_the_claim_without_verifying() -> None:

@@ -34,7 +34,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,6 +42,7 @@ import aiohttp
 import yaml
 from prometheus_client import Counter
 
+from tritonfleet.adapters.hosted import parse_retry_after
 from tritonfleet.adapters.kubeconfig import Endpoint, ExecPlugin, OidcProvider
 
 log = logging.getLogger(__name__)
@@ -86,20 +86,6 @@ def jwt_expiry(token: str) -> float | None:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         return float(claims["exp"])
     except (IndexError, KeyError, ValueError, TypeError, binascii.Error):
-        return None
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds (RFC 9110: a number of seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
         return None
 
 
@@ -495,7 +481,7 @@ def kube_middleware(credentials: KubeCredentials) -> Middleware:
                 credentials.invalidate()
                 API_RETRIES.labels("401").inc()
                 continue
-            wait = retry_after_seconds(response.headers.get("Retry-After"))
+            wait = parse_retry_after(response.headers)
             retriable = response.status == 429 or (
                 response.status == 503 and request.method == "GET"
             )

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tritonfleet.adapters.logs import LOG_FORMATS, LogFormat, setup_process_logging
 from tritonfleet.api.settings import LISTEN_HOST_ENV, listen_host
 
 if TYPE_CHECKING:
@@ -122,17 +123,20 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text (logfmt) or json, one object per line (default text)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request (slower)")
 
 
-def setup_logging(level: str) -> None:
-    from tritonfleet.gateway.secrets import RedactingFormatter
+def setup_logging(level: str, log_format: LogFormat = "text") -> None:
+    """The installation's log format, every line passed through the key redactor."""
+    from tritonfleet.gateway.secrets import REDACTOR
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    setup_process_logging(log_format, level, redact=REDACTOR)
 
 
 def _event_loop_factory() -> Any:
@@ -166,7 +170,7 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         read_prices,
     )
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     secrets_dir = Path(args.secrets_dir) if args.secrets_dir else None
     keys: KeyStore
     source: StaticRouteSource | ClusterRouteSource

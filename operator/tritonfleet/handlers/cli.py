@@ -70,6 +70,7 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
     import kopf
 
     from tritonfleet.adapters.kube import CredentialError, check_access, discover_endpoint
+    from tritonfleet.adapters.logs import setup_process_logging
     from tritonfleet.handlers import metrics
     from tritonfleet.handlers.operator import build, configure_kopf
 
@@ -79,12 +80,9 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except (SettingsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    kopf.configure(
-        verbose=args.verbose or settings.log_level == "DEBUG",
-        quiet=settings.log_level in ("WARNING", "ERROR"),
-        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
-        log_refkey="object",
-    )
+    # Our formatter for kopf's records too: one format for every component of the
+    # installation (adapters.logs); kopf's per-object reference becomes "object".
+    setup_process_logging(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     if not args.verbose:
         # kopf logs every handler run at INFO: thousands of lines per minute at scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

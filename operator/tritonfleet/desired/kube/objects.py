@@ -413,6 +413,21 @@ def _job_pod_base(target: Target, settings: OperatorSettings, component: str) ->
     }
 
 
+def _job_pod_spec(settings: OperatorSettings, container: Obj, volumes: list[Obj]) -> Obj:
+    """The pod of a sync or cleanup Job: restricted, no API token, the installation's
+    pull secrets for the tritonfleet image."""
+    spec: Obj = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.job_image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in settings.job_image_pull_secrets]
+    return spec
+
+
 def _tritonfleet_container(
     settings: OperatorSettings, args: list[str], mounts: list[Obj], env: list[Obj]
 ) -> Obj:
@@ -421,13 +436,11 @@ def _tritonfleet_container(
         "image": settings.effective_sync_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["tritonfleet"],
-        "args": args,
+        # The installation's one log format (the operator's and the gateway's too).
+        "args": [*args, "--log-format", settings.log_format],
         "env": [{"name": "HOME", "value": "/tmp"}, *env],  # noqa: S108 - an emptyDir
         "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"memory": "2Gi"},
-        },
+        "resources": settings.job_resources.model_dump(exclude_defaults=True),
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -487,13 +500,7 @@ def sync_job(target: Target, settings: OperatorSettings) -> Obj:
                 "ttlSecondsAfterFinished": settings.sync_ttl_seconds,
                 "template": {
                     "metadata": pod_meta,
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "automountServiceAccountToken": False,
-                        "securityContext": pod_security_context(),
-                        "containers": [container],
-                        "volumes": volumes,
-                    },
+                    "spec": _job_pod_spec(settings, container, volumes),
                 },
             },
         }
@@ -525,16 +532,14 @@ def cleanup_job(target: Target, settings: OperatorSettings) -> Obj:
                 "activeDeadlineSeconds": settings.cleanup_timeout_seconds,
                 "template": {
                     "metadata": _job_pod_base(target, settings, COMPONENT_CLEANUP),
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "automountServiceAccountToken": False,
-                        "securityContext": pod_security_context(),
-                        "containers": [container],
-                        "volumes": [
+                    "spec": _job_pod_spec(
+                        settings,
+                        container,
+                        [
                             _repository_volume(settings, read_only=False),
                             {"name": "tmp", "emptyDir": {}},
                         ],
-                    },
+                    ),
                 },
             },
         }
