@@ -79,7 +79,7 @@ def test_api_server_refuses_each_cel_violation_naming_the_field(
     assert code != 0, f"the API server accepted {violation}: {output}"
     assert rule.message in output, output
     # The message names where the problem is, as the user wrote it.
-    field = rule.path.replace("[*]", "[0]").split(".")[-1].split("[")[0]
+    field = rule.path.split(".")[-1].removesuffix("[*]").removesuffix("{*}")
     assert field in output, output
 
 

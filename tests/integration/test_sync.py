@@ -747,15 +747,14 @@ def test_invalid_model_is_refused_with_every_problem(env: Env) -> None:
     config = {
         "backend": "python",
         "maxBatchSize": 0,
-        "dynamicBatching": {},
         "inputs": [
-            {"name": "x", "dataType": "TYPE_FP32", "dims": [1]},
+            {"name": "x", "dataType": "TYPE_FP32", "dims": [4], "reshape": [3]},
             {"name": "x", "dataType": "TYPE_FP32", "dims": [1]},
         ],
     }
     result = env.sync(model_doc({"inline": {"files": {"1/model.py": "x"}}}, config=config))
     assert result.rc == 1
-    assert "dynamicBatching" in result.err and "duplicate input" in result.err
+    assert "inputs[0].reshape" in result.err and "declared twice as required" in result.err
     assert not (env.repo / "m").exists()
     schema = model_doc({"inline": {"files": {"../x": "x"}}})
     result = env.sync(schema)

@@ -135,12 +135,12 @@ def test_nested_defaults() -> None:
     assert spec.source.pvc.path == "/"
     assert spec.config.max_batch_size == 0
     assert spec.config.instance_groups[0].kind == "KIND_AUTO"
-    assert spec.config.instance_groups[0].count == 1
+    assert spec.config.instance_groups[0].count is None  # Triton's default (1, or 2 on CPU)
     assert spec.config.version_policy is not None
     assert spec.config.version_policy.latest is not None
     assert spec.config.version_policy.latest.num_versions == 1
     assert spec.config.dynamic_batching is not None
-    assert spec.config.dynamic_batching.preferred_batch_size == []
+    assert spec.config.dynamic_batching.preferred_batch_size is None  # Triton: maxBatchSize
     assert spec.serving.replicas.min == 1
     assert spec.serving.replicas.max == 3
     assert spec.serving.autoscaling is not None
@@ -208,14 +208,36 @@ def test_each_source_kind_alone_is_accepted(source: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "runtime", [{}, {"platform": "onnxruntime_onnx", "backend": "onnxruntime"}]
+    "runtime",
+    [
+        {},  # Triton's auto-complete picks the backend from the model files
+        {"platform": "onnxruntime_onnx", "backend": "onnxruntime"},
+        {"platform": "tensorrt_plan"},
+        {"platform": "anything", "backend": "python"},  # a custom backend ignores the platform
+        {"backend": "tensorrtllm"},
+    ],
 )
-def test_platform_xor_backend(runtime: dict[str, Any]) -> None:
-    doc = model_doc(config={"maxBatchSize": 0, **runtime})
-    message = refused(doc)
-    assert "spec.config" in message
-    assert "platform" in message
-    assert "backend" in message
+def test_platform_and_backend_combinations_triton_loads_are_accepted(
+    runtime: dict[str, Any],
+) -> None:
+    parse(model_doc(config={"maxBatchSize": 0, **runtime}))
+
+
+@pytest.mark.parametrize(
+    ("runtime", "named"),
+    [
+        ({"platform": "onnxruntime_onnx", "backend": "pytorch"}, "pytorch_libtorch"),
+        ({"platform": "python"}, "needs a backend"),
+        ({"platform": "tensorflow_savedmodel", "backend": "tensorrt"}, "tensorrt_plan"),
+    ],
+)
+def test_platform_and_backend_combinations_triton_refuses_are_refused(
+    runtime: dict[str, Any], named: str
+) -> None:
+    message = refused(model_doc(config={"maxBatchSize": 0, **runtime}))
+    assert "spec.config.platform" in message
+    assert repr(runtime["platform"]) in message
+    assert named in message
 
 
 def test_platform_ensemble_is_refused_with_a_pointer_to_model_ensemble() -> None:
@@ -580,3 +602,19 @@ def test_ensemble_needs_steps_inputs_and_outputs() -> None:
 def test_tensor_helper_matches_the_api() -> None:
     # Guards the builders the other test modules rely on.
     assert parse(model_doc(config={"backend": "python", "inputs": [tensor("x")]}))
+
+
+def test_numbers_triton_takes_are_not_capped_lower() -> None:
+    """Triton takes any int32 instance count and a uint64 number of priority levels."""
+    doc = model_doc(
+        config={
+            "backend": "python",
+            "maxBatchSize": 8,
+            "instanceGroups": [{"kind": "KIND_CPU", "count": 65}, {"count": 2**31 - 1}],
+            "dynamicBatching": {"priorityLevels": 2**40, "defaultPriorityLevel": 2**39},
+        }
+    )
+    spec = parse(doc).spec.config
+    assert [g.count for g in spec.instance_groups] == [65, 2**31 - 1]
+    assert spec.dynamic_batching is not None
+    assert spec.dynamic_batching.priority_levels == 2**40

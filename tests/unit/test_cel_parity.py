@@ -25,6 +25,7 @@ from tests.support.builders import config, ensemble_doc, model_doc
 from tritonfleet.api import ModelEnsemble, TritonModel
 from tritonfleet.api.crd import custom_resource_definitions
 from tritonfleet.api.problems import problems_from_validation_error
+from tritonfleet.api.triton_config import CORRID_DATA_TYPES, PLATFORM_BACKENDS
 
 KINDS: dict[str, tuple[type, Callable[[], dict[str, Any]]]] = {
     "TritonModel": (TritonModel, model_doc),
@@ -92,6 +93,7 @@ S3 = {"uri": "s3://bucket/model"}
 PVC = {"claimName": "models"}
 TRT = {**config(), "platform": "tensorrt_plan"}
 TRT.pop("backend")
+TENSOR = {"name": "x", "dataType": "TYPE_FP32", "dims": [-1, 3]}
 
 PARITY: dict[str, Parity] = {
     "file paths must be relative and stay inside the model directory": Parity(
@@ -111,10 +113,36 @@ PARITY: dict[str, Parity] = {
         },
     ),
     "dimensions must be -1 (variable) or at least 1": Parity(
-        rule="self.dims.all(d, d != 0)",
-        holds=lambda n: all(d != 0 for d in n["dims"]),
-        valid={"name": "x", "dataType": "TYPE_FP32", "dims": [-1, 3]},
-        violations={"zero": {"name": "x", "dataType": "TYPE_FP32", "dims": [0]}},
+        rule="!has(self.dims) || self.dims.all(d, d != 0)",
+        holds=lambda n: all(d != 0 for d in n.get("dims", [])),
+        valid=TENSOR,
+        violations={
+            "zero": {**TENSOR, "dims": [0]},
+            "zero-among-others": {**TENSOR, "dims": [4, 0]},
+        },
+    ),
+    "reshape dimensions must be -1 (variable) or at least 1": Parity(
+        rule="!has(self.reshape) || self.reshape.all(d, d != 0)",
+        holds=lambda n: all(d != 0 for d in n.get("reshape", [])),
+        valid={**TENSOR, "dims": [2, 3], "reshape": [6]},
+        violations={"zero": {**TENSOR, "dims": [2, 3], "reshape": [0, 6]}},
+    ),
+    "format FORMAT_NHWC and FORMAT_NCHW need exactly 3 dims": Parity(
+        rule="!has(self.format) || self.format == 'FORMAT_NONE' || !has(self.dims)"
+        " || size(self.dims) == 3",
+        holds=lambda n: n.get("format", "FORMAT_NONE") == "FORMAT_NONE" or len(n["dims"]) == 3,
+        valid={**TENSOR, "dims": [3, 224, 224], "format": "FORMAT_NCHW"},
+        violations={
+            "nhwc-2d": {**TENSOR, "dims": [224, 224], "format": "FORMAT_NHWC"},
+            "nchw-4d": {**TENSOR, "dims": [1, 3, 224, 224], "format": "FORMAT_NCHW"},
+        },
+    ),
+    "isNonLinearFormatIo needs exactly 3 dims": Parity(
+        rule="!has(self.isNonLinearFormatIo) || !self.isNonLinearFormatIo || !has(self.dims)"
+        " || size(self.dims) == 3",
+        holds=lambda n: not n.get("isNonLinearFormatIo") or len(n["dims"]) == 3,
+        valid={**TENSOR, "dims": [3, 4, 5], "isNonLinearFormatIo": True},
+        violations={"one-dim": {**TENSOR, "dims": [3], "isNonLinearFormatIo": True}},
     ),
     "set exactly one of s3, http, pvc, inline": Parity(
         rule="[has(self.s3), has(self.http), has(self.pvc), has(self.inline)]"
@@ -165,13 +193,255 @@ PARITY: dict[str, Parity] = {
             "three": {"latest": {}, "all": {}, "specific": {"versions": [1]}},
         },
     ),
-    "set exactly one of platform, backend": Parity(
-        rule="has(self.platform) != has(self.backend)",
-        holds=lambda n: ("platform" in n) != ("backend" in n),
-        valid=config(),
+    "platform does not belong to backend (tensorflow: tensorflow_graphdef or "
+    "tensorflow_savedmodel, tensorrt: tensorrt_plan, onnxruntime: onnxruntime_onnx, pytorch: "
+    "pytorch_libtorch)": Parity(
+        rule="!has(self.platform) || !has(self.backend) || !(self.backend in ['onnxruntime', "
+        "'pytorch', 'tensorflow', 'tensorrt']) || (self.backend == 'onnxruntime' && "
+        "self.platform in ['onnxruntime_onnx']) || (self.backend == 'pytorch' && self.platform "
+        "in ['pytorch_libtorch']) || (self.backend == 'tensorflow' && self.platform in "
+        "['tensorflow_graphdef', 'tensorflow_savedmodel']) || (self.backend == 'tensorrt' && "
+        "self.platform in ['tensorrt_plan'])",
+        holds=lambda n: (
+            "platform" not in n
+            or "backend" not in n
+            or n["backend"] not in set(PLATFORM_BACKENDS.values())
+            or PLATFORM_BACKENDS.get(n["platform"]) == n["backend"]
+        ),
+        valid={**config(), "backend": "tensorrt", "platform": "tensorrt_plan"},
         violations={
-            "both": {**config(), "platform": "onnxruntime_onnx"},
-            "neither": {k: v for k, v in config().items() if k != "backend"},
+            "onnx-platform-on-pytorch": {
+                **config(),
+                "backend": "pytorch",
+                "platform": "onnxruntime_onnx",
+            },
+            "savedmodel-on-tensorrt": {
+                **config(),
+                "backend": "tensorrt",
+                "platform": "tensorflow_savedmodel",
+            },
+        },
+    ),
+    "without a backend, platform must be one Triton knows the backend of: onnxruntime_onnx, "
+    "pytorch_libtorch, tensorflow_graphdef, tensorflow_savedmodel, tensorrt_plan": Parity(
+        rule="has(self.backend) || !has(self.platform) || self.platform == 'ensemble' || "
+        "self.platform in ['onnxruntime_onnx', 'pytorch_libtorch', 'tensorflow_graphdef', "
+        "'tensorflow_savedmodel', 'tensorrt_plan']",
+        holds=lambda n: (
+            "backend" in n
+            or "platform" not in n
+            or n["platform"] == "ensemble"
+            or n["platform"] in PLATFORM_BACKENDS
+        ),
+        valid=TRT,
+        violations={
+            "python-platform": {**TRT, "platform": "python"},
+            "onnx-without-runtime": {**TRT, "platform": "onnx"},
+        },
+    ),
+    "dynamicBatching.preferredBatchSize must not exceed maxBatchSize": Parity(
+        rule="!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSize) || "
+        "self.dynamicBatching.preferredBatchSize.all(s, s <= self.maxBatchSize)",
+        holds=lambda n: all(
+            s <= n["maxBatchSize"]
+            for s in n.get("dynamicBatching", {}).get("preferredBatchSize", [])
+        ),
+        valid={**config(maxBatchSize=8), "dynamicBatching": {"preferredBatchSize": [4, 8]}},
+        violations={
+            "above": {**config(maxBatchSize=4), "dynamicBatching": {"preferredBatchSize": [2, 8]}},
+            "not-batching": {
+                **config(maxBatchSize=0),
+                "dynamicBatching": {"preferredBatchSize": [1]},
+            },
+        },
+    ),
+    "set at most one of dynamicBatching, sequenceBatching": Parity(
+        rule="!has(self.dynamicBatching) || !has(self.sequenceBatching)",
+        holds=lambda n: not ("dynamicBatching" in n and "sequenceBatching" in n),
+        valid={**config(), "sequenceBatching": {}},
+        violations={"both": {**config(), "dynamicBatching": {}, "sequenceBatching": {}}},
+    ),
+    "sequenceBatching.oldest.preferredBatchSize must not exceed maxBatchSize": Parity(
+        rule="!has(self.sequenceBatching) || !has(self.sequenceBatching.oldest) || "
+        "!has(self.sequenceBatching.oldest.preferredBatchSize) || "
+        "self.sequenceBatching.oldest.preferredBatchSize.all(s, s <= self.maxBatchSize)",
+        holds=lambda n: all(
+            s <= n["maxBatchSize"]
+            for s in n.get("sequenceBatching", {}).get("oldest", {}).get("preferredBatchSize", [])
+        ),
+        valid={
+            **config(maxBatchSize=8),
+            "sequenceBatching": {"oldest": {"preferredBatchSize": [8]}},
+        },
+        violations={
+            "above": {
+                **config(maxBatchSize=8),
+                "sequenceBatching": {"oldest": {"preferredBatchSize": [4, 16]}},
+            }
+        },
+    ),
+    "responseCache cannot be enabled for a decoupled or sequence-batched model": Parity(
+        rule="!has(self.responseCache) || !has(self.responseCache.enable) || "
+        "!self.responseCache.enable || ((!has(self.decoupled) || !self.decoupled) && "
+        "!has(self.sequenceBatching))",
+        holds=lambda n: (
+            not n.get("responseCache", {}).get("enable")
+            or (not n.get("decoupled") and "sequenceBatching" not in n)
+        ),
+        valid={**config(), "responseCache": {"enable": True}, "decoupled": False},
+        violations={
+            "decoupled": {**config(), "responseCache": {"enable": True}, "decoupled": True},
+            "sequence": {**config(), "responseCache": {"enable": True}, "sequenceBatching": {}},
+        },
+    ),
+    "priorityQueuePolicy keys must be priority levels from 1 to priorityLevels": Parity(
+        rule="!has(self.priorityQueuePolicy) || self.priorityQueuePolicy.all(k, "
+        "k.matches('^[0-9]{1,15}$') && (!has(self.priorityLevels) || self.priorityLevels == 0 "
+        "|| (int(k) >= 1 && int(k) <= self.priorityLevels)))",
+        holds=lambda n: all(
+            k.isdigit() and (not n.get("priorityLevels") or 1 <= int(k) <= n["priorityLevels"])
+            for k in n.get("priorityQueuePolicy", {})
+        ),
+        valid={"priorityLevels": 2, "defaultPriorityLevel": 1, "priorityQueuePolicy": {"2": {}}},
+        violations={
+            "zero": {
+                "priorityLevels": 2,
+                "defaultPriorityLevel": 1,
+                "priorityQueuePolicy": {"0": {}},
+            },
+            "above": {
+                "priorityLevels": 2,
+                "defaultPriorityLevel": 1,
+                "priorityQueuePolicy": {"3": {}},
+            },
+            "not-a-level": {"priorityQueuePolicy": {"high": {}}},
+        },
+    ),
+    "preserveOrdering allows only one priority level": Parity(
+        rule="!has(self.preserveOrdering) || !self.preserveOrdering || "
+        "!has(self.priorityLevels) || self.priorityLevels <= 1",
+        holds=lambda n: not n.get("preserveOrdering") or n.get("priorityLevels", 0) <= 1,
+        valid={"preserveOrdering": True, "priorityLevels": 1, "defaultPriorityLevel": 1},
+        violations={
+            "three-levels": {
+                "preserveOrdering": True,
+                "priorityLevels": 3,
+                "defaultPriorityLevel": 2,
+            }
+        },
+    ),
+    "preserveOrdering cannot delay timed-out requests (timeoutAction DELAY with a timeout)": Parity(
+        rule="!has(self.preserveOrdering) || !self.preserveOrdering || "
+        "((!has(self.defaultQueuePolicy) || !has(self.defaultQueuePolicy.timeoutAction) || "
+        "self.defaultQueuePolicy.timeoutAction != 'DELAY' || "
+        "!has(self.defaultQueuePolicy.defaultTimeoutMicroseconds) || "
+        "self.defaultQueuePolicy.defaultTimeoutMicroseconds == 0) && "
+        "(!has(self.priorityQueuePolicy) || self.priorityQueuePolicy.all(k, "
+        "!has(self.priorityQueuePolicy[k].timeoutAction) || "
+        "self.priorityQueuePolicy[k].timeoutAction != 'DELAY' || "
+        "!has(self.priorityQueuePolicy[k].defaultTimeoutMicroseconds) || "
+        "self.priorityQueuePolicy[k].defaultTimeoutMicroseconds == 0)))",
+        holds=lambda n: (
+            not n.get("preserveOrdering")
+            or not any(
+                p.get("timeoutAction") == "DELAY" and p.get("defaultTimeoutMicroseconds")
+                for p in [
+                    n.get("defaultQueuePolicy", {}),
+                    *n.get("priorityQueuePolicy", {}).values(),
+                ]
+            )
+        ),
+        valid={
+            "preserveOrdering": True,
+            "defaultQueuePolicy": {"timeoutAction": "REJECT", "defaultTimeoutMicroseconds": 100},
+        },
+        violations={
+            "default-policy": {
+                "preserveOrdering": True,
+                "defaultQueuePolicy": {"timeoutAction": "DELAY", "defaultTimeoutMicroseconds": 100},
+            },
+            "level-policy": {
+                "preserveOrdering": True,
+                "priorityLevels": 1,
+                "defaultPriorityLevel": 1,
+                "priorityQueuePolicy": {
+                    "1": {"timeoutAction": "DELAY", "defaultTimeoutMicroseconds": 5}
+                },
+            },
+        },
+    ),
+    "set at most one of direct, oldest": Parity(
+        rule="[has(self.direct), has(self.oldest)].filter(x, x).size() <= 1",
+        holds=lambda n: not ("direct" in n and "oldest" in n),
+        valid={"oldest": {"maxCandidateSequences": 4}},
+        violations={"both": {"direct": {}, "oldest": {}}},
+    ),
+    "a START, END or READY control needs exactly one of int32FalseTrue, fp32FalseTrue, "
+    "boolFalseTrue": Parity(
+        rule="self.kind == 'CONTROL_SEQUENCE_CORRID' || [has(self.int32FalseTrue), "
+        "has(self.fp32FalseTrue), has(self.boolFalseTrue)].filter(x, x).size() == 1",
+        holds=lambda n: (
+            n["kind"] == "CONTROL_SEQUENCE_CORRID"
+            or sum(k in n for k in ("int32FalseTrue", "fp32FalseTrue", "boolFalseTrue")) == 1
+        ),
+        valid={"kind": "CONTROL_SEQUENCE_START", "int32FalseTrue": [0, 1]},
+        violations={
+            "none": {"kind": "CONTROL_SEQUENCE_READY"},
+            "two": {
+                "kind": "CONTROL_SEQUENCE_END",
+                "int32FalseTrue": [0, 1],
+                "boolFalseTrue": [False, True],
+            },
+        },
+    ),
+    "a CORRID control takes a dataType (TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32 or "
+    "TYPE_STRING) and no false/true values": Parity(
+        rule="self.kind != 'CONTROL_SEQUENCE_CORRID' || (!has(self.int32FalseTrue) && "
+        "!has(self.fp32FalseTrue) && !has(self.boolFalseTrue) && has(self.dataType) && "
+        "self.dataType in ['TYPE_UINT64', 'TYPE_INT64', 'TYPE_UINT32', 'TYPE_INT32', "
+        "'TYPE_STRING'])",
+        holds=lambda n: (
+            n["kind"] != "CONTROL_SEQUENCE_CORRID"
+            or (
+                not any(k in n for k in ("int32FalseTrue", "fp32FalseTrue", "boolFalseTrue"))
+                and n.get("dataType") in CORRID_DATA_TYPES
+            )
+        ),
+        valid={"kind": "CONTROL_SEQUENCE_CORRID", "dataType": "TYPE_UINT64"},
+        violations={
+            "no-type": {"kind": "CONTROL_SEQUENCE_CORRID"},
+            "float-type": {"kind": "CONTROL_SEQUENCE_CORRID", "dataType": "TYPE_FP32"},
+            "with-values": {
+                "kind": "CONTROL_SEQUENCE_CORRID",
+                "dataType": "TYPE_UINT64",
+                "int32FalseTrue": [0, 1],
+            },
+        },
+    ),
+    "set at most one of zeroData, dataFile": Parity(
+        rule="[has(self.zeroData), has(self.dataFile)].filter(x, x).size() <= 1",
+        holds=lambda n: not ("zeroData" in n and "dataFile" in n),
+        valid={"zeroData": True, "dataType": "TYPE_INT32", "dims": [1]},
+        violations={"both": {"zeroData": True, "dataFile": "state.bin"}},
+    ),
+    "set at most one of zeroData, randomData, inputDataFile": Parity(
+        rule="[has(self.zeroData), has(self.randomData), has(self.inputDataFile)]"
+        ".filter(x, x).size() <= 1",
+        holds=lambda n: sum(k in n for k in ("zeroData", "randomData", "inputDataFile")) <= 1,
+        valid={"randomData": True, "dataType": "TYPE_FP32", "dims": [4]},
+        violations={
+            "two": {"zeroData": True, "randomData": True},
+            "three": {"zeroData": True, "randomData": True, "inputDataFile": "raw"},
+        },
+    ),
+    "only KIND_GPU and KIND_AUTO instance groups can list gpus": Parity(
+        rule="!has(self.gpus) || size(self.gpus) == 0 || self.kind == 'KIND_GPU' || "
+        "self.kind == 'KIND_AUTO'",
+        holds=lambda n: not n.get("gpus") or n["kind"] in ("KIND_GPU", "KIND_AUTO"),
+        valid={"kind": "KIND_GPU", "gpus": [0, 1]},
+        violations={
+            "cpu": {"kind": "KIND_CPU", "gpus": [0]},
+            "model": {"kind": "KIND_MODEL", "gpus": [1]},
         },
     ),
     "use a ModelEnsemble for ensembles": Parity(
@@ -232,20 +502,40 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     return out
 
 
+# Required fields of the objects place() creates on the way to a rule's node.
+_MINIMAL = {"controlInputs": {"name": "START"}}
+_MAP_KEY = "x"  # the key place() uses for a rule on map values ("...inputs{*}")
+
+
 def place(rule: Rule, node: Any) -> dict[str, Any]:
-    """A valid object of ``rule.kind`` with ``node`` at the rule's path."""
+    """A valid object of ``rule.kind`` with ``node`` at the rule's path.
+
+    A list segment (``steps[*]``) becomes a list of that one item, a map segment
+    (``inputs{*}``) a map with the one key ``x``.
+    """
     doc = KINDS[rule.kind][1]()
-    *parents, last = rule.path.split(".")
-    target = doc
-    for part in parents:
-        assert "[" not in part and "{" not in part, f"teach place() about {rule.path}"
-        target = target.setdefault(part, {})
-    if last.endswith("[*]"):
-        # A rule on list items: the list becomes that one item.
-        target[last.removesuffix("[*]")] = [copy.deepcopy(node)]
-    else:
-        target[last] = copy.deepcopy(node)
+    parts = rule.path.split(".")
+    target: Any = doc
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        name = part.removesuffix("[*]").removesuffix("{*}")
+        inner: Any = copy.deepcopy(node) if last else copy.deepcopy(_MINIMAL.get(name, {}))
+        if part.endswith("[*]"):
+            target[name] = [inner]
+        elif part.endswith("{*}"):
+            target[name] = {_MAP_KEY: inner}
+        elif last:
+            target[name] = inner
+        else:
+            target = target.setdefault(name, {})
+            continue
+        target = inner
     return doc
+
+
+def reported_at(rule: Rule) -> str:
+    """Where pydantic reports a problem of the node place() put at the rule's path."""
+    return rule.path.replace("[*]", "[0]").replace("{*}", f".{_MAP_KEY}")
 
 
 def pydantic_refusal(rule: Rule, node: Any) -> list[str] | None:
@@ -305,7 +595,7 @@ def test_pydantic_refuses_what_the_cel_rule_refuses(rule: Rule, violation: str) 
         "but pydantic accepts it"
     )
     # A rule on list items (path "...[*]") is reported for the item placed at index 0.
-    expected = rule.path.replace("[*]", "[0]")
+    expected = reported_at(rule)
     assert any(p.startswith(expected) for p in paths), paths
 
 

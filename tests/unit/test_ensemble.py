@@ -206,10 +206,13 @@ def test_type_mismatch_member_output_to_member_input() -> None:
 
 
 def test_type_mismatch_member_output_to_ensemble_output() -> None:
+    """Triton declares the ensemble's outputs first and compares the producing step with them
+    (ValidateTensorMapping), so the step's mapping is where the mismatch shows."""
     problems = by_path(problems_of(outputs=[tensor("OUT", "TYPE_FP16")]))
-    assert list(problems) == ["spec.outputs[0].dataType"]
-    assert "TYPE_FP32" in problems["spec.outputs[0].dataType"]
-    assert "TYPE_FP16" in problems["spec.outputs[0].dataType"]
+    assert list(problems) == ["spec.steps[1].outputMap.embedding"]
+    message = problems["spec.steps[1].outputMap.embedding"]
+    assert "ensemble output 'OUT' is TYPE_FP16" in message
+    assert "step 1 (encoder) output 'embedding' is TYPE_FP32" in message
 
 
 def test_unmapped_required_member_input() -> None:
@@ -259,7 +262,7 @@ def test_several_problems_are_all_listed() -> None:
         "spec.steps[0].outputMap.nope",
         "spec.steps[1].inputMap.extra",
         "spec.steps[2].model",
-        "spec.outputs[0].dataType",
+        "spec.steps[1].outputMap.embedding",
         "spec.outputs[1]",
         "spec.maxBatchSize",
     } <= paths
@@ -316,7 +319,7 @@ def test_rendered_ensemble_config_parses_back() -> None:
         STEPS[1],
     ]
     ens = ensemble(
-        steps, inputs=[tensor("IN", "TYPE_STRING", [-1])], outputs=[tensor("OUT", dims=[384])]
+        steps, inputs=[tensor("IN", "TYPE_STRING", [-1])], outputs=[tensor("OUT", dims=[-1])]
     )
     pbtxt, problems = render_ensemble_config(ens, {**MEMBERS, "encoder": encoder})
     assert problems == []
@@ -328,7 +331,7 @@ def test_rendered_ensemble_config_parses_back() -> None:
         ("IN", mc.TYPE_STRING, [-1])
     ]
     assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
-        ("OUT", mc.TYPE_FP32, [384])
+        ("OUT", mc.TYPE_FP32, [-1])
     ]
     first, second = config.ensemble_scheduling.step
     assert first.model_name == "tokenizer"
@@ -374,3 +377,111 @@ def test_missing_member_still_renders_a_preview(missing: str) -> None:
         s.model_name for s in text_format.Parse(pbtxt, mc.ModelConfig()).ensemble_scheduling.step
     ]
     assert names == ["tokenizer", "encoder"]
+
+
+# --- Triton's ensemble rules, as tritonserver 2.51 applies them --------------------------------
+
+
+def test_optional_and_reshape_of_ensemble_inputs_are_rendered() -> None:
+    steps = [STEPS[0], {**STEPS[1], "inputMap": {"input_ids": "TOKENS", "mask": "HINT"}}]
+    inputs = [
+        tensor("IN", "TYPE_STRING", [1]),
+        tensor("HINT", "TYPE_INT64", [1, 1], optional=True, reshape=[1]),
+    ]
+    pbtxt, problems = render_ensemble_config(
+        ensemble(steps, inputs=inputs, outputs=[tensor("OUT", dims=[-1])]), MEMBERS
+    )
+    assert problems == []
+    hint = text_format.Parse(pbtxt, mc.ModelConfig()).input[1]
+    assert hint.optional is True
+    assert list(hint.reshape.shape) == [1]  # what Triton compares with the member's dims
+
+
+def test_a_batching_ensemble_may_use_a_non_batching_member() -> None:
+    """Triton's ValidateEnsembleConfig skips non-batching members; shapes are compared with
+    the batch dimension added ([-1, 1] on the member is [1] with batch in the ensemble)."""
+    tokenizer = member(
+        "tokenizer",
+        [tensor("text", "TYPE_STRING", [-1, 1])],
+        [tensor("ids", "TYPE_INT64", [-1, 1])],
+        max_batch_size=0,
+    )
+    assert problems_of(members={**MEMBERS, "tokenizer": tokenizer}, max_batch_size=8) == []
+
+
+def test_shapes_must_agree_where_a_tensor_is_used() -> None:
+    """Triton: ValidateTensorConsistency."""
+    encoder = member(
+        "encoder", [tensor("input_ids", "TYPE_INT64", [4])], [tensor("embedding", dims=[1])]
+    )
+    tokenizer = member(
+        "tokenizer", [tensor("text", "TYPE_STRING")], [tensor("ids", "TYPE_INT64", [5])]
+    )
+    problems = by_path(problems_of(members={"encoder": encoder, "tokenizer": tokenizer}))
+    assert list(problems) == ["spec.steps[1].inputMap.input_ids"]
+    assert "shape mismatch" in problems["spec.steps[1].inputMap.input_ids"]
+    assert "[-1, 5]" in problems["spec.steps[1].inputMap.input_ids"]
+    assert "[-1, 4]" in problems["spec.steps[1].inputMap.input_ids"]
+
+
+def test_member_tensors_given_in_extra_count() -> None:
+    """The checks read each member's config as Triton gets it, extra included."""
+    encoder = TritonModel.model_validate(
+        {
+            "metadata": {"name": "encoder"},
+            "spec": {
+                "source": {"pvc": {"claimName": "models"}},
+                "config": {
+                    "backend": "python",
+                    "maxBatchSize": 8,
+                    "outputs": [tensor("embedding", "TYPE_FP32")],
+                    "extra": 'input { name: "input_ids" data_type: TYPE_INT64 dims: [ 1 ] '
+                    "allow_ragged_batch: true }",
+                },
+            },
+        }
+    )
+    assert problems_of(members={**MEMBERS, "encoder": encoder}) == []
+
+
+def test_a_member_without_declared_inputs_leaves_them_to_auto_complete() -> None:
+    encoder = member("encoder", [], [tensor("embedding", "TYPE_FP32")])
+    assert problems_of(members={**MEMBERS, "encoder": encoder}) == []
+    blank = member("encoder", [], [])
+    assert problems_of(members={**MEMBERS, "encoder": blank}) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ("instance_group { kind: KIND_CPU }", "instance_group"),
+        ("optimization { priority: PRIORITY_MAX }", "optimization"),
+        ('model_warmup { name: "w" }', "model_warmup"),
+        ('backend: "python"', "platform or backend"),
+        ("dynamic_batching { }", "replaces the ensemble's steps"),
+        ('ensemble_scheduling { step { model_name: "x" } }', "use spec.steps"),
+        ('name: "other"', "spec.modelName"),
+    ],
+)
+def test_extra_cannot_break_the_ensemble(extra: str, says: str) -> None:
+    """Triton: ValidateEnsembleSchedulingConfig and ValidateModelConfig on ensembles."""
+    _, problems = render_ensemble_config(ensemble(STEPS, extra=extra), MEMBERS)
+    assert [p.path for p in problems] == ["spec.extra"]
+    assert says in problems[0].message
+
+
+def test_extra_adds_what_an_ensemble_may_have() -> None:
+    pbtxt, problems = render_ensemble_config(
+        ensemble(
+            STEPS,
+            extra="response_cache { enable: true }",
+            versionPolicy={"latest": {"numVersions": 2}},
+            parameters={"owner": "search"},
+        ),
+        MEMBERS,
+    )
+    assert problems == []
+    config = text_format.Parse(pbtxt, mc.ModelConfig())
+    assert config.response_cache.enable is True
+    assert config.version_policy.latest.num_versions == 2
+    assert config.parameters["owner"].string_value == "search"

@@ -579,7 +579,9 @@ def test_an_invalid_model_gets_valid_false_listing_problems_and_no_children() ->
     assert decided.status is not None
     valid = find_condition(decided.status.conditions, "Valid")
     assert valid is not None and (valid.status, valid.reason) == ("False", "InvalidSpec")
-    assert "preferredBatchSize[0]" in valid.message
+    assert "spec.config.dynamicBatching: preferredBatchSize 64 exceeds maxBatchSize 8" in (
+        valid.message
+    )
     assert decided.events[0].type == "Warning"
 
 

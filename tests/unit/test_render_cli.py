@@ -137,16 +137,49 @@ def test_invalid_documents_list_every_problem_and_print_nothing(
     assert "spec.source" in err
     assert "TritonModel ml/bad-config is invalid" in err
     assert "spec.config.outputs[0].optional" in err
-    assert "spec.config.dynamicBatching.preferredBatchSize[0]" in err
+    assert "spec.config.dynamicBatching: preferredBatchSize 64 exceeds maxBatchSize 8" in err
     assert "good" not in err
     problem_lines = [line for line in err.splitlines() if line.startswith("  - ")]
     assert len(problem_lines) == 3
 
 
+def test_every_problem_of_a_document_shows_in_one_run() -> None:
+    """Two sources and a preferred batch size above maxBatchSize: both are reported. With a
+    wrong data type, a number where Triton wants a string and a broken extra too: all five,
+    each echoing the value the user wrote."""
+    doc = model_doc("broken", source={"s3": {"uri": "s3://bucket/m"}, "pvc": {"claimName": "m"}})
+    doc["spec"]["config"]["dynamicBatching"] = {"preferredBatchSize": [128]}
+    (result,) = render_documents([doc])
+    assert sorted(map(str, result.problems)) == [
+        "spec.config.dynamicBatching: preferredBatchSize 128 exceeds maxBatchSize 8",
+        "spec.source: set exactly one of s3, http, pvc, inline (found 2)",
+    ]
+    doc["spec"]["config"]["inputs"][0]["dataType"] = "TYPE_FLOAT"
+    doc["spec"]["config"]["parameters"] = {"max_tokens": 128, "stream": True}
+    doc["spec"]["config"]["extra"] = 'dynamic_batching { priority_queue_policy: "max" }'
+    (result,) = render_documents([doc])
+    by_path = {p.path: p.message for p in result.problems}
+    assert by_path["spec.config.inputs[0].dataType"].endswith('got "TYPE_FLOAT"')
+    assert by_path["spec.config.parameters.max_tokens"].endswith(
+        'got 128: quote it to make it a string ("128")'
+    )
+    assert by_path["spec.config.parameters.stream"].endswith('("true")')
+    assert by_path["spec.config.extra"].startswith("line 1, column 43")
+    assert len(by_path) == 6
+
+
+def test_huge_values_are_echoed_clipped(tmp_path: Path) -> None:
+    doc = with_path(model_doc(), "spec.config.inputs.0.dataType", "TYPE_" + "X" * 5000)
+    (result,) = render_documents([doc])
+    (problem,) = result.problems
+    assert "TYPE_XXXX" in problem.message
+    assert len(problem.message) < 400
+
+
 def test_partial_prints_the_valid_documents(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad = with_path(model_doc("bad"), "spec.config.platform", "onnxruntime_onnx")
+    bad = with_path(model_doc("bad"), "spec.config.platform", "ensemble")
     path = write(tmp_path, [model_doc("good"), bad])
     code, out, err = run(capsys, "-f", path, "--partial")
     assert code == 1

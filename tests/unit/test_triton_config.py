@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 from google.protobuf import text_format
 from hypothesis import given, settings
+from pydantic import BaseModel, ValidationError
 
 from tests.support import strategies
 from tests.support.builders import config, tensor
 from tritonfleet.api.model import ModelConfigSpec
-from tritonfleet.api.problems import Problem
+from tritonfleet.api.problems import Problem, problems_from_validation_error
+from tritonfleet.desired.triton import wire
 from tritonfleet.desired.triton.config import build_model_config, render_config
 from tritonfleet.desired.triton.proto import mc
+from tritonfleet.desired.triton.wire import read
 
 
 def spec(**overrides: Any) -> ModelConfigSpec:
@@ -63,7 +68,7 @@ def test_tensors(data_type: str) -> None:
             tensor("ids", data_type, [-1, 128]),
             tensor("lengths", "TYPE_INT32", [1], reshape=[], optional=True),
         ],
-        outputs=[tensor("logits", data_type, [-1, -1, 32000], reshape=[-1, 32000])],
+        outputs=[tensor("logits", data_type, [-1, 8, 4000], reshape=[-1, 32000])],
     )
     ids, lengths = parsed.input
     assert ids.name == "ids"
@@ -76,7 +81,7 @@ def test_tensors(data_type: str) -> None:
     assert list(lengths.reshape.shape) == []
     (logits,) = parsed.output
     assert logits.data_type == mc.DataType.Value(data_type)
-    assert list(logits.dims) == [-1, -1, 32000]
+    assert list(logits.dims) == [-1, 8, 4000]
     assert list(logits.reshape.shape) == [-1, 32000]
 
 
@@ -93,7 +98,7 @@ def test_dynamic_batching() -> None:
         dynamicBatching={
             "preferredBatchSize": [16, 32, 64],
             "maxQueueDelayMicroseconds": 100,
-            "preserveOrdering": True,
+            "preserveOrdering": False,
             "priorityLevels": 3,
             "defaultPriorityLevel": 2,
             "defaultQueuePolicy": {
@@ -107,7 +112,7 @@ def test_dynamic_batching() -> None:
     batching = parsed.dynamic_batching
     assert list(batching.preferred_batch_size) == [16, 32, 64]
     assert batching.max_queue_delay_microseconds == 100
-    assert batching.preserve_ordering is True
+    assert batching.preserve_ordering is False
     assert batching.priority_levels == 3
     assert batching.default_priority_level == 2
     policy = batching.default_queue_policy
@@ -145,7 +150,7 @@ def test_instance_groups() -> None:
     assert cpu.count == 4
     assert list(cpu.gpus) == []
     assert auto.kind == mc.ModelInstanceGroup.KIND_AUTO
-    assert auto.count == 1
+    assert auto.count == 0  # unset: Triton's default (1, or 2 CPU instances for onnxruntime)
 
 
 @pytest.mark.parametrize(
@@ -300,30 +305,44 @@ def test_extra_is_checked_like_typed_fields() -> None:
     assert problems, "preferredBatchSize 8 and 16 exceed the max_batch_size 4 set in extra"
 
 
-# --- semantic checks -------------------------------------------------------------
+# --- Triton's load-time checks -------------------------------------------------------
 
 
-def test_dynamic_batching_without_batch_dimension_is_refused() -> None:
-    _, problems = render(maxBatchSize=0, dynamicBatching={})
-    assert paths(problems) == ["spec.config.dynamicBatching"]
-    assert "maxBatchSize" in problems[0].message
+def refused(**overrides: Any) -> list[str]:
+    """The problems pydantic (the CEL twins) reports for a config, as ``path: message``."""
+    with pytest.raises(ValidationError) as caught:
+        spec(**overrides)
+    return [str(p) for p in problems_from_validation_error(caught.value, "spec.config")]
 
 
-def test_preferred_batch_size_above_max_is_refused() -> None:
-    _, problems = render(maxBatchSize=16, dynamicBatching={"preferredBatchSize": [8, 16, 32, 64]})
-    assert paths(problems) == [
-        "spec.config.dynamicBatching.preferredBatchSize[2]",
-        "spec.config.dynamicBatching.preferredBatchSize[3]",
+def test_dynamic_batching_on_a_non_batching_model_is_accepted() -> None:
+    """Triton 2.51 loads it (ValidateModelConfig only bounds the preferred sizes)."""
+    parsed = rendered(maxBatchSize=0, dynamicBatching={"maxQueueDelayMicroseconds": 100})
+    assert parsed.HasField("dynamic_batching")
+    assert parsed.max_batch_size == 0
+
+
+def test_preferred_batch_size_above_max_is_refused_with_the_values() -> None:
+    assert refused(maxBatchSize=16, dynamicBatching={"preferredBatchSize": [8, 16, 32, 64]}) == [
+        "spec.config.dynamicBatching: preferredBatchSize 32, 64 exceeds maxBatchSize 16"
     ]
-    assert "32" in problems[0].message
-    assert "16" in problems[0].message
+    (problem,) = refused(maxBatchSize=0, dynamicBatching={"preferredBatchSize": [4]})
+    assert "exceeds maxBatchSize 0 (the model does not batch)" in problem
 
 
-@pytest.mark.parametrize("kind", ["inputs", "outputs"])
-def test_duplicate_tensor_names_are_refused(kind: str) -> None:
-    _, problems = render(**{kind: [tensor("a"), tensor("b"), tensor("a")]})
-    assert paths(problems) == [f"spec.config.{kind}[2].name"]
+def test_an_input_declared_twice_as_required_is_refused() -> None:
+    """Triton 2.51 loads such a config but then expects the input twice in every request
+    and refuses them all ("expected 2 inputs but got 1"), verified on tritonserver."""
+    _, problems = render(inputs=[tensor("a"), tensor("b"), tensor("a")])
+    assert paths(problems) == ["spec.config.inputs[2].name"]
     assert "'a'" in problems[0].message
+    assert "spec.config.inputs[0]" in problems[0].message
+
+
+def test_duplicates_triton_serves_are_accepted() -> None:
+    """A duplicated output, or an input duplicated as optional, loads and answers."""
+    assert render(outputs=[tensor("o"), tensor("o", "TYPE_INT32")])[1] == []
+    assert render(inputs=[tensor("a"), tensor("a", optional=True)])[1] == []
 
 
 def test_same_name_for_an_input_and_an_output_is_fine() -> None:
@@ -331,43 +350,135 @@ def test_same_name_for_an_input_and_an_output_is_fine() -> None:
 
 
 @pytest.mark.parametrize("optional", [True, False])
-def test_optional_output_is_refused(optional: bool) -> None:
-    _, problems = render(outputs=[tensor("OUT", optional=optional)])
-    assert paths(problems) == ["spec.config.outputs[0].optional"]
+def test_optional_is_not_a_field_of_outputs(optional: bool) -> None:
+    (problem,) = refused(outputs=[tensor("OUT", optional=optional)])
+    assert problem.startswith("spec.config.outputs[0].optional: Extra inputs are not permitted")
 
 
-@pytest.mark.parametrize("name", ["-bad", "a/b", "x" * 128, ""])
-def test_invalid_triton_name_is_refused(name: str) -> None:
-    _, problems = render(name)
-    assert paths(problems) == ["spec.modelName"]
+@pytest.mark.parametrize(
+    ("dims", "reshape", "batching", "why"),
+    [
+        ([4], [2, 3], 8, "hold different numbers of elements"),
+        ([2, -1], [-1, 2, -1], 8, "different numbers of variable (-1) dimensions"),
+        ([2, 3, -1], [3, -1, 2], 8, "hold different numbers of elements"),
+        ([1], [], 0, "needs maxBatchSize > 0"),
+        ([-1], [], 8, "hold different numbers of elements"),
+    ],
+)
+def test_reshapes_triton_refuses_are_refused(
+    dims: list[int], reshape: list[int], batching: int, why: str
+) -> None:
+    """Triton: ValidateIOShape."""
+    _, problems = render(maxBatchSize=batching, inputs=[tensor("x", dims=dims, reshape=reshape)])
+    assert paths(problems) == ["spec.config.inputs[0].reshape"]
+    assert why in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("dims", "reshape", "batching"),
+    [([2, 3], [6], 0), ([1], [], 8), ([2, 4, -1, 6], [8, -1, 1, 6], 0), ([-1, 4], [-1, 2, 2], 0)],
+)
+def test_reshapes_triton_accepts_are_accepted(
+    dims: list[int], reshape: list[int], batching: int
+) -> None:
+    assert render(maxBatchSize=batching, inputs=[tensor("x", dims=dims, reshape=reshape)])[1] == []
+
+
+@pytest.mark.parametrize("flag", ["isShapeTensor", "isNonLinearFormatIo"])
+def test_tensorrt_only_tensor_flags_need_tensorrt(flag: str) -> None:
+    shape = [3, 4, 5]
+    _, problems = render(inputs=[tensor("x", dims=shape, **{flag: True})])
+    assert paths(problems) == [f"spec.config.inputs[0].{flag}"]
+    assert "backend 'python'" in problems[0].message
+    trt = {k: v for k, v in config().items() if k != "backend"}
+    for runtime in ({"platform": "tensorrt_plan"}, {"backend": "tensorrt"}, {}):
+        ok = ModelConfigSpec.model_validate(
+            {**trt, **runtime, "inputs": [tensor("x", dims=shape, **{flag: True})]}
+        )
+        assert render_config("m", ok)[1] == [], runtime
+
+
+def test_profiles_need_tensorrt() -> None:
+    _, problems = render(instanceGroups=[{"kind": "KIND_GPU", "profile": ["0"]}])
+    assert paths(problems) == ["spec.config.instanceGroups[0].profile"]
+
+
+def test_batch_inputs_and_outputs_must_name_real_tensors() -> None:
+    """Triton: ValidateBatchIO."""
+    _, problems = render(
+        inputs=[tensor("ids")],
+        outputs=[tensor("out")],
+        batchInputs=[{"dataType": "TYPE_INT32", "sourceInput": ["idz"], "targetName": ["n"]}],
+        batchOutputs=[{"sourceInput": ["ids"], "targetName": ["out", "out", "nope"]}],
+    )
+    assert sorted(map(str, problems)) == [
+        "spec.config.batchInputs[0].sourceInput: 'idz' is not an input of the model",
+        "spec.config.batchOutputs[0].targetName: 'nope' is not an output of the model",
+        "spec.config.batchOutputs[0].targetName: 'out' is listed more than once",
+    ]
+
+
+def test_sequence_controls_are_one_tensor_per_kind() -> None:
+    """Triton: GetBooleanSequenceControlProperties."""
+    start = {"kind": "CONTROL_SEQUENCE_START", "int32FalseTrue": [0, 1]}
+    _, problems = render(
+        sequenceBatching={
+            "controlInputs": [
+                {"name": "START", "controls": [start]},
+                {"name": "START", "controls": [start]},
+            ]
+        }
+    )
+    assert sorted(paths(problems)) == [
+        "spec.config.sequenceBatching.controlInputs[1].controls",
+        "spec.config.sequenceBatching.controlInputs[1].name",
+    ]
+
+
+def test_invalid_triton_name_is_refused_here_too() -> None:
+    for name in ["-bad", "a/b", "x" * 128, ""]:
+        _, problems = render(name)
+        assert paths(problems) == ["spec.modelName"]
 
 
 def test_all_problems_are_listed_at_once() -> None:
-    _, problems = render(
+    problems = refused(
         maxBatchSize=4,
-        inputs=[tensor("a"), tensor("a")],
+        backend="pytorch",
+        platform="onnx",
+        inputs=[tensor("a", dims=[0]), tensor("b", format="FORMAT_NHWC")],
         outputs=[tensor("o", optional=True)],
         dynamicBatching={"preferredBatchSize": [8]},
+        instanceGroups=[{"kind": "KIND_CPU", "gpus": [0]}],
+        responseCache={"enable": True},
+        decoupled=True,
     )
-    assert sorted(paths(problems)) == [
-        "spec.config.dynamicBatching.preferredBatchSize[0]",
-        "spec.config.inputs[1].name",
+    assert sorted(p.split(": ")[0] for p in problems) == [
+        "spec.config.dynamicBatching",
+        "spec.config.inputs[0].dims",
+        "spec.config.inputs[1].format",
+        "spec.config.instanceGroups[0].gpus",
         "spec.config.outputs[0].optional",
+        "spec.config.platform",
+        "spec.config.responseCache",
     ]
     _, problems = render(
-        "-bad", maxBatchSize=0, dynamicBatching={}, outputs=[tensor("o"), tensor("o")], extra="oops"
+        "-bad",
+        inputs=[tensor("i", dims=[4], reshape=[3]), tensor("i")],
+        outputs=[tensor("o", isShapeTensor=True)],
+        extra="oops",
     )
-    assert len(problems) == 4
     assert sorted(paths(problems)) == [
-        "spec.config.dynamicBatching",
         "spec.config.extra",
-        "spec.config.outputs[1].name",
+        "spec.config.inputs[0].reshape",
+        "spec.config.inputs[1].name",
+        "spec.config.outputs[0].isShapeTensor",
         "spec.modelName",
     ]
 
 
 def test_text_is_returned_even_with_problems() -> None:
-    pbtxt, problems = render_config("toy", spec(outputs=[tensor("o", optional=True)]))
+    pbtxt, problems = render_config("toy", spec(inputs=[tensor("a"), tensor("a")]))
     assert problems
     assert text_format.Parse(pbtxt, mc.ModelConfig()).name == "toy"
 
@@ -377,43 +488,60 @@ def test_text_is_returned_even_with_problems() -> None:
     [
         ({"priorityLevels": 3}, "priority levels without a default level"),
         ({"priorityLevels": 3, "defaultPriorityLevel": 0}, "default level 0 of 3 levels"),
+        ({"preserveOrdering": True, "priorityLevels": 2, "defaultPriorityLevel": 1}, "ordering"),
     ],
 )
 def test_priority_levels_triton_refuses_are_refused(batching: dict[str, int], why: str) -> None:
     """Triton: with priority_levels > 0, default_priority_level must be in [1, levels]."""
-    try:
-        _, problems = render(dynamicBatching=batching)
-    except ValueError:  # refused by the API model: fine
-        return
-    assert problems, why
+    assert refused(dynamicBatching=batching), why
+
+
+# --- extra amends typed tensors ---------------------------------------------------------
+
+
+def test_extra_amends_a_typed_tensor_in_place() -> None:
+    parsed = rendered(
+        inputs=[tensor("ids"), tensor("mask")],
+        extra='input { name: "ids" allow_ragged_batch: true dims: [ -1 ] }\n'
+        'input { name: "late" data_type: TYPE_INT32 dims: [ 1 ] }\n',
+    )
+    assert [t.name for t in parsed.input] == ["ids", "mask", "late"]
+    assert parsed.input[0].allow_ragged_batch is True
+    assert list(parsed.input[0].dims) == [-1]  # a list in extra replaces the typed one
+    assert parsed.input[0].data_type == mc.TYPE_FP32  # untouched fields stay
+
+
+def test_extra_naming_a_tensor_twice_is_refused_on_extra() -> None:
+    _, problems = render(extra='output { name: "x" dims: [1] }\noutput { name: "x" dims: [2] }\n')
+    assert [str(p) for p in problems] == [
+        "spec.config.extra: output 'x' appears more than once in extra"
+    ]
+
+
+def test_problems_only_extra_causes_are_blamed_on_extra() -> None:
+    _, problems = render(
+        inputs=[tensor("a", dims=[4])], extra='input { name: "a" reshape { shape: [ 3 ] } }'
+    )
+    (problem,) = problems
+    assert problem.path == "spec.config.extra"
+    assert "inputs[0].reshape" in problem.message
+    assert "different numbers of elements" in problem.message
 
 
 # --- properties -------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(strategies.model_configs())
-def test_rendered_text_parses_back_to_the_built_config(wire: dict[str, Any]) -> None:
+def test_generated_configs_render_clean_and_say_what_the_spec_says(wire: dict[str, Any]) -> None:
     spec_ = ModelConfigSpec.model_validate(wire)
-    pbtxt, _ = render_config("model", spec_)
+    pbtxt, problems = render_config("model", spec_)
+    assert problems == []
     parsed = text_format.Parse(pbtxt, mc.ModelConfig())
     assert parsed == build_model_config("model", spec_)
-    # ... and says what the spec says (independently of build_model_config).
-    assert parsed.max_batch_size == spec_.max_batch_size
-    for rendered_tensors, typed in ((parsed.input, spec_.inputs), (parsed.output, spec_.outputs)):
-        assert [t.name for t in rendered_tensors] == [t.name for t in typed]
-        assert [mc.DataType.Name(t.data_type) for t in rendered_tensors] == [
-            t.data_type for t in typed
-        ]
-        assert [list(t.dims) for t in rendered_tensors] == [t.dims for t in typed]
-        assert [
-            list(t.reshape.shape) if t.HasField("reshape") else None for t in rendered_tensors
-        ] == [t.reshape for t in typed]
-    assert [i.optional for i in parsed.input] == [bool(t.optional) for t in spec_.inputs]
-    assert {k: v.string_value for k, v in parsed.parameters.items()} == spec_.parameters
-    assert len(parsed.instance_group) == len(spec_.instance_groups)
-    assert parsed.HasField("dynamic_batching") == (spec_.dynamic_batching is not None)
-    assert parsed.HasField("version_policy") == (spec_.version_policy is not None)
+    # Read back into the API, the config renders to the same proto: nothing typed is lost.
+    assert build_model_config("model", ModelConfigSpec.model_validate(read(parsed))) == parsed
+    assert [t.name for t in parsed.input] == [t.name for t in spec_.inputs]
 
 
 @settings(max_examples=60, deadline=None)
@@ -425,3 +553,68 @@ def test_rendering_is_deterministic(wire: dict[str, Any]) -> None:
         items = list(wire["parameters"].items())
         shuffled = {**wire, "parameters": dict(items[1::2] + items[::2])}
         assert render_config("model", ModelConfigSpec.model_validate(shuffled))[0] == first[0]
+
+
+# --- the typed API covers Triton's ModelConfig -------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "triton-config.md"
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The API model inside an annotation (``X | None``, ``list[X]``, ``dict[str, X]``...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_covers(descriptor: Any, model: type[BaseModel], path: str, seen: set[str]) -> None:
+    shape = wire.shape_of(descriptor)
+    api_fields = {f.alias or n: f for n, f in model.model_fields.items()}
+    typed = {
+        wire.api_name(descriptor, f): f for f in descriptor.fields if f.name not in shape.untyped
+    }
+    assert set(typed) == set(api_fields) - {"extra"}, path
+    for name, proto_field in typed.items():
+        sub = proto_field.message_type
+        if sub is None or proto_field.name in shape.flattened:
+            continue
+        if sub.GetOptions().map_entry:
+            if proto_field.name in shape.flat_map_values:
+                continue
+            sub = sub.fields_by_name["value"].message_type
+            if sub is None:
+                continue
+        inner = _model_class(api_fields[name].annotation)
+        assert inner is not None, f"{path}.{name}"
+        if sub.full_name not in seen:
+            _check_covers(sub, inner, f"{path}.{name}", seen | {sub.full_name})
+
+
+def test_every_field_of_tritons_model_config_has_a_typed_field() -> None:
+    """A newer Triton proto (tritonclient upgrade) fails this until its fields are typed
+    here or listed as untyped (``extra``) in wire.SHAPES."""
+    assert wire.SHAPES[wire.MODEL_CONFIG].untyped == {
+        "name",
+        "ensemble_scheduling",
+        "model_metrics",
+    }
+    _check_covers(mc.ModelConfig.DESCRIPTOR, ModelConfigSpec, "spec.config", set())
+
+
+def test_the_docs_name_every_triton_field() -> None:
+    text = DOCS.read_text()
+    for message in (
+        mc.ModelConfig,
+        mc.ModelInput,
+        mc.ModelOutput,
+        mc.ModelDynamicBatching,
+        mc.ModelSequenceBatching,
+        mc.ModelInstanceGroup,
+        mc.ModelOptimizationPolicy,
+    ):
+        for proto_field in message.DESCRIPTOR.fields:
+            assert re.search(rf"\b{proto_field.name}\b", text), proto_field.full_name

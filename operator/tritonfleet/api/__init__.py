@@ -10,9 +10,10 @@ from tritonfleet.api.base import API_VERSION, GROUP, VERSION
 from tritonfleet.api.ensemble import EnsembleStep, ModelEnsemble, ModelEnsembleSpec
 from tritonfleet.api.model import (
     ModelConfigSpec,
+    ModelInput,
+    ModelOutput,
     ModelSource,
     ServingSpec,
-    TensorSpec,
     TritonModel,
     TritonModelSpec,
 )
@@ -27,10 +28,11 @@ __all__ = [
     "ModelConfigSpec",
     "ModelEnsemble",
     "ModelEnsembleSpec",
+    "ModelInput",
+    "ModelOutput",
     "ModelSource",
     "ModelStatus",
     "ServingSpec",
-    "TensorSpec",
     "TritonModel",
     "TritonModelSpec",
 ]

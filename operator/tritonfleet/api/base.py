@@ -81,6 +81,16 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     return out
 
 
+def exactly_one(obj: BaseModel, fields: tuple[str, ...], *, at_most: bool = False) -> None:
+    """Refuse ``obj`` unless exactly one (``at_most``: at most one) of ``fields`` is set."""
+    present = [f for f in fields if getattr(obj, f) is not None]
+    if len(present) > 1 or (not at_most and not present):
+        wire = [type(obj).model_fields[f].alias or f for f in fields]
+        # The error's location already names the object; say only what is wrong.
+        quantity = "at most one" if at_most else "exactly one"
+        raise ValueError(f"set {quantity} of {', '.join(wire)} (found {len(present)})")
+
+
 class ApiModel(BaseModel):
     """Base of all spec/status models: camelCase aliases, strict about unknown keys."""
 

@@ -2,8 +2,8 @@
 embedding → vector search → LLM) that Triton runs as one ensemble model.
 
 Only the shape of each step is checked here; whether the steps fit their
-members (names, tensors, data types, ordering) needs the members' specs and is
-checked by ``tritonfleet.desired.triton.ensemble``.
+members (names, tensors, data types, shapes, ordering) needs the members' rendered
+configs and is checked by ``tritonfleet.desired.triton.ensemble``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,17 @@ from tritonfleet.api.model import (
     ModelName,
     ObjectName,
     ServingSpec,
-    TensorSpec,
 )
 from tritonfleet.api.status import ModelStatus
+from tritonfleet.api.triton_config import (
+    MAX_TENSORS,
+    EnsembleInput,
+    EnsembleOutput,
+    StringMap,
+    VersionPolicy,
+)
 
-TensorName = Annotated[str, Field(min_length=1, max_length=255)]
+TensorName = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 class EnsembleStep(ApiModel):
@@ -31,10 +37,11 @@ class EnsembleStep(ApiModel):
     model_version: Annotated[int, Field(ge=-1, le=MAX_SAFE_INT)] = Field(
         default=-1, description="Version of the member to run; -1 means the latest loaded."
     )
-    input_map: dict[TensorName, TensorName] = Field(
+    # Triton: BuildEnsembleGraph, "must specify 'input_map'" / "must specify 'output_map'".
+    input_map: Annotated[dict[TensorName, TensorName], Field(min_length=1)] = Field(
         description="Member input name → ensemble tensor that feeds it."
     )
-    output_map: dict[TensorName, TensorName] = Field(
+    output_map: Annotated[dict[TensorName, TensorName], Field(min_length=1)] = Field(
         description="Member output name → ensemble tensor it produces."
     )
 
@@ -52,9 +59,18 @@ class ModelEnsembleSpec(ApiModel):
         default=None, description="Name inside Triton; defaults to metadata.name."
     )
     max_batch_size: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
-    inputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=64)]
-    outputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=64)]
-    steps: Annotated[list[EnsembleStep], Field(min_length=1, max_length=32)]
+    inputs: Annotated[list[EnsembleInput], Field(min_length=1, max_length=MAX_TENSORS)]
+    outputs: Annotated[list[EnsembleOutput], Field(min_length=1, max_length=MAX_TENSORS)]
+    steps: Annotated[list[EnsembleStep], Field(min_length=1, max_length=64)]
+    version_policy: VersionPolicy | None = None
+    parameters: StringMap = Field(
+        default_factory=dict, description="Values are strings (quote numbers and booleans)."
+    )
+    extra: str | None = Field(
+        default=None,
+        description="Raw config.pbtxt text merged last into the ensemble's config (e.g. "
+        "response_cache, metric_tags); steps come from spec.steps only.",
+    )
     serving: ServingSpec = Field(default_factory=ServingSpec)
     failover: FailoverSpec | None = None
 

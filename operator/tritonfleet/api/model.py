@@ -18,49 +18,29 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from tritonfleet.api.base import (
     DNS_SUBDOMAIN_PATTERN,
-    INT32_MAX,
-    MAX_SAFE_INT,
     MODEL_NAME_PATTERN,
     ApiModel,
     FreeFormObject,
     ObjectMeta,
     Quantity,
     cel,
+    exactly_one,
 )
 from tritonfleet.api.status import ModelStatus
+from tritonfleet.api.triton_config import DataType, Dim, ModelConfigSpec, ModelInput, ModelOutput
+
+__all__ = [
+    "DataType",
+    "Dim",
+    "ModelConfigSpec",
+    "ModelInput",
+    "ModelOutput",
+]
 
 ModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=127)]
 ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
 
-DataType = Literal[
-    "TYPE_BOOL",
-    "TYPE_UINT8",
-    "TYPE_UINT16",
-    "TYPE_UINT32",
-    "TYPE_UINT64",
-    "TYPE_INT8",
-    "TYPE_INT16",
-    "TYPE_INT32",
-    "TYPE_INT64",
-    "TYPE_FP16",
-    "TYPE_FP32",
-    "TYPE_FP64",
-    "TYPE_STRING",
-    "TYPE_BF16",
-]
-
 MAX_INLINE_FILES = 64
-
-Dim = Annotated[int, Field(ge=-1, le=MAX_SAFE_INT)]
-"""A tensor dimension: -1 (variable) or a positive size; 0 is refused as Triton does."""
-
-
-def _exactly_one(obj: ApiModel, fields: tuple[str, ...]) -> None:
-    present = [f for f in fields if getattr(obj, f) is not None]
-    if len(present) != 1:
-        wire = [type(obj).model_fields[f].alias or f for f in fields]
-        # The error's location already names the object; say only what is wrong.
-        raise ValueError(f"set exactly one of {', '.join(wire)} (found {len(present)})")
 
 
 # --- source -----------------------------------------------------------------
@@ -159,198 +139,12 @@ class ModelSource(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSource:
-        _exactly_one(self, ("s3", "http", "pvc", "inline"))
+        exactly_one(self, ("s3", "http", "pvc", "inline"))
         return self
 
     @property
     def kind(self) -> str:
         return next(f for f in ("s3", "http", "pvc", "inline") if getattr(self, f) is not None)
-
-
-# --- Triton config ----------------------------------------------------------
-
-
-class TensorSpec(ApiModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.dims.all(d, d != 0)",
-                    "dimensions must be -1 (variable) or at least 1",
-                    ".dims",
-                )
-            ]
-        }
-    )
-
-    name: Annotated[str, Field(min_length=1, max_length=255)]
-    data_type: DataType
-    dims: Annotated[list[Dim], Field(min_length=1, max_length=16)]
-    optional: bool | None = Field(default=None, description="Inputs only: may be omitted.")
-    reshape: Annotated[list[Dim], Field(max_length=16)] | None = None
-
-    @field_validator("dims")
-    @classmethod
-    def _no_zero_dims(cls, dims: list[int]) -> list[int]:
-        if 0 in dims:
-            raise ValueError("dimensions must be -1 (variable) or at least 1")
-        return dims
-
-
-class QueuePolicy(ApiModel):
-    timeout_action: Literal["REJECT", "DELAY"] | None = None
-    default_timeout_microseconds: Annotated[int, Field(ge=0, le=MAX_SAFE_INT)] | None = None
-    allow_timeout_override: bool | None = None
-    max_queue_size: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
-
-
-class DynamicBatching(ApiModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!has(self.defaultPriorityLevel) || self.defaultPriorityLevel == 0"
-                    " || (has(self.priorityLevels)"
-                    " && self.defaultPriorityLevel <= self.priorityLevels)",
-                    "defaultPriorityLevel must not exceed priorityLevels",
-                    ".defaultPriorityLevel",
-                ),
-                cel(
-                    "!has(self.priorityLevels) || self.priorityLevels == 0 || "
-                    "(has(self.defaultPriorityLevel) && self.defaultPriorityLevel >= 1)",
-                    "with priorityLevels set, defaultPriorityLevel must be between 1 and "
-                    "priorityLevels",
-                    ".defaultPriorityLevel",
-                ),
-            ]
-        }
-    )
-
-    preferred_batch_size: Annotated[
-        list[Annotated[int, Field(ge=1, le=INT32_MAX)]], Field(max_length=32)
-    ] = Field(default_factory=list)
-    max_queue_delay_microseconds: Annotated[int, Field(ge=0, le=MAX_SAFE_INT)] | None = None
-    preserve_ordering: bool | None = None
-    priority_levels: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
-    default_priority_level: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
-    default_queue_policy: QueuePolicy | None = None
-
-    @model_validator(mode="after")
-    def _default_priority_within_levels(self) -> DynamicBatching:
-        levels = self.priority_levels or 0
-        default = self.default_priority_level or 0
-        if default and default > levels:
-            raise ValueError("defaultPriorityLevel must not exceed priorityLevels")
-        if levels and not default:
-            raise ValueError(
-                "with priorityLevels set, defaultPriorityLevel must be between 1 and priorityLevels"
-            )
-        return self
-
-
-class InstanceGroup(ApiModel):
-    name: str | None = None
-    kind: Literal["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"] = "KIND_AUTO"
-    count: Annotated[int, Field(ge=1, le=64)] = 1
-    gpus: Annotated[list[Annotated[int, Field(ge=0, le=1024)]], Field(max_length=64)] | None = None
-
-
-class LatestVersions(ApiModel):
-    num_versions: Annotated[int, Field(ge=1, le=INT32_MAX)] = 1
-
-
-class SpecificVersions(ApiModel):
-    versions: Annotated[
-        list[Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]], Field(min_length=1, max_length=64)
-    ]
-
-
-class AllVersions(ApiModel):
-    pass
-
-
-class VersionPolicy(ApiModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "[has(self.latest), has(self.all), has(self.specific)]"
-                    ".filter(x, x).size() == 1",
-                    "set exactly one of latest, all, specific",
-                )
-            ]
-        }
-    )
-
-    latest: LatestVersions | None = None
-    all: AllVersions | None = None
-    specific: SpecificVersions | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one_policy(self) -> VersionPolicy:
-        _exactly_one(self, ("latest", "all", "specific"))
-        return self
-
-
-class Optimization(ApiModel):
-    input_pinned_memory: bool | None = None
-    output_pinned_memory: bool | None = None
-    graph_level: Annotated[int, Field(ge=-(2**31), le=INT32_MAX)] | None = Field(
-        default=None, description="Backend graph optimisation level (e.g. 1 for TensorFlow XLA)."
-    )
-
-
-class ModelConfigSpec(ApiModel):
-    """The typed subset of Triton's ModelConfig; anything else goes in ``extra``."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "has(self.platform) != has(self.backend)",
-                    "set exactly one of platform, backend",
-                ),
-                cel(
-                    "!has(self.platform) || self.platform != 'ensemble'",
-                    "use a ModelEnsemble for ensembles",
-                    ".platform",
-                ),
-            ]
-        }
-    )
-
-    platform: Annotated[str, Field(pattern=r"^[a-z0-9_]+$", max_length=64)] | None = Field(
-        default=None, description="e.g. onnxruntime_onnx, pytorch_libtorch, tensorrt_plan."
-    )
-    backend: Annotated[str, Field(pattern=r"^[a-z0-9_]+$", max_length=64)] | None = Field(
-        default=None, description="e.g. python, onnxruntime, pytorch, tensorrtllm, vllm."
-    )
-    max_batch_size: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
-    inputs: Annotated[list[TensorSpec], Field(max_length=64)] = Field(default_factory=list)
-    outputs: Annotated[list[TensorSpec], Field(max_length=64)] = Field(default_factory=list)
-    dynamic_batching: DynamicBatching | None = None
-    instance_groups: Annotated[list[InstanceGroup], Field(max_length=16)] = Field(
-        default_factory=list
-    )
-    version_policy: VersionPolicy | None = None
-    parameters: dict[str, str] = Field(default_factory=dict)
-    optimization: Optimization | None = None
-    decoupled: bool | None = Field(
-        default=None,
-        description="Decoupled transaction policy: the model may send any number of "
-        "responses per request (streaming LLMs).",
-    )
-    extra: str | None = Field(
-        default=None,
-        description="Raw config.pbtxt text merged last, for ModelConfig fields not typed here.",
-    )
-
-    @model_validator(mode="after")
-    def _platform_xor_backend(self) -> ModelConfigSpec:
-        _exactly_one(self, ("platform", "backend"))
-        if self.platform == "ensemble":
-            raise ValueError("platform 'ensemble': use a ModelEnsemble for ensembles")
-        return self
 
 
 # --- serving ----------------------------------------------------------------

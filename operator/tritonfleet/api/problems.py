@@ -7,8 +7,10 @@ the field (in the camelCase path a user sees in their YAML).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -44,10 +46,35 @@ def _loc_to_path(prefix: str, loc: Iterable[int | str]) -> str:
     return path
 
 
+ECHO_LIMIT = 80
+
+
+def echo(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """``value`` as the user wrote it in YAML/JSON, clipped so a huge one stays readable."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]} ...{text[-1]}"
+
+
+def _message(item: Any) -> str:
+    message: str = item["msg"].removeprefix("Value error, ")
+    if item["type"] in ("missing", "value_error", "assertion_error") or "input" not in item:
+        return message  # our own messages say the value themselves
+    value = item["input"]
+    if isinstance(value, dict | list):
+        return message
+    if item["type"] == "string_type" and isinstance(value, bool | int | float):
+        # YAML reads `128` and `true` as a number and a boolean; Triton's parameters and
+        # names are strings, so the fix is to quote them.
+        return f'{message}, got {echo(value)}: quote it to make it a string ("{echo(value)}")'
+    return f"{message}, got {echo(value)}"
+
+
 def problems_from_validation_error(error: ValidationError, prefix: str = "") -> list[Problem]:
-    """pydantic's errors as problems with wire (camelCase) paths."""
-    problems = []
-    for item in error.errors(include_url=False):
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append(Problem(_loc_to_path(prefix, item["loc"]), message))
-    return problems
+    """pydantic's errors as problems with wire (camelCase) paths and the offending value."""
+    return [
+        Problem(_loc_to_path(prefix, item["loc"]), _message(item))
+        for item in error.errors(include_url=False)
+    ]

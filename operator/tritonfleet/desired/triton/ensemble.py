@@ -1,121 +1,211 @@
 """Check a ``ModelEnsemble`` against its member ``TritonModel``s and render its
 ``config.pbtxt``.
 
-Triton only finds a broken ensemble when it loads it — after every member was
-synced and loaded. Here the whole pipeline is checked from the specs alone:
-members exist, mapped tensors exist on the members, every consumed tensor has
-exactly one producer, no cycles, every ensemble output is produced, and data
-types agree along every edge. Every problem is reported, not just the first.
-Pure: no I/O.
+Triton only finds a broken ensemble when it loads it, after every member was synced and
+loaded. Here the whole pipeline is checked from the specs alone, against each member's
+config as Triton will get it (typed fields and ``extra``): members exist, mapped tensors
+exist on the members, every consumed tensor has exactly one producer, no cycles, every
+ensemble output is produced, nothing is left dangling, and data types and shapes agree
+wherever a tensor is used. Each check mirrors a Triton 2.51 rule (core
+src/model_config_utils.cc ValidateEnsembleSchedulingConfig / BuildEnsembleGraph and
+src/ensemble_scheduler/ensemble_utils.cc ValidateEnsembleConfig / ValidateTensorMapping /
+ValidateTensorConsistency). A member whose config lists no inputs (or no outputs) leaves them
+to Triton's auto-complete, so mappings onto that side are left for Triton to check. Every
+problem is reported, not just the first. Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from tritonfleet.api.base import MODEL_NAME_RE
 from tritonfleet.api.ensemble import ModelEnsemble
-from tritonfleet.api.model import TensorSpec, TritonModel
+from tritonfleet.api.model import TritonModel
 from tritonfleet.api.problems import Problem
-from tritonfleet.desired.triton.config import to_pbtxt
+from tritonfleet.api.triton_config import EnsembleInput, EnsembleOutput
+from tritonfleet.desired.triton import wire
+from tritonfleet.desired.triton.config import (
+    Where,
+    final_config,
+    merge_extra,
+    semantic_problems,
+    to_pbtxt,
+)
 from tritonfleet.desired.triton.proto import mc
+
+EXTRA_PATH = "spec.extra"
+# The ModelEnsemble fields that are ModelConfig fields under the same names.
+_CONFIG_FIELDS = ("maxBatchSize", "inputs", "outputs", "versionPolicy", "parameters")
 
 
 @dataclass(frozen=True)
-class _Producer:
-    """Who produces an ensemble tensor: an ensemble input or a step's output."""
+class _Use:
+    """One place an ensemble tensor is declared: what Triton infers its type and shape from."""
 
-    where: str
-    data_type: str
-    step: int | None  # None for ensemble inputs
+    where: str  # for messages: "ensemble input 'x'", "step 1 (encoder) output 'y'"
+    path: str  # the API path to blame
+    data_type: int  # 0: unknown (left to auto-complete)
+    dims: tuple[int, ...] | None  # None: unknown
+    batching: bool
+
+    @property
+    def full_dims(self) -> tuple[int, ...] | None:
+        if self.dims is None:
+            return None
+        return (-1, *self.dims) if self.batching else self.dims
 
 
-def _producers(
-    ensemble: ModelEnsemble, members: Mapping[str, TritonModel], problems: list[Problem]
-) -> dict[str, _Producer]:
-    producers: dict[str, _Producer] = {}
-    for ensemble_input in ensemble.spec.inputs:
-        producers[ensemble_input.name] = _Producer(
-            f"ensemble input {ensemble_input.name!r}", ensemble_input.data_type, None
+def _dims_match(a: Sequence[int], b: Sequence[int]) -> bool:
+    """Triton's CompareDimsWithWildcard: same rank, each pair equal or either variable."""
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
+
+
+def _inconsistency(first: _Use, other: _Use) -> str | None:
+    """Triton: ValidateTensorConsistency (the type must match; the shape must match with
+    wildcards, either as declared or with the batch dimension added to batching models)."""
+    if first.data_type and other.data_type and first.data_type != other.data_type:
+        return (
+            f"data type mismatch: {first.where} is {mc.DataType.Name(first.data_type)}, "
+            f"{other.where} is {mc.DataType.Name(other.data_type)}"
         )
-    for i, step in enumerate(ensemble.spec.steps):
-        member = members.get(step.model)
-        outputs = {t.name: t for t in member.spec.config.outputs} if member else {}
-        for member_output, tensor in step.output_map.items():
-            where = f"spec.steps[{i}].outputMap.{member_output}"
-            if member is not None and member_output not in outputs:
-                problems.append(
-                    Problem(
-                        where,
-                        f"{step.model!r} has no output {member_output!r} "
-                        f"(outputs: {', '.join(sorted(outputs)) or 'none'})",
-                    )
-                )
-            if tensor in producers:
-                problems.append(
-                    Problem(
-                        where,
-                        f"tensor {tensor!r} is already produced by {producers[tensor].where}; "
-                        "every ensemble tensor needs exactly one producer",
-                    )
-                )
-                continue
-            data_type = outputs[member_output].data_type if member_output in outputs else ""
-            producers[tensor] = _Producer(f"step {i} ({step.model})", data_type, i)
-    return producers
+    if first.dims is None or other.dims is None:
+        return None
+    if _dims_match(first.dims, other.dims):
+        return None
+    assert first.full_dims is not None and other.full_dims is not None
+    if _dims_match(first.full_dims, other.full_dims):
+        return None
+    return (
+        f"shape mismatch: {first.where} has {list(first.full_dims)}, "
+        f"{other.where} has {list(other.full_dims)} (batch dimension included)"
+    )
 
 
-def _check_consumers(
+def _tensor_use(where: str, path: str, tensor: mc.ModelInput, batching: bool) -> _Use:
+    dims = tuple(tensor.dims) if tensor.dims else None
+    return _Use(where, path, tensor.data_type, dims, batching)
+
+
+@dataclass
+class _Graph:
+    """The ensemble's tensors: first declaration of each (Triton compares every later use
+    with it), who produces it, and which steps consume it."""
+
+    first: dict[str, _Use]
+    producer: dict[str, int | None]  # None: an ensemble input
+    consumers: dict[str, list[int]]
+
+
+def _ensemble_uses(ensemble: ModelEnsemble, graph: _Graph, problems: list[Problem]) -> None:
+    batching = ensemble.spec.max_batch_size > 0
+    tensors: list[tuple[str, EnsembleInput | EnsembleOutput]] = [
+        *(("input", t) for t in ensemble.spec.inputs),
+        *(("output", t) for t in ensemble.spec.outputs),
+    ]
+    for i, (kind, tensor) in enumerate(tensors):
+        # Triton: ValidateEnsembleConfig uses an ensemble tensor's reshape when it has one.
+        dims = tuple(tensor.reshape) if tensor.reshape is not None else tuple(tensor.dims)
+        index = i if kind == "input" else i - len(ensemble.spec.inputs)
+        use = _Use(
+            f"ensemble {kind} {tensor.name!r}",
+            f"spec.{kind}s[{index}]",
+            mc.DataType.Value(tensor.data_type),
+            dims,
+            batching,
+        )
+        if kind == "input":
+            graph.first.setdefault(tensor.name, use)
+            graph.producer[tensor.name] = None
+        else:
+            _declare(graph, tensor.name, use, problems)
+
+
+def _declare(graph: _Graph, tensor: str, use: _Use, problems: list[Problem]) -> None:
+    first = graph.first.get(tensor)
+    if first is None:
+        graph.first[tensor] = use
+        return
+    problem = _inconsistency(first, use)
+    if problem:
+        problems.append(Problem(use.path, f"tensor {tensor!r}: {problem}"))
+
+
+def _step_problems(
     ensemble: ModelEnsemble,
-    members: Mapping[str, TritonModel],
-    producers: Mapping[str, _Producer],
+    configs: Mapping[str, mc.ModelConfig],
+    graph: _Graph,
     problems: list[Problem],
-) -> dict[int, set[int]]:
-    """Check each step's inputs; return the step dependency graph (step → steps it needs)."""
-    needs: dict[int, set[int]] = {i: set() for i in range(len(ensemble.spec.steps))}
+) -> None:
+    """Triton: ValidateTensorMapping, for each step in order."""
     for i, step in enumerate(ensemble.spec.steps):
-        member = members.get(step.model)
-        inputs = {t.name: t for t in member.spec.config.inputs} if member else {}
+        config = configs.get(step.model)
+        batching = config is not None and config.max_batch_size > 0
+        inputs = {t.name: t for t in reversed(config.input)} if config else {}
+        outputs = {t.name: t for t in reversed(config.output)} if config else {}
+        label = f"step {i} ({step.model})"
         for member_input, tensor in step.input_map.items():
-            where = f"spec.steps[{i}].inputMap.{member_input}"
-            if member is not None and member_input not in inputs:
+            path = f"spec.steps[{i}].inputMap.{member_input}"
+            graph.consumers.setdefault(tensor, []).append(i)
+            if config is None or not config.input:
+                continue
+            if member_input not in inputs:
                 problems.append(
                     Problem(
-                        where,
+                        path,
                         f"{step.model!r} has no input {member_input!r} "
-                        f"(inputs: {', '.join(sorted(inputs)) or 'none'})",
-                    )
-                )
-            producer = producers.get(tensor)
-            if producer is None:
-                problems.append(
-                    Problem(
-                        where, f"tensor {tensor!r} is not an ensemble input or any step's output"
+                        f"(inputs: {_names(config.input)})",
                     )
                 )
                 continue
-            if producer.step is not None:
-                needs[i].add(producer.step)
-            expected = inputs[member_input].data_type if member_input in inputs else ""
-            if expected and producer.data_type and expected != producer.data_type:
-                problems.append(
-                    Problem(
-                        where,
-                        f"data type mismatch: {producer.where} gives {producer.data_type}, "
-                        f"{step.model!r} input {member_input!r} takes {expected}",
-                    )
-                )
-        if member is not None:
-            for name, tensor_spec in inputs.items():
-                if name not in step.input_map and not tensor_spec.optional:
+            use = _tensor_use(
+                f"{label} input {member_input!r}", path, inputs[member_input], batching
+            )
+            _declare(graph, tensor, use, problems)
+        if config is not None and config.input:
+            for name, tensor_config in inputs.items():
+                if name not in step.input_map and not tensor_config.optional:
                     problems.append(
                         Problem(
                             f"spec.steps[{i}].inputMap",
                             f"required input {name!r} of {step.model!r} is not mapped",
                         )
                     )
-    return needs
+        for member_output, tensor in step.output_map.items():
+            path = f"spec.steps[{i}].outputMap.{member_output}"
+            producer = graph.producer.get(tensor, -1)
+            if producer != -1:
+                who = "an ensemble input" if producer is None else f"step {producer}"
+                problems.append(
+                    Problem(
+                        path,
+                        f"tensor {tensor!r} is already produced by {who}; every ensemble "
+                        "tensor needs exactly one producer",
+                    )
+                )
+                continue
+            graph.producer[tensor] = i
+            if config is None or not config.output:
+                continue
+            if member_output not in outputs:
+                problems.append(
+                    Problem(
+                        path,
+                        f"{step.model!r} has no output {member_output!r} "
+                        f"(outputs: {_names(config.output)})",
+                    )
+                )
+                continue
+            use = _tensor_use(
+                f"{label} output {member_output!r}", path, outputs[member_output], batching
+            )
+            _declare(graph, tensor, use, problems)
+
+
+def _names(tensors: Sequence[mc.ModelInput]) -> str:
+    names = sorted({t.name for t in tensors})
+    listed = ", ".join(names[:12])
+    return listed + (f" and {len(names) - 12} more" if len(names) > 12 else "")
 
 
 def _find_cycle(needs: Mapping[int, set[int]]) -> list[int] | None:
@@ -143,46 +233,94 @@ def _find_cycle(needs: Mapping[int, set[int]]) -> list[int] | None:
     return None
 
 
-def _check_outputs(
-    outputs: list[TensorSpec], producers: Mapping[str, _Producer], problems: list[Problem]
-) -> None:
-    for i, tensor in enumerate(outputs):
-        producer = producers.get(tensor.name)
-        where = f"spec.outputs[{i}]"
-        if producer is None or producer.step is None:
-            problems.append(
-                Problem(where, f"ensemble output {tensor.name!r} is not produced by any step")
-            )
-        elif producer.data_type and producer.data_type != tensor.data_type:
+def _flow_problems(ensemble: ModelEnsemble, graph: _Graph, problems: list[Problem]) -> None:
+    """Triton: ValidateEnsembleSchedulingConfig (inputs used, outputs written, no unused
+    tensors) and the steps' dependency order."""
+    steps = ensemble.spec.steps
+    needs: dict[int, set[int]] = {i: set() for i in range(len(steps))}
+    for i, step in enumerate(steps):
+        for member_input, tensor in step.input_map.items():
+            if tensor not in graph.producer:
+                problems.append(
+                    Problem(
+                        f"spec.steps[{i}].inputMap.{member_input}",
+                        f"tensor {tensor!r} is not an ensemble input or any step's output",
+                    )
+                )
+                continue
+            producer = graph.producer[tensor]
+            if producer is not None:
+                needs[i].add(producer)
+    cycle = _find_cycle(needs)
+    if cycle:
+        path = " → ".join(f"step {s} ({steps[s].model})" for s in cycle)
+        problems.append(Problem("spec.steps", f"the steps form a cycle: {path}"))
+    outputs = {t.name for t in ensemble.spec.outputs}
+    for i, name in enumerate(t.name for t in ensemble.spec.outputs):
+        if graph.producer.get(name) is None:
             problems.append(
                 Problem(
-                    f"{where}.dataType",
-                    f"{producer.where} produces {tensor.name!r} as {producer.data_type}, "
-                    f"the ensemble declares {tensor.data_type}",
+                    f"spec.outputs[{i}]", f"ensemble output {name!r} is not produced by any step"
                 )
             )
-
-
-def _check_unused(ensemble: ModelEnsemble, problems: list[Problem]) -> None:
-    """Triton refuses ensembles with dangling tensors, so name them here."""
-    consumed = {t for step in ensemble.spec.steps for t in step.input_map.values()}
-    wanted = consumed | {o.name for o in ensemble.spec.outputs}
-    for i, tensor in enumerate(ensemble.spec.inputs):
-        if tensor.name not in consumed:
+    for i, name in enumerate(t.name for t in ensemble.spec.inputs):
+        if name not in graph.consumers:
             problems.append(
-                Problem(
-                    f"spec.inputs[{i}]", f"ensemble input {tensor.name!r} is not used by any step"
-                )
+                Problem(f"spec.inputs[{i}]", f"ensemble input {name!r} is not used by any step")
             )
-    for i, step in enumerate(ensemble.spec.steps):
-        for member_output, tensor_name in step.output_map.items():
-            if tensor_name not in wanted:
+    for i, step in enumerate(steps):
+        for member_output, tensor in step.output_map.items():
+            if tensor not in graph.consumers and tensor not in outputs:
                 problems.append(
                     Problem(
                         f"spec.steps[{i}].outputMap.{member_output}",
-                        f"tensor {tensor_name!r} is neither used by a step nor an ensemble output",
+                        f"tensor {tensor!r} is neither used by a step nor an ensemble output",
                     )
                 )
+
+
+def _member_problems(
+    ensemble: ModelEnsemble,
+    members: Mapping[str, TritonModel],
+    configs: Mapping[str, mc.ModelConfig],
+    invalid_members: Collection[str],
+) -> list[Problem]:
+    problems = []
+    namespace = ensemble.metadata.namespace or "default"
+    for i, step in enumerate(ensemble.spec.steps):
+        config = configs.get(step.model)
+        if step.model not in members and step.model in invalid_members:
+            problems.append(
+                Problem(
+                    f"spec.steps[{i}].model", f"TritonModel {step.model!r} is invalid; fix it first"
+                )
+            )
+        elif step.model not in members:
+            problems.append(
+                Problem(
+                    f"spec.steps[{i}].model",
+                    f"TritonModel {step.model!r} not found in namespace {namespace}",
+                )
+            )
+        elif config is not None and 0 < config.max_batch_size < ensemble.spec.max_batch_size:
+            # Triton: ValidateEnsembleConfig checks batching members only ("batchable ensemble
+            # can include non-batchable models").
+            problems.append(
+                Problem(
+                    "spec.maxBatchSize",
+                    f"{ensemble.spec.max_batch_size} exceeds maxBatchSize "
+                    f"{config.max_batch_size} of member {step.model!r}",
+                )
+            )
+    return problems
+
+
+def member_configs(members: Mapping[str, TritonModel]) -> dict[str, mc.ModelConfig]:
+    """Each member's config as Triton gets it (``extra`` merged when it merges)."""
+    return {
+        name: final_config(member.triton_name, member.spec.config)[0]
+        for name, member in members.items()
+    }
 
 
 def ensemble_problems(
@@ -200,62 +338,28 @@ def ensemble_problems(
         problems.append(
             Problem("spec.modelName", f"{ensemble.triton_name!r} is not a valid Triton model name")
         )
-    for i, step in enumerate(ensemble.spec.steps):
-        member = members.get(step.model)
-        if member is None and step.model in invalid_members:
-            problems.append(
-                Problem(
-                    f"spec.steps[{i}].model",
-                    f"TritonModel {step.model!r} is invalid; fix it first",
-                )
-            )
-        elif member is None:
-            problems.append(
-                Problem(
-                    f"spec.steps[{i}].model",
-                    f"TritonModel {step.model!r} not found in namespace "
-                    f"{ensemble.metadata.namespace or 'default'}",
-                )
-            )
-        elif ensemble.spec.max_batch_size > member.spec.config.max_batch_size:
-            problems.append(
-                Problem(
-                    "spec.maxBatchSize",
-                    f"{ensemble.spec.max_batch_size} exceeds maxBatchSize "
-                    f"{member.spec.config.max_batch_size} of member {step.model!r}",
-                )
-            )
-    producers = _producers(ensemble, members, problems)
-    needs = _check_consumers(ensemble, members, producers, problems)
-    cycle = _find_cycle(needs)
-    if cycle:
-        path = " → ".join(f"step {s} ({ensemble.spec.steps[s].model})" for s in cycle)
-        problems.append(Problem("spec.steps", f"the steps form a cycle: {path}"))
-    _check_outputs(ensemble.spec.outputs, producers, problems)
-    _check_unused(ensemble, problems)
+    configs = member_configs(members)
+    problems += _member_problems(ensemble, members, configs, invalid_members)
+    graph = _Graph({}, {}, {})
+    _ensemble_uses(ensemble, graph, problems)
+    _step_problems(ensemble, configs, graph, problems)
+    _flow_problems(ensemble, graph, problems)
     return problems
 
 
-def render_ensemble_config(
-    ensemble: ModelEnsemble,
-    members: Mapping[str, TritonModel],
-    invalid_members: Collection[str] = (),
-) -> tuple[str, list[Problem]]:
-    """``config.pbtxt`` of the ensemble, with every problem found (render only if none)."""
-    problems = ensemble_problems(ensemble, members, invalid_members)
-    config = mc.ModelConfig(
-        name=ensemble.triton_name,
-        platform="ensemble",
-        max_batch_size=ensemble.spec.max_batch_size,
+# --- rendering -----------------------------------------------------------------------------
+
+
+def build_ensemble_config(
+    ensemble: ModelEnsemble, members: Mapping[str, TritonModel]
+) -> mc.ModelConfig:
+    """The ensemble's typed config (``extra`` not applied)."""
+    config = mc.ModelConfig(name=ensemble.triton_name, platform="ensemble")
+    spec = ensemble.spec.to_wire()
+    wire.fill(
+        config,
+        {k: v for k, v in spec.items() if k in _CONFIG_FIELDS},
     )
-    for tensor in ensemble.spec.inputs:
-        config.input.add(
-            name=tensor.name, data_type=mc.DataType.Value(tensor.data_type), dims=tensor.dims
-        )
-    for tensor in ensemble.spec.outputs:
-        config.output.add(
-            name=tensor.name, data_type=mc.DataType.Value(tensor.data_type), dims=tensor.dims
-        )
     for step in ensemble.spec.steps:
         member = members.get(step.model)
         item = config.ensemble_scheduling.step.add(
@@ -266,4 +370,62 @@ def render_ensemble_config(
             item.input_map[key] = value
         for key, value in sorted(step.output_map.items()):
             item.output_map[key] = value
-    return to_pbtxt(config), problems
+    return config
+
+
+def _extra_problems(typed: mc.ModelConfig, final: mc.ModelConfig) -> list[Problem]:
+    """What ``extra`` must not do to an ensemble (Triton: ValidateModelConfig, "Ensemble model
+    ... must have platform type 'ensemble' and empty backend type";
+    ValidateEnsembleSchedulingConfig, no instance_group, optimization or model_warmup)."""
+    problems = []
+
+    def refuse(message: str) -> None:
+        problems.append(Problem(EXTRA_PATH, message))
+
+    if final.name != typed.name:
+        refuse("must not change the model name; set spec.modelName")
+    if final.platform != "ensemble" or final.backend:
+        refuse("must not set platform or backend: an ensemble has platform 'ensemble' only")
+    if final.WhichOneof("scheduling_choice") != "ensemble_scheduling":
+        refuse(f"sets {final.WhichOneof('scheduling_choice')}, which replaces the ensemble's steps")
+    elif list(final.ensemble_scheduling.step) != list(typed.ensemble_scheduling.step):
+        refuse("must not add or change steps; use spec.steps")
+    for field, label in (
+        ("instance_group", "instance_group"),
+        ("model_warmup", "model_warmup"),
+    ):
+        if len(getattr(final, field)):
+            refuse(f"sets {label}, which Triton refuses on an ensemble")
+    if final.HasField("optimization"):
+        refuse("sets optimization, which Triton refuses on an ensemble")
+    return problems
+
+
+def render_ensemble_config(
+    ensemble: ModelEnsemble,
+    members: Mapping[str, TritonModel],
+    invalid_members: Collection[str] = (),
+) -> tuple[str, list[Problem]]:
+    """``config.pbtxt`` of the ensemble, with every problem found (render only if none)."""
+    problems = ensemble_problems(ensemble, members, invalid_members)
+    typed = build_ensemble_config(ensemble, members)
+    where = Where("spec")
+    problems += semantic_problems(typed, where)
+    final = typed
+    if ensemble.spec.extra:
+        merged = mc.ModelConfig()
+        merged.CopyFrom(typed)
+        extra_problems = merge_extra(merged, ensemble.spec.extra, EXTRA_PATH)
+        if not extra_problems:
+            final = merged
+            extra_problems = _extra_problems(typed, merged)
+            known = set(semantic_problems(typed, where))
+            extra_problems += [
+                Problem(
+                    EXTRA_PATH, f"with extra merged, {p.path.removeprefix('spec.')}: {p.message}"
+                )
+                for p in semantic_problems(merged, where)
+                if p not in known
+            ]
+        problems += extra_problems
+    return to_pbtxt(final), problems

@@ -15,10 +15,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from tritonfleet.api.ensemble import ModelEnsemble
-from tritonfleet.api.model import TritonModel
+from tritonfleet.api.model import ModelConfigSpec, TritonModel
 from tritonfleet.api.problems import Problem, problems_from_validation_error
-from tritonfleet.desired.triton.config import render_config
+from tritonfleet.desired.triton.config import merge_extra, render_config
 from tritonfleet.desired.triton.ensemble import render_ensemble_config
+from tritonfleet.desired.triton.proto import mc
 from tritonfleet.desired.triton.revision import ensemble_revision, model_revision
 
 KINDS = ("ModelEnsemble", "TritonModel")
@@ -55,8 +56,34 @@ def _identify(index: int, doc: Mapping[str, Any]) -> tuple[str, str, str]:
     )
 
 
+def placement_problems(model: TritonModel) -> list[Problem]:
+    """Instance groups that cannot load in the model's own pods, which see GPUs 0 to
+    ``serving.gpus - 1`` (Triton: ValidateInstanceGroup, "specifies invalid or unsupported
+    gpu id", "has kind KIND_GPU but no GPUs are available")."""
+    gpus = model.spec.serving.gpus
+    problems = []
+    for i, group in enumerate(model.spec.config.instance_groups):
+        path = f"spec.config.instanceGroups[{i}]"
+        missing = [g for g in group.gpus or () if g >= gpus]
+        if missing:
+            problems.append(
+                Problem(
+                    f"{path}.gpus",
+                    f"GPU {', '.join(map(str, missing))} does not exist in the pod: "
+                    f"spec.serving.gpus {gpus} gives it GPUs "
+                    + (f"0 to {gpus - 1}" if gpus else "none"),
+                )
+            )
+        elif group.kind == "KIND_GPU" and gpus == 0:
+            problems.append(
+                Problem(f"{path}.kind", "KIND_GPU needs GPUs, and spec.serving.gpus is 0")
+            )
+    return problems
+
+
 def render_model(model: TritonModel) -> Rendered:
     pbtxt, problems = render_config(model.triton_name, model.spec.config)
+    problems += placement_problems(model)
     return Rendered(
         kind="TritonModel",
         namespace=model.metadata.namespace or "default",
@@ -116,10 +143,11 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
                 results.append(ModelEnsemble.from_object(doc))  # rendered once members are known
                 continue
         except ValidationError as error:
+            problems = problems_from_validation_error(error)
             if kind == "TritonModel":
                 invalid.add((namespace, name))
-            problems = tuple(problems_from_validation_error(error))
-            results.append(Rendered(kind, namespace, name, problems=problems))
+            problems += _checks_anyway(kind, doc, problems)
+            results.append(Rendered(kind, namespace, name, problems=tuple(problems)))
             continue
         rendered = render_model(model)
         models[(namespace, name)] = model
@@ -136,6 +164,34 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
         invalid_here = {n for ns, n in invalid if ns == namespace}
         out.append(render_ensemble(item, members, member_revisions, invalid_here))
     return out
+
+
+def _checks_anyway(kind: str, doc: Mapping[str, Any], known: list[Problem]) -> list[Problem]:
+    """The problems a document has beyond the ones pydantic found, so that every problem
+    shows in one run: when only something outside ``spec.config`` is invalid (two sources,
+    a bad replica range), the config's load-time checks; when more is invalid, at least
+    whether ``extra`` parses."""
+    spec = doc.get("spec")
+    if not isinstance(spec, Mapping):
+        return []
+    raw = spec.get("config") if kind == "TritonModel" else spec
+    extra_path = "spec.config.extra" if kind == "TritonModel" else "spec.extra"
+    if not isinstance(raw, Mapping):
+        return []
+    if kind == "TritonModel" and not any(p.path.startswith("spec.config") for p in known):
+        try:
+            config = ModelConfigSpec.model_validate(raw, by_alias=True, by_name=False)
+        except ValidationError:
+            return []
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        name = spec.get("modelName") or meta.get("name") or "model"
+        _, problems = render_config(str(name), config)
+        return [p for p in problems if p.path != "spec.modelName"]
+    extra = raw.get("extra")
+    if isinstance(extra, str) and not any(p.path == extra_path for p in known):
+        return merge_extra(mc.ModelConfig(), extra, extra_path)
+    return []
 
 
 def _unknown_kind(kind: str) -> str:
