@@ -174,6 +174,8 @@ def test_probes_live_ready_and_a_long_startup_budget() -> None:
     [
         ({"gpus": 2}, "nvidia.com/gpu", 2),
         ({"gpus": 1, "gpuResource": "nvidia.com/mig-1g.10gb"}, "nvidia.com/mig-1g.10gb", 1),
+        # Time-slicing and MPS advertise a renamed resource ("renameByDefault").
+        ({"gpus": 1, "gpuResource": "nvidia.com/gpu.shared"}, "nvidia.com/gpu.shared", 1),
     ],
 )
 def test_gpus_are_requested_and_limited_with_the_gpu_toleration(
@@ -185,6 +187,33 @@ def test_gpus_are_requested_and_limited_with_the_gpu_toleration(
     assert res["requests"][resource] == count
     assert res["limits"][resource] == count
     assert ko.GPU_TOLERATION in dep["spec"]["template"]["spec"]["tolerations"]
+
+
+def test_triton_pods_take_priority_runtime_spread_and_annotations() -> None:
+    spread = {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"tritonfleet.io/model": "toy"}},
+    }
+    serving = {
+        "priorityClassName": "serving-critical",
+        "runtimeClassName": "nvidia",
+        "topologySpreadConstraints": [spread],
+        "podAnnotations": {"sidecar.istio.io/inject": "false", "tritonfleet.io/revision": "x"},
+    }
+    dep = ko.deployment(target_of(model_doc("toy", serving=serving)), SETTINGS, "r1")
+    template = dep["spec"]["template"]
+    pod = template["spec"]
+    assert (pod["priorityClassName"], pod["runtimeClassName"]) == ("serving-critical", "nvidia")
+    assert pod["topologySpreadConstraints"] == [spread]
+    assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    # The revision annotation is the operator's: it rolls the pods, a user's cannot override it.
+    assert template["metadata"]["annotations"]["tritonfleet.io/revision"] == "r1"
+    plain = ko.deployment(target_of(model_doc("toy")), SETTINGS, "r1")["spec"]["template"]
+    assert not {"priorityClassName", "runtimeClassName", "topologySpreadConstraints"} & set(
+        plain["spec"]
+    )
 
 
 def test_cpu_only_models_get_no_gpu_and_no_gpu_toleration() -> None:

@@ -39,6 +39,12 @@ MAX_SAFE_INT = 2**53 - 1
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A label or annotation key: an optional DNS subdomain prefix and "/", then a name.
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+QUALIFIED_NAME_RE = re.compile(QUALIFIED_NAME_PATTERN)
 
 
 def check_quantity(value: str | int) -> str | int:

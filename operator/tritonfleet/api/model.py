@@ -19,6 +19,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from tritonfleet.api.base import (
     DNS_SUBDOMAIN_PATTERN,
     MODEL_NAME_PATTERN,
+    QUALIFIED_NAME_PATTERN,
+    QUALIFIED_NAME_RE,
     ApiModel,
     FreeFormObject,
     ObjectMeta,
@@ -204,7 +206,13 @@ class LocalObjectReference(ApiModel):
     name: ObjectName
 
 
-GPU_RESOURCE_PATTERN = r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb)$"
+# nvidia.com/gpu, a MIG profile, and either with a suffix: the NVIDIA device plugin's
+# time-slicing and MPS sharing advertise "nvidia.com/gpu.shared" by default (or another
+# ".name" rename), and the GPU Operator's node labelling per model ("nvidia.com/gpu.a100").
+GPU_RESOURCE_PATTERN = (
+    r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"
+)
+
 
 
 class ServingSpec(ApiModel):
@@ -216,7 +224,14 @@ class ServingSpec(ApiModel):
                     " || (has(self.replicas) && self.replicas.min == 0)",
                     "autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0",
                     ".autoscaling.scaleToZeroAfterSeconds",
-                )
+                ),
+                cel(
+                    "!has(self.podAnnotations) || self.podAnnotations.all(k, k.matches('"
+                    + QUALIFIED_NAME_PATTERN.replace("\\", "\\\\")
+                    + "'))",
+                    "podAnnotations keys must be qualified names ([prefix/]name)",
+                    ".podAnnotations",
+                ),
             ]
         }
     )
@@ -225,8 +240,9 @@ class ServingSpec(ApiModel):
     gpus: Annotated[int, Field(ge=0, le=64)] = Field(default=1, description="GPUs per replica.")
     gpu_resource: Annotated[str, Field(pattern=GPU_RESOURCE_PATTERN)] = Field(
         default="nvidia.com/gpu",
-        description="Extended resource to request: nvidia.com/gpu or a MIG profile such as "
-        "nvidia.com/mig-1g.10gb.",
+        description="Extended resource to request: nvidia.com/gpu, a MIG profile such as "
+        "nvidia.com/mig-1g.10gb, or a shared or renamed one such as nvidia.com/gpu.shared "
+        "(time-slicing, MPS).",
     )
     replicas: ReplicaRange = Field(default_factory=ReplicaRange)
     autoscaling: Autoscaling | None = None
@@ -239,6 +255,25 @@ class ServingSpec(ApiModel):
     image_pull_secrets: Annotated[list[LocalObjectReference], Field(max_length=16)] = Field(
         default_factory=list
     )
+    priority_class_name: ObjectName | None = Field(
+        default=None,
+        description="PriorityClass of the Triton pods (e.g. to preempt batch work for serving).",
+    )
+    runtime_class_name: ObjectName | None = Field(
+        default=None,
+        description="RuntimeClass of the Triton pods (e.g. nvidia, where the NVIDIA container "
+        "runtime is not the node's default).",
+    )
+    topology_spread_constraints: Annotated[list[FreeFormObject], Field(max_length=8)] = Field(
+        default_factory=list,
+        description="Pod topology spread constraints of the Triton pods, as in a pod spec "
+        "(labelSelector may use the pod labels tritonfleet.io/model and "
+        "app.kubernetes.io/component: inference-server).",
+    )
+    pod_annotations: Annotated[dict[str, str], Field(max_length=64)] = Field(
+        default_factory=dict,
+        description="Annotations on the Triton pods (e.g. for a service mesh or a log shipper).",
+    )
 
     @model_validator(mode="after")
     def _scale_to_zero_needs_min_zero(self) -> ServingSpec:
@@ -249,6 +284,16 @@ class ServingSpec(ApiModel):
         ):
             raise ValueError("autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0")
         return self
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not QUALIFIED_NAME_RE.match(k)]
+        if bad:
+            raise ValueError(
+                f"podAnnotations keys must be qualified names ([prefix/]name): {', '.join(bad)}"
+            )
+        return value
 
 
 # --- failover ---------------------------------------------------------------

@@ -674,6 +674,12 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
         pod_spec["affinity"] = serving.affinity
     if serving.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in serving.image_pull_secrets]
+    if serving.priority_class_name:
+        pod_spec["priorityClassName"] = serving.priority_class_name
+    if serving.runtime_class_name:
+        pod_spec["runtimeClassName"] = serving.runtime_class_name
+    if serving.topology_spread_constraints:
+        pod_spec["topologySpreadConstraints"] = serving.topology_spread_constraints
     pod_labels = {**settings.triton_pod_labels, **common_labels(target, COMPONENT_SERVER)}
     spec_replicas: Obj = {"replicas": replicas(serving) if served_revision else 0}
     if served_revision and serving.autoscaling is not None:
@@ -703,7 +709,9 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
                 "template": {
                     "metadata": {
                         "labels": pod_labels,
+                        # The user's first: ours (the revision that rolls the pods) win.
                         "annotations": {
+                            **serving.pod_annotations,
                             REVISION_ANNOTATION: served_revision or "",
                             **target.extra_pod_annotations,
                         },
