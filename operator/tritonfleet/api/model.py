@@ -214,7 +214,6 @@ GPU_RESOURCE_PATTERN = (
 )
 
 
-
 class ServingSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={

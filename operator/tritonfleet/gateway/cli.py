@@ -15,6 +15,7 @@ import gc
 import importlib.util
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +61,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help=f"listen address (default ${LISTEN_HOST_ENV} or 0.0.0.0)",
     )
     parser.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve /metrics on this port only, not on --port (default 0: on --port)",
+    )
     parser.add_argument(
         "--auth-tokens-file",
         metavar="FILE",
@@ -233,6 +240,7 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         max_request_bytes=args.max_request_bytes,
         probe_interval_s=args.probe_interval,
         queue_interval_s=args.queue_interval,
+        metrics_port=args.metrics_port,
     )
     gateway = Gateway(table, source, settings=settings, tokens=tokens, keys=keys)
     log.info(
@@ -251,10 +259,19 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     gc.set_threshold(10_000, 20, 20)
     factory = _event_loop_factory()
     loop = factory() if factory is not None else asyncio.new_event_loop()
+    extra: list[socket.socket] = []
+    if args.metrics_port:
+        # One app on two listeners; the app's middleware splits the paths between them.
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        metrics_socket = socket.socket(family, socket.SOCK_STREAM)
+        metrics_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        metrics_socket.bind((args.host, args.metrics_port))
+        extra.append(metrics_socket)
     web.run_app(
         gateway.app,
         host=args.host,
         port=args.port,
+        sock=extra or None,
         access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
         print=None,
         loop=loop,
