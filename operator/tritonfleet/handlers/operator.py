@@ -35,6 +35,7 @@ from tritonfleet.desired.kube.objects import (
     MANAGED_SELECTOR,
 )
 from tritonfleet.desired.kube.observed import summarize
+from tritonfleet.handlers import metrics
 from tritonfleet.handlers.reconcile import Reconciler
 from tritonfleet.handlers.state import POD_INDEX, World, child_index_key, compact_owner
 
@@ -221,6 +222,7 @@ def build(
     """The registry, memory and reconciler of one operator process."""
     world = World()
     reconciler = Reconciler(KubeClient(endpoint), world, settings)
+    metrics.collect_model_status(world.owner_bodies)
     registry = kopf.OperatorRegistry()
     register(registry, world, reconciler, endpoint)
     for extend in EXTENSIONS:
