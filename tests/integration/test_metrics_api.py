@@ -24,7 +24,7 @@ from hack.devtools.triton import TritonProcess, copy_model_repository, free_port
 from tritonfleet.desired.kube.autoscaling import parse_quantity as seconds
 from tritonfleet.desired.triton.metrics import QueueSignal
 from tritonfleet.scaling.collector import QueueMetricsCollector
-from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context
+from tritonfleet.scaling.metrics_api import build_app, reload_certificate, serve, ssl_context
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -191,3 +191,44 @@ def test_metrics_api_serves_real_triton_queue_time(
         triton_factory(repo, host="127.0.0.3", load_models=[MODEL]),
     ]
     asyncio.run(scenario(servers, p))
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    """cert-manager renews the Secret, the kubelet swaps the mounted files: the next
+    connection gets the new certificate from the running server."""
+    p = make_pki(tmp_path)
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in ("tls.crt", "tls.key"):
+        (served / name).write_bytes(p[name].read_bytes())
+    # The renewal: a new key and certificate from the same CA.
+    _signed(tmp_path, "renewed", "tritonfleet-operator", "ca", "-extfile", str(tmp_path / "ext"))
+
+    def served_serial(port: int) -> int:
+        pem = ssl.get_server_certificate(("127.0.0.1", port))
+        der = ssl.PEM_cert_to_DER_cert(pem)
+        return hash(der)
+
+    async def main() -> tuple[int, int, int]:
+        crt, key = str(served / "tls.crt"), str(served / "tls.key")
+        ctx = ssl_context(crt, key, None)
+        port = free_port()
+        runner = await serve(build_app(dict, dict), "127.0.0.1", port, ctx)
+        reloader = asyncio.create_task(reload_certificate(ctx, crt, key, interval_s=0.1))
+        try:
+            before = await asyncio.to_thread(served_serial, port)
+            (served / "tls.key").write_bytes((tmp_path / "renewed.key").read_bytes())
+            (served / "tls.crt").write_bytes((tmp_path / "renewed.crt").read_bytes())
+            for _ in range(100):
+                after = await asyncio.to_thread(served_serial, port)
+                if after != before:
+                    break
+                await asyncio.sleep(0.1)
+            renewed = ssl.PEM_cert_to_DER_cert((tmp_path / "renewed.crt").read_text())
+            return before, after, hash(renewed)
+        finally:
+            reloader.cancel()
+            await runner.cleanup()
+
+    before, after, renewed = asyncio.run(main())
+    assert before != after == renewed

@@ -36,9 +36,10 @@ def test_conditions_replicas_and_target_per_model() -> None:
     registry.register(ModelStatusCollector(lambda: owners))
     text = generate_latest(registry).decode()
     base = 'kind="TritonModel",model="llm_v1",name="llm",namespace="ml"'
-    assert f'tritonfleet_model_condition{{condition="Ready",{base}}} 1.0' in text
-    assert f'tritonfleet_model_condition{{condition="Synced",{base}}} 0.0' in text
-    assert f'tritonfleet_model_condition{{condition="Loaded",{base}}} -1.0' in text
+    assert f'tritonfleet_model_condition{{condition="Ready",{base},reason=""}} 1.0' in text
+    synced = f'tritonfleet_model_condition{{condition="Synced",{base},reason="SyncFailed"}} 0.0'
+    assert synced in text
+    assert f'tritonfleet_model_condition{{condition="Loaded",{base},reason=""}} -1.0' in text
     assert f'tritonfleet_model_replicas{{{base},state="ready"}} 2.0' in text
     assert f"tritonfleet_model_queue_time_target_seconds{{{base}}} 0.25" in text
     owners.clear()  # the model is deleted: its series go with it

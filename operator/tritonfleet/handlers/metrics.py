@@ -73,7 +73,8 @@ def _owner_series(body: Mapping[str, Any]) -> Iterator[tuple[str, list[str], flo
     model = str(spec.get("modelName") or name)  # Triton's name: joins the queue-time series
     for condition in status.get("conditions") or ():
         value = CONDITION_VALUES.get(str(condition.get("status")), -1.0)
-        yield "condition", [*base, model, str(condition.get("type"))], value
+        kind_reason = [str(condition.get("type")), str(condition.get("reason") or "")]
+        yield "condition", [*base, model, *kind_reason], value
     for state, field in (("desired", "replicas"), ("ready", "readyReplicas")):
         if status.get(field) is not None:
             yield "replicas", [*base, model, state], float(status[field])
@@ -95,8 +96,9 @@ class ModelStatusCollector(Collector):
             "condition": GaugeMetricFamily(
                 "tritonfleet_model_condition",
                 "Status conditions of each TritonModel/ModelEnsemble: 1 True, 0 False, "
-                "-1 Unknown (Valid, Synced, Available, Loaded, Ready, Autoscaling).",
-                labels=[*labels, "condition"],
+                "-1 Unknown (Valid, Synced, Available, Loaded, Ready, Autoscaling), with "
+                "the condition's reason (e.g. ScaledToZero, SyncFailed).",
+                labels=[*labels, "condition", "reason"],
             ),
             "replicas": GaugeMetricFamily(
                 "tritonfleet_model_replicas",
