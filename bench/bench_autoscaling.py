@@ -64,9 +64,7 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -93,11 +91,11 @@ from hack.devtools import testbed as tb  # noqa: E402
 from hack.devtools.chart import TRITON_PODS, installed  # noqa: E402
 from hack.devtools.operator import apply_crds  # noqa: E402
 from hack.devtools.pod_runner import Api, ApiError, PodRunner  # noqa: E402
+from hack.devtools.prometheus import PrometheusServer, ensure_prometheus  # noqa: E402
 from hack.devtools.triton import parse_metrics  # noqa: E402
 from tritonfleet.desired.kube.autoscaling import parse_quantity  # noqa: E402
 
 SAMPLE = ROOT / "manifests" / "samples" / "runnable" / "toy-llm.yaml"
-PROMETHEUS_INSTALL = ROOT / "hack" / "prometheus" / "install.sh"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 METRIC = "tritonfleet_queue_time_seconds"
 TRITON_METRICS_PORT = 8002
@@ -145,13 +143,11 @@ class Prometheus:
     """A real Prometheus server on 127.0.0.1 scraping file_sd targets every ``scrape`` s."""
 
     def __init__(self, binary: Path, workdir: Path, scrape_seconds: int) -> None:
-        self.binary = binary
+        self.server = PrometheusServer(binary, workdir)
         self.workdir = workdir
         self.scrape_seconds = scrape_seconds
         self.targets_file = workdir / "targets.json"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = self.server.url
         self._targets: tuple[list[str], int] | None = None
         self._lock = threading.Lock()
         self._ips: list[str] = []
@@ -177,42 +173,10 @@ class Prometheus:
                 }
             ],
         }
-        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        log = (self.workdir / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                str(self.binary),
-                f"--config.file={self.workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                "--storage.tsdb.retention.time=2h",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited ({self.workdir / 'prometheus.log'})")
-            with contextlib.suppress(OSError, ValueError):
-                local_open(self.url + "/-/ready", timeout=2)
-                return
-            time.sleep(0.5)
-        raise RuntimeError("prometheus not ready after 60 s")
+        self.server.start(config)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.server.stop()
 
     def set_targets(self, ips: list[str]) -> None:
         """Write the scrape targets (``<podIP>:8002``) atomically; only loopback IPs."""
@@ -247,20 +211,6 @@ class Prometheus:
         url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         result = local_get(url)["data"]["result"]
         return float(result[0]["value"][1]) if result else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def install_prometheus() -> Path:
-    proc = subprocess.run([str(PROMETHEUS_INSTALL)], stdout=subprocess.PIPE, text=True, check=False)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{PROMETHEUS_INSTALL} failed (exit {proc.returncode})")
-    return Path(lines[-1])
 
 
 # --------------------------------------------------------------------------- observation
@@ -688,7 +638,7 @@ def main() -> int:
     parser.add_argument("--keep-testbed", action="store_true", help="leave the testbed running")
     args = parser.parse_args()
 
-    prometheus_bin = install_prometheus()
+    prometheus_bin = ensure_prometheus()
     bed = tb.Testbed.from_environment()
     started = not bed.is_healthy()
     if started:

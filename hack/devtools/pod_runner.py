@@ -278,8 +278,14 @@ class _Container:
         command = list(self.spec.get("command") or [])
         args = list(self.spec.get("args") or [])
         env = pod.container_env(self.spec)
-        args = [pod.rewrite(a) for a in args]
-        command = [pod.rewrite(a) for a in command]
+
+        def expand(text: str) -> str:  # $(VAR) in command and args, as the kubelet does
+            return re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), text
+            )
+
+        args = [pod.rewrite(expand(a)) for a in args]
+        command = [pod.rewrite(expand(a)) for a in command]
         ip = pod.ip
         if image.startswith(TRITON_IMAGE_PREFIX):
             argv = command + args if command else args
@@ -647,6 +653,25 @@ class _Pod:
                 return str(local) + value[len(mount) :]
         return value
 
+    def service_links(self) -> dict[str, str]:
+        """``<SERVICE>_SERVICE_HOST``/``_PORT[_<NAME>]`` of the namespace's Services, as the
+        kubelet sets them (enableServiceLinks): their loopback cluster IPs here."""
+        services = self.api.get_or_none(f"/api/v1/namespaces/{self.namespace}/services")
+        env: dict[str, str] = {}
+        for svc in (services or {}).get("items") or []:
+            ip = (svc.get("spec") or {}).get("clusterIP")
+            ports = (svc.get("spec") or {}).get("ports") or []
+            if not ip or ip == "None" or not ports:
+                continue
+            prefix = svc["metadata"]["name"].upper().replace("-", "_")
+            env[f"{prefix}_SERVICE_HOST"] = ip
+            env[f"{prefix}_SERVICE_PORT"] = str(ports[0]["port"])
+            for port in ports:
+                if port.get("name"):
+                    name = port["name"].upper().replace("-", "_")
+                    env[f"{prefix}_SERVICE_PORT_{name}"] = str(port["port"])
+        return env
+
     def container_env(self, spec: Obj) -> dict[str, str]:
         env: dict[str, str] = {
             "PATH": os.pathsep.join(
@@ -661,6 +686,8 @@ class _Pod:
         for mount, local in self.mounts.get(spec["name"], []):
             if mount == "/tmp":
                 env["TMPDIR"] = str(local)
+        if self.obj["spec"].get("enableServiceLinks", True):
+            env.update(self.service_links())
         for src in spec.get("envFrom") or []:
             prefix = src.get("prefix", "")
             if "configMapRef" in src:

@@ -158,6 +158,39 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_INVALID if result.errors else EXIT_OK
 
 
+def cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
+    import time
+    import urllib.error
+    import urllib.request
+
+    expected: dict[str, str] = {}
+    for pair in args.expect:
+        url, sep, text = pair.partition("=")
+        if not sep:
+            print(f"error: --expect {pair!r} is not URL=TEXT", file=sys.stderr)
+            return EXIT_USAGE
+        expected[url] = text
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + args.timeout
+    for url in args.urls:
+        while True:
+            try:
+                with opener.open(url, timeout=5) as response:
+                    body = response.read().decode(errors="replace")
+                want = expected.get(url, "")
+                if want in body:
+                    print(f"ok {url}", file=out)
+                    break
+                problem = f"answered without {want!r}"
+            except (urllib.error.URLError, OSError) as error:
+                problem = str(error)
+            if time.monotonic() > deadline:
+                print(f"error: {url}: {problem}", file=sys.stderr)
+                return EXIT_INVALID
+            time.sleep(1)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tritonfleet",
@@ -231,11 +264,26 @@ def build_parser() -> argparse.ArgumentParser:
     importer.set_defaults(func=cmd_import)
 
     from tritonfleet.gateway.cli import add_parser as add_gateway_parser
+    from tritonfleet.handlers.uninstall import add_parsers as add_uninstall_parsers
     from tritonfleet.sync.cli import add_parser as add_sync_parser
 
     add_sync_parser(sub)
     add_operator_parser(sub)
     add_gateway_parser(sub)
+    add_uninstall_parsers(sub)
+
+    probe = sub.add_parser(
+        "probe",
+        help="GET each URL and fail unless it answers 200 (what `helm test` runs)",
+        description="GET each URL; exit 1 naming the first that does not answer 200 (or lacks "
+        "--expect TEXT) within --timeout. The chart's test pod checks the operator and the "
+        "gateway with it; it works from any debug pod with the tritonfleet image too.",
+    )
+    probe.add_argument("urls", nargs="+", metavar="URL")
+    probe.add_argument("--expect", action="append", default=[], metavar="URL=TEXT",
+                       help="the answer of URL must contain TEXT (repeatable)")  # fmt: skip
+    probe.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    probe.set_defaults(func=cmd_probe)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""Taking tritonfleet out of a cluster without stranding a namespace.
+
+Every TritonModel and ModelEnsemble carries the operator's finalizer
+(``tritonfleet.io/cleanup``): deleting one waits until the operator has unloaded it
+and removed its files. Once the operator is gone nothing releases that finalizer,
+so a namespace deleted with models in it stays ``Terminating`` for ever.
+
+* :func:`before_uninstall` is what the chart's pre-delete hook runs
+  (``tritonfleet pre-uninstall``): while the operator still runs, either refuse the
+  uninstall, naming the models, or delete them all and wait until the operator has
+  released each one.
+* :func:`release_finalizers` is the way out when that did not happen (the operator
+  was removed first, or crashed for good): it removes the finalizer from objects
+  that are being deleted, so their namespace can go; their files stay on the
+  repository volume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
+
+from tritonfleet.adapters.kube import (
+    ApiError,
+    CredentialError,
+    KubeClient,
+    KubeconfigError,
+    discover_endpoint,
+)
+from tritonfleet.desired.kube.objects import FINALIZER
+
+KINDS = ("ModelEnsemble", "TritonModel")  # ensembles first: members outlive them
+Mode = Literal["refuse", "delete"]
+
+
+@dataclass(frozen=True)
+class Found:
+    kind: str
+    namespace: str
+    name: str
+    deleting: bool
+    finalizers: tuple[str, ...]
+    resource_version: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+async def find_models(client: KubeClient, namespaces: Sequence[str] = ()) -> list[Found]:
+    """Every TritonModel and ModelEnsemble in ``namespaces`` (all namespaces if empty)."""
+    found: list[Found] = []
+    for kind in KINDS:
+        for namespace in namespaces or (None,):
+            for obj in await client.list(kind, namespace):
+                meta = obj.get("metadata") or {}
+                found.append(
+                    Found(
+                        kind,
+                        str(meta.get("namespace")),
+                        str(meta.get("name")),
+                        bool(meta.get("deletionTimestamp")),
+                        tuple(meta.get("finalizers") or ()),
+                        str(meta.get("resourceVersion") or ""),
+                    )
+                )
+    return found
+
+
+def _listing(models: Sequence[Found], limit: int = 20) -> str:
+    lines = [f"  {m}" for m in models[:limit]]
+    if len(models) > limit:
+        lines.append(f"  ... and {len(models) - limit} more")
+    return "\n".join(lines)
+
+
+async def before_uninstall(
+    client: KubeClient,
+    mode: Mode,
+    *,
+    namespaces: Sequence[str] = (),
+    timeout_s: float = 600.0,
+    poll_s: float = 2.0,
+) -> tuple[bool, str]:
+    """(may the uninstall go on, what to tell the user)."""
+    models = await find_models(client, namespaces)
+    if not models:
+        return True, "no TritonModel or ModelEnsemble left: the operator can go"
+    if mode == "refuse":
+        return False, (
+            f"{len(models)} TritonModel/ModelEnsemble object(s) still exist, and each keeps "
+            f"the finalizer {FINALIZER} that only the running operator releases:\n"
+            f"{_listing(models)}\n"
+            "Delete them first (`kubectl delete tritonmodels,modelensembles --all -A`, their "
+            "files are removed from the repository), then uninstall again; or uninstall with "
+            "--set uninstall.whenModelsExist=delete to have this hook do it."
+        )
+    for model in models:
+        if not model.deleting:
+            try:
+                await client.delete(model.kind, model.namespace, model.name)
+            except ApiError as error:
+                return False, f"could not delete {model}: {error.message}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = await find_models(client, namespaces)
+        if not left:
+            return True, f"deleted {len(models)} model(s); the operator cleaned each up"
+        if time.monotonic() > deadline:
+            return False, (
+                f"{len(left)} model(s) still being deleted after {timeout_s:.0f}s:\n"
+                f"{_listing(left)}\n"
+                "Is the operator running? `kubectl describe` on one shows what it waits for. "
+                "If the operator is gone for good, `tritonfleet release-finalizers` lets them "
+                "go (their files stay on the repository volume)."
+            )
+        await asyncio.sleep(poll_s)
+
+
+async def release_finalizers(
+    client: KubeClient, namespaces: Sequence[str] = (), *, dry_run: bool = False
+) -> list[Found]:
+    """Remove the operator's finalizer from models already being deleted (stranded)."""
+    released = []
+    for model in await find_models(client, namespaces):
+        if not model.deleting or FINALIZER not in model.finalizers:
+            continue
+        if not dry_run:
+            keep = [f for f in model.finalizers if f != FINALIZER]
+            patch = {"metadata": {"finalizers": keep, "resourceVersion": model.resource_version}}
+            try:
+                await client.patch(model.kind, model.namespace, model.name, patch)
+            except ApiError as error:
+                if not error.not_found:
+                    raise
+        released.append(model)
+    return released
+
+
+# --- the commands -------------------------------------------------------------------------
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def add_parsers(subparsers: Any) -> None:
+    """``pre-uninstall`` (the chart's pre-delete hook) and ``release-finalizers``."""
+    pre = subparsers.add_parser(
+        "pre-uninstall",
+        help="before the operator goes: refuse while models exist, or delete them and wait",
+        description="What the chart's pre-delete hook runs. Exits 1 (the uninstall stops) "
+        "while TritonModels or ModelEnsembles exist with --when-models-exist=refuse, or when "
+        "deleting them did not finish within --timeout.",
+    )
+    pre.add_argument("--when-models-exist", choices=["refuse", "delete"], default="refuse")
+    pre.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    release = subparsers.add_parser(
+        "release-finalizers",
+        help="let models being deleted go when the operator is gone (frees their namespace)",
+        description=f"Remove {FINALIZER} from TritonModels and ModelEnsembles that are being "
+        "deleted, so their namespace can finish terminating when the operator is gone. "
+        "Their model files stay on the repository volume.",
+    )
+    release.add_argument("--dry-run", action="store_true", help="list them, change nothing")
+    for parser in (pre, release):
+        parser.add_argument(
+            "-n",
+            "--namespace",
+            action="append",
+            dest="namespaces",
+            metavar="NAMESPACE",
+            help="only this namespace (repeatable); default: all namespaces",
+        )
+        parser.add_argument(
+            "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster)"
+        )
+        parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+    pre.set_defaults(func=cmd_pre_uninstall)
+    release.set_defaults(func=cmd_release_finalizers)
+
+
+def _client(args: argparse.Namespace) -> KubeClient:
+    return KubeClient(discover_endpoint(args.kubeconfig, args.context), field_manager="tritonfleet")
+
+
+def cmd_pre_uninstall(args: argparse.Namespace, out: TextIO) -> int:
+    async def run() -> tuple[bool, str]:
+        async with _client(args) as client:
+            return await before_uninstall(
+                client,
+                args.when_models_exist,
+                namespaces=args.namespaces or (),
+                timeout_s=args.timeout,
+            )
+
+    try:
+        ok, message = asyncio.run(run())
+    except (KubeconfigError, CredentialError, ApiError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(message, file=out if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_REFUSED
+
+
+def cmd_release_finalizers(args: argparse.Namespace, out: TextIO) -> int:
+    async def run() -> list[Found]:
+        async with _client(args) as client:
+            return await release_finalizers(client, args.namespaces or (), dry_run=args.dry_run)
+
+    try:
+        released = asyncio.run(run())
+    except (KubeconfigError, CredentialError, ApiError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    verb = "would release" if args.dry_run else "released"
+    for model in released:
+        print(f"{verb} {model}", file=out)
+    if not released:
+        print("no model is stuck being deleted", file=out)
+    return EXIT_OK
