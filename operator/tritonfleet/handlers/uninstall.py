@@ -90,26 +90,28 @@ async def before_uninstall(
     models = await find_models(client, namespaces)
     if not models:
         return True, "no TritonModel or ModelEnsemble left: the operator can go"
-    if mode == "refuse":
+    # Models already being deleted are on their way out: the operator, still running,
+    # releases them; only the others decide between refusing and deleting.
+    live = [m for m in models if not m.deleting]
+    if mode == "refuse" and live:
         return False, (
-            f"{len(models)} TritonModel/ModelEnsemble object(s) still exist, and each keeps "
+            f"{len(live)} TritonModel/ModelEnsemble object(s) still exist, and each keeps "
             f"the finalizer {FINALIZER} that only the running operator releases:\n"
-            f"{_listing(models)}\n"
+            f"{_listing(live)}\n"
             "Delete them first (`kubectl delete tritonmodels,modelensembles --all -A`, their "
             "files are removed from the repository), then uninstall again; or uninstall with "
             "--set uninstall.whenModelsExist=delete to have this hook do it."
         )
-    for model in models:
-        if not model.deleting:
-            try:
-                await client.delete(model.kind, model.namespace, model.name)
-            except ApiError as error:
-                return False, f"could not delete {model}: {error.message}"
+    for model in live:
+        try:
+            await client.delete(model.kind, model.namespace, model.name)
+        except ApiError as error:
+            return False, f"could not delete {model}: {error.message}"
     deadline = time.monotonic() + timeout_s
     while True:
         left = await find_models(client, namespaces)
         if not left:
-            return True, f"deleted {len(models)} model(s); the operator cleaned each up"
+            return True, f"{len(models)} model(s) deleted and cleaned up by the operator"
         if time.monotonic() > deadline:
             return False, (
                 f"{len(left)} model(s) still being deleted after {timeout_s:.0f}s:\n"
