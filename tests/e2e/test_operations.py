@@ -145,7 +145,8 @@ def test_helm_test_passes_and_a_model_whose_pods_stop_fires_its_alert(
         pod_runner.wait_ready(system, "app.kubernetes.io/component=operator", 1, timeout=120)
         pod_runner.wait_ready(system, "app.kubernetes.io/component=gateway", 1, timeout=120)
         tested = testbed.helm("test", release, "-n", system, "--timeout", "3m", check=False)
-        assert tested.returncode == 0, tested.stdout + tested.stderr
+        probe_log = pod_runner.logs(system, f"{release}-tritonfleet-test")
+        assert tested.returncode == 0, tested.stderr + probe_log
         assert "Phase:          Succeeded" in tested.stdout
 
         operator = pod_ip(testbed, system, "app.kubernetes.io/component=operator")
