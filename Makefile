@@ -34,13 +34,18 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv with the package and dev tools
 
 .PHONY: lint
-lint: venv ## ruff, mypy --strict, import-linter layers, CRD drift check
+lint: venv ## ruff, mypy --strict, import-linter layers, CRD drift check, policy scan
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
 	$(BIN)/mypy bench  # the benchmarks too: strict, like the package
 	$(BIN)/lint-imports
 	$(BIN)/tritonfleet crds --check
+	hack/scan/scan.sh
+
+.PHONY: scan
+scan: venv ## checkov on the chart and on the objects the operator creates for the samples
+	hack/scan/scan.sh
 
 .PHONY: crds
 crds: venv ## regenerate crds/ and the chart's copy from the pydantic models

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tritonfleet import __version__
 from tritonfleet.handlers.cli import add_parser as add_operator_parser
@@ -82,20 +82,65 @@ def _print_rendered(results: list[Rendered], out: TextIO) -> None:
         out.write("\n")
 
 
+def write_data(data: Any, output: str, out: TextIO) -> None:
+    """``-o json|yaml``: a list prints as a YAML stream, or a JSON array."""
+    import json
+
+    import yaml
+
+    if output == "json":
+        out.write(json.dumps(data, indent=2) + "\n")
+    elif isinstance(data, list):
+        out.write(yaml.safe_dump_all(data, sort_keys=False))
+    else:
+        out.write(yaml.safe_dump(data, sort_keys=False))
+
+
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
+    import os
+
     from tritonfleet.adapters.manifests import ManifestError, read_documents
+    from tritonfleet.api.settings import OperatorSettings, SettingsError
+    from tritonfleet.desired.kube.preview import preview_objects
     from tritonfleet.desired.triton.render import render_documents
 
     try:
-        results = render_documents(read_documents(args.filename))
-    except ManifestError as error:
+        docs = read_documents(args.filename)
+        settings = OperatorSettings.from_env(os.environ)
+        if args.namespace:  # as `kubectl apply -n`: for documents that name none
+            for doc in docs:
+                doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
+    except (ManifestError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    results = render_documents(docs)
     if not results:
         print("error: no TritonModel or ModelEnsemble found in the input", file=sys.stderr)
         return EXIT_USAGE
     invalid = [r for r in results if not r.ok]
-    if not invalid or args.partial:
+    if invalid and not args.partial:
+        pass  # nothing printed: the problems below say what to fix
+    elif args.objects:
+        objects = preview_objects(docs, settings)
+        if args.output == "json":
+            write_data({"apiVersion": "v1", "kind": "List", "items": objects}, "json", out)
+        else:
+            write_data(objects, "yaml", out)
+    elif args.output:
+        rendered = [
+            {
+                "kind": r.kind,
+                "namespace": r.namespace,
+                "name": r.name,
+                "tritonName": r.triton_name,
+                "revision": r.revision,
+                "configPbtxt": r.pbtxt,
+            }
+            for r in results
+            if r.ok
+        ]
+        write_data(rendered, args.output, out)
+    else:
         _print_rendered(results, out)
     for item in invalid:
         print(f"{item.resource} is invalid:", file=sys.stderr)
@@ -221,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument(
         "--partial", action="store_true", help="print the valid documents even if some are not"
+    )
+    render.add_argument(
+        "-n", "--namespace", help="namespace of documents that name none (default: default)"
+    )
+    render.add_argument(
+        "--objects",
+        action="store_true",
+        help="print every Kubernetes object the operator would create for them (repository "
+        "claim, ConfigMap, sync Job, Deployment, Service, HPA), as YAML, or -o json; "
+        "installation settings from TRITONFLEET_* variables",
+    )
+    render.add_argument(
+        "-o", "--output", choices=["yaml", "json"], help="data instead of config.pbtxt text"
     )
     render.set_defaults(func=cmd_render)
 

@@ -40,7 +40,11 @@ app.kubernetes.io/part-of: tritonfleet
 {{- end -}}
 
 {{- define "tritonfleet.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* kopf peering name when several replicas run (one active), empty when standalone. */}}
@@ -203,4 +207,26 @@ true
 {{- end -}}
 {{- end -}}
 {{- toJson (get $cert "_generated") -}}
+{{- end -}}
+
+{{/* checkov.io/skip annotations for the policy-scanner findings this chart accepts on
+     purpose (docs/operations.md, "Security scanner findings" explains each). Takes
+     (dict "root" $ "checks" (list ...)). */}}
+{{- define "tritonfleet.scannerExceptions" -}}
+{{- $reasons := dict
+  "CKV_K8S_11" "no CPU limit: a throttled operator or gateway adds latency to every model; requests reserve its CPU"
+  "CKV_K8S_15" "IfNotPresent: the image is pinned by tag or image.digest, set image.pullPolicy to Always to re-pull"
+  "CKV_K8S_38" "this pod calls the Kubernetes API with its own least-privilege ServiceAccount"
+  "CKV_K8S_43" "pinned by tag; set image.digest to pin by digest"
+  "CKV_K8S_8" "a one-shot helm test pod: nothing to probe"
+  "CKV_K8S_9" "a one-shot helm test pod: nothing to probe"
+  "CKV2_K8S_6" "a short-lived pod that only makes outbound calls (networkPolicy covers the long-running ones)"
+-}}
+{{- $i := 0 -}}
+{{- range .checks -}}
+{{- if or (ne . "CKV_K8S_43") (not $.root.Values.image.digest) }}
+{{- $i = add1 $i }}
+checkov.io/skip{{ $i }}: {{ printf "%s=%s" . (index $reasons .) | quote }}
+{{- end -}}
+{{- end -}}
 {{- end -}}

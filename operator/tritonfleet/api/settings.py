@@ -90,6 +90,12 @@ class OperatorSettings(BaseModel):
     )
     log_format: Literal["json", "text"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    triton_default_resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Requests and limits of the Triton container for models whose "
+        "serving.resources is unset (JSON in TRITONFLEET_TRITON_DEFAULT_RESOURCES); GPUs "
+        "come from serving.gpus either way.",
+    )
     triton_pod_labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on every Triton pod."
     )
@@ -189,7 +195,7 @@ class OperatorSettings(BaseModel):
             return tuple(n.strip() for n in value.split(",") if n.strip())
         return value
 
-    @field_validator("job_resources", mode="before")
+    @field_validator("job_resources", "triton_default_resources", mode="before")
     @classmethod
     def _resources_from_json(cls, value: Any) -> Any:
         if isinstance(value, str):

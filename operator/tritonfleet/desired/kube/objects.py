@@ -568,13 +568,15 @@ def triton_args(target: Target) -> list[str]:
     ]
 
 
-def _resources(serving: ServingSpec) -> Obj:
-    """Requests/limits from the spec; GPUs as requests == limits (extended resources)."""
+def _resources(serving: ServingSpec, settings: OperatorSettings) -> Obj:
+    """Requests/limits from the spec (else the installation's default); GPUs as
+    requests == limits (extended resources)."""
     requests: dict[str, Any] = {}
     limits: dict[str, Any] = {}
-    if serving.resources is not None:
-        requests.update(serving.resources.requests)
-        limits.update(serving.resources.limits)
+    chosen = serving.resources or settings.triton_default_resources
+    if chosen is not None:
+        requests.update(chosen.requests)
+        limits.update(chosen.limits)
     if serving.gpus > 0:
         requests[serving.gpu_resource] = serving.gpus
         limits[serving.gpu_resource] = serving.gpus
@@ -650,7 +652,7 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    resources = _resources(serving)
+    resources = _resources(serving, settings)
     if resources:
         container["resources"] = resources
     pod_spec: Obj = {
