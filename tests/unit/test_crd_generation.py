@@ -122,7 +122,8 @@ def test_top_level_schema(kind: str) -> None:
     assert schema["type"] == "object"
     assert schema["required"] == ["spec"]
     assert set(schema["properties"]) == {"apiVersion", "kind", "metadata", "spec", "status"}
-    assert schema["properties"]["metadata"] == {"type": "object"}
+    assert schema["properties"]["metadata"]["type"] == "object"
+    assert set(schema["properties"]["metadata"]) == {"type", "description"}
 
 
 @pytest.mark.parametrize(("path", "node"), ALL_NODES, ids=_node_ids(ALL_NODES))
@@ -174,6 +175,26 @@ def test_cel_field_paths_point_at_fields(path: str, node: dict[str, Any]) -> Non
         for part in rule.get("fieldPath", "").split(".")[1:]:
             assert part in target.get("properties", {}), f"{rule['fieldPath']} not in {path}"
             target = target["properties"][part]
+
+
+def test_every_field_is_described_for_kubectl_explain() -> None:
+    """`kubectl explain tritonmodel.spec...` says what each field is for, at every depth."""
+
+    def fields(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, sub in node.get("properties", {}).items():
+            yield f"{path}.{name}", sub
+            yield from fields(sub, f"{path}.{name}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                yield from fields(node[key], path)
+
+    undescribed = [
+        path
+        for kind, crd in BY_KIND.items()
+        for path, node in fields(schema_of(crd), kind)
+        if not node.get("description")
+    ]
+    assert undescribed == []
 
 
 def test_typed_fields_are_in_the_schema() -> None:

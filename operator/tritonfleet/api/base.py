@@ -117,9 +117,15 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
-    namespace: str | None = None
-    generation: int | None = None
-    uid: str | None = None
-    labels: dict[str, str] | None = None
-    annotations: dict[str, str] | None = None
+    name: Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] = Field(
+        description="Name of the object, unique in its namespace."
+    )
+    namespace: str | None = Field(default=None, description="Namespace of the object.")
+    generation: int | None = Field(
+        default=None, description="Spec generation, set by the API server."
+    )
+    uid: str | None = Field(default=None, description="Unique id, set by the API server.")
+    labels: dict[str, str] | None = Field(default=None, description="Labels of the object.")
+    annotations: dict[str, str] | None = Field(
+        default=None, description="Annotations of the object."
+    )
