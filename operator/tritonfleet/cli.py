@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tritonfleet import __version__
+from tritonfleet.adapters.cli_args import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_cluster_arguments,
+    add_output_argument,
+    namespaces_of,
+    write_data,
+)
 from tritonfleet.handlers.cli import add_parser as add_operator_parser
 
 if TYPE_CHECKING:
@@ -24,29 +33,41 @@ if TYPE_CHECKING:
 # runs, so `tritonfleet crds` does not pay for kopf and the operator does not pay for
 # the gateway. tests/unit/test_render_cli.py checks the operator's footprint.
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+
+def _is_checkout(path: Path) -> bool:
+    return (path / "pyproject.toml").is_file() and (path / "operator" / "tritonfleet").is_dir()
 
 
-def _project_root() -> Path:
-    """The checkout holding crds/ (for `crds`), found from the working directory."""
+def _project_root() -> Path | None:
+    """The tritonfleet checkout holding crds/ (for `crds`), found from the working directory."""
     here = Path.cwd().resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "pyproject.toml").exists() and (candidate / "operator").is_dir():
-            return candidate
-    return here
+    return next((c for c in (here, *here.parents) if _is_checkout(c)), None)
 
 
 def cmd_crds(args: argparse.Namespace, out: TextIO) -> int:
+    import yaml
+
     from tritonfleet.api.crd import crd_files
 
-    root = Path(args.root) if args.root else _project_root()
     files = crd_files()
-    if args.stdout:
-        for text in (t for p, t in files.items() if p.startswith("crds/")):
-            out.write(text)
+    if args.stdout or args.output:
+        plain = [t for p, t in files.items() if p.startswith("crds/")]
+        if args.output == "json":
+            write_data([yaml.safe_load(t) for t in plain], "json", out)
+        else:
+            out.write("".join(plain))
         return EXIT_OK
+    # Writing is for a checkout only: never scatter crds/ and charts/ into any directory.
+    # (--root names the directory explicitly.)
+    root = Path(args.root) if args.root else _project_root()
+    if root is None:
+        print(
+            f"error: {Path.cwd()} is not inside a tritonfleet checkout (pyproject.toml and "
+            "operator/tritonfleet/): run it in one, pass --root DIR, or print the CRDs with "
+            "--stdout (or -o yaml|json)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     drifted = []
     for relative, text in files.items():
         path = root / relative
@@ -80,20 +101,6 @@ def _print_rendered(results: list[Rendered], out: TextIO) -> None:
         )
         out.write(item.pbtxt if item.pbtxt.endswith("\n") else item.pbtxt + "\n")
         out.write("\n")
-
-
-def write_data(data: Any, output: str, out: TextIO) -> None:
-    """``-o json|yaml``: a list prints as a YAML stream, or a JSON array."""
-    import json
-
-    import yaml
-
-    if output == "json":
-        out.write(json.dumps(data, indent=2) + "\n")
-    elif isinstance(data, list):
-        out.write(yaml.safe_dump_all(data, sort_keys=False))
-    else:
-        out.write(yaml.safe_dump(data, sort_keys=False))
 
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
@@ -236,6 +243,40 @@ def cmd_probe(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+
+    from tritonfleet.adapters.fleet_view import observe_fleet
+    from tritonfleet.adapters.kube import (
+        ApiError,
+        CredentialError,
+        KubeClient,
+        KubeconfigError,
+        discover_endpoint,
+    )
+    from tritonfleet.desired.kube.fleet import fleet_rows, fleet_table, gateway_counts
+
+    async def observe() -> Any:
+        endpoint = discover_endpoint(args.kubeconfig, args.context)
+        async with KubeClient(endpoint, field_manager="tritonfleet-cli") as client:
+            return await observe_fleet(client, namespaces_of(args.namespaces))
+
+    try:
+        seen = asyncio.run(observe())
+    except (KubeconfigError, CredentialError, ApiError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    counts = gateway_counts(seen.gateway_metrics) if seen.gateway_metrics is not None else None
+    rows = fleet_rows(seen.bodies, seen.queue_seconds, counts)
+    if args.output in ("json", "yaml"):
+        write_data([r.as_dict() for r in rows], args.output, out)
+    elif rows:
+        print(fleet_table(rows, wide=args.output == "wide"), file=out)
+    else:
+        print("No TritonModel or ModelEnsemble found.", file=out)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tritonfleet",
@@ -248,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="fail if the files differ from the code")
     crds.add_argument("--stdout", action="store_true", help="print the CRDs instead of writing")
     crds.add_argument("--root", help="project checkout to write into (default: found from cwd)")
+    add_output_argument(crds, "yaml", "json")
     crds.set_defaults(func=cmd_crds)
 
     render = sub.add_parser(
@@ -329,6 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_operator_parser(sub)
     add_gateway_parser(sub)
     add_uninstall_parsers(sub)
+
+    get = sub.add_parser(
+        "get",
+        help="the fleet at a glance: per model Ready, pods loaded, replicas, queue time, "
+        "hosted spend, served-by",
+        description="One line per TritonModel and ModelEnsemble: the Ready condition (and "
+        "why not), pods serving the current revision, replicas, the live queue time (from "
+        "the external metrics API, for autoscaled models), what the gateways spent on the "
+        "hosted provider for it and who serves it now. Numbers that cannot be read (no "
+        "RBAC for them, no data yet) show as -. Exit 2 when the cluster cannot be reached.",
+    )
+    add_cluster_arguments(get, namespaces_help="only this namespace (default: all)")
+    add_output_argument(get, "wide", "json", "yaml")
+    get.set_defaults(func=cmd_get)
 
     probe = sub.add_parser(
         "probe",

@@ -198,6 +198,17 @@ def test_helm_test_passes_and_a_model_whose_pods_stop_fires_its_alert(
                 return float(series[0]["value"][1]) if series else None
 
             testbed.wait_for(lambda: ready_series() == 1, 60, "Prometheus seeing toy-llm Ready")
+
+            # The fleet view a user reaches for first: status, live queue time, gateway counts.
+            def fleet() -> dict[str, Any] | None:
+                argv = [str(REPO_ROOT / ".venv" / "bin" / "tritonfleet"), "get", "-n", models]
+                shown = testbed._run([*argv, "-o", "json"], input=None, check=True, timeout=60)
+                (row,) = json.loads(shown.stdout)
+                return row if row["queue_ms"] is not None else None
+
+            row = testbed.wait_for(fleet, 60, "tritonfleet get showing the live queue time")
+            assert (row["ready"], row["loaded"], row["name"]) == ("True", "1/1", "toy-llm")
+            assert row["hosted_usd"] == 0 and row["served_by"]
             assert not firing(prometheus, models)
 
             for pod in testbed.get("pods", "-l", TRITON_PODS, namespace=models)["items"]:

@@ -341,6 +341,28 @@ class KubeClient:
         items: list[Obj] = result.get("items") or []
         return items
 
+    async def get_raw(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        """GET any API path (an aggregated API, a pod's proxy) and return the body, as
+        ``kubectl get --raw`` does; a non-2xx answer raises :class:`ApiError`."""
+        headers = dict(self._headers)
+        headers["Accept"] = "*/*"
+        try:
+            session = await self._session_now()
+            async with session.get(
+                self.endpoint.server + path, params=params, headers=headers
+            ) as response:
+                text = await response.text()
+        except CredentialError as error:
+            raise ApiError(0, "CredentialError", str(error), "get", path) from error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            reason = str(error) or type(error).__name__
+            raise ApiError(0, "ConnectionError", reason, "get", path) from error
+        finally:
+            API_REQUESTS.labels("reconciler", "get", _resource_of(path)[0], "raw").inc()
+        if response.status >= 400:
+            raise ApiError(response.status, response.reason or "", text[:500], "get", path)
+        return text
+
     async def get_secret_value(self, namespace: str, name: str, key: str) -> str:
         """The decoded value of ``key`` in Secret ``namespace/name``.
 

@@ -173,10 +173,8 @@ def _crd(
                             "properties": {
                                 "apiVersion": {"type": "string", "description": _API_VERSION},
                                 "kind": {"type": "string", "description": _KIND},
-                                "metadata": {
-                                    "type": "object",
-                                    "description": "Standard object metadata.",
-                                },
+                                # The API server allows nothing but the type here.
+                                "metadata": {"type": "object"},
                                 "spec": {
                                     **structural_schema(spec_model),
                                     "description": spec_doc,

@@ -21,16 +21,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tritonfleet.adapters.logs import LOG_FORMATS, LogFormat, setup_process_logging
+from tritonfleet.adapters.cli_args import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_cluster_arguments,
+    add_log_arguments,
+    namespaces_of,
+)
+from tritonfleet.adapters.logs import LogFormat, setup_process_logging
 from tritonfleet.api.settings import LISTEN_HOST_ENV, listen_host
 
 if TYPE_CHECKING:
     from tritonfleet.desired.gateway.routes import RouteTable
     from tritonfleet.gateway.sources import ClusterRouteSource, StaticRouteSource
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
 
 log = logging.getLogger("tritonfleet.gateway")
 
@@ -96,11 +100,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between Triton /metrics scrapes for queueTimeAboveMs (default 1)",
     )
     cluster = parser.add_argument_group("in-cluster mode (without --routes)")
-    cluster.add_argument("--kubeconfig", help="default: $KUBECONFIG, in-cluster, ~/.kube/config")
-    cluster.add_argument(
-        "--namespace",
-        help="watch these namespaces (comma-separated; default: all)",
-    )
+    add_cluster_arguments(cluster, namespaces_help="route this namespace's models (default: all)")
     cluster.add_argument(
         "--poll-interval",
         type=float,
@@ -127,23 +127,15 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="in-cluster fallback: API-key Secrets projected as DIR/<namespace>/<name>/<key>, "
         "used only for keys the API server does not give",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default="text",
-        help="text (logfmt) or json, one object per line (default text)",
-    )
+    add_log_arguments(parser, default_format="text")
     parser.add_argument("--access-log", action="store_true", help="log every request (slower)")
 
 
-def setup_logging(level: str, log_format: LogFormat = "text") -> None:
+def setup_logging(level: str | None, log_format: LogFormat = "text") -> None:
     """The installation's log format, every line passed through the key redactor."""
     from tritonfleet.gateway.secrets import REDACTOR
 
-    setup_process_logging(log_format, level, redact=REDACTOR)
+    setup_process_logging(log_format, level or "INFO", redact=REDACTOR)
 
 
 def _event_loop_factory() -> Any:
@@ -184,6 +176,9 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     table: RouteTable | None = None
     where: str
     if args.routes:
+        if not Path(args.routes).is_file():
+            print(f"error: {args.routes}: no such file", file=sys.stderr)
+            return EXIT_USAGE
         static = StaticRouteSource(Path(args.routes), Path(args.prices) if args.prices else None)
         try:
             table = static.load()
@@ -194,7 +189,7 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         keys = KeyStore(secrets_dir)
     else:
         try:
-            endpoint = discover_endpoint(args.kubeconfig)
+            endpoint = discover_endpoint(args.kubeconfig, args.context)
             identity = asyncio.run(check_access(endpoint))
             prices = read_prices(Path(args.prices)) if args.prices else PriceTable()
         except (ValueError, OSError, RoutesError, CredentialError) as err:
@@ -215,7 +210,7 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
                 field_manager="tritonfleet-gateway",
                 timeout=max(5.0, 3 * args.poll_interval),
             ),
-            [ns.strip() for ns in (args.namespace or "").split(",") if ns.strip()] or None,
+            list(namespaces_of(args.namespaces)) or None,
             prices=prices,
             poll_s=args.poll_interval,
             http_port=args.triton_http_port,
@@ -223,7 +218,8 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
             keys=cluster_keys,
             secret_refresh_s=args.secret_refresh,
         )
-        where = f"TritonModel/ModelEnsemble in {args.namespace or 'all namespaces'}"
+        watched = ", ".join(namespaces_of(args.namespaces)) or "all namespaces"
+        where = f"TritonModel/ModelEnsemble in {watched}"
     for route in table.routes.values() if table is not None else ():
         hosted = route.hosted
         if hosted is not None and hosted.api_key is not None:

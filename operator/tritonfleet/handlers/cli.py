@@ -15,12 +15,16 @@ import os
 import sys
 from typing import Any, TextIO
 
+from tritonfleet.adapters.cli_args import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_cluster_arguments,
+    add_log_arguments,
+    namespaces_of,
+)
 from tritonfleet.api.settings import OperatorSettings, SettingsError, listen_host, unknown_env
 
 log = logging.getLogger("tritonfleet.operator")
-
-
-EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def add_parser(subparsers: Any) -> None:
@@ -32,34 +36,30 @@ def add_parser(subparsers: Any) -> None:
         "Configured by TRITONFLEET_* environment variables (see the chart's values.yaml); "
         "the flags below override them.",
     )
-    parser.add_argument(
-        "-n",
-        "--namespace",
-        action="append",
-        dest="namespaces",
-        metavar="NAMESPACE",
-        help="watch this namespace (or glob, e.g. 'team-*'); repeatable. Default: "
+    add_cluster_arguments(
+        parser,
+        namespaces_help="watch this namespace (or glob, e.g. 'team-*'); default: "
         "TRITONFLEET_NAMESPACES, or all namespaces",
     )
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG/in-cluster)")
     parser.add_argument(
         "--peering", help="kopf peering name: several replicas, one active (default: standalone)"
     )
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (0: off)")
     parser.add_argument("--health-port", type=int, help="port of /healthz (0: off)")
-    parser.add_argument("--log-format", choices=["json", "text"])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_arguments(parser, default_format=None)  # default: TRITONFLEET_LOG_FORMAT
+    parser.add_argument("-v", "--verbose", action="store_true", help="--log-level DEBUG")
     parser.set_defaults(func=cmd_operator)
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSettings:
     settings = OperatorSettings.from_env(env)
     overrides: dict[str, Any] = {
-        "namespaces": tuple(args.namespaces) if args.namespaces else None,
+        "namespaces": namespaces_of(args.namespaces) or None,
         "peering": args.peering,
         "metrics_port": args.metrics_port,
         "health_port": args.health_port,
         "log_format": args.log_format,
+        "log_level": args.log_level,
     }
     values = settings.model_dump()
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -89,7 +89,7 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
     for name in unknown_env(env):
         log.warning("ignoring %s: no such operator setting", name)
     try:
-        endpoint = discover_endpoint(args.kubeconfig)
+        endpoint = discover_endpoint(args.kubeconfig, args.context)
         identity = asyncio.run(check_access(endpoint))
     except (OSError, ValueError, CredentialError) as error:
         print(f"error: cannot reach the cluster: {error}", file=sys.stderr)

@@ -25,6 +25,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
+from tritonfleet.adapters.cli_args import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_cluster_arguments,
+    add_output_argument,
+    namespaces_of,
+    write_data,
+)
 from tritonfleet.adapters.kube import (
     ApiError,
     CredentialError,
@@ -145,7 +154,7 @@ async def release_finalizers(
 
 # --- the commands -------------------------------------------------------------------------
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+EXIT_REFUSED = EXIT_INVALID
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -167,19 +176,9 @@ def add_parsers(subparsers: Any) -> None:
         "Their model files stay on the repository volume.",
     )
     release.add_argument("--dry-run", action="store_true", help="list them, change nothing")
+    add_output_argument(release, "json", "yaml")
     for parser in (pre, release):
-        parser.add_argument(
-            "-n",
-            "--namespace",
-            action="append",
-            dest="namespaces",
-            metavar="NAMESPACE",
-            help="only this namespace (repeatable); default: all namespaces",
-        )
-        parser.add_argument(
-            "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster)"
-        )
-        parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+        add_cluster_arguments(parser, namespaces_help="only this namespace (default: all)")
     pre.set_defaults(func=cmd_pre_uninstall)
     release.set_defaults(func=cmd_release_finalizers)
 
@@ -194,7 +193,7 @@ def cmd_pre_uninstall(args: argparse.Namespace, out: TextIO) -> int:
             return await before_uninstall(
                 client,
                 args.when_models_exist,
-                namespaces=args.namespaces or (),
+                namespaces=namespaces_of(args.namespaces),
                 timeout_s=args.timeout,
             )
 
@@ -210,13 +209,22 @@ def cmd_pre_uninstall(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_release_finalizers(args: argparse.Namespace, out: TextIO) -> int:
     async def run() -> list[Found]:
         async with _client(args) as client:
-            return await release_finalizers(client, args.namespaces or (), dry_run=args.dry_run)
+            return await release_finalizers(
+                client, namespaces_of(args.namespaces), dry_run=args.dry_run
+            )
 
     try:
         released = asyncio.run(run())
     except (KubeconfigError, CredentialError, ApiError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if args.output:
+        rows = [
+            {"kind": m.kind, "namespace": m.namespace, "name": m.name, "released": not args.dry_run}
+            for m in released
+        ]
+        write_data(rows, args.output, out)
+        return EXIT_OK
     verb = "would release" if args.dry_run else "released"
     for model in released:
         print(f"{verb} {model}", file=out)
