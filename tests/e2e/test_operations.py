@@ -208,7 +208,10 @@ def test_helm_test_passes_and_a_model_whose_pods_stop_fires_its_alert(
 
             row = testbed.wait_for(fleet, 60, "tritonfleet get showing the live queue time")
             assert (row["ready"], row["loaded"], row["name"]) == ("True", "1/1", "toy-llm")
-            assert row["hosted_usd"] == 0 and row["served_by"]
+            assert row["served_by"]
+            # The gateway counts come through the API server's pod proxy, which refuses
+            # loopback pod IPs (all of the testbed's): "-" here, read in a real cluster.
+            assert row["hosted_usd"] is None
             assert not firing(prometheus, models)
 
             for pod in testbed.get("pods", "-l", TRITON_PODS, namespace=models)["items"]:
