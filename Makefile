@@ -1,7 +1,7 @@
 # tritonfleet — the two set-up commands are `make demo` and `make test`.
 # Every target installs what it needs: the Python virtualenv (.venv), the
-# Kubernetes testbed binaries and tritonserver (both cached under
-# $(TRITONFLEET_CACHE), outside the checkout, and reused when present).
+# Kubernetes testbed binaries, tritonserver and the image's base and wheels (all
+# cached under $(TRITONFLEET_CACHE), outside the checkout, and reused when present).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -63,7 +63,7 @@ integration: venv ## integration tests: real API server testbed, real tritonserv
 	$(BIN)/python -m pytest tests/integration $(PYTEST_FLAGS)
 
 .PHONY: e2e
-e2e: venv ## end to end: helm install, real Triton pods via the pod runner, gateway, failover
+e2e: venv ## end to end: helm install, the image's containers and real Triton pods via the pod runner
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_FLAGS)
 
 N ?= 3
@@ -73,8 +73,8 @@ test-repeat: venv ## run one tier N times and list every test that failed in any
 	$(BIN)/python hack/test_repeat.py --runs $(N) tests/$(TIER) -- $(PYTEST_FLAGS)
 
 .PHONY: test
-test: lint ## every check and every test (builds the testbed and Triton on first run)
-	$(MAKE) --no-print-directory testbed-build triton
+test: lint ## every check and every test (builds the testbed, Triton and the image on first run)
+	$(MAKE) --no-print-directory testbed-build triton image
 	$(BIN)/python -m pytest tests $(PYTEST_FLAGS)
 
 .PHONY: testbed-build
@@ -93,8 +93,15 @@ testbed-down: ## stop the local cluster, leaving no process behind
 triton: ## install the real tritonserver (CPU, python backend) into the cache
 	hack/triton/install.sh
 
+# The image users deploy, built here from the Dockerfile with podman (installed from
+# Debian if missing), from a Debian base made once and a wheelhouse made on the host:
+# no registry and no network in the build. The pod runner runs the project's pods from it.
+.PHONY: image
+image: venv ## build the tritonfleet image from the Dockerfile (podman), check it starts and holds nothing extra
+	$(BIN)/python -m hack.devtools.image
+
 .PHONY: demo
-demo: venv testbed-build triton ## the testbed, the chart helm-installed, the samples served, a Triton kill
+demo: venv testbed-build triton image ## the testbed, the chart helm-installed, the samples served, a Triton kill
 	hack/demo.sh
 
 .PHONY: demo-down

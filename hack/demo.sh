@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make demo`: tritonfleet as a user meets it, on this machine, every part real.
 #
-#  1. the local Kubernetes testbed (real control plane, fake GPU nodes) and the
-#     local pod runner, which plays kubelet for the operator's, the gateway's,
-#     the sync Jobs' and Triton's pods (real processes on loopback pod IPs);
+#  1. the local Kubernetes testbed (real control plane, fake GPU nodes), the
+#     tritonfleet image built from the Dockerfile (podman) and the local pod
+#     runner, which plays kubelet: the operator's, the gateway's and the sync
+#     Jobs' pods run as containers of that image, Triton's as local tritonserver
+#     processes, each on its own loopback pod IP;
 #  2. `helm install` of the chart: the operator and the gateway run as pods;
 #  3. the runnable samples applied (a python-backend LLM with failover to a
 #     local stand-in for a hosted OpenAI-compatible API, its streaming twin and
@@ -37,10 +39,15 @@ export PATH="$CACHE/bin/kubectl-$KUBE_VERSION:$CACHE/bin/helm-$HELM_VERSION:$PAT
 hack/triton/install.sh >/dev/null
 run kubectl get nodes -L nvidia.com/gpu.product
 
-step "Starting the local pod runner (plays kubelet for the tritonfleet and Triton images)"
+step "Building the tritonfleet image from the Dockerfile (podman; cached by a hash of its inputs)"
+IMAGE="$(hack/image/build.sh)"
+export CONTAINERS_CONF="$ROOT/hack/image/containers.conf"
+run podman images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$IMAGE"
+
+step "Starting the local pod runner (plays kubelet: our pods as containers of the image, Triton as processes)"
 if ! started runner; then
     setsid "$BIN/python" -m hack.devtools.pod_runner --kubeconfig "$KUBECONFIG" \
-        >"$DEMO_DIR/runner.log" 2>&1 &
+        --project-image "$IMAGE" >"$DEMO_DIR/runner.log" 2>&1 &
     echo $! >"$DEMO_DIR/runner.pid"
 fi
 echo "pod runner pid $(cat "$DEMO_DIR/runner.pid"), log $DEMO_DIR/runner.log"
@@ -76,6 +83,8 @@ run helm upgrade --install tritonfleet charts/tritonfleet -n "$SYSTEM_NS" --crea
     --set externalMetrics.scaleDownStabilizationSeconds=60 \
     --wait --timeout 180s
 run kubectl get pods -n "$SYSTEM_NS" -o wide
+run podman ps --filter label=io.kubernetes.pod.namespace="$SYSTEM_NS" \
+    --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}'
 
 step "Applying the runnable samples, toy-llm with failover to the hosted API"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
@@ -218,7 +227,8 @@ The demo is left running. Poke at it:
   export KUBECONFIG=$KUBECONFIG PATH=$CACHE/bin/kubectl-$KUBE_VERSION:$CACHE/bin/helm-$HELM_VERSION:\$PATH
   kubectl get tritonmodels,modelensembles -n $NS -o wide
   kubectl describe tritonmodel toy-llm -n $NS        # conditions, status.pods, events
-  kubectl get pods -A -o wide                         # 127.1.x.y: real processes; 127.244.x.y: kwok's
+  kubectl get pods -A -o wide                         # 127.1.x.y: real pods; 127.244.x.y: kwok's
+  CONTAINERS_CONF=$CONTAINERS_CONF podman ps          # the operator, gateway and Jobs as containers
   curl -s http://$GATEWAY/metrics | grep tritonfleet_gateway_requests_total
   .venv/bin/python -c "from openai import OpenAI; print(OpenAI(base_url='http://$GATEWAY/v1', api_key='x').chat.completions.create(model='toy_llm', messages=[{'role': 'user', 'content': 'hi'}]).choices[0].message.content)"
 Logs: $DEMO_DIR/runner.log, .testbed/pods/<namespace>_<pod>/

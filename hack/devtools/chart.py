@@ -1,13 +1,18 @@
 """The chart installed on the testbed the way a platform team installs it.
 
 Shared by the e2e tests and the benchmarks that need the operator and gateway
-running as pods (through the local pod runner, ``hack/devtools/pod_runner.py``).
+running as pods (through the local pod runner, ``hack/devtools/pod_runner.py``);
+:func:`template` renders it without a cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
+from typing import Any
+
+import yaml
 
 from hack.devtools.testbed import REPO_ROOT, Testbed
 
@@ -44,3 +49,23 @@ def installed(testbed: Testbed, namespace: str, *sets: str) -> Iterator[str]:
             testbed.helm("uninstall", release, "-n", namespace, "--no-hooks", "--wait",
                          "--timeout", "120s", check=False, timeout=180)  # fmt: skip
         testbed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def template(*args: str) -> list[dict[str, Any]]:
+    """The chart rendered by ``helm template`` (extra ``args``, e.g. ``--set``), no
+    cluster needed; helm is built into the cache first if it is missing."""
+    bed = Testbed.from_environment()
+    if not bed.helm_path.exists():
+        subprocess.run([str(REPO_ROOT / "hack" / "testbed" / "build.sh"), "helm"], check=True)
+    kube_version = bed.versions["KUBE_VERSION"]  # the chart states the versions it supports
+    out = subprocess.run(
+        [str(bed.helm_path), "template", "t", str(CHART), "--kube-version", kube_version, *args],
+        capture_output=True,
+        text=True,
+        env=bed.env(),
+        check=False,
+        timeout=120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"helm template failed: {out.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]

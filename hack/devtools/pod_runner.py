@@ -9,20 +9,31 @@ processes:
   policy adds the label to pods whose image starts with a prefix listed in
   ConfigMap kube-system/tritonfleet-local-runner; kwok then leaves them alone)
   and bound to a node by the real scheduler;
-* the Triton image runs the cached ``tritonserver`` (hack/devtools/triton.py),
-  the project's image runs ``<repo>/.venv/bin/tritonfleet`` with the
-  container's args; anything else is reported as a failed container;
+* the project's image (the operator, the gateway, the sync and cleanup Jobs)
+  runs as a podman container of the image built from this checkout's
+  Dockerfile (hack/devtools/image.py; every tag of the project's image names
+  it, as on a node the image was loaded into): the container's command, args
+  and env, its volumes as bind mounts, the pod's and container's
+  securityContext (user, groups, fsGroup, read-only root filesystem,
+  capabilities, no privilege escalation, runAsNonRoot checked against the
+  image's user) and in-cluster configuration (the ServiceAccount token at
+  /var/run/secrets/kubernetes.io/serviceaccount, KUBERNETES_SERVICE_HOST/PORT);
+* the Triton image runs the cached ``tritonserver`` (hack/devtools/triton.py)
+  as a local process (its image cannot be pulled here), with volume paths in
+  its args rewritten to the local directories; anything else is reported as a
+  failed container;
 * each pod gets its own loopback IP from the testbed's runner pod network
   (127.1.0.0/16 for the default testbed, 127.<1+i>.0.0/16 for others: key
   podCIDR of the ConfigMap, see hack/testbed/lib.sh); Triton gets
-  ``--{http,grpc,metrics}-address=<podIP>`` and our own processes
-  ``TRITONFLEET_LISTEN_HOST=<podIP>``;
+  ``--{http,grpc,metrics}-address=<podIP>``, our containers share the host's
+  network namespace with ``TRITONFLEET_LISTEN_HOST=<podIP>``, so pod IPs and
+  Service cluster IPs route alike for both;
 * volumes become local directories (PVC -> the PV's hostPath, emptyDir,
-  ConfigMap, Secret, projected ServiceAccount token -> a kubeconfig in
-  ``$KUBECONFIG`` holding a TokenRequest token, so RBAC is really exercised);
-  args/env values starting with a mountPath are rewritten to the local path;
+  ConfigMap, Secret, projected ServiceAccount token from a TokenRequest, so
+  RBAC is really exercised); a pod's fsGroup owns the volumes it writes to, as
+  a kubelet makes it;
 * the pod status (phase, podIP, conditions, containerStatuses with restarts)
-  is written to pods/status from the real probes; on deletion the process is
+  is written to pods/status from the real probes; on deletion the container is
   SIGTERMed, SIGKILLed after the grace period, and the pod deleted for good;
 * ClusterIP Services selecting runner pods are served on their (loopback,
   127.96.0.0/16) cluster IP by a TCP forwarder, and the ``kubernetes``
@@ -30,7 +41,7 @@ processes:
 
 Use the ``pod_runner`` fixture, or run ``python -m hack.devtools.pod_runner
 --kubeconfig .testbed/kubeconfig`` in the foreground (``make demo``).
-Only the standard library is needed (pytest for the fixture).
+Only the standard library is needed, and podman (hack/image/ installs it).
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import ipaddress
 import json
 import logging
@@ -51,6 +63,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -59,8 +72,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
+
+from hack.devtools.image import ImageError, ensure_image, podman, podman_argv, podman_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_RUNNER_LABEL = "tritonfleet.io/local-runner"
@@ -71,6 +87,12 @@ PROJECT_IMAGE_PREFIXES = ("tritonfleet/tritonfleet", "ghcr.io/tritonfleet/triton
 DEFAULT_IMAGE_PREFIXES = (TRITON_IMAGE_PREFIX, *PROJECT_IMAGE_PREFIXES)
 #: Env var our own listeners honour (operator health/metrics, gateway): the pod IP.
 LISTEN_HOST_ENV = "TRITONFLEET_LISTEN_HOST"
+#: The testbed's API server certificate names the ``kubernetes`` Service by DNS name,
+#: not by its (loopback) cluster IP: containers reach the API server by this name,
+#: mapped to the cluster IP in their /etc/hosts, so TLS is verified as in a cluster.
+API_SERVICE_NAME = "kubernetes.default.svc"
+#: Label on every container a runner starts (value: the runner's id) for clean-up.
+RUNNER_CONTAINER_LABEL = "io.tritonfleet.pod-runner"
 POD_NETWORK = ipaddress.ip_network("127.1.0.0/16")
 #: Address of the FQDN EndpointSlices the runner writes (EndpointSlices refuse loopback IPs).
 FQDN_ENDPOINT = "local-runner.localhost"
@@ -85,11 +107,72 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _pid_alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip) in LOOPBACK
     except ValueError:
         return False
+
+
+def security_flags(pod_spec: Obj, container: Obj, image_user: str) -> list[str]:
+    """``podman run`` flags for a container's securityContext over its pod's, as applied
+    by a kubelet. ``image_user`` is the image's USER (``uid[:gid]``), which
+    runAsNonRoot is checked against when the pod sets no runAsUser.
+
+    Raises _StartError (CreateContainerConfigError) when runAsNonRoot cannot hold.
+    """
+    pod_ctx: Obj = pod_spec.get("securityContext") or {}
+    ctx: Obj = container.get("securityContext") or {}
+
+    def pick(key: str) -> Any:
+        return ctx.get(key, pod_ctx.get(key))
+
+    flags: list[str] = []
+    uid, gid = pick("runAsUser"), pick("runAsGroup")
+    image_uid = image_user.split(":")[0]
+    if uid is not None or gid is not None:
+        user = str(uid) if uid is not None else image_uid or "0"
+        flags.append(f"--user={user}:{gid}" if gid is not None else f"--user={user}")
+    if pick("runAsNonRoot"):
+        effective = str(uid) if uid is not None else image_uid
+        if not effective.isdigit():
+            raise _StartError(
+                "container has runAsNonRoot and image has non-numeric user "
+                f"({effective or 'none'}), cannot verify user is non-root"
+            )
+        if int(effective) == 0:
+            raise _StartError("container has runAsNonRoot and image will run as root")
+    for group in [pod_ctx.get("fsGroup"), *(pod_ctx.get("supplementalGroups") or [])]:
+        if group is not None:
+            flags.append(f"--group-add={group}")
+    if ctx.get("privileged"):
+        flags.append("--privileged")
+    if ctx.get("readOnlyRootFilesystem"):
+        # Kubernetes mounts nothing writable over a read-only root; podman would (/tmp, /run).
+        flags += ["--read-only", "--read-only-tmpfs=false"]
+    capabilities: Obj = ctx.get("capabilities") or {}
+    flags += [f"--cap-drop={cap}" for cap in capabilities.get("drop") or []]
+    flags += [f"--cap-add={cap}" for cap in capabilities.get("add") or []]
+    if ctx.get("allowPrivilegeEscalation") is False:
+        flags.append("--security-opt=no-new-privileges")
+    seccomp = (ctx.get("seccompProfile") or pod_ctx.get("seccompProfile") or {}).get("type")
+    if seccomp == "Unconfined":
+        flags.append("--security-opt=seccomp=unconfined")
+    elif seccomp == "Localhost":
+        raise _StartError("the local runner has no Localhost seccomp profiles")
+    return flags
 
 
 # --------------------------------------------------------------------------- API client
@@ -270,22 +353,22 @@ class _Container:
         self.started = False  # startup probe passed (or none)
         self.ready = False
         self.log_path = pod.dir / f"{self.name}.log"
+        #: The podman container this runs as (project image), None for a local process.
+        self.container_name: str | None = None
 
     # -- process ---------------------------------------------------------------
     def argv_env(self) -> tuple[list[str], dict[str, str], str]:
         pod = self.pod
         image: str = self.spec.get("image", "")
+        if image.startswith(pod.runner.project_prefixes):
+            argv, env = pod.container_run(self)
+            return argv, env, str(pod.dir)
+        self.container_name = None
         command = list(self.spec.get("command") or [])
         args = list(self.spec.get("args") or [])
         env = pod.container_env(self.spec)
-
-        def expand(text: str) -> str:  # $(VAR) in command and args, as the kubelet does
-            return re.sub(
-                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), text
-            )
-
-        args = [pod.rewrite(expand(a)) for a in args]
-        command = [pod.rewrite(expand(a)) for a in command]
+        args = [pod.rewrite(expand_references(a, env)) for a in args]
+        command = [pod.rewrite(expand_references(a, env)) for a in command]
         ip = pod.ip
         if image.startswith(TRITON_IMAGE_PREFIX):
             argv = command + args if command else args
@@ -302,12 +385,6 @@ class _Container:
                 f"--grpc-address={ip}",
                 f"--metrics-address={ip}",
             ]
-        elif image.startswith(pod.runner.project_prefixes):
-            argv = (command or ["tritonfleet"]) + args
-            if Path(argv[0]).name != "tritonfleet":
-                raise _StartError(f"only tritonfleet runs from the project image, got {argv!r}")
-            argv[0] = str(pod.runner.tritonfleet_bin)
-            env[LISTEN_HOST_ENV] = ip
         else:
             raise _StartError(f"the local runner cannot run image {image!r}")
         workdir = self.spec.get("workingDir")
@@ -318,8 +395,10 @@ class _Container:
 
     def start(self) -> None:
         argv, env, cwd = self.argv_env()
+        # The env's values stay out of the log (secrets): names only.
+        shown = [re.sub(r"^(--env=[^=]*)=.*", r"\1", a, flags=re.DOTALL) for a in argv]
         with self.log_path.open("ab") as logf:
-            logf.write(f"\n=== {_now()} start: {shlex.join(argv)}\n".encode())
+            logf.write(f"\n=== {_now()} start: {shlex.join(shown)}\n".encode())
             logf.flush()
             self.proc = subprocess.Popen(
                 argv,
@@ -332,6 +411,7 @@ class _Container:
             )
         self.started_at = _now()
         self.started_mono = time.monotonic()
+        self.pod.runner.record_start(self)
         self.terminated = None
         self.waiting_reason = self.waiting_message = None
         self.started = self.startup is None
@@ -346,9 +426,16 @@ class _Container:
         return self.proc is not None and self.proc.poll() is None
 
     def signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if self.container_name is not None:
+            # The container's processes are conmon's children, not podman run's.
+            with contextlib.suppress(ImageError):
+                podman("kill", f"--signal={signal.Signals(sig).name}", self.container_name,
+                       check=False, timeout=30)  # fmt: skip
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
 
     def reap(self) -> bool:
         """Record the exit if the process ended; True if it did just now."""
@@ -373,6 +460,11 @@ class _Container:
         return True
 
     def kill_group_leftovers(self, pgid: int) -> None:
+        if self.container_name is not None:
+            # `podman run --rm` removes its container on exit; unless it died first.
+            with contextlib.suppress(ImageError):
+                podman("rm", "--force", "--time=0", "--ignore", self.container_name,
+                       check=False, timeout=60)  # fmt: skip
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
 
@@ -410,7 +502,7 @@ class _Container:
         out: Obj = {
             "name": self.name,
             "image": self.spec.get("image", ""),
-            "imageID": "",
+            "imageID": self.pod.runner.project_image_id if self.container_name else "",
             "ready": self.ready and self.running(),
             "restartCount": self.restart_count,
             "started": self.running() and self.started,
@@ -418,8 +510,20 @@ class _Container:
             "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
         }
         if self.running():
-            out["containerID"] = f"local://{self.pod.namespace}/{self.pod.name}/{self.name}"
+            out["containerID"] = (
+                f"podman://{self.container_name}"
+                if self.container_name
+                else f"local://{self.pod.namespace}/{self.pod.name}/{self.name}"
+            )
         return out
+
+
+def expand_references(text: str, env: dict[str, str]) -> str:
+    """``$(VAR)`` in a container's command and args, from its environment, as the kubelet
+    expands them (an unknown name stays as written)."""
+    return re.sub(
+        r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), text
+    )
 
 
 class _StartError(RuntimeError):
@@ -455,6 +559,8 @@ class _Pod:
                 c.restart_count = int(previous[c.name].get("restartCount", 0)) + 1
         self.volumes: dict[str, Path] = {}
         self.mounts: dict[str, list[tuple[str, Path]]] = {}
+        #: Per container: the mountPaths mounted read-only.
+        self.read_only_mounts: dict[str, set[str]] = {}
         self.kubeconfig: Path | None = None
         self.host_ip = runner.node_ip(spec.get("nodeName", ""))
         self.start_time = _now()
@@ -516,8 +622,15 @@ class _Pod:
                 )
             elif "hostPath" in vol:
                 raise _StartError(f"hostPath volume {name} is not supported by the local runner")
+        claims_read_only = {
+            vol["name"]
+            for vol in spec.get("volumes") or []
+            if (vol.get("persistentVolumeClaim") or {}).get("readOnly")
+        }
+        written: set[str] = set()  # volumes some container mounts read-write
         for c in [*self.init_containers, *self.containers]:
             mounts = []
+            read_only: set[str] = set()
             for m in c.spec.get("volumeMounts") or []:
                 base = self.volumes.get(m["name"])
                 if base is None:
@@ -525,9 +638,45 @@ class _Pod:
                 local = base / m["subPath"] if m.get("subPath") else base
                 if m.get("subPath"):
                     local.mkdir(parents=True, exist_ok=True) if not local.exists() else None
-                mounts.append((m["mountPath"].rstrip("/") or "/", local))
+                mount_path = m["mountPath"].rstrip("/") or "/"
+                mounts.append((mount_path, local))
+                if m.get("readOnly") or m["name"] in claims_read_only:
+                    read_only.add(mount_path)
+                else:
+                    written.add(m["name"])
             mounts.sort(key=lambda t: len(t[0]), reverse=True)
             self.mounts[c.name] = mounts
+            self.read_only_mounts[c.name] = read_only
+        self._own_volumes(written)
+
+    def _own_volumes(self, written: set[str]) -> None:
+        """Volume ownership as a kubelet sets it: an emptyDir is world-writable, and the
+        pod's fsGroup owns each volume (setgid directories; group read, and write for a
+        claim or emptyDir a container writes to). A claim only ever mounted read-only
+        is left alone. Files that vanish meanwhile (a Job writing) are skipped."""
+        spec = self.obj["spec"]
+        kinds = {vol["name"]: vol for vol in spec.get("volumes") or []}
+        for name, vol in kinds.items():
+            if "emptyDir" in vol and name in self.volumes:
+                self.volumes[name].chmod(0o777)
+        fs_group = (spec.get("securityContext") or {}).get("fsGroup")
+        if fs_group is None:
+            return
+        for name, root in self.volumes.items():
+            vol = kinds.get(name, {})
+            if "persistentVolumeClaim" in vol and name not in written:
+                continue
+            mask = 0o660 if ("emptyDir" in vol or "persistentVolumeClaim" in vol) else 0o440
+            for dirpath, _, filenames in os.walk(root):
+                entries = [(Path(dirpath), True), *((Path(dirpath, f), False) for f in filenames)]
+                for entry, is_dir in entries:
+                    with contextlib.suppress(FileNotFoundError, PermissionError):
+                        st = entry.lstat()
+                        if stat.S_ISLNK(st.st_mode):
+                            continue
+                        os.chown(entry, -1, int(fs_group))
+                        extra = (mask | 0o110 | stat.S_ISGID) if is_dir else mask
+                        entry.chmod(stat.S_IMODE(st.st_mode) | extra)
 
     def _write_source(self, path: Path, kind: str, src: Obj, mode: int) -> None:
         obj = self.api.get_or_none(f"/api/v1/namespaces/{self.namespace}/{kind}/{src['name']}")
@@ -673,10 +822,9 @@ class _Pod:
         return env
 
     def container_env(self, spec: Obj) -> dict[str, str]:
+        """The environment of a container run as a local process (Triton)."""
         env: dict[str, str] = {
-            "PATH": os.pathsep.join(
-                [str(self.runner.tritonfleet_bin.parent), os.environ.get("PATH", "/usr/bin:/bin")]
-            ),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.dir),
             "HOSTNAME": self.name,
             "LANG": os.environ.get("LANG", "C.UTF-8"),
@@ -686,6 +834,12 @@ class _Pod:
         for mount, local in self.mounts.get(spec["name"], []):
             if mount == "/tmp":
                 env["TMPDIR"] = str(local)
+        return self.spec_env(spec, env, rewrite_paths=True)
+
+    def spec_env(self, spec: Obj, env: dict[str, str], *, rewrite_paths: bool) -> dict[str, str]:
+        """``env`` updated with the Services' links (unless the pod turns them off), then the
+        container's envFrom and env (``$(VAR)`` expanded); values naming a mount path are
+        rewritten to the local directory if asked."""
         if self.obj["spec"].get("enableServiceLinks", True):
             env.update(self.service_links())
         for src in spec.get("envFrom") or []:
@@ -713,7 +867,7 @@ class _Pod:
                     lambda m: env.get(m.group(1), m.group(0)),
                     item["value"],
                 )
-                env[name] = self.rewrite(value, spec["name"])
+                env[name] = self.rewrite(value, spec["name"]) if rewrite_paths else value
                 continue
             ref = item.get("valueFrom") or {}
             if "fieldRef" in ref:
@@ -734,6 +888,50 @@ class _Pod:
             elif "resourceFieldRef" in ref:
                 env[name] = "1"
         return env
+
+    def container_run(self, c: _Container) -> tuple[list[str], dict[str, str]]:
+        """``podman run`` of a project-image container, and the environment to run it in.
+
+        Host networking: the container binds its pod IP (``TRITONFLEET_LISTEN_HOST``)
+        and dials pod and Service IPs like the runner's processes; in-cluster config
+        finds the token where a kubelet mounts it and the API server through its
+        Service. The name carries the restart count: a restart is a new container.
+        """
+        runner = self.runner
+        if runner.project_image is None:
+            raise _StartError("the runner has no project image (it was not started)")
+        spec = c.spec
+        env = self.spec_env(spec, {}, rewrite_paths=False)
+        env[LISTEN_HOST_ENV] = self.ip
+        if runner.api_service_ip:
+            env["KUBERNETES_SERVICE_HOST"] = API_SERVICE_NAME
+            env["KUBERNETES_SERVICE_PORT"] = "443"
+        name = f"k8s_{c.name}_{self.name}_{self.namespace}_{self.uid[:8]}_{c.restart_count}"
+        c.container_name = name
+        argv = [
+            *podman_argv(), "run", "--rm", f"--name={name}", "--pull=never",
+            "--network=host", f"--hostname={self.name[:63]}", "--log-driver=none",
+            f"--label={RUNNER_CONTAINER_LABEL}={runner.runner_id}",
+            f"--label={RUNNER_CONTAINER_LABEL}.instance={runner.instance}",
+            f"--label={RUNNER_CONTAINER_LABEL}.pid={os.getpid()}",
+            f"--label=io.kubernetes.pod.namespace={self.namespace}",
+            f"--label=io.kubernetes.pod.name={self.name}",
+            f"--label=io.kubernetes.container.name={c.name}",
+            *security_flags(self.obj["spec"], spec, runner.project_image_user),
+        ]  # fmt: skip
+        if runner.api_service_ip:
+            argv.append(f"--add-host={API_SERVICE_NAME}:{runner.api_service_ip}")
+        read_only = self.read_only_mounts.get(c.name, set())
+        for mount, local in reversed(self.mounts.get(c.name, [])):  # parents first
+            argv.append(f"--volume={local}:{mount}:{'ro' if mount in read_only else 'rw'}")
+        if spec.get("workingDir"):
+            argv.append(f"--workdir={spec['workingDir']}")
+        if spec.get("command"):
+            command = [expand_references(a, env) for a in spec["command"]]
+            argv.append(f"--entrypoint={json.dumps(command)}")
+        argv += [f"--env={key}={value}" for key, value in env.items()]
+        argv += [runner.project_image, *(expand_references(a, env) for a in spec.get("args") or [])]
+        return argv, podman_env()
 
     def container_port(self, container: Obj, port: Any) -> int | None:
         if isinstance(port, int):
@@ -786,7 +984,20 @@ class _Pod:
             except OSError:
                 return False
         if "exec" in probe:
-            argv = [self.rewrite(a, container["name"]) for a in probe["exec"].get("command") or []]
+            command = probe["exec"].get("command") or []
+            running = next(
+                (c for c in self.containers if c.name == container["name"] and c.container_name),
+                None,
+            )
+            if running is not None and running.container_name is not None:
+                try:
+                    return (
+                        podman("exec", running.container_name, *command, check=False,
+                               timeout=max(timeout, 1)).returncode == 0
+                    )  # fmt: skip
+                except ImageError:
+                    return False
+            argv = [self.rewrite(a, container["name"]) for a in command]
             try:
                 env = self.container_env(container)
                 return (
@@ -1030,6 +1241,7 @@ class PodRunner:
         *,
         image_prefixes: tuple[str, ...] = DEFAULT_IMAGE_PREFIXES,
         project_prefixes: tuple[str, ...] = PROJECT_IMAGE_PREFIXES,
+        project_image: str | None = None,
         register_prefixes: bool = True,
         interval: float = 0.5,
     ) -> None:
@@ -1039,7 +1251,15 @@ class PodRunner:
         self.project_prefixes = project_prefixes
         self.register_prefixes = register_prefixes
         self.interval = interval
-        self.tritonfleet_bin = REPO_ROOT / ".venv" / "bin" / "tritonfleet"
+        #: The image project-image pods run (built from this checkout unless given).
+        self.project_image = project_image
+        self.project_image_id = ""
+        self.project_image_user = ""
+        #: Labels this runner's containers (its state directory: one runner per testbed).
+        self.runner_id = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
+        self.instance = uuid.uuid4().hex[:12]
+        #: Cluster IP of the ``kubernetes`` Service (containers reach the API server there).
+        self.api_service_ip = ""
         self.pods: dict[str, _Pod] = {}  # uid -> pod
         self.forwarders: dict[tuple[str, int], _Forwarder] = {}
         self.services: dict[tuple[str, int], tuple[Obj, Obj]] = {}
@@ -1053,9 +1273,13 @@ class PodRunner:
         #: Where pod IPs come from: the testbed's podCIDR (ConfigMap), default 127.1.0.0/16.
         self.pod_network: ipaddress.IPv4Network | ipaddress.IPv6Network = POD_NETWORK
         self.errors: list[str] = []
+        #: Every container start: namespace, pod, component, container, runs, image.
+        self.starts: list[dict[str, str]] = []
 
     # -- public ----------------------------------------------------------------------
     def start(self) -> PodRunner:
+        if self.project_prefixes:
+            self._prepare_project_image()
         self._read_pod_network()
         if self.register_prefixes:
             self._register_prefixes()
@@ -1084,6 +1308,8 @@ class PodRunner:
         for f in self.forwarders.values():
             f.close()
         self.forwarders.clear()
+        if self.project_prefixes:
+            self._remove_containers(ours=True)
         if self._previous_prefixes is not None:
             # Without a runner, labelled pods would never run: hand new pods back to kwok.
             with contextlib.suppress(ApiError, OSError):
@@ -1102,7 +1328,8 @@ class PodRunner:
         self.stop()
 
     def processes(self) -> list[dict[str, Any]]:
-        """What runs now: namespace, pod, container, pid, podIP, ready, restartCount."""
+        """What runs now: namespace, pod, container, pid (for a container: of its
+        ``podman run``), podIP, ready, restartCount, runs (container or process)."""
         out = []
         with self._lock:
             for p in self.pods.values():
@@ -1116,9 +1343,31 @@ class PodRunner:
                             "podIP": p.ip,
                             "ready": c.ready and c.running(),
                             "restartCount": c.restart_count,
+                            # The podman container, or the local process (Triton).
+                            "runs": "container" if c.container_name else "process",
                         }
                     )
         return out
+
+    def record_start(self, c: _Container) -> None:
+        labels = c.pod.obj["metadata"].get("labels") or {}
+        runs = (
+            f"container {c.container_name} of {self.project_image}"
+            if c.container_name
+            else "process"
+        )
+        log.info("%s/%s %s: started as %s", c.pod.namespace, c.pod.name, c.name, runs)
+        with self._lock:
+            self.starts.append(
+                {
+                    "namespace": c.pod.namespace,
+                    "pod": c.pod.name,
+                    "component": labels.get("app.kubernetes.io/component", ""),
+                    "container": c.name,
+                    "runs": runs,
+                    "image": (self.project_image or "") if c.container_name else "",
+                }
+            )
 
     def pod(self, namespace: str, name: str) -> _Pod:
         with self._lock:
@@ -1175,6 +1424,39 @@ class PodRunner:
         )
 
     # -- internals -----------------------------------------------------------------------
+    def _prepare_project_image(self) -> None:
+        """The image (built if needed), its id and user; the API Service's cluster IP;
+        containers a crashed runner of this testbed left behind removed."""
+        if self.project_image is None:
+            self.project_image = ensure_image()
+        config = podman(
+            "image", "inspect", "--format", "{{.Id}} {{.Config.User}}", self.project_image
+        ).stdout.split()
+        self.project_image_id = f"sha256:{config[0]}"
+        self.project_image_user = config[1] if len(config) > 1 else ""
+        svc = self.api.get_or_none("/api/v1/namespaces/default/services/kubernetes") or {}
+        self.api_service_ip = (svc.get("spec") or {}).get("clusterIP") or ""
+        self._remove_containers(ours=False)
+
+    def _remove_containers(self, *, ours: bool) -> None:
+        """Remove this testbed's runner containers: this runner's (``ours``), or those
+        whose runner process is gone (a crashed runner's, found when one starts)."""
+        label = RUNNER_CONTAINER_LABEL
+        columns = " ".join(
+            ["{{.ID}}", *(f'{{{{index .Labels "{label}.{key}"}}}}' for key in ("instance", "pid"))]
+        )
+        listed = podman(
+            "ps", "--all", f"--filter=label={label}={self.runner_id}", "--format", columns,
+            check=False,
+        ).stdout.splitlines()  # fmt: skip
+        doomed = []
+        for line in listed:
+            cid, instance, pid = [*line.split(), "", "", ""][:3]
+            if (instance == self.instance) if ours else not _pid_alive(pid):
+                doomed.append(cid)
+        if doomed:
+            podman("rm", "--force", "--time=0", *doomed, check=False, timeout=120)
+
     def _read_pod_network(self) -> None:
         path = f"/api/v1/namespaces/kube-system/configmaps/{LOCAL_RUNNER_CONFIGMAP}"
         cm = self.api.get_or_none(path) or {}
@@ -1453,21 +1735,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kubeconfig", required=True, type=Path)
     parser.add_argument(
+        "--project-image",
+        default=None,
+        help="image the project's pods run (default: built from this checkout, hack/image/)",
+    )
+    parser.add_argument(
         "--state-dir", type=Path, default=None, help="pods/<ns>_<pod>/ logs go here"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s pod-runner %(levelname)s %(message)s"
     )
-    runner = PodRunner(args.kubeconfig, args.state_dir)
+    runner = PodRunner(args.kubeconfig, args.state_dir, project_image=args.project_image)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     runner.start()
     log.info(
-        "running pods with images %s (state in %s)",
+        "running pods with images %s (state in %s); the project's pods as podman containers "
+        "of %s (%s)",
         ", ".join(runner.image_prefixes),
         runner.state_dir,
+        runner.project_image,
+        runner.project_image_id,
     )
     last: list[dict[str, Any]] = []
     try:
@@ -1476,8 +1766,8 @@ def main(argv: list[str] | None = None) -> int:
             if now != last:
                 for p in now:
                     log.info(
-                        "%(namespace)s/%(pod)s %(container)s pid=%(pid)s ip=%(podIP)s "
-                        "ready=%(ready)s restarts=%(restartCount)s",
+                        "%(namespace)s/%(pod)s %(container)s %(runs)s pid=%(pid)s "
+                        "ip=%(podIP)s ready=%(ready)s restarts=%(restartCount)s",
                         p,
                     )
                 last = now

@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,6 +30,8 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from hack.devtools.scripts import run_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO_ROOT / "hack" / "triton" / "install.sh"
@@ -75,22 +76,7 @@ def ensure_triton(*, force: bool = False) -> Path:
             return _launcher
         if not INSTALL_SCRIPT.exists():
             raise TritonInstallError(f"missing {INSTALL_SCRIPT}")
-        proc = subprocess.Popen(
-            ["bash", str(INSTALL_SCRIPT)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        tail: list[str] = []
-        assert proc.stderr is not None and proc.stdout is not None
-        for line in proc.stderr:  # stream progress while it runs
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            tail = [*tail, line.rstrip()][-40:]
-        out = proc.stdout.read()
-        rc = proc.wait()
-        lines = [ln for ln in out.splitlines() if ln.strip()]
+        rc, lines, tail = run_script(INSTALL_SCRIPT)
         if rc != 0 or not lines:
             errors = [ln for ln in tail if "ERROR" in ln] or tail[-15:]
             raise TritonInstallError(

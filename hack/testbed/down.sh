@@ -35,6 +35,19 @@ fi
 # Whatever kwokctl did not stop (crashed kwokctl, deleted pid files, ...).
 tb_stop_cluster_processes || tb_die "could not stop the processes of cluster '$TESTBED_NAME'"
 
+# Containers a pod runner of this testbed left running (it died without stopping them):
+# hack/devtools/pod_runner.py labels them with a hash of the testbed's state directory.
+if [[ "$(id -u)" == 0 ]] && command -v podman >/dev/null 2>&1; then
+  runner_id=$(printf '%s' "$(cd "$TESTBED_DIR" && pwd -P)" | sha256sum | cut -c1-12)
+  export CONTAINERS_CONF="${CONTAINERS_CONF:-$TESTBED_REPO/hack/image/containers.conf}"
+  left=$(podman ps --all --quiet --filter "label=io.tritonfleet.pod-runner=$runner_id" 2>/dev/null || true)
+  if [[ -n "$left" ]]; then
+    tb_say "removing $(wc -w <<<"$left") container(s) a pod runner left behind"
+    # shellcheck disable=SC2086  # one id per word
+    podman rm --force --time=0 $left >/dev/null 2>&1 || true
+  fi
+fi
+
 if [[ -n "${TESTBED_KEEP_DIR:-}" ]]; then
   # Called from up.sh to recreate the cluster: keep the directory and its lock.
   find "$TESTBED_DIR" -mindepth 1 -maxdepth 1 ! -name .lock ! -name .gitignore ! -name .sessions \

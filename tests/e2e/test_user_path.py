@@ -1,7 +1,8 @@
 """The whole chain as a user drives it, on the testbed, with every part real.
 
 ``helm install`` the chart (the operator and the gateway run as pods, through
-the local pod runner, with their ServiceAccounts' tokens) → ``kubectl apply``
+the local pod runner: containers of the image built from the Dockerfile, with
+their ServiceAccounts' tokens) → ``kubectl apply``
 a model with failover → the operator's sync Job publishes its files → real
 Triton pods → loaded on every replica → the openai SDK gets answers through
 the gateway's Service → every Triton pod dies → the hosted provider answers,
@@ -95,7 +96,7 @@ def triton_answers(client: OpenAI) -> bool:
 
 
 def test_helm_install_apply_serve_survive_triton_dying_and_delete(
-    testbed: Testbed, pod_runner: PodRunner, hosted: HostedAPI
+    testbed: Testbed, pod_runner: PodRunner, hosted: HostedAPI, tritonfleet_image: str
 ) -> None:
     apply_crds(testbed)
     suffix = uuid.uuid4().hex[:5]
@@ -192,6 +193,15 @@ def test_helm_install_apply_serve_survive_triton_dying_and_delete(
 
         testbed.wait_for(nothing_left, 120, "children and files gone")
         assert not list(Path(volume, "repository").glob("toy_llm*"))
+
+        # All of it ran from the image built from the Dockerfile, as containers.
+        ran = {
+            (start["component"], start["image"])
+            for start in pod_runner.starts
+            if start["namespace"] in (system, models)
+        }
+        for component in ("operator", "gateway", "model-sync", "model-cleanup"):
+            assert (component, tritonfleet_image) in ran, (component, ran)
 
 
 def raw_metric(testbed: Testbed, namespace: str, model: str) -> float | None:

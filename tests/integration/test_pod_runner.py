@@ -50,6 +50,8 @@ spec:
   template:
     spec:
       restartPolicy: Never
+      # As the operator's sync Jobs: uid 1000, and the claim's files owned by fsGroup.
+      securityContext: {{runAsNonRoot: true, runAsUser: 1000, fsGroup: 1000}}
       containers:
       - name: sync
         image: {PROJECT_IMAGE}

@@ -125,12 +125,29 @@ def testbed(request: pytest.FixtureRequest) -> Iterator[Testbed]:
                 stop(write)
 
 
+@pytest.fixture(scope="session")
+def tritonfleet_image(request: pytest.FixtureRequest) -> str:
+    """The image built from this checkout's Dockerfile (hack/image/build.sh, podman):
+    its reference. Built on first use, cached by a hash of its inputs; fails, never
+    skips, when it cannot be built."""
+    from hack.devtools.image import ImageError, ensure_image
+
+    try:
+        with _uncaptured(request.config):
+            return ensure_image()
+    except ImageError as err:
+        pytest.fail(f"the tritonfleet image could not be built: {err}", pytrace=False)
+
+
 @pytest.fixture
-def pod_runner(testbed: Testbed) -> Iterator[PodRunner]:
-    """A running PodRunner on the session testbed (Triton and project image prefixes)."""
+def pod_runner(testbed: Testbed, tritonfleet_image: str) -> Iterator[PodRunner]:
+    """A running PodRunner on the session testbed: Triton pods as local tritonserver
+    processes, the project's pods as containers of ``tritonfleet_image``."""
     from hack.devtools.pod_runner import PodRunner
 
-    runner = PodRunner(testbed.kubeconfig, testbed.state_dir).start()
+    runner = PodRunner(
+        testbed.kubeconfig, testbed.state_dir, project_image=tritonfleet_image
+    ).start()
     try:
         yield runner
     finally:
