@@ -36,13 +36,14 @@ class Seen:
     method: str
     path: str
     status: int
+    user_agent: str = ""
 
 
 @dataclass
 class Throttle:
     """Answer 429 (``Retry-After: retry_after``) to the first ``times`` matching requests."""
 
-    matches: Callable[[str, str], bool]  # (method, path) -> bool
+    matches: Callable[[str, str, str], bool]  # (method, path, user agent) -> bool
     times: int = 1
     retry_after: float = 2.0
     answered: int = 0
@@ -91,10 +92,11 @@ class ThrottlingProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         method, path = request.method, request.path
+        agent = request.headers.get("User-Agent", "")
         for throttle in self.throttles:
-            if throttle.answered < throttle.times and throttle.matches(method, path):
+            if throttle.answered < throttle.times and throttle.matches(method, path, agent):
                 throttle.answered += 1
-                self.seen.append(Seen(time.monotonic(), method, path, 429))
+                self.seen.append(Seen(time.monotonic(), method, path, 429, agent))
                 return web.json_response(
                     {
                         "kind": "Status",
@@ -119,7 +121,7 @@ class ThrottlingProxy:
             ssl=self._ssl,
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         ) as upstream:
-            self.seen.append(Seen(time.monotonic(), method, path, upstream.status))
+            self.seen.append(Seen(time.monotonic(), method, path, upstream.status, agent))
             response = web.StreamResponse(
                 status=upstream.status,
                 headers={k: v for k, v in upstream.headers.items() if k.lower() not in _SKIP},

@@ -25,6 +25,7 @@ from hack.devtools.operator import apply_crds
 from hack.devtools.pod_runner import PodRunner
 from hack.devtools.prometheus import PrometheusServer
 from hack.devtools.testbed import REPO_ROOT, Testbed
+from tests.support.models import inline_model
 
 pytestmark = pytest.mark.e2e
 
@@ -247,22 +248,7 @@ def firing(prometheus: PrometheusServer, namespace: str) -> dict[str, Any] | Non
 def fake_served_model(name: str) -> str:
     """A model whose Triton pods kwok fakes (an image the pod runner leaves alone): only
     its finalizer and its cleanup Job matter here."""
-    doc = {
-        "apiVersion": "tritonfleet.io/v1alpha1",
-        "kind": "TritonModel",
-        "metadata": {"name": name},
-        "spec": {
-            "source": {"inline": {"files": {"1/model.py": "class TritonPythonModel: pass\n"}}},
-            "config": {
-                "backend": "python",
-                "maxBatchSize": 4,
-                "inputs": [{"name": "INPUT0", "dataType": "TYPE_FP32", "dims": [1]}],
-                "outputs": [{"name": "OUTPUT0", "dataType": "TYPE_FP32", "dims": [1]}],
-            },
-            "serving": {"gpus": 0, "image": "example.invalid/tritonserver:fake"},
-        },
-    }
-    return yaml.safe_dump(doc)
+    return yaml.safe_dump(inline_model(name, gpus=0, image="example.invalid/tritonserver:fake"))
 
 
 def finalized(testbed: Testbed, namespace: str, name: str) -> bool:

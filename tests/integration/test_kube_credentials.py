@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import ssl
 import sys
@@ -33,7 +34,7 @@ import yaml
 from aiohttp import web
 
 from hack.devtools.api_proxy import Throttle, ThrottlingProxy
-from hack.devtools.gateway import start_gateway
+from hack.devtools.gateway import GatewayProcess, start_gateway
 from hack.devtools.operator import OperatorProcess
 from hack.devtools.testbed import Testbed
 from tests.support.builders import model_doc
@@ -140,6 +141,26 @@ def listed_by(gateway_url_get: object, model: str) -> bool:
     return model in {m["id"] for m in json.loads(gateway_url_get("/v1/models"))["data"]}
 
 
+@contextlib.contextmanager
+def operator_and_gateway(
+    testbed: Testbed, namespace: str, config: Path, tmp_path: Path
+) -> Iterator[tuple[OperatorProcess, GatewayProcess]]:
+    """The operator and the gateway of ``namespace``, both with kubeconfig ``config``."""
+    operator = OperatorProcess(testbed, [namespace], env={"KUBECONFIG": str(config)}).start()
+    try:
+        gateway = start_gateway(
+            ["--kubeconfig", str(config), "--namespace", namespace, "--poll-interval", "0.3"],
+            tmp_path / "gateway.log",
+        )
+        try:
+            yield operator, gateway
+        finally:
+            gateway.stop()
+    finally:
+        operator.stop()
+        testbed.kubectl("delete", "tritonmodels", "--all", "-n", namespace, "--wait=false")
+
+
 def operator_metric(operator: OperatorProcess, name: str, **labels: str) -> float:
     return sum(
         value
@@ -171,25 +192,18 @@ def test_exec_plugin_user_drives_the_operator_and_the_gateway(
             }
         },
     )
-    with testbed.namespace("exec") as namespace:
-        operator = OperatorProcess(testbed, [namespace], env={"KUBECONFIG": str(config)}).start()
-        gateway = start_gateway(
-            ["--kubeconfig", str(config), "--namespace", namespace, "--poll-interval", "0.3"],
-            tmp_path / "gateway.log",
+    with (
+        testbed.namespace("exec") as namespace,
+        operator_and_gateway(testbed, namespace, config, tmp_path) as (operator, gateway),
+    ):
+        testbed.apply(yaml.safe_dump(model_doc("first", namespace)))
+        wait_for_children(testbed, namespace, "first")
+        before = len(calls.read_text().splitlines())
+        testbed.apply(yaml.safe_dump(model_doc("second", namespace)))
+        wait_for_children(testbed, namespace, "second")
+        testbed.wait_for(
+            lambda: listed_by(gateway.get, "second"), 30, "the gateway to list 'second'"
         )
-        try:
-            testbed.apply(yaml.safe_dump(model_doc("first", namespace)))
-            wait_for_children(testbed, namespace, "first")
-            before = len(calls.read_text().splitlines())
-            testbed.apply(yaml.safe_dump(model_doc("second", namespace)))
-            wait_for_children(testbed, namespace, "second")
-            testbed.wait_for(
-                lambda: listed_by(gateway.get, "second"), 30, "the gateway to list 'second'"
-            )
-        finally:
-            gateway.stop()
-            operator.stop()
-            testbed.kubectl("delete", "tritonmodels", "--all", "-n", namespace, "--wait=false")
     runs = [json.loads(line) for line in calls.read_text().splitlines()]
     assert len(runs) > before >= 1, "an expiring credential is fetched again"
     assert all(r["env"] == "from-kubeconfig" for r in runs)
@@ -207,45 +221,37 @@ def test_token_file_user_keeps_working_when_its_token_rotates(
     token.write_text(bound_token(testbed, identity, "rotating-1"))
     # A relative tokenFile is relative to the kubeconfig that names it.
     config = kubeconfig(testbed, tmp_path / "token.kubeconfig", {"tokenFile": "token"})
-    with testbed.namespace("tokenfile") as namespace:
-        operator = OperatorProcess(testbed, [namespace], env={"KUBECONFIG": str(config)}).start()
-        gateway = start_gateway(
-            ["--kubeconfig", str(config), "--namespace", namespace, "--poll-interval", "0.3"],
-            tmp_path / "gateway.log",
+    with (
+        testbed.namespace("tokenfile") as namespace,
+        operator_and_gateway(testbed, namespace, config, tmp_path) as (operator, gateway),
+    ):
+        testbed.apply(yaml.safe_dump(model_doc("before", namespace)))
+        wait_for_children(testbed, namespace, "before")
+        old = token.read_text()
+        # Rotate as the kubelet does (a new file swapped in), then revoke the old token.
+        fresh = tmp_path / "token.new"
+        fresh.write_text(bound_token(testbed, identity, "rotating-2"))
+        fresh.replace(token)
+        testbed.kubectl("delete", "secret", "rotating-1", "-n", identity)
+        testbed.wait_for(
+            lambda: refused(testbed, old), 30, "the API server to refuse the revoked token"
         )
-        try:
-            testbed.apply(yaml.safe_dump(model_doc("before", namespace)))
-            wait_for_children(testbed, namespace, "before")
-            old = token.read_text()
-            # Rotate as the kubelet does (a new file swapped in), then revoke the old token.
-            fresh = tmp_path / "token.new"
-            fresh.write_text(bound_token(testbed, identity, "rotating-2"))
-            fresh.replace(token)
-            testbed.kubectl("delete", "secret", "rotating-1", "-n", identity)
-            testbed.wait_for(
-                lambda: refused(testbed, old), 30, "the API server to refuse the revoked token"
-            )
-            testbed.apply(yaml.safe_dump(model_doc("after", namespace)))
-            wait_for_children(testbed, namespace, "after")
-            testbed.wait_for(
-                lambda: listed_by(gateway.get, "after"), 30, "the gateway to list 'after'"
-            )
-            # Within the minute before a periodic re-read: the 401 made it read the file.
-            assert operator_metric(operator, "tritonfleet_api_retries_total", reason="401") >= 1
-        finally:
-            gateway.stop()
-            operator.stop()
-            testbed.kubectl("delete", "tritonmodels", "--all", "-n", namespace, "--wait=false")
+        testbed.apply(yaml.safe_dump(model_doc("after", namespace)))
+        wait_for_children(testbed, namespace, "after")
+        testbed.wait_for(lambda: listed_by(gateway.get, "after"), 30, "the gateway to list 'after'")
+        # Within the minute before a periodic re-read: the 401 made it read the file.
+        assert operator_metric(operator, "tritonfleet_api_retries_total", reason="401") >= 1
 
 
 def test_429_is_sent_again_only_after_retry_after(
     testbed: Testbed, crds: None, tmp_path: Path
 ) -> None:
-    def first_deployment_apply(method: str, path: str) -> bool:
+    def first_deployment_apply(method: str, path: str, agent: str) -> bool:
         return method == "PATCH" and "/deployments/" in path
 
-    def first_model_list(method: str, path: str) -> bool:
-        return method == "GET" and path.endswith("/tritonmodels")
+    def first_model_list(method: str, path: str, agent: str) -> bool:
+        # The gateway's listing (kopf lists the same path for the operator's watch).
+        return method == "GET" and path.endswith("/tritonmodels") and "gateway" in agent
 
     proxy = ThrottlingProxy(
         testbed.kubeconfig,
@@ -256,28 +262,19 @@ def test_429_is_sent_again_only_after_retry_after(
     ).start()
     config = proxy.write_kubeconfig(tmp_path / "proxy.kubeconfig")
     try:
-        with testbed.namespace("throttled") as namespace:
-            operator = OperatorProcess(
-                testbed, [namespace], env={"KUBECONFIG": str(config)}
-            ).start()
-            gateway = start_gateway(
-                ["--kubeconfig", str(config), "--namespace", namespace, "--poll-interval", "0.3"],
-                tmp_path / "gateway.log",
-            )
-            try:
-                testbed.apply(yaml.safe_dump(model_doc("throttled", namespace)))
-                wait_for_children(testbed, namespace, "throttled")
-                testbed.wait_for(lambda: listed_by(gateway.get, "throttled"), 30, "gateway list")
-                retried = operator_metric(operator, "tritonfleet_api_retries_total", reason="429")
-            finally:
-                gateway.stop()
-                operator.stop()
-                testbed.kubectl("delete", "tritonmodels", "--all", "-n", namespace, "--wait=false")
+        with (
+            testbed.namespace("throttled") as namespace,
+            operator_and_gateway(testbed, namespace, config, tmp_path) as (operator, gateway),
+        ):
+            testbed.apply(yaml.safe_dump(model_doc("throttled", namespace)))
+            wait_for_children(testbed, namespace, "throttled")
+            testbed.wait_for(lambda: listed_by(gateway.get, "throttled"), 30, "gateway list")
+            retried = operator_metric(operator, "tritonfleet_api_retries_total", reason="429")
     finally:
         proxy.stop()
     assert retried >= 1
     for throttle, wanted in ((first_deployment_apply, 3.0), (first_model_list, 2.0)):
-        seen = [s for s in proxy.seen if throttle(s.method, s.path)]
+        seen = [s for s in proxy.seen if throttle(s.method, s.path, s.user_agent)]
         first = next(s for s in seen if s.status == 429)
         again = next(s for s in seen if s.at > first.at and s.path == first.path)
         waited = again.at - first.at
