@@ -279,10 +279,11 @@ class KubeClient:
         body: Any = None,
         patch_type: PatchType | None = None,
         accept: str | None = None,
+        verb: str | None = None,
     ) -> Obj:
         resource = RESOURCES[kind]
         path = resource.path(namespace, name, sub)
-        verb = _verb(method, name, patch_type)
+        verb = verb or _verb(method, name, patch_type)
         headers = dict(self._headers)
         if accept:
             headers["Accept"] = accept
@@ -395,7 +396,8 @@ class KubeClient:
         """
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
         try:
-            answer = await self.request("POST", "SelfSubjectReview", body=review)
+            # Counted as a "review": the API server stores nothing, so it is no write.
+            answer = await self.request("POST", "SelfSubjectReview", body=review, verb="review")
         except ApiError as error:
             if error.status == 401:
                 raise CredentialError(
