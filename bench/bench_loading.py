@@ -49,7 +49,8 @@ from tritonfleet.adapters.triton_repository import (  # noqa: E402
     converge,
     observe,
 )
-from tritonfleet.desired.triton.loading import LoadTarget, plan_loading, stamp_revision  # noqa: E402
+from tritonfleet.desired.triton.loading import LoadTarget, plan_loading  # noqa: E402
+from tritonfleet.desired.triton.revision import stamp_revision  # noqa: E402
 
 MODEL = "bench_echo"
 CONFIG = """

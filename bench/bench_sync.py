@@ -6,8 +6,8 @@ with everything sync does (sha256, fsync of files and directories, manifest, ato
 publish). The baselines move the same bytes with nothing else: boto3 ``download_file`` per
 object with the same TransferConfig, a plain streamed HTTP GET to a file, and (HTTP) a GET
 that hashes and fsyncs with no framework around it. Sync and baselines run in this same
-process (``tritonfleet.sync.cli.main``), so neither pays interpreter start-up; that cost is
-shown apart, as the wall time of a whole ``python -m tritonfleet.sync`` re-run of the
+process (``tritonfleet.cli.main``), so neither pays interpreter start-up; that cost is
+shown apart, as the wall time of a whole ``python -m tritonfleet sync`` re-run of the
 unchanged revision (what a no-op sync Job costs).
 
     .venv/bin/python bench/bench_sync.py [--size-mb 1024] [--shards 4] [--concurrency 8]
@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from hack.devtools.http_server import ModelHttpServer  # noqa: E402
 from hack.devtools.s3 import MotoS3, start_moto  # noqa: E402
-from tritonfleet.sync.cli import main as sync_main  # noqa: E402
+from tritonfleet.cli import main as tritonfleet_main  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -85,7 +85,7 @@ def sync_in_process(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     try:
         started = time.monotonic()
         with contextlib.redirect_stderr(log), contextlib.redirect_stdout(io.StringIO()):
-            rc = sync_main([*args, "--progress-interval", "30"])
+            rc = tritonfleet_main(["sync", *args, "--progress-interval", "30"])
         seconds = time.monotonic() - started
     finally:
         os.environ.clear()
@@ -99,7 +99,7 @@ def run_sync(args: list[str], env: dict[str, str]) -> tuple[float, float | None,
     """(wall seconds incl. interpreter start, the sync's own seconds from its log, stderr)."""
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "tritonfleet.sync", *args, "--progress-interval", "30"],
+        [sys.executable, "-m", "tritonfleet", "sync", *args, "--progress-interval", "30"],
         env=env,
         capture_output=True,
         text=True,

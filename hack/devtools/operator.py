@@ -18,6 +18,7 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,9 @@ class OperatorProcess:
                 **self.extra_env,
             }
         )
-        # The production entry point (`tritonfleet operator`), which also registers the
-        # queue-metrics collector and the metrics API (tritonfleet.scaling.in_operator).
+        # The production entry point (`tritonfleet operator`): the whole operator process
+        # as cli/operator.py composes it (reconcile, loader, collector, metrics API,
+        # scale to zero).
         argv = [sys.executable, "-c", _ENTRY, "operator"]
         for namespace in self.namespaces:
             argv += ["-n", namespace]
@@ -171,8 +173,16 @@ class OperatorProcess:
 
 def apply_crds(testbed: Testbed) -> None:
     testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+
+    def established(crd: str) -> bool:
+        jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+        got = testbed.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}", check=False)
+        return got.stdout.strip() == "True"
+
     for crd in ("tritonmodels.tritonfleet.io", "modelensembles.tritonfleet.io"):
-        testbed.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        # Polled, not `kubectl wait`: that one fails at once, instead of waiting, while a
+        # CRD just created has no status yet (seen with kubectl 1.34 on a loaded machine).
+        wait_for(partial(established, crd), timeout=60, what=f"CRD {crd} Established")
 
 
 @contextlib.contextmanager

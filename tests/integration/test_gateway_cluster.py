@@ -27,6 +27,7 @@ import yaml
 
 from hack.devtools.gateway import start_gateway
 from hack.devtools.hosted_api import HostedAPI
+from hack.devtools.operator import apply_crds
 from hack.devtools.testbed import Testbed
 from hack.devtools.triton import TritonProcess, copy_model_repository, parse_metrics
 
@@ -40,17 +41,7 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @pytest.fixture(scope="module")
 def namespace(testbed: Testbed) -> Iterator[str]:
-    testbed.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=tritonfleet-tests",
-        "-f",
-        str(ROOT / "crds"),
-    )
-    testbed.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/tritonmodels.tritonfleet.io"
-    )
+    apply_crds(testbed)  # polls Established: `kubectl wait` fails at once on a fresh CRD
     with testbed.namespace("gateway") as name:
         yield name
 

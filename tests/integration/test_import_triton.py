@@ -81,7 +81,7 @@ LABELS = "".join(f"class-{i}\n" for i in range(1000))
 
 def tritonfleet(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tritonfleet.cli", *args],
+        [sys.executable, "-m", "tritonfleet", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -121,14 +121,7 @@ def sync(tmp_path: Path, documents: list[dict[str, Any]]) -> Path:
     rendered = tritonfleet("render", "-f", str(manifest))
     assert rendered.returncode == 0, rendered.stderr
     repo = tmp_path / "models" / "repository"
-    command = ["-m", "tritonfleet.sync", "--repository", str(repo), "--quiet", "--all"]
-    synced = subprocess.run(
-        [sys.executable, *command, "-f", str(manifest)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    synced = tritonfleet("sync", "--repository", str(repo), "--quiet", "--all", "-f", str(manifest))
     assert synced.returncode == 0, synced.stderr
     return repo
 

@@ -42,8 +42,8 @@ from tritonfleet.desired.triton.loading import (
     WantedModel,
     plan_loading,
     plan_unloading,
-    stamp_revision,
 )
+from tritonfleet.desired.triton.revision import stamp_revision
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -26,7 +26,7 @@ RUNNABLE = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "runn
 def sync(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``tritonfleet sync`` as the sync Job runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "tritonfleet.sync", "--repository", str(repo), "--quiet", *args],
+        [sys.executable, "-m", "tritonfleet", "sync", "--repository", str(repo), "--quiet", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,9 +1,9 @@
 """``tritonfleet sync`` against real components: moto's S3 server, a local HTTP server, real
 files and archives, real signals, and a real tritonserver loading what was published.
 
-Most runs call the command in-process (``tritonfleet.sync.cli.main``: same code, no interpreter
-start-up); the ones about processes (``python -m tritonfleet.sync``, SIGKILL/SIGTERM mid-download,
-what reaches stderr) run it as a subprocess.
+Most runs call the command in-process (``tritonfleet.cli.main(["sync", ...])``: same code, no
+interpreter start-up); the ones about processes (``python -m tritonfleet sync``, SIGKILL/SIGTERM
+mid-download, what reaches stderr) run it as a subprocess.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import yaml
 from hack.devtools.http_server import ModelHttpServer
 from hack.devtools.s3 import MotoS3
 from hack.devtools.triton import TritonProcess
-from tritonfleet.sync.cli import main as sync_main
+from tritonfleet.cli import main as tritonfleet_main
 
 pytestmark = pytest.mark.integration
 
@@ -138,14 +138,14 @@ def run(argv: list[str]) -> Result:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            rc = sync_main(argv)
+            rc = tritonfleet_main(["sync", *argv])
         except SystemExit as exit_:  # argparse usage errors
             rc = int(exit_.code or 0)
     return Result(rc, out.getvalue(), err.getvalue())
 
 
 def sync_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tritonfleet.sync", *args]
+    return [sys.executable, "-m", "tritonfleet", "sync", *args]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

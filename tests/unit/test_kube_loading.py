@@ -29,7 +29,7 @@ from tritonfleet.desired.kube.loading import (
     summarize_pod,
     unload_gate,
 )
-from tritonfleet.desired.kube.plan import render_model_object
+from tritonfleet.desired.kube.views import render_model_object
 from tritonfleet.desired.triton.loading import (
     LoadTarget,
     ModelObservation,

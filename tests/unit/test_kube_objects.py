@@ -378,7 +378,7 @@ def test_jobs_take_the_installations_pull_secrets_resources_and_log_format() -> 
         OperatorSettings.from_env({"TRITONFLEET_JOB_RESOURCES": '{"limits": {"memory": "lots"}}'})
 
 
-def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap() -> None:
+def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap_under_its_revision() -> None:
     target = target_of(model_doc("toy"))
     job = ko.sync_job(target, SETTINGS)
     pod = job["spec"]["template"]["spec"]
@@ -391,6 +391,8 @@ def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap() -> None:
         "/etc/tritonfleet/model/model.yaml",
         "--model-name",
         "toy",
+        "--revision",
+        target.revision,  # computed once, here: the sync publishes under it
         "--repository",
         "/models/repository",
         "--log-format",

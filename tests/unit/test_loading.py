@@ -17,7 +17,6 @@ from tritonfleet.api.status import LOADED, ModelStatus, PodModelState, set_condi
 from tritonfleet.desired.triton.config import render_config
 from tritonfleet.desired.triton.loading import (
     MAX_CONDITION_MESSAGE,
-    REVISION_PARAMETER,
     LoadTarget,
     ModelObservation,
     PodObservation,
@@ -27,10 +26,9 @@ from tritonfleet.desired.triton.loading import (
     plan_loading,
     plan_unloading,
     pod_model_state,
-    served_revision,
-    stamp_revision,
 )
 from tritonfleet.desired.triton.proto import mc
+from tritonfleet.desired.triton.revision import REVISION_PARAMETER, served_revision, stamp_revision
 
 # Triton's own texts, as returned by 2.51.
 LOAD_FAILED = (

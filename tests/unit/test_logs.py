@@ -37,7 +37,7 @@ def test_text_lines_are_logfmt() -> None:
     rec = record("published", obj={"namespace": "ml", "name": "toy"}, fields={"mbps": 12.5})
     line = formatter("text").format(rec)
     assert line.split(" ", 1)[1] == (
-        "level=warn logger=tritonfleet.sync object=ml/toy event=published mbps=12.5"
+        "level=warning logger=tritonfleet.sync object=ml/toy event=published mbps=12.5"
     )
     try:
         raise RuntimeError("boom")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.builders import ensemble_doc, model_doc
+from tests.support.fake_kube import server_object
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.api.status import find_condition
 from tritonfleet.desired.kube import objects as ko
@@ -24,46 +25,16 @@ from tritonfleet.desired.kube.drift import (
 from tritonfleet.desired.kube.observed import ChildState, summarize
 from tritonfleet.desired.kube.plan import (
     Plan,
-    Rendering,
     finalizers_with,
     plan,
     plan_claim,
     plan_deletion,
-    render_ensemble_object,
-    render_model_object,
     status_patch,
 )
+from tritonfleet.desired.kube.views import Rendering, render_ensemble_object, render_model_object
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 SETTINGS = OperatorSettings()
-_RV = [100]
-
-
-def server_object(obj: dict[str, Any], **status: Any) -> dict[str, Any]:
-    """``obj`` as the API server would return it after our apply (managedFields included)."""
-    out = copy.deepcopy(obj)
-    _RV[0] += 1
-    meta = out["metadata"]
-    meta["uid"] = f"uid-{meta['name']}"
-    meta["resourceVersion"] = str(_RV[0])
-    meta["generation"] = 1
-    tree: dict[str, Any] = {}
-    for path in applied_paths(obj):
-        node = tree
-        for segment in path:
-            node = node.setdefault(segment, {})
-    meta["managedFields"] = [
-        {"manager": "tritonfleet", "operation": "Apply", "fieldsV1": tree},
-        {
-            "manager": "kube-controller-manager",
-            "operation": "Update",
-            "subresource": "status",
-            "fieldsV1": {"f:status": {"f:replicas": {}}},
-        },
-    ]
-    if status:
-        out["status"] = status
-    return out
 
 
 def observe(*objs: dict[str, Any]) -> dict[tuple[str, str, str], ChildState]:

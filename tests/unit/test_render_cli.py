@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -246,6 +247,17 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "nope.yaml" in err
 
 
+def test_called_in_process_it_leaves_the_host_s_sigpipe_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As a program it dies quietly on a closed pipe (`| head`); called in-process (tests,
+    benchmarks) it must not: a host writing to a socket a client closed would be killed."""
+    before = signal.getsignal(signal.SIGPIPE)
+    assert main(["render", "-f", str(SAMPLE_FILES[0])]) == 0
+    assert signal.getsignal(signal.SIGPIPE) == before
+    capsys.readouterr()
+
+
 def test_filename_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["render"])
@@ -254,10 +266,11 @@ def test_filename_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_stdin() -> None:
-    """`-` reads the documents from standard input, as in `cat x.yaml | tritonfleet render -f -`."""
+    """`-` reads the documents from standard input, as in `cat x.yaml | tritonfleet render -f -`
+    (here through `python -m tritonfleet`, the same command)."""
     text = (Path(SAMPLE_FILES[0])).read_text()
     proc = subprocess.run(
-        [sys.executable, "-m", "tritonfleet.cli", "render", "-f", "-"],
+        [sys.executable, "-m", "tritonfleet", "render", "-f", "-"],
         input=text,
         capture_output=True,
         text=True,
@@ -416,12 +429,18 @@ def test_a_directory_renders_all_its_documents_together(capsys: pytest.CaptureFi
 
 def test_the_operator_process_loads_no_grpc_numpy_or_kubernetes_client() -> None:
     """About 30 MB of the operator's RSS budget: Triton's ModelConfig comes from the module
-    generated at build time, not tritonclient, and kopf finds no official client to load."""
+    generated at build time, not tritonclient, and kopf finds no official client to load.
+    The probe imports what `tritonfleet operator` imports and composes the whole operator
+    process (handlers, loader, collector, metrics API, scale to zero), without starting it."""
     probe = """
 import sys
-from tritonfleet.cli import register_operator_extensions
-register_operator_extensions()
-import kopf
+from tritonfleet.cli import build_parser
+from tritonfleet.cli.operator import compose
+build_parser()
+from tritonfleet.adapters.kube import Endpoint
+from tritonfleet.api.settings import OperatorSettings
+operator = compose(OperatorSettings(), Endpoint(server="https://127.0.0.1:1"))
+assert operator.scaling.views is operator.views, "one parsed view for every reader"
 from tritonfleet.desired.triton.render import render_documents
 doc = {"apiVersion": "tritonfleet.io/v1alpha1", "kind": "TritonModel",
        "metadata": {"name": "toy", "namespace": "ml"},

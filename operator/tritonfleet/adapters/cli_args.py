@@ -18,7 +18,9 @@ import yaml
 
 from tritonfleet.adapters.logs import LOG_FORMATS
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_OK = 0
+EXIT_INVALID = 1  # the input is invalid (every problem is listed), a refusal, a failed check
+EXIT_USAGE = 2  # bad arguments, unreadable files, or the cluster cannot be reached
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 

@@ -9,11 +9,11 @@ Every request is counted by verb and resource
 read those numbers.
 
 This is the only module of the operator and the gateway that talks to the API
-server; the handlers call it with objects built by ``tritonfleet.desired``. Where
-the server is and who we are come from ``adapters.kubeconfig`` (kubeconfig merged as
-kubectl merges it, or the pod's service account); the headers and TLS of every
-request, refreshed and retried as client-go does (exec plugins, rotating tokens,
-401, 429 Retry-After), from ``adapters.kube_auth``.
+server; the handlers and the scaler call it, through :class:`KubeApi`, with objects
+built by ``tritonfleet.desired``. Where the server is and who we are come from
+``adapters.kubeconfig`` (kubeconfig merged as kubectl merges it, or the pod's service
+account); the headers and TLS of every request, refreshed and retried as client-go
+does (exec plugins, rotating tokens, 401, 429 Retry-After), from ``adapters.kube_auth``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from prometheus_client import Counter, Histogram
@@ -51,6 +51,7 @@ __all__ = [
     "ApiError",
     "CredentialError",
     "Endpoint",
+    "KubeApi",
     "KubeClient",
     "KubeconfigError",
     "Resource",
@@ -212,6 +213,47 @@ async def traced_session(
         proxy=endpoint.proxy_url,
     )
     return session, expiration_of(credentials)
+
+
+class KubeApi(Protocol):
+    """The calls the operator's processes make on the API server: what
+    :class:`KubeClient` does, and what a stand-in must do in a unit test."""
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> Obj | None: ...
+    async def list(
+        self, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[Obj]: ...
+    async def apply(self, obj: Obj, *, force: bool = True) -> Obj: ...
+    async def create(self, obj: Obj) -> Obj: ...
+    async def patch(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        patch_type: PatchType = "merge",
+        sub: str | None = None,
+    ) -> Obj: ...
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj: ...
+    async def delete(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        *,
+        propagation: Literal["Background", "Foreground", "Orphan"] = "Background",
+    ) -> bool: ...
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        type_: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+        component: str = "tritonfleet-operator",
+    ) -> None: ...
+    async def close(self) -> None: ...
 
 
 class KubeClient:

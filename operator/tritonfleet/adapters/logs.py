@@ -8,7 +8,8 @@ Two formats, chosen once per installation (chart value ``logFormat``, the
   (``debug``, ``info``, ``warn``, ``error``, ``fatal``: kopf's words), ``logger``,
   ``message``, ``object`` (``{"namespace", "name"}`` of the Kubernetes object a line
   is about, when there is one), the line's structured fields, and ``exception``;
-* ``text`` - the same keys as logfmt (``time=… level=info logger=… event="…" key=value``),
+* ``text`` - logfmt (``time=… level=info logger=… event="…" key=value``; the level as
+  Python names it: debug, info, warning, error, critical),
   which greps without a pipeline and reads fine by eye.
 
 A ``redact`` function (the gateway's known API keys, the sync's credentials) is
@@ -104,7 +105,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         parts = [
             f"time={_timestamp(record)}",
-            f"level={severity(record.levelno)}",
+            f"level={record.levelname.lower()}",
             f"logger={record.name}",
         ]
         obj = _object(record)

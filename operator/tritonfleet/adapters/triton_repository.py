@@ -1,8 +1,9 @@
 """Fleet-consistent loading, the I/O half: Triton's repository, health and
 config endpoints on every pod of a Deployment.
 
-Where it sits: the reconciler lists the Triton pods of a model's Deployment
-(:class:`PodEndpoint`), calls :func:`observe`, plans with
+Where it sits: the operator's loader (``handlers.loading``, through
+:class:`PodRepositories`, which owns the connection pool) lists the Triton pods of a
+model's Deployment (:class:`PodEndpoint`), calls :func:`observe`, plans with
 ``desired.triton.loading.plan_loading``, and, when the plan has work, calls
 :func:`converge`. That runs each pod's calls in parallel (bounded), retries
 transient failures with exponential backoff inside a total deadline, and
@@ -59,8 +60,8 @@ from tritonfleet.desired.triton.loading import (
     ModelObservation,
     PodObservation,
     model_states_from_index,
-    served_revision,
 )
+from tritonfleet.desired.triton.revision import served_revision
 
 log = logging.getLogger("tritonfleet.loading")
 
@@ -538,3 +539,41 @@ async def unload_everywhere(
                 await asyncio.sleep(min(_POLL_S, max(0.0, budget.remaining())))
 
         return tuple(await asyncio.gather(*(one(pod) for pod in pods)))
+
+
+class PodRepositories:
+    """The operator's loader's way to every Triton pod: :func:`observe`, :func:`converge`
+    and :func:`unload_everywhere` over one keep-alive pool for the whole fleet, owned
+    here (made on first use, closed by :meth:`close`). Pod IPs are cluster-internal:
+    the pool never goes through an HTTP proxy from the environment."""
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        self.timeouts = timeouts
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(trust_env=False)
+        return self._session
+
+    async def observe(
+        self, pods: Sequence[PodEndpoint], names: Sequence[str]
+    ) -> tuple[PodObservation, ...]:
+        return await observe(pods, names, session=self._http(), timeouts=self.timeouts)
+
+    async def converge(
+        self, pods: Sequence[PodEndpoint], plan: LoadPlan
+    ) -> tuple[PodObservation, ...]:
+        return await converge(pods, plan, session=self._http(), timeouts=self.timeouts)
+
+    async def unload_everywhere(
+        self, pods: Sequence[PodEndpoint], names: Sequence[str], *, wait: float
+    ) -> tuple[PodObservation, ...]:
+        return await unload_everywhere(
+            pods, names, wait=wait, session=self._http(), timeouts=self.timeouts
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -4,7 +4,7 @@ format...), as opposed to what ML engineers put in a ``TritonModel``.
 
 The Helm chart passes them as ``TRITONFLEET_*`` environment variables (from
 its values); :meth:`OperatorSettings.from_env` parses such a mapping. Reading
-the real process environment is the caller's job (``handlers.cli``), so this
+the real process environment is the caller's job (``cli.operator``), so this
 module stays pure like the rest of ``api/`` and the desired-state functions
 can take settings as a plain value.
 """

@@ -2,13 +2,15 @@
 in the background, one pass at a time per object.
 
 Where it sits: the reconcile tells the loader what each object wants
-(:meth:`Loader.track`, in memory only) and never waits for it; pod events
+(:meth:`Loader.track`, in memory only: the ``Target`` of its rendering, from the
+process's shared ``desired.kube.views``, so the loader never parses a spec) and
+never waits for it; pod events
 (``handlers.operator``, a kopf index on the operator's Triton pods) and a timer
 every ``reconcileIntervalSeconds`` wake it too. A pass reads the object's pods
 from the index, splits them (``desired.kube.loading.select_pods``: never dial a
 pod outside ``dialPodNetworks``), observes and converges the reachable ones
-(``adapters.triton_repository``, parallel, bounded retries), and writes
-``status.pods`` and ``Loaded`` only when they changed, then asks for a
+(``adapters.triton_repository.PodRepositories``, parallel, bounded retries), and
+writes ``status.pods`` and ``Loaded`` only when they changed, then asks for a
 reconcile so ``Ready`` follows. A failing object is retried with backoff.
 
 On deletion :meth:`Loader.unloaded` starts one background unload from every
@@ -27,15 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-
-from tritonfleet.adapters.kube import ApiError, KubeClient
-from tritonfleet.adapters.triton_repository import (
-    PodEndpoint,
-    converge,
-    observe,
-    unload_everywhere,
-)
+from tritonfleet.adapters.kube import ApiError, KubeApi
+from tritonfleet.adapters.triton_repository import PodEndpoint, PodRepositories
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.loading import (
     PodKey,
@@ -51,7 +46,7 @@ from tritonfleet.desired.kube.loading import (
     unload_gate,
 )
 from tritonfleet.desired.kube.objects import Target
-from tritonfleet.desired.kube.plan import owner_of
+from tritonfleet.desired.kube.views import owner_of
 from tritonfleet.desired.triton.loading import LoadTarget, plan_loading, plan_unloading
 from tritonfleet.handlers.state import Key, World
 
@@ -82,9 +77,10 @@ class Loader:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         world: World,
         settings: OperatorSettings,
+        repositories: PodRepositories,
         *,
         request_reconcile: Callable[[Key], None],
         post_event: Callable[[Mapping[str, Any], str, str, str], None],
@@ -93,6 +89,7 @@ class Loader:
         self.client = client
         self.world = world
         self.settings = settings
+        self.repositories = repositories
         self.request_reconcile = request_reconcile
         self.post_event = post_event
         self.clock = clock
@@ -103,7 +100,6 @@ class Loader:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._failures: dict[Key, int] = {}
         self._unloads: dict[Key, _Unload] = {}
-        self._session: aiohttp.ClientSession | None = None
 
     # --- what the reconcile and the watches tell us ----------------------------------
 
@@ -168,16 +164,9 @@ class Loader:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._session is not None:
-            await self._session.close()
+        await self.repositories.close()
 
     # --- passes ----------------------------------------------------------------------
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # Pod IPs are cluster-internal: never through a proxy from the environment.
-            self._session = aiohttp.ClientSession(trust_env=False)
-        return self._session
 
     def _pods(self) -> list[TritonPod]:
         return self.world.triton_pods()
@@ -220,7 +209,7 @@ class Loader:
             networks=self.settings.dial_pod_networks,
         )
         endpoints = self._endpoints(selection.dial)
-        observed = await observe(endpoints, wanted.load.names, session=self._http())
+        observed = await self.repositories.observe(endpoints, wanted.load.names)
         body = self.world.owner(*key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
@@ -240,7 +229,7 @@ class Loader:
                         pod.pod,
                         action.why,
                     )
-            observed = await converge(endpoints, decided, session=self._http())
+            observed = await self.repositories.converge(endpoints, decided)
             decided = plan_loading(
                 wanted.load, in_order(selection, observed), generation=generation
             )
@@ -314,11 +303,8 @@ class Loader:
                 networks=self.settings.dial_pod_networks,
             )
             endpoints = [e for e in self._endpoints(selection.dial) if e.url]
-            observed = await unload_everywhere(
-                endpoints,
-                names,
-                wait=float(self.settings.unload_timeout_seconds),
-                session=self._http(),
+            observed = await self.repositories.unload_everywhere(
+                endpoints, names, wait=float(self.settings.unload_timeout_seconds)
             )
             result = plan_unloading(names, observed)
             blocked = [f"{o.name} ({o.error})" for o in selection.blocked]

@@ -1,7 +1,9 @@
 """kopf wiring: which watch streams feed the operator's memory and which
 events request a reconcile. Everything here is thin on purpose: the decisions
 are in ``desired.kube.plan``, the I/O in ``adapters.kube``, the loop in
-``handlers.reconcile``.
+``handlers.reconcile``. The operator process is composed in one place,
+``tritonfleet.cli.operator``, which calls :func:`register` beside the queue-time
+scaling's own registration (``scaling.in_operator``).
 
 Why only indexes and ``on.event`` handlers (no ``on.create/update/delete``,
 no ``timer``): kopf's change-detecting handlers store their progress and a
@@ -20,13 +22,11 @@ reconcile.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
-from tritonfleet.adapters.kube import Endpoint, KubeClient, traced_session
-from tritonfleet.api.settings import OperatorSettings
+from tritonfleet.adapters.kube import Endpoint, traced_session
 from tritonfleet.desired.kube.loading import TRITON_POD_SELECTOR, summarize_pod
 from tritonfleet.desired.kube.objects import (
     COMPONENT_SERVER,
@@ -35,6 +35,7 @@ from tritonfleet.desired.kube.objects import (
     MANAGED_SELECTOR,
 )
 from tritonfleet.desired.kube.observed import summarize
+from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.handlers import metrics
 from tritonfleet.handlers.reconcile import Reconciler
 from tritonfleet.handlers.state import POD_INDEX, World, child_index_key, compact_owner
@@ -78,23 +79,26 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 60
 
 
-def _triggers_for_member(world: World, namespace: str, model: str) -> list[tuple[str, str, str]]:
+def _triggers_for_member(
+    world: World, views: OwnerViews, namespace: str, model: str
+) -> list[tuple[str, str, str]]:
     """Ensembles in ``namespace`` with a step using TritonModel ``model``."""
-    keys = []
-    for name, body in world.owners_in("ModelEnsemble", namespace).items():
-        steps = (body.get("spec") or {}).get("steps") or ()
-        if any(isinstance(s, Mapping) and s.get("model") == model for s in steps):
-            keys.append(("ModelEnsemble", namespace, name))
-    return keys
+    return [
+        ("ModelEnsemble", namespace, name)
+        for name, body in world.owners_in("ModelEnsemble", namespace).items()
+        if model in views.of(body).member_names
+    ]
 
 
 def register(
     registry: kopf.OperatorRegistry,
     world: World,
+    views: OwnerViews,
     reconciler: Reconciler,
     endpoint: Endpoint,
 ) -> None:
     """Register every kopf handler of the operator on ``registry``."""
+    metrics.collect_model_status(world.owner_bodies)  # per-model series on /metrics
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
@@ -156,7 +160,7 @@ def register(
             namespace, name = str(meta.get("namespace")), str(meta.get("name"))
             if _kind == "TritonModel":
                 # A member changed (or went away): its ensembles re-check themselves.
-                for key in _triggers_for_member(world, namespace, name):
+                for key in _triggers_for_member(world, views, namespace, name):
                     reconciler.request(key)
             if type == "DELETED":
                 world.forget_owner(_kind, namespace, name)
@@ -207,24 +211,3 @@ def register(
             labels={"app.kubernetes.io/managed-by": "tritonfleet"},
             registry=registry,
         )(on_child_event)
-
-
-# Hooks run by build() on every new registry: other layers of the operator process
-# (queue metrics and the metrics API, tritonfleet.scaling.in_operator) register
-# their kopf handlers without this module importing them (see tritonfleet.cli).
-Extension = Callable[[kopf.OperatorRegistry, World, OperatorSettings, Endpoint], object]
-EXTENSIONS: list[Extension] = []
-
-
-def build(
-    settings: OperatorSettings, endpoint: Endpoint
-) -> tuple[kopf.OperatorRegistry, World, Reconciler]:
-    """The registry, memory and reconciler of one operator process."""
-    world = World()
-    reconciler = Reconciler(KubeClient(endpoint), world, settings)
-    metrics.collect_model_status(world.owner_bodies)
-    registry = kopf.OperatorRegistry()
-    register(registry, world, reconciler, endpoint)
-    for extend in EXTENSIONS:
-        extend(registry, world, settings, endpoint)
-    return registry, world, reconciler

@@ -5,8 +5,9 @@ periodic resync only *request* a reconcile here; a small pool of workers runs
 them, never two at once for the same object, coalescing bursts (a thousand
 child events for one object make one or two reconciles, not a thousand).
 
-A reconcile reads the object and its children from memory (``state.World``),
-asks ``desired.kube.plan`` what to do, and carries the plan out: writes only
+A reconcile reads the object and its children from memory (``state.World``), its
+parsed spec from the process's shared ``desired.kube.views.OwnerViews`` (parsed
+once per generation), asks ``desired.kube.plan`` what to do, and carries the plan out: writes only
 the children that are missing or differ, the status only when it changed,
 and one Event when anything changed. Failures are reported (Warning Event,
 metrics) and retried with backoff; the periodic resync is the safety net.
@@ -18,27 +19,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from tritonfleet.adapters.kube import ApiError, KubeClient
+from tritonfleet.adapters.kube import ApiError, KubeApi
+from tritonfleet.adapters.triton_repository import PodRepositories
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.objects import FINALIZER
 from tritonfleet.desired.kube.plan import (
     Action,
     Plan,
-    Rendering,
     finalizers_with,
-    owner_of,
     plan,
     plan_claim,
     plan_deletion,
-    render_ensemble_object,
-    render_model_object,
     status_patch,
 )
+from tritonfleet.desired.kube.views import OwnerViews, owner_of
 from tritonfleet.handlers import metrics
 from tritonfleet.handlers.loading import Loader
 from tritonfleet.handlers.state import Key, World
@@ -55,15 +54,18 @@ class Reconciler:
 
     def __init__(
         self,
-        client: KubeClient,
+        client: KubeApi,
         world: World,
+        views: OwnerViews,
         settings: OperatorSettings,
+        repositories: PodRepositories,
         *,
         workers: int = 32,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.client = client
         self.world = world
+        self.views = views
         self.settings = settings
         self.workers = workers
         self.clock = clock
@@ -73,7 +75,6 @@ class Reconciler:
         self._dirty: set[Key] = set()
         self._failures: dict[Key, int] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._renders: OrderedDict[tuple[str, int], Rendering] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         # Loading runs beside the reconcile, never inside it (handlers.loading).
@@ -81,6 +82,7 @@ class Reconciler:
             client,
             world,
             settings,
+            repositories,
             request_reconcile=self.request,
             post_event=self._post,
             clock=clock,
@@ -179,30 +181,6 @@ class Reconciler:
 
     # --- the reconcile -----------------------------------------------------------------
 
-    def _render(self, body: Mapping[str, Any]) -> Rendering:
-        kind = body["kind"]
-        if kind == "ModelEnsemble":
-            namespace = body["metadata"].get("namespace") or "default"
-            steps = (body.get("spec") or {}).get("steps") or ()
-            members = {}
-            for name in {str(s.get("model")) for s in steps if isinstance(s, Mapping)}:
-                member = self.world.owner("TritonModel", namespace, name)
-                if member is not None:
-                    members[name] = member
-            return render_ensemble_object(body, members)
-        meta = body["metadata"]
-        cache_key = (str(meta.get("uid")), int(meta.get("generation") or 0))
-        cached = self._renders.get(cache_key)
-        if cached is None:
-            cached = render_model_object(body)
-            self._renders[cache_key] = cached
-            if len(self._renders) > 4096:
-                self._renders.popitem(last=False)
-        else:
-            self._renders.move_to_end(cache_key)
-        # The cache keeps the spec-derived part; the owner (status, finalizers) is always fresh.
-        return Rendering(owner_of(body), cached.target, cached.problems, cached.members_pending)
-
     async def reconcile(self, key: Key) -> str:
         """Bring one object's children and status to their desired state; the outcome."""
         kind, namespace, name = key
@@ -212,7 +190,8 @@ class Reconciler:
         if body is None:
             self.loader.deleted(key)
             return "gone"
-        rendering = self._render(body)
+        # An ensemble is checked against its members, found in the same namespace.
+        rendering = self.views.rendering(body, partial(self.world.owner, "TritonModel", namespace))
         owner = rendering.owner
         children = self.world.children(owner.uid)
         now = self.clock()

@@ -7,8 +7,8 @@ this module turns them into a windowed signal.
 
 Where it sits: ``tritonfleet.scaling`` (data plane, over ``desired``). Each
 ``interval`` seconds :class:`QueueMetricsCollector` asks a callable for the current
-pods per model, GETs each pod's ``/metrics`` concurrently with aiohttp (short timeouts,
-failures counted, never raised), appends a
+pods per model, GETs each pod's ``/metrics`` concurrently through
+``adapters.metrics_scrape`` (short timeouts, failures counted, never raised), appends a
 :class:`~tritonfleet.desired.triton.metrics.Sample` to a bounded per-pod history, and
 computes the per-model result with the pure
 :func:`~tritonfleet.desired.triton.metrics.window_signal`. Results are kept for
@@ -39,9 +39,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import aiohttp
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
+from tritonfleet.adapters.metrics_scrape import MetricsScraper
 from tritonfleet.desired.triton.metrics import (
     NoData,
     PodHistory,
@@ -161,7 +161,7 @@ class QueueMetricsCollector:
         window: float = DEFAULT_WINDOW_S,
         timeout: float | None = None,
         registry: CollectorRegistry | None = None,
-        session: aiohttp.ClientSession | None = None,
+        scraper: MetricsScraper | None = None,
         clock: Callable[[], float] = time.monotonic,
         windows: Callable[[], Mapping[ModelKey, float]] | None = None,
     ) -> None:
@@ -180,8 +180,10 @@ class QueueMetricsCollector:
         self._results: dict[ModelKey, QueueResult] = {}
         self._last_targets: dict[ModelKey, list[PodTarget]] = {}
         self._gauges = _gauges(registry if registry is not None else REGISTRY)
-        self._session = session
-        self._own_session = False
+        # A scraper handed in (its own timeout) is the caller's to close; one made here
+        # is closed by stop().
+        self._own_scraper = scraper is None
+        self.scraper = scraper if scraper is not None else MetricsScraper(self.timeout)
         self._task: asyncio.Task[None] | None = None
 
     # -- reading ------------------------------------------------------------------------
@@ -208,10 +210,8 @@ class QueueMetricsCollector:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-            self._own_session = False
+        if self._own_scraper:
+            await self.scraper.close()
 
     async def run(self) -> None:
         """Scrape every ``interval`` seconds until cancelled (rounds never overlap;
@@ -269,27 +269,26 @@ class QueueMetricsCollector:
             state = self._pods.setdefault(pod, _Pod(deque(maxlen=needed[pod])))
             if state.samples.maxlen is not None and state.samples.maxlen < needed[pod]:
                 state.samples = deque(state.samples, maxlen=needed[pod])  # a longer window
-        session = self._ensure_session()
         order = list(wanted)
-        texts = await asyncio.gather(*(self._fetch(session, url) for _, url in order))
+        scrapes = await asyncio.gather(*(self.scraper.scrape(url) for _, url in order))
         now = self.clock()
         self.stats.rounds += 1
         failed: set[PodTarget] = set()
-        for target, (text, error) in zip(order, texts, strict=True):
+        for target, scraped in zip(order, scrapes, strict=True):
             state = self._pods[target]
             self.stats.scrapes += 1
-            if text is None:
+            if scraped.text is None:
                 state.up = False
                 state.failures += 1
-                state.last_error = error
+                state.last_error = scraped.error
                 self.stats.failures += 1
                 self.stats.failures_by_pod[target[0]] = state.failures
                 failed.add(target)
-                log.debug("scrape of %s (%s) failed: %s", target[0], target[1], error)
+                log.debug("scrape of %s (%s) failed: %s", target[0], target[1], scraped.error)
                 continue
             state.up = True
             state.last_error = None
-            state.samples.append(Sample(now, parse_triton_metrics(text)))
+            state.samples.append(Sample(now, parse_triton_metrics(scraped.text)))
         results: dict[ModelKey, QueueResult] = {}
         for key, pods in targets.items():
             histories = [PodHistory(tuple(self._pods[p].samples), self._pods[p].up) for p in pods]
@@ -307,26 +306,6 @@ class QueueMetricsCollector:
             self._unexport(key)
         self._results = results
         return dict(results)
-
-    async def _fetch(self, session: aiohttp.ClientSession, url: str) -> tuple[str | None, str]:
-        try:
-            async with session.get(
-                url, timeout=aiohttp.ClientTimeout(total=self.timeout), allow_redirects=False
-            ) as resp:
-                if resp.status != 200:
-                    return None, f"HTTP {resp.status}"
-                return await resp.text(), ""
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # refused, timeout, reset, bad encoding...: a failure
-            return None, f"{type(error).__name__}: {error}"
-
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # trust_env stays False: scrape pod IPs directly, never through a proxy
-            self._session = aiohttp.ClientSession()
-            self._own_session = True
-        return self._session
 
     # -- export -------------------------------------------------------------------------
 

@@ -3,15 +3,16 @@
 Why: the HPA of each autoscaled model reads ``tritonfleet_queue_time_seconds`` from the
 external metrics API the operator serves; the values come from scraping the Ready
 Triton pods of the Deployments the operator manages. This module wires those three
-together and keeps it out of the reconciler: ``handlers.operator.build`` runs the
-registered extensions, and ``tritonfleet.cli`` (above both layers) registers
-:func:`register` as one, so ``handlers`` and ``scaling`` stay independent.
+together and keeps it out of the reconciler: the operator's composition root
+(``tritonfleet.cli.operator``, above both layers) calls :func:`register` beside
+``handlers.operator.register``, so ``handlers`` and ``scaling`` stay independent.
 
 Where it sits: ``tritonfleet.scaling`` (kopf hooks for the operator process).
 The operator's one pod watch (``handlers.state.World.triton_pods``, the loader's
-index) gives the pod list; the pure ``desired.kube.loading.scrape_targets`` turns it
-and the owners' Triton model names into collector targets (only pod IPs inside
-``dial_pod_networks``);
+index) gives the pod list, the process's shared ``desired.kube.views.OwnerViews``
+the owners' parsed specs (once per generation, like the reconcile's); the pure
+``desired.kube.loading.scrape_targets`` turns the pods and the owners' Triton model
+names into collector targets (only pod IPs inside ``dial_pod_networks``);
 ``scaling.collector`` scrapes; ``scaling.metrics_api`` answers the aggregator over
 TLS when ``metrics_api_port`` is set; ``scaling.zero`` takes idle ``min: 0`` models
 to zero and back. The collector's gauges are on the default Prometheus registry,
@@ -25,23 +26,21 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import kopf
 from aiohttp import web
 
 from tritonfleet.adapters.kube import Endpoint, KubeClient
-from tritonfleet.api.ensemble import ModelEnsemble
-from tritonfleet.api.model import TritonModel
 from tritonfleet.api.settings import OperatorSettings, listen_host
 from tritonfleet.desired.kube.loading import scrape_targets
 from tritonfleet.desired.kube.objects import METRICS_PORT
+from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.scaling.collector import QueueMetricsCollector
 from tritonfleet.scaling.metrics_api import build_app, reload_certificate, serve, ssl_context
-from tritonfleet.scaling.zero import ScalerView, ZeroScaler
+from tritonfleet.scaling.zero import SCALER_FIELD_MANAGER, ScalerView, ZeroScaler
 
 log = logging.getLogger("tritonfleet.scaling")
-Spec = TypeVar("Spec", TritonModel, ModelEnsemble)
 
 
 AUTH_CONFIGMAP = "extension-apiserver-authentication"
@@ -51,18 +50,23 @@ class Scaling:
     """The collector and metrics API of one operator process."""
 
     def __init__(
-        self, world: ScalerView, settings: OperatorSettings, endpoint: Endpoint | None = None
+        self,
+        world: ScalerView,
+        views: OwnerViews,
+        settings: OperatorSettings,
+        endpoint: Endpoint | None = None,
     ) -> None:
         self.world = world
+        self.views = views
         self.endpoint = endpoint
         self.settings = settings
         self._windows: dict[tuple[str, str], float] = {}
-        self._specs: dict[tuple[str, int], TritonModel | ModelEnsemble] = {}
         self.collector = QueueMetricsCollector(
             self._targets, namespace="default", windows=lambda: self._windows
         )
+        client = KubeClient(endpoint, field_manager=SCALER_FIELD_MANAGER) if endpoint else None
         self.zero = ZeroScaler(
-            world, lambda: self.collector.results, settings, endpoint,
+            world, views, lambda: self.collector.results, settings, client,
             interval=self.collector.interval,
         )  # fmt: skip
         self._runner: web.AppRunner | None = None
@@ -70,47 +74,37 @@ class Scaling:
 
     def _models(self) -> dict[tuple[str, str, str], list[str]]:
         """(kind, ns, owner) → Triton models its Deployment loads; on the way, each
-        autoscaled model's own queue-time window (``autoscaling.windowSeconds``)."""
+        autoscaled model's own queue-time window (``autoscaling.windowSeconds``).
+
+        This runs every scrape round and on every metrics query, over every owner: the
+        specs come parsed from the shared views, once per generation."""
         out: dict[tuple[str, str, str], list[str]] = {}
         windows: dict[tuple[str, str], float] = {}
         for kind, ns, name in list(self.world.owner_keys()):
             body = self.world.owner(kind, ns, name)
             if body is None:
                 continue
-            try:
-                if kind == "TritonModel":
-                    model = self._parsed(TritonModel, body)
-                    out[(kind, ns, name)] = [model.triton_name]
-                    if model.spec.serving.autoscaling is not None:
-                        window = model.spec.serving.autoscaling.window_seconds
-                        windows[(ns, model.triton_name)] = window
-                else:
-                    ens = self._parsed(ModelEnsemble, body)
-                    if ens.spec.serving.autoscaling is not None:
-                        windows[(ns, ens.triton_name)] = ens.spec.serving.autoscaling.window_seconds
-                    members = self.world.owners_in("TritonModel", ns)
-                    names = [
-                        self._parsed(TritonModel, members[m]).triton_name
-                        for m in ens.member_names
-                        if m in members
-                    ]
-                    out[(kind, ns, name)] = [*names, ens.triton_name]
-            except ValueError:
+            view = self.views.of(body)
+            if view.parsed is None:
                 continue  # an invalid spec has no Deployment to scale
+            if view.autoscaling is not None:
+                windows[(ns, view.triton_name)] = view.autoscaling.window_seconds
+            if kind == "TritonModel":
+                out[(kind, ns, name)] = [view.triton_name]
+                continue
+            members = []
+            for member in view.member_names:
+                member_body = self.world.owner("TritonModel", ns, member)
+                if member_body is None:
+                    continue
+                member_view = self.views.of(member_body)
+                if member_view.parsed is None:
+                    break  # an invalid member: the ensemble has no Deployment either
+                members.append(member_view.triton_name)
+            else:
+                out[(kind, ns, name)] = [*members, view.triton_name]
         self._windows = windows
         return out
-
-    def _parsed(self, kind: type[Spec], body: Mapping[str, Any]) -> Spec:
-        """The validated object, parsed once per generation: this runs every scrape round
-        and on every metrics query, over every owner, and only the spec matters here."""
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("uid")), int(meta.get("generation") or 0))
-        cached = self._specs.get(key)
-        if not isinstance(cached, kind):
-            if len(self._specs) >= 8192:
-                self._specs.clear()
-            cached = self._specs[key] = kind.from_object(body)
-        return cached
 
     def _targets(self) -> Mapping[Any, Sequence[tuple[str, str]]]:
         pods = self.world.triton_pods()
@@ -176,11 +170,13 @@ class Scaling:
 def register(
     registry: kopf.OperatorRegistry,
     world: ScalerView,
+    views: OwnerViews,
     settings: OperatorSettings,
     endpoint: Endpoint,
 ) -> Scaling:
-    """The pod watch, and the collector/API started and stopped with the operator."""
-    scaling = Scaling(world, settings, endpoint)
+    """The collector, the metrics API and scale to zero, started and stopped with the
+    operator (they read the pod watch the handlers registered)."""
+    scaling = Scaling(world, views, settings, endpoint)
 
     @kopf.on.startup(registry=registry)
     async def start_scaling(**_: Any) -> None:

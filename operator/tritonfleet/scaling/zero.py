@@ -7,11 +7,13 @@ back when a request arrives, while the gateway's failover answers in the meantim
 
 Where it sits: ``tritonfleet.scaling``, started with the collector by
 ``scaling.in_operator``. Every ``interval`` seconds :class:`ZeroScaler` reads the
-owners and their Deployments from the operator's memory, Triton's queue signals from
-the collector, and — only when some model can scale to zero — each gateway replica's
-newest request per model from its ``/metrics``
-(``tritonfleet_gateway_last_request_timestamp_seconds``; the max over replicas, so
-any number of gateway replicas is safe and none needs write access). The pure
+owners and their Deployments from the operator's memory, their parsed specs from the
+shared ``desired.kube.views.OwnerViews`` (parsed once per generation, not every
+round), Triton's queue signals from the collector, and — only when some model is at
+zero — each gateway replica's newest request per model from its ``/metrics``
+(``tritonfleet_gateway_last_request_timestamp_seconds``, through
+``adapters.metrics_scrape``; the max over replicas, so any number of gateway replicas
+is safe and none needs write access). The pure
 ``desired.kube.autoscaling.zero_decision`` decides; this module only carries the
 decision out: one merge patch of the Deployment (``spec.replicas`` and the
 ``tritonfleet.io/scaled-to-zero`` record, field manager ``tritonfleet-scaler``, never
@@ -28,20 +30,18 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any, Protocol
 
-import aiohttp
-
-from tritonfleet.adapters.kube import ApiError, Endpoint, KubeClient
-from tritonfleet.api.ensemble import ModelEnsemble
-from tritonfleet.api.model import TritonModel
+from tritonfleet.adapters.kube import ApiError, KubeApi
+from tritonfleet.adapters.metrics_scrape import MetricsScraper
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.gateway.cluster import openai_name
+from tritonfleet.desired.gateway.cluster import OPENAI_NAME_ANNOTATION
 from tritonfleet.desired.kube.autoscaling import Activity, ScaleChange, zero_decision
 from tritonfleet.desired.kube.loading import TritonPod
 from tritonfleet.desired.kube.objects import Target
 from tritonfleet.desired.kube.observed import ChildState
-from tritonfleet.desired.kube.plan import render_ensemble_object, render_model_object
+from tritonfleet.desired.kube.views import OwnerView, OwnerViews
 from tritonfleet.desired.triton.metrics import QueueResult, QueueSignal, parse_gateway_demand
 
 log = logging.getLogger("tritonfleet.scaling.zero")
@@ -55,16 +55,17 @@ class ScalerView(Protocol):
 
     def owner_keys(self) -> Iterator[tuple[str, str, str]]: ...
     def owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def owners_in(self, kind: str, namespace: str) -> dict[str, dict[str, Any]]: ...
     def children(self, owner_uid: str) -> Mapping[tuple[str, str, str], ChildState]: ...
     def remember_child(self, body: Mapping[str, Any]) -> ChildState: ...
     def triton_pods(self) -> list[TritonPod]: ...
 
 
-def _may_scale_to_zero(body: Mapping[str, Any]) -> bool:
-    """Cheap pre-check on the raw spec, so a thousand ordinary models cost nothing."""
-    serving = (body.get("spec") or {}).get("serving") or {}
-    return "scaleToZeroAfterSeconds" in (serving.get("autoscaling") or {})
+def route_name(body: Mapping[str, Any], view: OwnerView) -> str:
+    """The model's OpenAI name, as the gateway labels its demand with it
+    (``desired.gateway.cluster.openai_name``). The annotation is read from the fresh
+    body: it changes without a new generation, so the cached view may not have it."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(OPENAI_NAME_ANNOTATION) or view.triton_name)
 
 
 class ZeroScaler:
@@ -73,22 +74,26 @@ class ZeroScaler:
     def __init__(
         self,
         world: ScalerView,
+        views: OwnerViews,
         results: Callable[[], Mapping[tuple[str, str], QueueResult]],
         settings: OperatorSettings,
-        endpoint: Endpoint | None,
+        client: KubeApi | None,
         *,
+        scraper: MetricsScraper | None = None,
         interval: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``client`` writes as field manager ``tritonfleet-scaler`` (None: decide, never
+        write); it and ``scraper`` are closed by :meth:`stop`."""
         self.world = world
+        self.views = views
         self.results = results
         self.settings = settings
         self.interval = interval
         self.clock = clock
         self.since = clock()  # nothing is known about activity before this process
-        self._client = (
-            KubeClient(endpoint, field_manager=SCALER_FIELD_MANAGER) if endpoint else None
-        )
+        self._client = client
+        self._scraper = scraper if scraper is not None else MetricsScraper(timeout=2.0)
         self._busy: dict[tuple[str, str], float] = {}
         # Since when each model has had data without a break: idleness is only ever
         # what was observed, so the idle clock starts when its pods could be scraped.
@@ -96,7 +101,6 @@ class ZeroScaler:
         self._demand: dict[str, float] = {}
         self._gateways: list[str] = []
         self._gateways_listed = -math.inf
-        self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -111,9 +115,7 @@ class ZeroScaler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._scraper.close()
         if self._client is not None:
             await self._client.close()
 
@@ -175,25 +177,16 @@ class ZeroScaler:
             children = self.world.children(str(body["metadata"].get("uid", "")))
             deployments = [c for c in children.values() if c.kind == "Deployment"]
             marked = any(d.scaled_to_zero for d in deployments)
-            if not (_may_scale_to_zero(body) or marked):
-                continue
-            kind, namespace, _ = key
-            try:
-                if kind == "TritonModel":
-                    rendering = render_model_object(body)
-                    route = openai_name(TritonModel.from_object(body))
-                else:
-                    members = self.world.owners_in("TritonModel", namespace)
-                    rendering = render_ensemble_object(body, members)
-                    route = openai_name(ModelEnsemble.from_object(body))
-            except ValueError:
-                continue  # an invalid spec has no Deployment to scale
-            target = rendering.target
+            view = self.views.of(body)
+            if not (view.may_scale_to_zero or marked):
+                continue  # a thousand ordinary models cost a dictionary lookup each
+            members = partial(self.world.owner, "TritonModel", key[1])
+            target = self.views.rendering(body, members).target
             if target is None:
-                continue
-            dep = children.get(("Deployment", namespace, target.deployment_name))
+                continue  # an invalid spec has no Deployment to scale
+            dep = children.get(("Deployment", key[1], target.deployment_name))
             if dep is not None and not dep.deleting:
-                yield key, body, target, route, dep
+                yield key, body, target, route_name(body, view), dep
 
     async def _carry_out(
         self,
@@ -238,11 +231,10 @@ class ZeroScaler:
             else:
                 self._gateways = self._gateway_urls(pods)
                 self._gateways_listed = now
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
-        texts = await asyncio.gather(*(self._fetch(url) for url in self._gateways))
-        for text in texts:
-            for route, stamp in parse_gateway_demand(text or "").items():
+        scrapes = await asyncio.gather(*(self._scraper.scrape(url) for url in self._gateways))
+        for scraped in scrapes:
+            # A replica that does not answer says nothing this round; the others may.
+            for route, stamp in parse_gateway_demand(scraped.text or "").items():
                 # The max ever seen: a restarted gateway forgets, the demand stays true.
                 self._demand[route] = max(stamp, self._demand.get(route, 0.0))
 
@@ -255,11 +247,3 @@ class ZeroScaler:
                 host = f"[{ip}]" if ":" in ip else ip
                 urls.append(f"http://{host}:{port}/metrics")
         return urls
-
-    async def _fetch(self, url: str) -> str | None:
-        assert self._session is not None
-        try:
-            async with self._session.get(url) as response:
-                return await response.text() if response.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return None  # that replica says nothing this round; the others may

@@ -138,12 +138,6 @@ def hpa(target: Target, scale_down_stabilization_s: int | None = None) -> Obj | 
     }
 
 
-def hpa_manages_replicas(target: Target) -> bool:
-    """When the HPA exists the Deployment's ``replicas`` is left to it (server-side
-    apply without the field), except before the first revision is synced (0)."""
-    return target.serving.autoscaling is not None
-
-
 # --- answering metric queries ------------------------------------------------------------
 
 

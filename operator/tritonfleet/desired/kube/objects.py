@@ -449,8 +449,8 @@ def _tritonfleet_container(
 def sync_job(target: Target, settings: OperatorSettings) -> Obj:
     """The Job that copies this revision's files into the shared repository.
 
-    It runs ``tritonfleet sync`` (stage, checksum, atomic publish), so a Job
-    killed half-way leaves the previous revision intact.
+    It runs ``tritonfleet sync --revision <revision>`` (stage, checksum, atomic
+    publish), so a Job killed half-way leaves the previous revision intact.
     """
     mounts: list[Obj] = [
         {"name": "models", "mountPath": REPOSITORY_MOUNT},
@@ -473,12 +473,16 @@ def sync_job(target: Target, settings: OperatorSettings) -> Obj:
         settings,
         # The file also holds an ensemble's members (to check it against them);
         # each member is published by its own Job, so name the one to publish.
+        # The revision is the one computed here: the sync publishes under it and the
+        # loader waits for exactly it on every pod, whatever the sync image computes.
         [
             "sync",
             "-f",
             MODEL_YAML_PATH,
             "--model-name",
             target.triton_name,
+            "--revision",
+            target.revision,
             "--repository",
             REPOSITORY_PATH,
         ],

@@ -2,10 +2,11 @@
 its children, the writes to make (only those needed), the status to report,
 and the event that tells a user what happened.
 
-Handlers gather the inputs from memory (watch streams) and carry out the
-:class:`Plan`; everything that decides lives here and is unit-tested without a
-cluster. An object whose desired state is already in place yields an empty
-plan and the status it already has - the basis of "no writes when idle".
+Handlers gather the inputs from memory (watch streams and the shared parsed
+views of ``desired.kube.views``) and carry out the :class:`Plan`; everything that
+decides lives here and is unit-tested without a cluster. An object whose desired
+state is already in place yields an empty plan and the status it already has - the
+basis of "no writes when idle".
 """
 
 from __future__ import annotations
@@ -15,11 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
-from tritonfleet.api.ensemble import ModelEnsemble
-from tritonfleet.api.model import TritonModel
-from tritonfleet.api.problems import Problem, problems_from_validation_error
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.api.status import (
     AUTOSCALING,
@@ -43,15 +39,12 @@ from tritonfleet.desired.kube.autoscaling import (
 from tritonfleet.desired.kube.drift import applied_paths, describe_path, missing_paths
 from tritonfleet.desired.kube.objects import (
     FINALIZER,
-    Kind,
     Obj,
     Target,
     cleanup_job,
     cleanup_target,
     deployment,
-    ensemble_target,
     model_configmap,
-    model_target,
     object_key,
     replicas,
     repository_claim,
@@ -59,7 +52,7 @@ from tritonfleet.desired.kube.objects import (
     sync_job,
 )
 from tritonfleet.desired.kube.observed import ChildState
-from tritonfleet.desired.triton.render import render_ensemble, render_model
+from tritonfleet.desired.kube.views import Owner, OwnerView, Rendering
 
 Verb = Literal["apply", "create", "delete", "add-finalizer", "release"]
 Key = tuple[str, str, str]
@@ -99,120 +92,6 @@ class Plan:
     status: ModelStatus | None = None  # None: leave status alone
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None  # seconds; when something will change without an event
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The reconciled object as the plan needs it (parsed from the raw body by :func:`owner_of`)."""
-
-    kind: Kind
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    finalizers: tuple[str, ...]
-    deletion_timestamp: str | None
-    status: ModelStatus
-    has_failover: bool = False
-    failover_mode: str = "auto"
-    triton_name: str = ""
-
-
-def owner_of(body: Mapping[str, Any]) -> Owner:
-    meta = body.get("metadata") or {}
-    try:
-        status = ModelStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        status = ModelStatus()  # a status we cannot read is rewritten from scratch
-    failover = (body.get("spec") or {}).get("failover")
-    return Owner(
-        kind=body["kind"],
-        namespace=str(meta.get("namespace") or "default"),
-        name=str(meta["name"]),
-        uid=str(meta.get("uid") or ""),
-        generation=int(meta.get("generation") or 0),
-        finalizers=tuple(meta.get("finalizers") or ()),
-        deletion_timestamp=meta.get("deletionTimestamp"),
-        status=status,
-        has_failover=bool(failover),
-        failover_mode=str((failover or {}).get("mode") or "auto"),
-        triton_name=str((body.get("spec") or {}).get("modelName") or meta["name"]),
-    )
-
-
-# --- desired state of one object ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rendering:
-    """A parsed, rendered object: its target (None when invalid) and every problem."""
-
-    owner: Owner
-    target: Target | None
-    problems: tuple[Problem, ...] = ()
-    members_pending: tuple[str, ...] = ()  # ensembles: members whose revision is not synced
-
-
-def render_model_object(body: Mapping[str, Any]) -> Rendering:
-    owner = owner_of(body)
-    try:
-        model = TritonModel.model_validate(body)
-    except ValidationError as error:
-        return Rendering(owner, None, tuple(problems_from_validation_error(error)))
-    rendered = render_model(model)
-    if not rendered.ok:
-        return Rendering(owner, None, rendered.problems)
-    return Rendering(owner, model_target(model, rendered.revision))
-
-
-def member_synced(member_body: Mapping[str, Any], revision: str) -> bool:
-    """A member is ready to be hosted when its own status says this revision is synced."""
-    status = owner_of(member_body).status
-    synced = find_condition(status.conditions, SYNCED)
-    return status.revision == revision and synced is not None and synced.status == "True"
-
-
-def render_ensemble_object(
-    body: Mapping[str, Any], member_bodies: Mapping[str, Mapping[str, Any]]
-) -> Rendering:
-    """Parse and check an ensemble against the member TritonModels found in the cluster."""
-    owner = owner_of(body)
-    try:
-        ensemble = ModelEnsemble.model_validate(body)
-    except ValidationError as error:
-        return Rendering(owner, None, tuple(problems_from_validation_error(error)))
-    members: dict[str, TritonModel] = {}
-    revisions: dict[str, str] = {}
-    pending = []
-    unreadable = []
-    for name in ensemble.member_names:
-        member_body = member_bodies.get(name)
-        if member_body is None or (member_body.get("metadata") or {}).get("deletionTimestamp"):
-            continue  # reported as missing by the ensemble checks
-        try:
-            member = TritonModel.model_validate(member_body)
-        except ValidationError:
-            unreadable.append(name)
-            continue
-        members[name] = member
-        rendered = render_model(member)
-        revisions[name] = rendered.revision
-        if rendered.ok and not member_synced(member_body, rendered.revision):
-            pending.append(name)
-    rendered_ensemble = render_ensemble(ensemble, members, revisions)
-    problems = [
-        p
-        for p in rendered_ensemble.problems
-        if not any(f"TritonModel {n!r} not found" in p.message for n in unreadable)
-    ]
-    if unreadable:
-        problems.append(
-            Problem("spec.steps", f"member(s) {', '.join(unreadable)} are invalid; fix them first")
-        )
-    if problems:
-        return Rendering(owner, None, tuple(problems))
-    target = ensemble_target(ensemble, members, rendered_ensemble.revision, revisions)
-    return Rendering(owner, target, members_pending=tuple(pending))
 
 
 # --- the plan ------------------------------------------------------------------------
@@ -529,12 +408,12 @@ def _ready_condition(
     )
 
 
-def _served_by(owner: Owner, available: bool) -> str:
-    if owner.has_failover and owner.failover_mode == "hosted":
+def _served_by(view: OwnerView, available: bool) -> str:
+    if view.failover_mode == "hosted":
         return "hosted"
     if available:
         return "triton"
-    if owner.has_failover and owner.failover_mode == "auto":
+    if view.failover_mode == "auto":
         return "hosted"
     return "none"
 
@@ -639,7 +518,7 @@ def plan(
             stamp,
             observed_generation=gen,
             revision=None,
-            served_by=_served_by(owner, False),
+            served_by=_served_by(rendering.view, False),
         )
         return _finish(owner, status, actions)
     target = rendering.target
@@ -675,7 +554,7 @@ def plan(
         replicas=want,
         ready_replicas=ready_count,
         replica_summary=f"{ready_count}/{want}",
-        served_by=_served_by(owner, ready_count > 0),
+        served_by=_served_by(rendering.view, ready_count > 0),
         deployment=target.deployment_name if dep is not None else None,
     )
     if autoscaling is None and find_condition(status.conditions, AUTOSCALING) is not None:
@@ -767,7 +646,7 @@ def _deletion_steps(
     if target is None:
         # Invalid now (e.g. an ensemble whose member is gone); it may have synced before.
         target = cleanup_target(
-            owner.kind, owner.namespace, owner.name, owner.uid, owner.triton_name
+            owner.kind, owner.namespace, owner.name, owner.uid, rendering.view.triton_name
         )
     cleanup = observed.get(("Job", target.namespace, target.cleanup_job_name))
     ever_synced = any(

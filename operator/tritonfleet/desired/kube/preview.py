@@ -26,7 +26,7 @@ from tritonfleet.desired.kube.objects import (
     service,
     sync_job,
 )
-from tritonfleet.desired.kube.plan import render_ensemble_object, render_model_object
+from tritonfleet.desired.kube.views import render_ensemble_object, render_model_object
 
 Obj = dict[str, Any]
 

@@ -29,9 +29,9 @@ from tritonfleet.api.model import ServingSpec
 from tritonfleet.api.problems import Problem
 from tritonfleet.desired.triton import wire
 from tritonfleet.desired.triton.config import describe_parse_error
-from tritonfleet.desired.triton.loading import REVISION_PARAMETER
 from tritonfleet.desired.triton.proto import mc
 from tritonfleet.desired.triton.render import render_documents
+from tritonfleet.desired.triton.revision import REVISION_PARAMETER
 
 API_VERSION = "tritonfleet.io/v1alpha1"
 SERVING_GPUS_DEFAULT = ServingSpec().gpus

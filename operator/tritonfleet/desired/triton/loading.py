@@ -13,9 +13,10 @@ files may be removed. No I/O here.
 Why the revision is stamped into the config: Triton does not say *which files*
 a loaded model came from. Its index gives a state per version, and a version
 number does not change when the model's files do. So the sync writes the
-revision into ``config.pbtxt`` as a parameter (:func:`stamp_revision`), in the
-same atomic publish as the files, and ``GET /v2/models/<m>/config`` on a pod
-then returns the revision that pod really loaded (:func:`served_revision`).
+revision into ``config.pbtxt`` as a parameter
+(``desired.triton.revision.stamp_revision``), in the same atomic publish as the
+files, and ``GET /v2/models/<m>/config`` on a pod then returns the revision that
+pod really loaded (``desired.triton.revision.served_revision``).
 Verified on tritonserver 2.51: the endpoint returns the config of the loaded
 model. It is not re-read from disk, so after the files are swapped it still
 shows the old revision until a load. A failed reload leaves the old model
@@ -36,12 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from google.protobuf import text_format
-
 from tritonfleet.api.status import LOADED, Condition, PodModelState
-from tritonfleet.desired.triton.proto import mc
-
-REVISION_PARAMETER = "tritonfleet.revision"
 
 TritonState = Literal["READY", "LOADING", "UNLOADING", "UNAVAILABLE"]
 PodState = Literal["Pending", "Loading", "Ready", "Unavailable", "Failed", "Unloading"]
@@ -61,41 +57,6 @@ REASON_NO_READY_PODS = "NoReadyPods"
 
 # Index reasons that are not failures: an unloaded model says "unloaded".
 _BENIGN_REASONS = frozenset({"", "unloaded"})
-
-
-# --- the revision stamp ---------------------------------------------------------------------
-
-
-def stamp_revision(pbtxt: str, revision: str) -> str:
-    """``config.pbtxt`` with ``revision`` recorded as the ``tritonfleet.revision``
-    parameter (replacing an earlier stamp), printed by protobuf like every
-    config this package renders.
-
-    Raises ValueError when ``pbtxt`` is not a valid ModelConfig or the revision
-    is empty.
-    """
-    if not revision:
-        raise ValueError("revision must not be empty")
-    config = mc.ModelConfig()
-    try:
-        text_format.Parse(pbtxt, config)
-    except text_format.ParseError as error:
-        raise ValueError(f"config.pbtxt does not parse: {error}") from error
-    config.parameters[REVISION_PARAMETER].string_value = revision
-    return str(text_format.MessageToString(config))
-
-
-def served_revision(config_json: Mapping[str, Any]) -> str | None:
-    """The revision a loaded model was stamped with, from the JSON that
-    ``GET /v2/models/<m>/config`` returns; None if it carries no stamp."""
-    parameters = config_json.get("parameters")
-    if not isinstance(parameters, Mapping):
-        return None
-    stamp = parameters.get(REVISION_PARAMETER)
-    if not isinstance(stamp, Mapping):
-        return None
-    value = stamp.get("string_value")
-    return value if isinstance(value, str) and value else None
 
 
 # --- what is wanted -------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Triton queue-time signals: from scraped ``/metrics`` text to one number per model.
 
-Why: queue-time autoscaling (issue 6) needs, per model, the average time a request
+Why: queue-time autoscaling needs, per model, the average time a request
 waited in Triton's queue over a recent window, and it must never confuse "no traffic"
 (a true 0, which may scale down) with "no data" (pods unreachable or not scraped yet,
 which must never scale down). The math is subtle enough — counters summed over pods
@@ -9,9 +9,10 @@ item — to live in one pure place.
 
 Where it sits: ``tritonfleet.scaling.collector`` scrapes every Triton pod, keeps a
 short history of :class:`Sample` per pod and calls :func:`window_signal` per model;
-the result feeds the operator's gauges (and later the external metrics API and the
-HPA). The gateway (``desired.gateway.plan.queue_counters``) reuses :func:`parse_triton_metrics`.
-Nothing here does I/O.
+the result feeds the operator's gauges, the external metrics API the HPAs read, and
+scale to zero. :func:`parse_gateway_demand` reads the gateway replicas' newest request
+per model for scale to zero. The gateway (``desired.gateway.plan.queue_counters``)
+reuses :func:`parse_triton_metrics`. Nothing here does I/O.
 
 Formula, per model over the window: Σ over pods and versions of Δ
 ``nv_inference_queue_duration_us`` / Δ ``nv_inference_request_success`` / 1000 (ms per

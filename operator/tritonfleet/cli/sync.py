@@ -4,11 +4,17 @@ run by hand): put one TritonModel's files into a Triton model repository.
     tritonfleet sync -f model.yaml --repository /models/repository
     tritonfleet sync --remove --model-name NAME --repository /models/repository
 
-:func:`add_parser` registers the subcommand on the main ``tritonfleet`` parser;
-``python -m tritonfleet.sync`` runs it on its own. This module only parses
-arguments, reads the YAML, renders and validates the config, and turns
-outcomes into exit codes (see ``EXIT_CODES``); the work is in
+This module only parses arguments, reads the YAML, renders and validates the
+config, and turns outcomes into exit codes (see ``EXIT_CODES``); the work is in
 :mod:`tritonfleet.sync.run`.
+
+The revision is computed once, by the operator, and passed with ``--revision``: the
+sync publishes under it, stamped into ``config.pbtxt``, which is what the loader
+checks on every Triton pod. If this command's own computation from the spec
+differs (a sync image that renders differently from the operator's), the given
+revision still wins: the sync says so in a warning line (``given=`` and
+``computed=``) and exits 0, so ``Loaded`` can turn true; the files are this image's
+rendering. Without ``--revision`` (by hand) the computed revision is used.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from typing import Any, TextIO
 
 from tritonfleet.adapters.cli_args import add_log_arguments
 from tritonfleet.adapters.manifests import ManifestError, read_documents
-from tritonfleet.adapters.sources import FetchOptions, SyncError, local_error
+from tritonfleet.adapters.sources import FetchOptions, SyncError, emit, local_error
 from tritonfleet.api.base import MODEL_NAME_RE
 from tritonfleet.api.model import InlineSource, ModelSource, TritonModel
-from tritonfleet.desired.triton.loading import stamp_revision
+from tritonfleet.cli.codes import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from tritonfleet.desired.triton.render import Rendered, render_documents
 from tritonfleet.desired.triton.repository import (
     DEFAULT_MAX_EXTRACT_BYTES,
@@ -39,19 +45,16 @@ from tritonfleet.desired.triton.repository import (
     ExtractionLimits,
     RepositoryLayout,
 )
+from tritonfleet.desired.triton.revision import stamp_revision
 from tritonfleet.sync import logfmt
 from tritonfleet.sync.publish import layout_for
 from tritonfleet.sync.run import SyncRequest, remove_model, sync_model
 
 log = logging.getLogger("tritonfleet.sync")
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + signal number; SIGTERM gives 143
-
 EXIT_CODES = {
-    0: "synced, or already at the revision",
+    0: "synced, or already at the revision (also when --revision differs from the "
+    "revision this command computes: published under --revision, with a warning)",
     1: "invalid TritonModel (every problem is listed) or unusable source spec",
     2: "usage: bad arguments, unreadable YAML, no/several TritonModels",
     3: "source not found: bucket, object, prefix, URL (404), PVC path, or a version "
@@ -156,7 +159,11 @@ def add_parser(subparsers: Any) -> None:
         "--remove", action="store_true", help="unpublish the model and delete its revisions"
     )
     parser.add_argument(
-        "--revision", type=_revision, help="override the revision (default: digest of the spec)"
+        "--revision",
+        type=_revision,
+        help="publish under this revision: the one the operator computed (its sync Jobs "
+        "pass it) or a name of your own; a warning shows when it differs from the "
+        "revision computed here (default: that digest of the spec)",
     )
     parser.add_argument(
         "--force", action="store_true", help="fetch again even if already at the revision"
@@ -366,7 +373,18 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
             if isinstance(targets, int):
                 return targets
             for target in targets:
-                outcome = sync_model(_request(args, layout, target))
+                request = _request(args, layout, target)
+                if request.revision != target.rendered.revision:
+                    emit(
+                        log,
+                        "revision differs from this sync's own computation: publishing "
+                        "under the given revision, with this image's rendering of the config",
+                        level=logging.WARNING,
+                        model=request.name,
+                        given=request.revision,
+                        computed=target.rendered.revision,
+                    )
+                outcome = sync_model(request)
                 print(
                     f"{outcome.model}: revision {outcome.revision} "
                     + ("published" if outcome.changed else "already published"),
@@ -376,30 +394,13 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     except (SyncError, OSError) as raised:
         # Sources wrap their own I/O errors; an OSError left over is a local write.
         failure = raised if isinstance(raised, SyncError) else local_error(raised, "syncing")
-        logging.getLogger("tritonfleet.sync").error(
-            "sync failed", extra={"fields": {"error": failure.kind, "detail": str(failure)}}
-        )
+        log.error("sync failed", extra={"fields": {"error": failure.kind, "detail": str(failure)}})
         return failure.exit_code
     except Interrupted as signal_raised:
-        logging.getLogger("tritonfleet.sync").error(
+        log.error(
             "sync interrupted: previous revision left in place",
             extra={"fields": {"signal": str(signal_raised)}},
         )
         return 128 + signal_raised.signum
     finally:
         logfmt.unconfigure(logging_setup)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone ``tritonfleet`` parser holding only ``sync``."""
-    parser = argparse.ArgumentParser(prog="tritonfleet")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parser(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tritonfleet.sync ARGS`` = ``tritonfleet sync ARGS``."""
-    args = build_parser().parse_args(["sync", *(sys.argv[1:] if argv is None else argv)])
-    result: int = args.func(args, sys.stdout)
-    return result

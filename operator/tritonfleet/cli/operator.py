@@ -1,9 +1,16 @@
-"""``tritonfleet operator``: start the operator process.
+"""``tritonfleet operator``: start the operator process, composed here and only here.
 
-Settings come from ``TRITONFLEET_*`` environment variables (what the Helm
-chart sets from its values); a few flags override them for local runs. This
-is where the process environment is read, logging is set up, the metrics
-server is started, and kopf is run with the handlers of ``handlers.operator``.
+Settings come from ``TRITONFLEET_*`` environment variables (what the Helm chart
+sets from its values); a few flags override them for local runs. This is where the
+process environment is read, logging is set up, the metrics server is started, and
+kopf is run with the registry :func:`compose` builds.
+
+The composition: one memory of the cluster (``handlers.state.World``, filled by the
+watches), one parsed view of every object (``desired.kube.views.OwnerViews``), the
+reconciler and its loader (``handlers``), and the queue-time collector, external
+metrics API and scale to zero (``scaling.in_operator``). ``handlers`` and
+``scaling`` are sibling layers that never import each other; both are handed the
+same World and views here.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import asyncio
 import logging
 import os
 import sys
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tritonfleet.adapters.cli_args import (
     EXIT_OK,
@@ -23,6 +31,15 @@ from tritonfleet.adapters.cli_args import (
     namespaces_of,
 )
 from tritonfleet.api.settings import OperatorSettings, SettingsError, listen_host, unknown_env
+
+if TYPE_CHECKING:
+    import kopf
+
+    from tritonfleet.adapters.kube import Endpoint
+    from tritonfleet.desired.kube.views import OwnerViews
+    from tritonfleet.handlers.reconcile import Reconciler
+    from tritonfleet.handlers.state import World
+    from tritonfleet.scaling.in_operator import Scaling
 
 log = logging.getLogger("tritonfleet.operator")
 
@@ -66,13 +83,48 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
     return OperatorSettings.model_validate(values)
 
 
+@dataclass(frozen=True)
+class Operator:
+    """One operator process, composed: what kopf runs and what its parts share."""
+
+    registry: kopf.OperatorRegistry
+    world: World
+    views: OwnerViews
+    reconciler: Reconciler
+    scaling: Scaling
+
+
+def compose(settings: OperatorSettings, endpoint: Endpoint) -> Operator:
+    """Every part of the operator process, wired to one World and one OwnerViews.
+
+    Nothing is started here (kopf's startup handlers do that) and nothing is dialled.
+    """
+    import kopf
+
+    from tritonfleet.adapters.kube import KubeClient
+    from tritonfleet.adapters.triton_repository import PodRepositories
+    from tritonfleet.desired.kube.views import OwnerViews
+    from tritonfleet.handlers import operator as handlers
+    from tritonfleet.handlers.reconcile import Reconciler
+    from tritonfleet.handlers.state import World
+    from tritonfleet.scaling import in_operator as scaling
+
+    world = World()
+    views = OwnerViews()
+    reconciler = Reconciler(KubeClient(endpoint), world, views, settings, PodRepositories())
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, world, views, reconciler, endpoint)
+    queue_scaling = scaling.register(registry, world, views, settings, endpoint)
+    return Operator(registry, world, views, reconciler, queue_scaling)
+
+
 def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
     import kopf
 
     from tritonfleet.adapters.kube import CredentialError, check_access, discover_endpoint
     from tritonfleet.adapters.logs import setup_process_logging
     from tritonfleet.handlers import metrics
-    from tritonfleet.handlers.operator import build, configure_kopf
+    from tritonfleet.handlers.operator import configure_kopf
 
     env = dict(os.environ)
     try:
@@ -101,7 +153,7 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
         endpoint.auth_kind,
         endpoint.source,
     )
-    registry, _world, _reconciler = build(settings, endpoint)
+    operator = compose(settings, endpoint)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings)
     host = listen_host(env)
@@ -115,7 +167,7 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
     )
     asyncio.run(
         kopf.operator(
-            registry=registry,
+            registry=operator.registry,
             settings=kopf_settings,
             standalone=settings.peering is None,
             peering_name=settings.peering,

@@ -1,0 +1,155 @@
+"""One sync in-process (sync.run and sync.publish) on a local directory, with an inline
+source (no network): publish, do nothing when already there, repair, roll back without
+fetching, switch over a directory made by hand, collect old revisions, remove, wait
+for the lock; and the sync command's ``--revision`` (the operator's revision wins,
+with a warning when this command computes another). Sources and signals against real
+S3/HTTP servers and processes: tests/integration/test_sync.py."""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.builders import model_doc
+from tritonfleet.api.model import InlineSource, ModelSource, TritonModel
+from tritonfleet.cli import main
+from tritonfleet.desired.triton.render import render_model
+from tritonfleet.desired.triton.revision import stamp_revision
+from tritonfleet.sync.publish import LockBusy, Repository, layout_for
+from tritonfleet.sync.run import SyncRequest, remove_model, sync_model
+
+PBTXT = render_model(TritonModel.from_object(model_doc("m"))).pbtxt
+
+
+def request(repo: Path, code: str, revision: str, **kwargs: object) -> SyncRequest:
+    source = ModelSource(inline=InlineSource(files={"1/model.py": code}))
+    return SyncRequest(
+        name="m",
+        source=source,
+        pbtxt=stamp_revision(PBTXT, revision),
+        revision=revision,
+        layout=layout_for(repo),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return tmp_path / "volume" / "repository"
+
+
+def live(repo: Path) -> str:
+    return (repo / "m").readlink().name
+
+
+def test_a_sync_publishes_atomically_and_a_second_does_nothing(repo: Path) -> None:
+    first = sync_model(request(repo, "v1", "r1"))
+    assert first.changed and live(repo) == "r1"
+    assert (repo / "m" / "1" / "model.py").read_text() == "v1"
+    assert 'string_value: "r1"' in (repo / "m" / "config.pbtxt").read_text()
+    again = sync_model(request(repo, "v1", "r1"))
+    assert not again.changed and again.directory == "r1"
+
+
+def test_a_damaged_revision_is_fetched_again_under_a_fresh_name(repo: Path) -> None:
+    sync_model(request(repo, "v1", "r1"))
+    (repo / "m" / "1" / "model.py").write_text("tampered, and longer")
+    repaired = sync_model(request(repo, "v1", "r1"))
+    assert repaired.changed and repaired.directory == "r1.1"  # r1 may still be read
+    assert (repo / "m" / "1" / "model.py").read_text() == "v1"
+
+
+def test_old_revisions_are_collected_and_a_rollback_needs_no_fetch(repo: Path) -> None:
+    sync_model(request(repo, "v1", "r1"))
+    sync_model(request(repo, "v2", "r2"))
+    third = sync_model(request(repo, "v3", "r3"))
+    assert third.collected == ("r1",)  # live r3, and r2 kept for a rollback
+    back = sync_model(request(repo, "v2", "r2"))
+    assert back.changed and back.fetched_bytes == 0 and live(repo) == "r2"
+
+
+def test_a_directory_made_by_hand_is_swapped_out_and_kept(repo: Path) -> None:
+    (repo / "m" / "1").mkdir(parents=True)
+    (repo / "m" / "1" / "model.py").write_text("by hand")
+    outcome = sync_model(request(repo, "v1", "r1"))
+    assert outcome.previous is not None and outcome.previous.startswith("unmanaged-")
+    assert live(repo) == "r1"
+    kept = Repository(layout_for(repo)).revision_path("m", outcome.previous)
+    assert (kept / "1" / "model.py").read_text() == "by hand"
+
+
+def test_remove_takes_the_model_and_its_revisions(repo: Path) -> None:
+    sync_model(request(repo, "v1", "r1"))
+    assert remove_model(layout_for(repo), "m") is True
+    assert not (repo / "m").is_symlink() and not (repo / "m").exists()
+    assert Repository(layout_for(repo)).revision_names("m") == []
+    assert remove_model(layout_for(repo), "m") is False
+
+
+def test_a_second_sync_of_the_model_waits_for_the_lock_then_gives_up(repo: Path) -> None:
+    sync_model(request(repo, "v1", "r1"))
+    lock = Path(layout_for(repo).lock_path("m"))
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(LockBusy, match="still holds"):
+            sync_model(request(repo, "v2", "r2", lock_timeout=0.3))
+    assert live(repo) == "r1"
+
+
+def test_the_state_lives_beside_the_repository(repo: Path) -> None:
+    layout = layout_for(repo)
+    assert Path(layout.state) == repo.parent / ".tritonfleet" / "repository"
+    assert not layout.state_inside_repository
+    chosen = layout_for(repo, repo.parent / "state")
+    assert Path(chosen.state) == repo.parent / "state"
+
+
+# --- the command's --revision ------------------------------------------------------------
+
+
+def sync_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str]:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump(model_doc("m")))
+    args = ["sync", "-f", str(manifest), "--repository", str(tmp_path / "v" / "repository")]
+    rc = main([*args, *extra])
+    return rc, capsys.readouterr().err
+
+
+def computed_revision() -> str:
+    return render_model(TritonModel.from_object(model_doc("m"))).revision
+
+
+def test_the_sync_publishes_under_the_revision_it_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, err = sync_command(tmp_path, capsys, "--revision", computed_revision())
+    assert rc == 0 and "level=warning" not in err
+    config = tmp_path / "v" / "repository" / "m" / "config.pbtxt"
+    assert computed_revision() in config.read_text()
+
+
+def test_a_revision_that_differs_from_the_sync_s_own_wins_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sync image that renders differently from the operator: the operator's revision
+    is what the loader waits for on every pod, so it is published under that one."""
+    rc, err = sync_command(tmp_path, capsys, "--revision", "fromoperator")
+    assert rc == 0
+    assert "level=warning" in err and "revision differs" in err
+    assert "given=fromoperator" in err and f"computed={computed_revision()}" in err
+    config = (tmp_path / "v" / "repository" / "m" / "config.pbtxt").read_text()
+    assert 'string_value: "fromoperator"' in config
+
+
+def test_without_a_revision_the_sync_computes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, err = sync_command(tmp_path, capsys)
+    assert rc == 0 and "level=warning" not in err
+    published = (tmp_path / "v" / "repository" / "m" / "config.pbtxt").read_text()
+    assert f'string_value: "{computed_revision()}"' in published
