@@ -10,7 +10,6 @@ table ``desired.kube.fleet``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any, TextIO
 
@@ -40,24 +39,15 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
-    from tritonfleet.adapters.fleet_view import FleetObservation, observe_fleet
-    from tritonfleet.adapters.kube import (
-        ApiError,
-        CredentialError,
-        KubeClient,
-        KubeconfigError,
-        discover_endpoint,
-    )
+    from tritonfleet.adapters.fleet_view import observe_fleet
+    from tritonfleet.cli.cluster import CLUSTER_ERRORS, on_cluster
     from tritonfleet.desired.kube.fleet import fleet_rows, fleet_table, gateway_counts
 
-    async def observe() -> FleetObservation:
-        endpoint = discover_endpoint(args.kubeconfig, args.context)
-        async with KubeClient(endpoint, field_manager="tritonfleet-cli") as client:
-            return await observe_fleet(client, namespaces_of(args.namespaces))
-
     try:
-        seen = asyncio.run(observe())
-    except (KubeconfigError, CredentialError, ApiError, OSError) as error:
+        seen = on_cluster(
+            args, lambda client: observe_fleet(client, namespaces_of(args.namespaces))
+        )
+    except CLUSTER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     counts = gateway_counts(seen.gateway_metrics) if seen.gateway_metrics is not None else None

@@ -6,7 +6,6 @@ the commands over ``handlers.uninstall``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any, TextIO
 
@@ -16,13 +15,8 @@ from tritonfleet.adapters.cli_args import (
     namespaces_of,
     write_data,
 )
-from tritonfleet.adapters.kube import (
-    ApiError,
-    CredentialError,
-    KubeClient,
-    KubeconfigError,
-    discover_endpoint,
-)
+from tritonfleet.adapters.kube import KubeClient
+from tritonfleet.cli.cluster import CLUSTER_ERRORS, on_cluster
 from tritonfleet.cli.codes import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from tritonfleet.desired.kube.objects import FINALIZER
 from tritonfleet.handlers.uninstall import Found, before_uninstall, release_finalizers
@@ -54,23 +48,18 @@ def add_parsers(subparsers: Any) -> None:
     release.set_defaults(func=cmd_release_finalizers)
 
 
-def _client(args: argparse.Namespace) -> KubeClient:
-    return KubeClient(discover_endpoint(args.kubeconfig, args.context), field_manager="tritonfleet")
-
-
 def cmd_pre_uninstall(args: argparse.Namespace, out: TextIO) -> int:
-    async def run() -> tuple[bool, str]:
-        async with _client(args) as client:
-            return await before_uninstall(
-                client,
-                args.when_models_exist,
-                namespaces=namespaces_of(args.namespaces),
-                timeout_s=args.timeout,
-            )
+    async def work(client: KubeClient) -> tuple[bool, str]:
+        return await before_uninstall(
+            client,
+            args.when_models_exist,
+            namespaces=namespaces_of(args.namespaces),
+            timeout_s=args.timeout,
+        )
 
     try:
-        ok, message = asyncio.run(run())
-    except (KubeconfigError, CredentialError, ApiError) as error:
+        ok, message = on_cluster(args, work, field_manager="tritonfleet")
+    except CLUSTER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     print(message, file=out if ok else sys.stderr)
@@ -78,15 +67,14 @@ def cmd_pre_uninstall(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_release_finalizers(args: argparse.Namespace, out: TextIO) -> int:
-    async def run() -> list[Found]:
-        async with _client(args) as client:
-            return await release_finalizers(
-                client, namespaces_of(args.namespaces), dry_run=args.dry_run
-            )
+    async def work(client: KubeClient) -> list[Found]:
+        return await release_finalizers(
+            client, namespaces_of(args.namespaces), dry_run=args.dry_run
+        )
 
     try:
-        released = asyncio.run(run())
-    except (KubeconfigError, CredentialError, ApiError) as error:
+        released = on_cluster(args, work, field_manager="tritonfleet")
+    except CLUSTER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if args.output:
