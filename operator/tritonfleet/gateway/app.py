@@ -53,6 +53,9 @@ class GatewaySettings:
     probe_interval_s: float = 1.0
     queue_interval_s: float = 1.0
     max_connections: int = 1024
+    # A port of its own for /metrics (and /healthz): then the client port does not
+    # serve it, and a NetworkPolicy can open one to Prometheus only. 0: the client port.
+    metrics_port: int = 0
 
 
 class Gateway:
@@ -81,7 +84,10 @@ class Gateway:
 
     def _build_app(self) -> web.Application:
         # +1 so a body of exactly the limit is accepted and we can tell "over".
-        app = web.Application(client_max_size=self.settings.max_request_bytes + 1)
+        middlewares = [self._port_split] if self.settings.metrics_port else []
+        app = web.Application(
+            client_max_size=self.settings.max_request_bytes + 1, middlewares=middlewares
+        )
         app[STATE_KEY] = self.state
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
@@ -93,6 +99,17 @@ class Gateway:
         app.router.add_get("/metrics", self.metrics_endpoint)
         app.cleanup_ctx.append(self._lifecycle)
         return app
+
+    @web.middleware
+    async def _port_split(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """With a metrics port: /metrics only there, the API only on the client port."""
+        transport = request.transport
+        sockname: Any = transport.get_extra_info("sockname") if transport is not None else None
+        on_metrics_port = bool(sockname) and sockname[1] == self.settings.metrics_port
+        if (request.path == "/metrics") != on_metrics_port and request.path != "/healthz":
+            raise web.HTTPNotFound()
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         limit = self.settings.max_connections
@@ -270,8 +287,4 @@ class Gateway:
         return web.Response(text=f"ready: {len(self.state.routes)} models\n")
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
-        outstanding = self.state.outstanding
-        for rr in self.state.routes.values():
-            for url, pod in rr.pods.items():
-                self.metrics.outstanding.labels(pod.endpoint.name).set(outstanding.get(url, 0))
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
