@@ -68,9 +68,9 @@ def start_gateway(
     routes: dict[str, Any] | None = None,
     timeout: float = 30,
 ) -> GatewayProcess:
-    """``python -m tritonfleet.gateway ARGS --host 127.0.0.1 --port <free>``, ready."""
+    """``python -m tritonfleet gateway ARGS --host 127.0.0.1 --port <free>``, ready."""
     port = free_port()
-    argv = [sys.executable, "-m", "tritonfleet.gateway", *args]
+    argv = [sys.executable, "-m", "tritonfleet", "gateway", *args]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -1,6 +1,6 @@
 """The gateway end to end: the official ``openai`` SDK as the client, real
 tritonserver processes serving the toy models, the project's hosted-API
-stand-in as the failover target, and ``python -m tritonfleet.gateway`` as a
+stand-in as the failover target, and ``tritonfleet gateway`` as a
 real process with a routes file.
 
 Layout (module-scoped, started once):

@@ -6,10 +6,9 @@ This is the outermost layer: it reads files, arguments and the environment, call
 the layers below, prints, and turns problems into exit codes. One module per
 subcommand: :mod:`.fleet` (``get``), :mod:`.crds`, :mod:`.render`, :mod:`.importing`
 (``import``), :mod:`.sync` (the command the sync Job runs), :mod:`.uninstall`,
-:mod:`.probe` and :mod:`.operator`, which is also
-where the operator process is composed (the handlers and the queue-time scaling,
-sharing one memory and one parsed view of every object). The gateway registers its
-own subcommand (``gateway.cli``).
+:mod:`.probe`, :mod:`.gateway` (the gateway process) and :mod:`.operator`, which
+is also where the operator process is composed (the handlers and the queue-time
+scaling, sharing one memory and one parsed view of every object).
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_parser(sub)
 
     from tritonfleet.cli import sync
-    from tritonfleet.gateway.cli import add_parser as add_gateway_parser
+    from tritonfleet.cli.gateway import add_parser as add_gateway_parser
 
     sync.add_parser(sub)
     operator.add_parser(sub)

@@ -1,8 +1,7 @@
 """``tritonfleet gateway``: command-line entry of the gateway process.
 
-:func:`add_parser` registers the subcommand on the umbrella ``tritonfleet``
-CLI; :func:`main` is the same command standalone (``python -m
-tritonfleet.gateway``). Reads the arguments, sets up logging with key
+:func:`add_parser` registers the subcommand on the ``tritonfleet`` CLI, the
+one entry point of every process. Reads the arguments, sets up logging with key
 redaction, loads the routing table once (so a bad file fails at start with
 every problem listed) and runs the aiohttp server until SIGINT/SIGTERM.
 """
@@ -11,13 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import importlib.util
 import logging
 import os
-import socket
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -138,20 +133,9 @@ def setup_logging(level: str | None, log_format: LogFormat = "text") -> None:
     setup_process_logging(log_format, level or "INFO", redact=REDACTOR)
 
 
-def _event_loop_factory() -> Any:
-    # uvloop roughly halves the per-request CPU of aiohttp; optional.
-    if importlib.util.find_spec("uvloop") is None:
-        return None
-    import uvloop  # type: ignore[import-not-found,unused-ignore]
-
-    return uvloop.new_event_loop
-
-
 def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     # Imported here, not at the top: `tritonfleet crds` and friends should not
     # pay for aiohttp, prometheus and the gateway at start.
-    from aiohttp import web
-
     from tritonfleet.adapters.kube import (
         CredentialError,
         KubeClient,
@@ -160,7 +144,7 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     )
     from tritonfleet.desired.gateway.prices import PriceTable
     from tritonfleet.desired.gateway.routes import RoutesError
-    from tritonfleet.gateway.app import Gateway, GatewaySettings
+    from tritonfleet.gateway.app import Gateway, GatewaySettings, serve
     from tritonfleet.gateway.secrets import ClientTokens, KeyStore, MissingKeyError
     from tritonfleet.gateway.sources import (
         ClusterKeyStore,
@@ -246,38 +230,11 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         where,
         " (client auth on)" if tokens.enabled else "",
     )
-    # Startup objects (modules, routes) live forever: keep them out of every
-    # collection, and collect young objects less often — the request path
-    # allocates plenty but makes no reference cycles, so refcounting frees it
-    # and the collector only adds latency spikes.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
-    factory = _event_loop_factory()
-    loop = factory() if factory is not None else asyncio.new_event_loop()
-    extra: list[socket.socket] = []
-    if args.metrics_port:
-        # One app on two listeners; the app's middleware splits the paths between them.
-        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-        metrics_socket = socket.socket(family, socket.SOCK_STREAM)
-        metrics_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        metrics_socket.bind((args.host, args.metrics_port))
-        extra.append(metrics_socket)
-    web.run_app(
-        gateway.app,
+    serve(
+        gateway,
         host=args.host,
         port=args.port,
-        sock=extra or None,
-        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
-        print=None,
-        loop=loop,
-        shutdown_timeout=5.0,
+        metrics_port=args.metrics_port,
+        access_log=bool(args.access_log),
     )
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tritonfleet gateway")
-    _arguments(parser)
-    args = parser.parse_args(argv)
-    return cmd_gateway(args, sys.stdout)
