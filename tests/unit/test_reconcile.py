@@ -23,9 +23,9 @@ from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.objects import FINALIZER
 from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.desired.triton.loading import PodObservation
-from tritonfleet.handlers.watches import triggers_for_member
 from tritonfleet.handlers.reconcile import Reconciler
 from tritonfleet.handlers.state import Key, World
+from tritonfleet.handlers.watches import triggers_for_member
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 SETTINGS = OperatorSettings(reconcile_interval_seconds=3600)

@@ -27,6 +27,7 @@ import kopf
 
 from tritonfleet.adapters.health import serve_probes
 from tritonfleet.adapters.kube import Endpoint, traced_session
+from tritonfleet.handlers import metrics
 from tritonfleet.handlers.reconcile import Reconciler
 from tritonfleet.handlers.watches import Watches
 
@@ -54,18 +55,22 @@ def register(
     """Register the operator's start, stop and login on kopf's ``registry``;
     ``probes``: (host, port) of ``/healthz`` and ``/readyz`` (None: not served)."""
     runners: list[Any] = []
+    metrics.collect_model_status(watches.world.owner_bodies)  # per-model series on /metrics
 
     def not_ready() -> str | None:
         return watches.not_ready() or reconciler.not_ready()
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
-        # The same credentials as the reconciler's client, and a session whose
-        # requests are counted (kopf's own show in tritonfleet_api_requests_total).
+        # The same credentials as the reconciler's client (one exec plugin run, one token
+        # file), and a session whose requests are counted (kopf's own show in
+        # tritonfleet_api_requests_total). kopf logs in again when it expires or on a 401.
+        session, expiration = await traced_session(endpoint, "kopf")
         return kopf.AiohttpSession(
             server=endpoint.server,
-            aiohttp_session=traced_session(endpoint, "kopf"),
+            aiohttp_session=session,
             default_namespace=endpoint.default_namespace,
+            expiration=expiration,
         )
 
     @kopf.on.startup(registry=registry)

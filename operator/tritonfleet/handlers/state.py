@@ -265,6 +265,25 @@ class World:
     def owner_count(self, namespace: str) -> int:
         return sum(len(spaces.get(namespace, ())) for spaces in self._watched_owners.values())
 
+    def owner_bodies(self) -> list[dict[str, Any]]:
+        """Every owner as its watch last saw it, for the per-model metrics.
+
+        Called from the metrics server's thread: reads the watched copies only (never
+        the overlay) and retries a snapshot the event loop changed under it.
+        """
+        for _ in range(3):
+            try:
+                texts = [
+                    entry[2]
+                    for spaces in list(self._watched_owners.values())
+                    for names in list(spaces.values())
+                    for entry in list(names.values())
+                ]
+            except RuntimeError:
+                continue  # changed while we read it: take a new snapshot
+            return [json.loads(text) for text in texts]
+        return []
+
     def owners_in(self, kind: str, namespace: str) -> dict[str, dict[str, Any]]:
         """Every object of ``kind`` in ``namespace`` by name (ensembles look members up here)."""
         out: dict[str, dict[str, Any]] = {}
