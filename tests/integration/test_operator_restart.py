@@ -9,7 +9,6 @@ before the first reconcile).
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -93,10 +92,11 @@ def test_sigkill_mid_burst_then_restart_converges_without_duplicates(
         finally:
             second.stop()
 
-        # A restart with nothing to do writes nothing at all.
+        # A restart with nothing to do writes nothing at all: by the time it is Ready
+        # (memory complete, every model looked at once) it has written nothing.
         third = OperatorProcess(testbed, [f"{prefix}-*"]).start()
         try:
-            time.sleep(10)
+            testbed.wait_for(third.ready, timeout=60, what="/readyz after the restart")
             assert third.writes() == 0, third.requests_by_verb()
             testbed.kubectl(
                 "delete", "tritonmodels", "--all", "-n", ns, "--timeout=120s", timeout=150

@@ -31,7 +31,12 @@ from tritonfleet.desired.kube.plan import (
     plan_deletion,
     status_patch,
 )
-from tritonfleet.desired.kube.views import Rendering, render_ensemble_object, render_model_object
+from tritonfleet.desired.kube.views import (
+    OwnerViews,
+    Rendering,
+    render_ensemble_object,
+    render_model_object,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 SETTINGS = OperatorSettings()
@@ -682,3 +687,22 @@ def test_status_patch_nulls_what_disappears() -> None:
     old = ModelStatus.model_validate(body["status"])
     new = old.model_copy(update={"deployment": None})
     assert status_patch(old, new)["deployment"] is None
+
+
+def test_desired_children_are_built_once_per_spec_and_anew_for_a_new_generation() -> None:
+    """The reconciler's shared views: an unchanged spec reuses the objects it built (no
+    YAML, hash or field paths computed again); a new generation gets new ones."""
+    views = OwnerViews()
+    body = owner_body(model_doc("toy"))
+
+    def configmap(decided: Plan) -> Any:
+        return next(a.body for a in decided.actions if a.kind == "ConfigMap")
+
+    first = configmap(plan(views.rendering(body), {}, claim_state(), SETTINGS, NOW))
+    again = configmap(plan(views.rendering(copy.deepcopy(body)), {}, claim_state(), SETTINGS, NOW))
+    assert again is first
+    body["spec"]["config"]["maxBatchSize"] = 16
+    body["metadata"]["generation"] = 2
+    changed = configmap(plan(views.rendering(body), {}, claim_state(), SETTINGS, NOW))
+    assert changed is not first
+    assert changed["data"] != first["data"]

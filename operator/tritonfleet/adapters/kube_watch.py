@@ -153,11 +153,16 @@ class ResourceStream:
         }
         if self.resource_version:
             params["resourceVersion"] = self.resource_version
-        async with self.client.stream(
-            self.kind, self.namespace, params, read_timeout=self.server_timeout + 60
-        ) as content:
-            async for event in json_lines(content):
-                self._handle(event)
+        try:
+            async with self.client.stream(
+                self.kind, self.namespace, params, read_timeout=self.server_timeout + 60
+            ) as content:
+                async for event in json_lines(content):
+                    self._handle(event)
+        except ApiError as error:
+            if error.status == 410:  # refused before the stream began (no watch cache)
+                raise ResourceVersionGoneError() from error
+            raise
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
