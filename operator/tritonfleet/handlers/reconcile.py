@@ -1,7 +1,7 @@
 """The reconcile loop: one ``reconcile()`` per object, whatever woke it up.
 
-kopf handlers (an object changed, a child changed, a member changed) and the
-periodic resync only *request* a reconcile here; a small pool of workers runs
+Watch events (``handlers.watches``: an object changed, a child changed, a member
+changed), the loader's reports and the periodic resync only *request* a reconcile here; a small pool of workers runs
 them, never two at once for the same object, coalescing bursts (a thousand
 child events for one object make one or two reconciles, not a thousand).
 
