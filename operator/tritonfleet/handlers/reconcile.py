@@ -1,9 +1,10 @@
 """The reconcile loop: one ``reconcile()`` per object, whatever woke it up.
 
 Watch events (``handlers.watches``: an object changed, a child changed, a member
-changed), the loader's reports and the periodic resync only *request* a reconcile here; a small pool of workers runs
-them, never two at once for the same object, coalescing bursts (a thousand
-child events for one object make one or two reconciles, not a thousand).
+changed), the loader's reports and the periodic resync only *request* a reconcile
+here; a small pool of workers runs them, never two at once for the same object,
+coalescing bursts (a thousand child events for one object make one or two
+reconciles, not a thousand).
 
 A reconcile reads the object and its children from memory (``state.World``), its
 parsed spec from the process's shared ``desired.kube.views.OwnerViews`` (parsed
