@@ -116,6 +116,10 @@ prometheus: ## build/cache the real Prometheus server (for bench/bench_autoscali
 bench-autoscaling: venv testbed-build triton prometheus ## queue-time spike -> HPA: ours vs Prometheus (own testbed, tfbench)
 	$(BIN)/python bench/bench_autoscaling.py
 
+.PHONY: bench-operator
+bench-operator: venv testbed-build ## the operator at fleet scale against a bare client (BENCH_MODELS=250,1000,5000)
+	$(BIN)/python bench/bench_operator.py
+
 .PHONY: bench
 bench: venv testbed-build triton prometheus ## benchmarks (figures printed, not timed tests)
 	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
