@@ -109,9 +109,12 @@ class OperatorProcess:
         assert self.proc is not None
         if self.proc.poll() is not None:
             pytest.fail(f"operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+        return self._probe("/healthz")
+
+    def _probe(self, path: str) -> bool:
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+                f"http://127.0.0.1:{self.health_port}{path}", timeout=2
             ) as response:
                 return bool(response.status == 200)
         except OSError:
@@ -178,13 +181,7 @@ class OperatorProcess:
 
     def ready(self) -> bool:
         """``/readyz`` answers 200: memory complete, every object looked at once."""
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/readyz", timeout=2
-            ) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return self._probe("/readyz")
 
     def rss_bytes(self, peak: bool = False) -> int:
         field = "VmHWM" if peak else "VmRSS"

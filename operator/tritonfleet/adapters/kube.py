@@ -216,6 +216,19 @@ async def traced_session(
     return session, expiration_of(credentials)
 
 
+def _status_error(
+    response: aiohttp.ClientResponse, payload: Obj, text: str, verb: str, path: str
+) -> ApiError:
+    """The error of a non-2xx answer, in the API server's own words (its Status)."""
+    return ApiError(
+        response.status,
+        str(payload.get("reason") or response.reason or ""),
+        str(payload.get("message") or text[:500]),
+        verb,
+        path,
+    )
+
+
 class KubeApi(Protocol):
     """The calls the operator's processes make on the API server: what
     :class:`KubeClient` does, and what a stand-in must do in a unit test."""
@@ -385,13 +398,7 @@ class KubeClient:
             API_LATENCY.labels(verb).observe(time.perf_counter() - started)
         payload: Obj = json.loads(text) if text and text.lstrip().startswith("{") else {}
         if response.status >= 400:
-            raise ApiError(
-                response.status,
-                str(payload.get("reason") or response.reason or ""),
-                str(payload.get("message") or text[:500]),
-                verb,
-                path,
-            )
+            raise _status_error(response, payload, text, verb, path)
         return payload
 
     @contextlib.asynccontextmanager
@@ -416,13 +423,7 @@ class KubeClient:
                 if response.status >= 400:
                     text = await response.text()
                     payload = json.loads(text) if text.lstrip().startswith("{") else {}
-                    raise ApiError(
-                        response.status,
-                        str(payload.get("reason") or response.reason or ""),
-                        str(payload.get("message") or text[:500]),
-                        verb,
-                        path,
-                    )
+                    raise _status_error(response, payload, text, verb, path)
                 yield response.content
         except CredentialError as error:
             raise ApiError(0, "CredentialError", str(error), verb, path) from error
