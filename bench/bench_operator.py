@@ -513,8 +513,8 @@ async def run_operator(
         run.rss_burst = rss(op)
         shown = f"{run.seconds:.1f}s" if run.seconds is not None else "not reached"
         print(
-            f"  operator: {shown}, CPU {run.cpu_burst:.1f}s, load {run.load_start:.1f} -> "
-            f"{run.load_end:.1f}; settling ...",
+            f"  operator: {shown}, CPU {run.cpu_burst:.1f}s, RSS {mb(run.rss_burst):.0f} MB, "
+            f"load {run.load_start:.1f} -> {run.load_end:.1f}; settling ...",
             flush=True,
         )
         run.settled_after = await settle(op)
@@ -523,8 +523,8 @@ async def run_operator(
         run.rss_end, run.rss_peak = rss(op), rss(op, peak=True)
 
         print(
-            f"  settled after {run.settled_after:.0f}s ({run.ready_models} Ready); "
-            f"{IDLE_SECONDS:.0f}s idle ...",
+            f"  settled after {run.settled_after:.0f}s ({run.ready_models} Ready), RSS "
+            f"{mb(run.rss_end):.0f} MB (peak {mb(run.rss_peak):.0f}); {IDLE_SECONDS:.0f}s idle ...",
             flush=True,
         )
         idle0 = (
