@@ -467,7 +467,7 @@ async def settle(op: OperatorProcess) -> float:
         if time.perf_counter() - started > SETTLE_MAX:
             print(f"  still writing after {SETTLE_MAX:.0f}s; measuring anyway", flush=True)
             break
-        await asyncio.sleep(1)
+        await asyncio.sleep(3)  # each look is a /metrics scrape: the operator's CPU too
         now = op.writes()
         if now != last:
             last, quiet_since = now, time.perf_counter()

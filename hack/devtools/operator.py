@@ -147,7 +147,7 @@ class OperatorProcess:
 
     def metrics(self) -> list[tuple[str, dict[str, str], float]]:
         with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30
         ) as response:
             return parse_metrics(response.read().decode())
 
