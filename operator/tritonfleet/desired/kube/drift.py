@@ -111,7 +111,22 @@ def applied_paths(obj: Mapping[str, Any]) -> frozenset[Path]:
                     out.update(_walk_field(meta_key, value[meta_key], ("f:metadata",)))
             continue
         out.update(_walk_field(key, value, ()))
-    return frozenset(out)
+    paths = frozenset(out)
+    shared = _APPLIED_BY_SHAPE.get(paths)
+    if shared is not None:
+        _APPLIED_BY_SHAPE.move_to_end(paths)
+        return shared
+    _APPLIED_BY_SHAPE[paths] = paths
+    while len(_APPLIED_BY_SHAPE) > _APPLIED_MEMO_MAX:
+        _APPLIED_BY_SHAPE.popitem(last=False)
+    return paths
+
+
+# A fleet's children come in a few shapes: children of one shape keep one set of
+# applied paths between them (a thousand models held a thousand equal copies of each,
+# about 30 MB), which also makes ``_missing``'s memo hit across the fleet.
+_APPLIED_BY_SHAPE: OrderedDict[frozenset[Path], frozenset[Path]] = OrderedDict()
+_APPLIED_MEMO_MAX = 4096
 
 
 def _normalise_segment(segment: str) -> str:
