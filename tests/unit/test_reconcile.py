@@ -258,3 +258,21 @@ async def wait_for(done: Callable[[], bool], op: Operator, key: Key, rounds: int
         await asyncio.sleep(0)
         await op.reconcile(key)
     raise AssertionError("the condition never held")
+
+
+def test_ready_once_every_object_was_looked_at_even_while_work_keeps_coming() -> None:
+    """/readyz after a restart over a fleet that is still converging: every object known
+    once the memory is complete reconciled once is enough; the queue need not be empty."""
+
+    async def test(op: Operator) -> None:
+        first, second = op.apply(model_doc("a")), op.apply(model_doc("b"))
+        assert op.reconciler.not_ready() == "2 object(s) not looked at yet"
+        await op.reconciler._reconcile_safely(first)
+        op.reconciler.request(first)  # more work for it: a child changed meanwhile
+        assert op.reconciler.not_ready() == "1 object(s) not looked at yet"
+        await op.reconciler._reconcile_safely(second)
+        assert op.reconciler.not_ready() is None
+        op.apply(model_doc("c"))  # a later new object is work, not unreadiness
+        assert op.reconciler.not_ready() is None
+
+    run(test)

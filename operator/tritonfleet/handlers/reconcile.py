@@ -87,6 +87,7 @@ class Reconciler:
         self._settled: dict[Key, tuple[object, ...]] = {}
         self._claim_locks: dict[str, asyncio.Lock] = {}
         self._caught_up = False  # every object looked at once since start (readiness)
+        self._looked: set[Key] = set()  # objects reconciled since start, until caught up
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         # Loading runs beside the reconcile, never inside it (handlers.loading).
@@ -128,15 +129,19 @@ class Reconciler:
     def not_ready(self) -> str | None:
         """Why the operator has not looked at every object once yet (None: it has).
 
-        Once it has, it stays ready: a burst of work later is not unreadiness."""
+        Every object known once the memory is complete must have been reconciled once
+        (whatever the outcome); an empty queue is not asked for, since a fleet that is
+        still converging keeps it busy. Once caught up it stays ready: a burst of work
+        later is not unreadiness."""
         if self._caught_up:
             return None
-        waiting = len(self._queued) + len(self._running) + sum(map(len, self._parked.values()))
-        if waiting:
-            return f"checking {waiting} object(s)"
         if not self.world.ready:
             return "memory not complete"
+        waiting = sum(1 for key in self.world.owner_keys() if key not in self._looked)
+        if waiting:
+            return f"{waiting} object(s) not looked at yet"
         self._caught_up = True
+        self._looked.clear()
         return None
 
     def unpark(self, namespace: str | None) -> None:
@@ -224,6 +229,8 @@ class Reconciler:
             self._failures.pop(key, None)
         metrics.RECONCILES.labels(kind, outcome).inc()
         metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        if not self._caught_up:
+            self._looked.add(key)
 
     def _retry(self, key: Key, error: Exception) -> None:
         failures = self._failures.get(key, 0) + 1
