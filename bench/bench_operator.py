@@ -74,6 +74,7 @@ from tritonfleet.desired.kube.views import render_model_object  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_MODELS", "250,1000,5000").split(",") if n]
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+FLOOR = os.environ.get("BENCH_FLOOR", "1") != "0"
 SETTLE_QUIET = 15.0  # s without an operator write: settled
 SETTLE_MAX = float(os.environ.get("BENCH_SETTLE_MAX", "900"))
 CREATE_CONCURRENCY = 64  # the user's client creating the models (both runs)
@@ -559,6 +560,13 @@ async def run_operator(
             print(f"  {error}", flush=True)
         await asyncio.sleep(SETTLE_QUIET)
         run.restart_writes = int(op.writes())
+        ready = f"{run.restart_ready:.1f}s" if run.restart_ready is not None else "not ready"
+        print(
+            f"  idle: {run.idle_writes} operator writes, {run.idle_api_writes} API writes, CPU "
+            f"{100 * run.idle_cpu:.1f} %, loader {run.triton_per_minute:.0f} req/min; restart: "
+            f"Ready {ready}, {run.restart_writes} writes in its first {SETTLE_QUIET:.0f}s after",
+            flush=True,
+        )
     finally:
         op.stop()
         pods_task.cancel()
@@ -666,7 +674,8 @@ async def run(bed: tb.Testbed) -> None:
     results = []
     try:
         for count in SIZES:
-            floor = await run_floor(bed, endpoint, count)
+            # BENCH_FLOOR=0: the operator only (a floor measured before, same testbed).
+            floor = await run_floor(bed, endpoint, count) if FLOOR else FloorRun(float("nan"))
             operator = await run_operator(bed, endpoint, count, fleet)
             results.append((count, floor, operator))
             print(summary(count, floor, operator), flush=True)
