@@ -12,6 +12,7 @@ server's verdict on the same objects is checked by the integration tests.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,15 +22,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.support.builders import config, ensemble_doc, model_doc
+from tests.support.builders import config, ensemble_doc, model_doc, pool_doc
 from tritonfleet.api import ModelEnsemble, TritonModel
+from tritonfleet.api.base import QUANTITY_RE
 from tritonfleet.api.crd import custom_resource_definitions
+from tritonfleet.api.pool import TritonServerPool
 from tritonfleet.api.problems import problems_from_validation_error
 from tritonfleet.api.triton_config import CORRID_DATA_TYPES, PLATFORM_BACKENDS
 
 KINDS: dict[str, tuple[type, Callable[[], dict[str, Any]]]] = {
     "TritonModel": (TritonModel, model_doc),
     "ModelEnsemble": (ModelEnsemble, ensemble_doc),
+    "TritonServerPool": (TritonServerPool, pool_doc),
 }
 
 
@@ -94,6 +98,46 @@ PVC = {"claimName": "models"}
 TRT = {**config(), "platform": "tensorrt_plan"}
 TRT.pop("backend")
 TENSOR = {"name": "x", "dataType": "TYPE_FP32", "dims": [-1, 3]}
+POOL_REF = {"name": "shared", "memory": "2Gi"}
+
+
+def _quantity(value: Any, positive: bool = False) -> bool:
+    """isQuantity(string(v)), and not below zero (above zero when ``positive``)."""
+    text = str(value)
+    if not QUANTITY_RE.match(text.removeprefix("-")):
+        return False
+    digits = text.lstrip("+-").rstrip("KMGTPEimnuk")
+    negative = text.startswith("-") and any(c not in "0." for c in digits)
+    zero = all(c in "0." for c in digits)
+    return not negative and not (positive and zero)
+
+
+def _pool_serving_ok(n: dict[str, Any]) -> bool:
+    return "pool" not in n or (
+        "image" not in n
+        and n["gpus"] == 1
+        and n["gpuResource"] == "nvidia.com/gpu"
+        and "replicas" not in n
+        and "autoscaling" not in n
+        and "resources" not in n
+        and not n.get("nodeSelector")
+        and not n.get("tolerations")
+        and "affinity" not in n
+        and str(n["shmSize"]) == "1Gi"
+        and not n.get("env")
+        and not n.get("imagePullSecrets")
+    )
+
+
+def _pool_budget_ok(n: dict[str, Any]) -> bool:
+    selector = n.get("nodeSelector", {})
+    return (
+        "gpuMemory" in n
+        or n["gpuResource"].startswith("nvidia.com/mig-")
+        or selector.get("nvidia.com/gpu.memory", "x").isdigit()
+        or re.search("[0-9]+GB", selector.get("nvidia.com/gpu.product", "")) is not None
+    )
+
 
 PARITY: dict[str, Parity] = {
     "file paths must be relative and stay inside the model directory": Parity(
@@ -475,6 +519,66 @@ PARITY: dict[str, Parity] = {
                 "replicas": {"max": 2},
                 "autoscaling": {"scaleToZeroAfterSeconds": 60},
             },
+        },
+    ),
+    "memory must be a quantity such as 6Gi": Parity(
+        rule="isQuantity(string(self.memory))"
+        " && !quantity(string(self.memory)).isLessThan(quantity('0'))",
+        holds=lambda n: _quantity(n["memory"]),
+        valid=POOL_REF,
+        violations={
+            "words": {**POOL_REF, "memory": "lots"},
+            "negative": {**POOL_REF, "memory": "-1Gi"},
+        },
+    ),
+    "pool replaces the per-model serving fields: leave image, gpus, gpuResource, replicas, "
+    "autoscaling, resources, nodeSelector, tolerations, affinity, shmSize, env, imagePullSecrets "
+    "to the TritonServerPool": Parity(
+        rule="!has(self.pool) || (!has(self.image) && self.gpus == 1"
+        " && self.gpuResource == 'nvidia.com/gpu' && !has(self.replicas)"
+        " && !has(self.autoscaling) && !has(self.resources)"
+        " && (!has(self.nodeSelector) || size(self.nodeSelector) == 0)"
+        " && (!has(self.tolerations) || size(self.tolerations) == 0)"
+        " && !has(self.affinity) && string(self.shmSize) == '1Gi'"
+        " && (!has(self.env) || size(self.env) == 0)"
+        " && (!has(self.imagePullSecrets) || size(self.imagePullSecrets) == 0))",
+        holds=_pool_serving_ok,
+        valid={"pool": POOL_REF, "env": [], "gpus": 1},
+        violations={
+            "gpus": {"pool": POOL_REF, "gpus": 0},
+            "replicas": {"pool": POOL_REF, "replicas": {"min": 1, "max": 2}},
+            "image": {"pool": POOL_REF, "image": "nvcr.io/nvidia/tritonserver:24.10-py3"},
+            "node-selector": {"pool": POOL_REF, "nodeSelector": {"pool": "a"}},
+            "shm": {"pool": POOL_REF, "shmSize": "2Gi"},
+            "env": {"pool": POOL_REF, "env": [{"name": "A", "value": "1"}]},
+            "autoscaling": {"pool": POOL_REF, "autoscaling": {}},
+        },
+    ),
+    "set gpuMemory, or select nodes by nvidia.com/gpu.memory (MiB) or by a "
+    "nvidia.com/gpu.product naming its memory (e.g. NVIDIA-A100-SXM4-80GB), or request a MIG "
+    "gpuResource: models are placed within each replica's GPU memory": Parity(
+        rule="has(self.gpuMemory) || self.gpuResource.startsWith('nvidia.com/mig-')"
+        " || (has(self.nodeSelector) && (('nvidia.com/gpu.memory' in"
+        " self.nodeSelector && self.nodeSelector['nvidia.com/gpu.memory']"
+        ".matches('^[0-9]+$')) || ('nvidia.com/gpu.product' in self.nodeSelector"
+        " && self.nodeSelector['nvidia.com/gpu.product'].matches('[0-9]+GB'))))",
+        holds=_pool_budget_ok,
+        valid={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}},
+        violations={
+            "nothing": {},
+            "product-without-memory": {"nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"}},
+            "memory-not-a-number": {"nodeSelector": {"nvidia.com/gpu.memory": "lots"}},
+        },
+    ),
+    "gpuMemory must be a positive quantity such as 80Gi": Parity(
+        rule="!has(self.gpuMemory) || (isQuantity(string(self.gpuMemory))"
+        " && quantity(string(self.gpuMemory)).isGreaterThan(quantity('0')))",
+        holds=lambda n: "gpuMemory" not in n or _quantity(n["gpuMemory"], positive=True),
+        valid={"gpuMemory": "80Gi"},
+        violations={
+            "zero": {"gpuMemory": "0"},
+            "words": {"gpuMemory": "lots"},
+            "negative": {"gpuMemory": "-1Gi"},
         },
     ),
     "an ensemble needs at least one step": Parity(

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from tritonfleet.api.base import GROUP, VERSION
 from tritonfleet.api.ensemble import ModelEnsembleSpec
 from tritonfleet.api.model import TritonModelSpec
+from tritonfleet.api.pool import PoolStatus, TritonServerPoolSpec
 from tritonfleet.api.status import ModelStatus
 
 # Keywords Kubernetes' structural schemas accept; everything else is dropped.
@@ -113,6 +114,7 @@ def _condition_column(type_: str) -> dict[str, str]:
     }
 
 
+_AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 _COMMON_COLUMNS: list[dict[str, Any]] = [
     _condition_column("Ready"),
     {"name": "Replicas", "type": "string", "jsonPath": ".status.replicaSummary"},
@@ -124,12 +126,31 @@ _COMMON_COLUMNS: list[dict[str, Any]] = [
         "priority": 1,
         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
     },
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    _AGE_COLUMN,
+]
+_POOL_COLUMNS: list[dict[str, Any]] = [
+    _condition_column("Ready"),
+    {"name": "Models", "type": "string", "jsonPath": ".status.modelSummary"},
+    {"name": "Replicas", "type": "string", "jsonPath": ".status.replicaSummary"},
+    {"name": "Memory", "type": "string", "jsonPath": ".status.memorySummary"},
+    {
+        "name": "Reason",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+    },
+    _AGE_COLUMN,
 ]
 
 
 def _crd(
-    kind: str, plural: str, short_names: list[str], spec_model: type[BaseModel], doc: str
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    spec_model: type[BaseModel],
+    doc: str,
+    status_model: type[BaseModel] = ModelStatus,
+    columns: list[dict[str, Any]] = _COMMON_COLUMNS,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -155,7 +176,7 @@ def _crd(
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": _COMMON_COLUMNS,
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
@@ -166,7 +187,7 @@ def _crd(
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": structural_schema(spec_model),
-                                "status": structural_schema(ModelStatus),
+                                "status": structural_schema(status_model),
                             },
                         }
                     },
@@ -192,6 +213,16 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
             ["me", "ensemble"],
             ModelEnsembleSpec,
             "A Triton ensemble of TritonModel members, served co-located on one Deployment.",
+        ),
+        _crd(
+            "TritonServerPool",
+            "tritonserverpools",
+            ["tsp"],
+            TritonServerPoolSpec,
+            "A Deployment of Triton replicas shared by many models, placed within each "
+            "replica's GPU memory.",
+            PoolStatus,
+            _POOL_COLUMNS,
         ),
     ]
 

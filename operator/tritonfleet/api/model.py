@@ -169,13 +169,18 @@ class ReplicaRange(ApiModel):
         return self
 
 
-class Autoscaling(ApiModel):
+class QueueTimeAutoscaling(ApiModel):
+    """Queue-time autoscaling of a Deployment of Triton replicas (a model's or a pool's)."""
+
     queue_time_target_ms: Annotated[float, Field(gt=0)] = Field(
         default=50.0, description="Target average queue time per request, in milliseconds."
     )
     window_seconds: Annotated[int, Field(ge=5, le=3600)] = Field(
         default=30, description="Window the queue time is averaged over."
     )
+
+
+class Autoscaling(QueueTimeAutoscaling):
     scale_to_zero_after_seconds: Annotated[int, Field(ge=30)] | None = Field(
         default=None, description="Scale to zero after this long without requests (min: 0 only)."
     )
@@ -207,19 +212,9 @@ class LocalObjectReference(ApiModel):
 GPU_RESOURCE_PATTERN = r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb)$"
 
 
-class ServingSpec(ApiModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!has(self.autoscaling) || !has(self.autoscaling.scaleToZeroAfterSeconds)"
-                    " || (has(self.replicas) && self.replicas.min == 0)",
-                    "autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0",
-                    ".autoscaling.scaleToZeroAfterSeconds",
-                )
-            ]
-        }
-    )
+class TritonServing(ApiModel):
+    """The fields of a Deployment of Triton replicas: a model's own (``spec.serving``) or a
+    pool's (``TritonServerPool.spec``)."""
 
     image: str | None = Field(default=None, description="Triton image; operator default if unset.")
     gpus: Annotated[int, Field(ge=0, le=64)] = Field(default=1, description="GPUs per replica.")
@@ -229,7 +224,7 @@ class ServingSpec(ApiModel):
         "nvidia.com/mig-1g.10gb.",
     )
     replicas: ReplicaRange = Field(default_factory=ReplicaRange)
-    autoscaling: Autoscaling | None = None
+    autoscaling: QueueTimeAutoscaling | None = None
     resources: ResourceRequirements | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
@@ -240,6 +235,86 @@ class ServingSpec(ApiModel):
         default_factory=list
     )
 
+
+class PoolRef(ApiModel):
+    """Where a pooled model is served: a ``TritonServerPool`` of the same namespace."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                # The schema of an int-or-string cannot say "quantity"; the twin is the
+                # Quantity type's own check.
+                cel(
+                    "isQuantity(string(self.memory))"
+                    " && !quantity(string(self.memory)).isLessThan(quantity('0'))",
+                    "memory must be a quantity such as 6Gi",
+                    ".memory",
+                )
+            ]
+        }
+    )
+
+    name: ObjectName = Field(description="The TritonServerPool (same namespace) serving it.")
+    memory: Quantity = Field(
+        description="GPU memory the model takes when loaded (e.g. 6Gi): what placement checks "
+        "against each pool replica's gpuMemory."
+    )
+    replicas: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None,
+        description="On how many of the pool's replicas it is loaded (default: every replica).",
+    )
+    scale_to_zero_after_seconds: Annotated[int, Field(ge=30)] | None = Field(
+        default=None,
+        description="Unload it from the pool after this long without requests (its memory is "
+        "freed, no pod restarts); the next request through the gateway loads it again.",
+    )
+
+
+# Per-model serving fields that a pool's spec sets instead, and their defaults: a pooled
+# model may not set them (a field equal to its default cannot be told from an unset one
+# once the API server has applied the schema's defaults).
+POOL_EXCLUSIVE_FIELDS = (
+    "image, gpus, gpuResource, replicas, autoscaling, resources, nodeSelector, tolerations, "
+    "affinity, shmSize, env, imagePullSecrets"
+)
+_POOL_RULE_MESSAGE = (
+    f"pool replaces the per-model serving fields: leave {POOL_EXCLUSIVE_FIELDS} to the "
+    "TritonServerPool"
+)
+
+
+class ServingSpec(TritonServing):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.autoscaling) || !has(self.autoscaling.scaleToZeroAfterSeconds)"
+                    " || (has(self.replicas) && self.replicas.min == 0)",
+                    "autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0",
+                    ".autoscaling.scaleToZeroAfterSeconds",
+                ),
+                cel(
+                    "!has(self.pool) || (!has(self.image) && self.gpus == 1"
+                    " && self.gpuResource == 'nvidia.com/gpu' && !has(self.replicas)"
+                    " && !has(self.autoscaling) && !has(self.resources)"
+                    " && (!has(self.nodeSelector) || size(self.nodeSelector) == 0)"
+                    " && (!has(self.tolerations) || size(self.tolerations) == 0)"
+                    " && !has(self.affinity) && string(self.shmSize) == '1Gi'"
+                    " && (!has(self.env) || size(self.env) == 0)"
+                    " && (!has(self.imagePullSecrets) || size(self.imagePullSecrets) == 0))",
+                    _POOL_RULE_MESSAGE,
+                    ".pool",
+                ),
+            ]
+        }
+    )
+
+    autoscaling: Autoscaling | None = None
+    pool: PoolRef | None = Field(
+        default=None,
+        description="Serve the model on a shared TritonServerPool instead of its own Deployment.",
+    )
+
     @model_validator(mode="after")
     def _scale_to_zero_needs_min_zero(self) -> ServingSpec:
         if (
@@ -248,6 +323,32 @@ class ServingSpec(ApiModel):
             and self.replicas.min != 0
         ):
             raise ValueError("autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0")
+        return self
+
+    @model_validator(mode="after")
+    def _pool_replaces_serving_fields(self) -> ServingSpec:
+        if self.pool is None:
+            return self
+        set_here = [
+            name
+            for name, taken in (
+                ("image", self.image is not None),
+                ("gpus", self.gpus != 1),
+                ("gpuResource", self.gpu_resource != "nvidia.com/gpu"),
+                ("replicas", "replicas" in self.model_fields_set),
+                ("autoscaling", self.autoscaling is not None),
+                ("resources", self.resources is not None),
+                ("nodeSelector", bool(self.node_selector)),
+                ("tolerations", bool(self.tolerations)),
+                ("affinity", self.affinity is not None),
+                ("shmSize", str(self.shm_size) != "1Gi"),
+                ("env", bool(self.env)),
+                ("imagePullSecrets", bool(self.image_pull_secrets)),
+            )
+            if taken
+        ]
+        if set_here:
+            raise ValueError(f"{_POOL_RULE_MESSAGE} (set here: {', '.join(set_here)})")
         return self
 
 
