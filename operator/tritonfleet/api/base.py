@@ -54,8 +54,15 @@ def check_quantity(value: str | int) -> str | int:
     return value
 
 
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3,
+_BINARY: dict[str, int] = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+_DECIMAL: dict[str, Decimal | int] = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3,
             "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}  # fmt: skip
 
 
@@ -75,7 +82,7 @@ def quantity_bytes(value: str | int) -> int:
         amount = Decimal(number)
     except InvalidOperation as error:
         raise ValueError(f"{value!r} is not a Kubernetes quantity") from error
-    scale = _BINARY.get(unit) or _DECIMAL.get(unit) or 1
+    scale: Decimal | int = _BINARY.get(unit) or _DECIMAL.get(unit) or 1
     return math.ceil(amount * scale)
 
 

@@ -58,7 +58,7 @@ class EnsemblePoolRef(PoolRef):
 
 
 class EnsembleServingSpec(ServingSpec):
-    pool: EnsemblePoolRef | None = Field(  # type: ignore[assignment]
+    pool: EnsemblePoolRef | None = Field(
         default=None,
         description="Serve the ensemble on the TritonServerPool its members are pooled in.",
     )

@@ -48,10 +48,13 @@ def metric_labels(target: Target) -> dict[str, str]:
     """The External metric selector that names this Deployment's signal.
 
     A TritonModel selects its Triton model; an ensemble selects itself, which the
-    metrics API answers with the worst (max) queue time among its members.
+    metrics API answers with the worst (max) queue time among its members; a pool
+    selects itself too, answered with the worst queue time among the models it holds.
     """
     if target.kind == "ModelEnsemble":
         return {"ensemble": target.triton_name, "namespace": target.namespace}
+    if target.kind == "TritonServerPool":
+        return {"pool": target.name, "namespace": target.namespace}
     return {"model": target.triton_name, "namespace": target.namespace}
 
 

@@ -33,7 +33,7 @@ from tritonfleet.api.model import ModelSource, ServingSpec, TritonModel
 from tritonfleet.api.settings import OperatorSettings
 
 Obj = dict[str, Any]
-Kind = Literal["TritonModel", "ModelEnsemble"]
+Kind = Literal["TritonModel", "ModelEnsemble", "TritonServerPool"]
 
 FIELD_MANAGER = "tritonfleet"
 FINALIZER = "tritonfleet.io/cleanup"
@@ -75,7 +75,7 @@ GPU_TOLERATION: Obj = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": 
 # labels of at most 63 characters (Job names become pod labels), so long or
 # dotted names are shortened and disambiguated with a digest of the full name.
 _MAX_NAME = 63
-_PREFIX: dict[str, str] = {"TritonModel": "tm", "ModelEnsemble": "me"}
+_PREFIX: dict[str, str] = {"TritonModel": "tm", "ModelEnsemble": "me", "TritonServerPool": "tsp"}
 _LABEL_SAFE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -549,13 +549,18 @@ def cleanup_job(target: Target, settings: OperatorSettings) -> Obj:
 
 
 def triton_args(target: Target) -> list[str]:
-    """tritonserver's arguments: explicit model control, the models to load at start."""
+    """tritonserver's arguments: explicit model control, the models to load at start.
+
+    A pool's server starts empty (the loader loads what is placed on it) and is ready
+    once it answers: one model failing to load must not take the others' server out.
+    """
+    pooled = target.kind == "TritonServerPool"
     return [
         f"--model-repository={REPOSITORY_PATH}",
         "--model-control-mode=explicit",
         *(f"--load-model={name}" for name in target.load_models),
         # Ready only once every model is loaded, so traffic never meets a cold replica.
-        "--strict-readiness=true",
+        f"--strict-readiness={'false' if pooled else 'true'}",
         # A model that fails to load at start must not kill the server: the pod stays
         # up (NotReady), so the loader can read Triton's error, report it and retry.
         "--exit-on-error=false",
