@@ -21,9 +21,9 @@ from tritonfleet.desired.kube import objects as ko
 from tritonfleet.desired.kube.autoscaling import hpa
 from tritonfleet.desired.kube.loading import TritonPod
 from tritonfleet.desired.kube.observed import summarize
+from tritonfleet.desired.kube.placement import placement_of
 from tritonfleet.desired.kube.pool import (
     PooledObject,
-    placement_of,
     plan_pool,
     pool_deployment,
     pool_pod_key,

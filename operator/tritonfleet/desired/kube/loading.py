@@ -31,6 +31,7 @@ from typing import Any
 from tritonfleet.api.status import (
     AVAILABLE,
     LOADED,
+    PLACED,
     READY,
     SYNCED,
     VALID,
@@ -166,11 +167,14 @@ def select_pods(
     deployed_revision: str | None,
     may_dial: Callable[[str], bool],
     networks: Sequence[str] = (),
+    pinned: bool = True,
 ) -> PodSelection:
     """Split ``pods`` into dialled, acted on and blocked (see the module docstring).
 
     ``deployed_revision`` is the revision the Deployment's pod template serves
-    (None: nothing synced yet).
+    (None: nothing synced yet); for a pooled model, the revision that is synced.
+    ``pinned``: the pods' template names the revision (a model's own Deployment);
+    a pool's pods are not tied to any model's revision, so every usable one is acted on.
     """
     dial: list[TritonPod] = []
     act: set[str] = set()
@@ -189,7 +193,11 @@ def select_pods(
             )
             continue
         dial.append(pod)
-        if pod.usable and deployed_revision == revision and pod.revision == revision:
+        if (
+            pod.usable
+            and deployed_revision == revision
+            and (not pinned or pod.revision == revision)
+        ):
             act.add(pod.name)
     return PodSelection(tuple(dial), frozenset(act), tuple(blocked), tuple(p.name for p in pods))
 
@@ -227,7 +235,7 @@ def loading_status(
         # explains it), so that it finds nothing left to write.
         first = next(
             c
-            for t in (VALID, SYNCED, AVAILABLE, LOADED)
+            for t in (VALID, SYNCED, PLACED, AVAILABLE, LOADED)
             if (c := find_condition(conditions, t)) is not None and c.status != "True"
         )
         conditions = set_condition(

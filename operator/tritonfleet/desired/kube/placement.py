@@ -39,9 +39,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from tritonfleet.api.base import format_bytes
+from tritonfleet.api.pool import PooledModelStatus, PoolStatus
 
 ItemKey = tuple[str, str]  # (kind, name): ("TritonModel", "toy-llm")
 PlacementState = Literal["Placed", "FewerReplicas", "DoesNotFit", "ScaledToZero", "Leaving"]
@@ -357,3 +360,43 @@ def bind_replicas(
         if out[index] is None and waiting:
             out[index] = waiting.pop(0).name
     return tuple(out)
+
+
+# --- what a pooled model reads back ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PooledPlacement:
+    """A pooled object's entry in its pool's status (``entry`` None: not placed yet)."""
+
+    pool: str
+    found: bool  # the pool exists
+    entry: PooledModelStatus | None = None
+    pods: tuple[str, ...] = ()  # the pool pods of its replicas
+    ready_pods: tuple[str, ...] = ()  # those of them that are Ready (Kubernetes)
+    deployment: str | None = None
+
+    @property
+    def state(self) -> str:
+        return self.entry.state if self.entry is not None else ""
+
+
+def placement_of(
+    pool_name: str, pool_body: Mapping[str, Any] | None, kind: str, name: str
+) -> PooledPlacement:
+    """Where the pool's status (written by the pool's reconcile) says ``kind``/``name`` is."""
+    if pool_body is None:
+        return PooledPlacement(pool_name, found=False)
+    try:
+        status = PoolStatus.model_validate(pool_body.get("status") or {})
+    except ValidationError:
+        status = PoolStatus()
+    entry = next((m for m in status.models if m.kind == kind and m.name == name), None)
+    ready = {r.pod for r in status.placement if r.ready and r.pod}
+    # Only a placed object's replicas are its home; the pods of one leaving or at zero
+    # are where it is still loaded (to unload), not where to load it.
+    placed = entry is not None and entry.state in ("Placed", "FewerReplicas")
+    pods = tuple(entry.pods) if entry is not None and placed else ()
+    return PooledPlacement(
+        pool_name, True, entry, pods, tuple(p for p in pods if p in ready), status.deployment
+    )

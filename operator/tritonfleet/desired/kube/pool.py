@@ -474,33 +474,6 @@ def _finish(old: PoolStatus, new: PoolStatus, actions: tuple[Action, ...]) -> Po
     )
 
 
-# --- what a pooled model reads back -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PooledPlacement:
-    """A pooled object's entry in its pool's status (None fields: not in the pool yet)."""
-
-    pool: str
-    found: bool  # the pool exists
-    entry: PooledModelStatus | None = None
-    ready_pods: tuple[str, ...] = ()  # the entry's pods that are Ready (Kubernetes)
-    deployment: str | None = None
-
-
-def placement_of(
-    pool_name: str, pool_body: Mapping[str, Any] | None, kind: str, name: str
-) -> PooledPlacement:
-    """Where the pool's status says ``kind``/``name`` is placed."""
-    if pool_body is None:
-        return PooledPlacement(pool_name, found=False)
-    status = pool_owner_of(pool_body).status
-    entry = next((m for m in status.models if m.kind == kind and m.name == name), None)
-    ready = {r.pod for r in status.placement if r.ready and r.pod}
-    pods = tuple(p for p in (entry.pods if entry else ()) if p in ready)
-    return PooledPlacement(pool_name, True, entry, pods, status.deployment)
-
-
 def pool_pod_key(namespace: str, pool_name: str) -> tuple[str, str, str]:
     """The pod index key of a pool's Triton pods (``desired.kube.loading.pod_key_of``)."""
     return (namespace, POOL_KIND.lower(), label_value(pool_name))

@@ -35,6 +35,7 @@ from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import Autoscaling, TritonModel
 from tritonfleet.api.problems import Problem, problems_from_validation_error
 from tritonfleet.api.status import SYNCED, ModelStatus, find_condition
+from tritonfleet.desired.kube.autoscaling import SCALED_TO_ZERO_ANNOTATION
 from tritonfleet.desired.kube.objects import Kind, Target, ensemble_target, model_target
 from tritonfleet.desired.triton.render import render_ensemble, render_model
 
@@ -58,6 +59,9 @@ class Owner:
     finalizers: tuple[str, ...]
     deletion_timestamp: str | None
     status: ModelStatus
+    # A pooled model's scale-to-zero record (desired.kube.autoscaling.ZeroMark), written
+    # on the object itself by the scaler: a pooled model has no Deployment of its own.
+    zero_mark: str = ""
 
 
 def owner_of(body: Body) -> Owner:
@@ -75,6 +79,7 @@ def owner_of(body: Body) -> Owner:
         finalizers=tuple(meta.get("finalizers") or ()),
         deletion_timestamp=meta.get("deletionTimestamp"),
         status=status,
+        zero_mark=str((meta.get("annotations") or {}).get(SCALED_TO_ZERO_ANNOTATION) or ""),
     )
 
 
@@ -209,6 +214,24 @@ def _check_ensemble(
         problems.append(
             Problem("spec.steps", f"member(s) {', '.join(unreadable)} are invalid; fix them first")
         )
+    pool = ensemble.spec.serving.pool
+    if pool is not None:
+        # A pooled ensemble runs on pool replicas that hold its members: they must be
+        # pooled in the same pool (loaded once per replica, never a copy of their own).
+        elsewhere = [
+            name
+            for name, model in parsed.items()
+            if model.spec.serving.pool is None or model.spec.serving.pool.name != pool.name
+        ]
+        if elsewhere:
+            problems.append(
+                Problem(
+                    "spec.serving.pool",
+                    f"member(s) {', '.join(elsewhere)} are not pooled in {pool.name!r}: set "
+                    f"their spec.serving.pool.name to {pool.name!r} (or serve the ensemble "
+                    "on its own Deployment)",
+                )
+            )
     if problems:
         return None, tuple(problems)
     return ensemble_target(ensemble, parsed, rendered.revision, revisions), ()
