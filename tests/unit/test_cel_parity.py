@@ -117,7 +117,7 @@ def _pool_serving_ok(n: dict[str, Any]) -> bool:
         "image" not in n
         and n["gpus"] == 1
         and n["gpuResource"] == "nvidia.com/gpu"
-        and "replicas" not in n
+        and n.get("replicas", {"min": 1, "max": 1}) == {"min": 1, "max": 1}
         and "autoscaling" not in n
         and "resources" not in n
         and not n.get("nodeSelector")
@@ -535,7 +535,9 @@ PARITY: dict[str, Parity] = {
     "autoscaling, resources, nodeSelector, tolerations, affinity, shmSize, env, imagePullSecrets "
     "to the TritonServerPool": Parity(
         rule="!has(self.pool) || (!has(self.image) && self.gpus == 1"
-        " && self.gpuResource == 'nvidia.com/gpu' && !has(self.replicas)"
+        " && self.gpuResource == 'nvidia.com/gpu'"
+        " && (!has(self.replicas)"
+        " || (self.replicas.min == 1 && self.replicas.max == 1))"
         " && !has(self.autoscaling) && !has(self.resources)"
         " && (!has(self.nodeSelector) || size(self.nodeSelector) == 0)"
         " && (!has(self.tolerations) || size(self.tolerations) == 0)"
@@ -543,7 +545,7 @@ PARITY: dict[str, Parity] = {
         " && (!has(self.env) || size(self.env) == 0)"
         " && (!has(self.imagePullSecrets) || size(self.imagePullSecrets) == 0))",
         holds=_pool_serving_ok,
-        valid={"pool": POOL_REF, "env": [], "gpus": 1},
+        valid={"pool": POOL_REF, "env": [], "gpus": 1, "replicas": {"min": 1, "max": 1}},
         violations={
             "gpus": {"pool": POOL_REF, "gpus": 0},
             "replicas": {"pool": POOL_REF, "replicas": {"min": 1, "max": 2}},

@@ -270,9 +270,9 @@ class PoolRef(ApiModel):
     )
 
 
-# Per-model serving fields that a pool's spec sets instead, and their defaults: a pooled
-# model may not set them (a field equal to its default cannot be told from an unset one
-# once the API server has applied the schema's defaults).
+# Per-model serving fields that a pool's spec sets instead: a pooled model leaves them
+# at their defaults (a field equal to its default cannot be told from an unset one once
+# the API server has applied the schema's defaults, or once a spec went to the wire).
 POOL_EXCLUSIVE_FIELDS = (
     "image, gpus, gpuResource, replicas, autoscaling, resources, nodeSelector, tolerations, "
     "affinity, shmSize, env, imagePullSecrets"
@@ -295,7 +295,9 @@ class ServingSpec(TritonServing):
                 ),
                 cel(
                     "!has(self.pool) || (!has(self.image) && self.gpus == 1"
-                    " && self.gpuResource == 'nvidia.com/gpu' && !has(self.replicas)"
+                    " && self.gpuResource == 'nvidia.com/gpu'"
+                    " && (!has(self.replicas)"
+                    " || (self.replicas.min == 1 && self.replicas.max == 1))"
                     " && !has(self.autoscaling) && !has(self.resources)"
                     " && (!has(self.nodeSelector) || size(self.nodeSelector) == 0)"
                     " && (!has(self.tolerations) || size(self.tolerations) == 0)"
@@ -335,7 +337,7 @@ class ServingSpec(TritonServing):
                 ("image", self.image is not None),
                 ("gpus", self.gpus != 1),
                 ("gpuResource", self.gpu_resource != "nvidia.com/gpu"),
-                ("replicas", "replicas" in self.model_fields_set),
+                ("replicas", self.replicas != ReplicaRange()),
                 ("autoscaling", self.autoscaling is not None),
                 ("resources", self.resources is not None),
                 ("nodeSelector", bool(self.node_selector)),

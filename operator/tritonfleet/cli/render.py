@@ -1,6 +1,7 @@
 """``tritonfleet render``: print the ``config.pbtxt`` each TritonModel/ModelEnsemble
 renders to, like ``helm template``: a preview of what Triton will be given, with
-every problem listed when anything is invalid (exit 1).
+every problem listed when anything is invalid (exit 1). A TritonServerPool given
+with its pooled models gets a preview of where they go (or why they do not fit).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def add_parser(subparsers: Any) -> None:
 
 def _print_rendered(results: list[Rendered], out: TextIO) -> None:
     for item in results:
-        if not item.ok:
-            continue
+        if not item.ok or not item.pbtxt:
+            continue  # invalid, or a pool (previewed after the models)
         out.write(
             f"# --- {item.resource}: {item.triton_name}/config.pbtxt (revision {item.revision})\n"
         )
@@ -47,12 +48,53 @@ def _print_rendered(results: list[Rendered], out: TextIO) -> None:
         out.write("\n")
 
 
+def _pool_previews(docs: list[dict[str, Any]], results: list[Rendered], out: TextIO) -> None:
+    """For each valid TritonServerPool, where the valid pooled models given with it go."""
+    from tritonfleet.api.base import quantity_bytes
+    from tritonfleet.api.ensemble import ModelEnsemble
+    from tritonfleet.api.model import TritonModel
+    from tritonfleet.api.pool import TritonServerPool
+    from tritonfleet.desired.kube.pool import PooledObject, preview
+
+    valid = [doc for doc, r in zip(docs, results, strict=True) if r.ok]
+    for doc in valid:
+        if doc.get("kind") != "TritonServerPool":
+            continue
+        pool = TritonServerPool.from_object(doc)
+        namespace = pool.metadata.namespace or "default"
+        objects = []
+        for other in valid:
+            if other.get("kind") not in ("TritonModel", "ModelEnsemble"):
+                continue
+            obj = (TritonModel if other["kind"] == "TritonModel" else ModelEnsemble).from_object(
+                other
+            )
+            ref = obj.spec.serving.pool
+            if ref is None or ref.name != pool.metadata.name:
+                continue
+            if (obj.metadata.namespace or "default") != namespace:
+                continue
+            members = obj.member_names if isinstance(obj, ModelEnsemble) else ()
+            objects.append(
+                PooledObject(
+                    obj.kind,
+                    obj.metadata.name,
+                    obj.triton_name,
+                    quantity_bytes(ref.memory),
+                    ref.replicas,
+                    members,
+                )
+            )
+        out.write("\n".join(preview(pool, objects)) + "\n\n")
+
+
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     from tritonfleet.adapters.manifests import ManifestError, read_documents
     from tritonfleet.desired.triton.render import render_documents
 
     try:
-        results = render_documents(read_documents(args.filename))
+        docs = [d for d in read_documents(args.filename) if d]
+        results = render_documents(docs)
     except ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -62,6 +104,7 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     invalid = [r for r in results if not r.ok]
     if not invalid or args.partial:
         _print_rendered(results, out)
+        _pool_previews(docs, results, out)
     for item in invalid:
         print(f"{item.resource} is invalid:", file=sys.stderr)
         for problem in item.problems:

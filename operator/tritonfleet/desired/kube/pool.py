@@ -477,3 +477,29 @@ def _finish(old: PoolStatus, new: PoolStatus, actions: tuple[Action, ...]) -> Po
 def pool_pod_key(namespace: str, pool_name: str) -> tuple[str, str, str]:
     """The pod index key of a pool's Triton pods (``desired.kube.loading.pod_key_of``)."""
     return (namespace, POOL_KIND.lower(), label_value(pool_name))
+
+
+def preview(pool: TritonServerPool, objects: Sequence[PooledObject]) -> list[str]:
+    """Where ``objects`` would go on a fresh ``pool`` at its starting replica count, as
+    lines for ``tritonfleet render`` (what the operator will say in Placed)."""
+    budget_told = gpu_memory_budget(pool.spec)
+    assert budget_told is not None  # the spec validated
+    budget, source = budget_told
+    count = replicas(pool_serving(pool))
+    placement = place(_items(objects, [None] * count), count, budget)
+    namespace = pool.metadata.namespace or "default"
+    lines = [
+        f"# --- TritonServerPool {namespace}/{pool.metadata.name}: {count} replica(s) x "
+        f"{format_bytes(budget)} of GPU memory ({source})"
+    ]
+    for index in range(count):
+        models = ", ".join(placement.models_on(index)) or "nothing"
+        lines.append(
+            f"#   replica {index}: {format_bytes(placement.used[index])} used, "
+            f"{format_bytes(budget - placement.used[index])} free: {models}"
+        )
+    for o in sorted(objects, key=lambda o: o.key):
+        verdict = placement.items[o.key]
+        if verdict.state != "Placed":
+            lines.append(f"#   {o.kind} {o.name}: {verdict.state}: {verdict.message}")
+    return lines
