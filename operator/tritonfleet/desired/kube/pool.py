@@ -474,6 +474,14 @@ def _finish(old: PoolStatus, new: PoolStatus, actions: tuple[Action, ...]) -> Po
     )
 
 
+def loaded_models(body: Mapping[str, Any]) -> list[str]:
+    """The Triton models a pool's status places on its pods (or still has there): what
+    its queue time is the worst of (the collector scrapes them on the pool's pods)."""
+    held = ("Placed", "FewerReplicas", "Leaving")
+    models = pool_owner_of(body).status.models
+    return sorted({m.triton_name for m in models if m.state in held and m.pods})
+
+
 def pool_pod_key(namespace: str, pool_name: str) -> tuple[str, str, str]:
     """The pod index key of a pool's Triton pods (``desired.kube.loading.pod_key_of``)."""
     return (namespace, POOL_KIND.lower(), label_value(pool_name))

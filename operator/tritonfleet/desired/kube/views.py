@@ -32,7 +32,7 @@ from typing import Any, TypeVar, cast
 from pydantic import ValidationError
 
 from tritonfleet.api.ensemble import ModelEnsemble
-from tritonfleet.api.model import Autoscaling, TritonModel
+from tritonfleet.api.model import Autoscaling, PoolRef, TritonModel
 from tritonfleet.api.problems import Problem, problems_from_validation_error
 from tritonfleet.api.status import SYNCED, ModelStatus, find_condition
 from tritonfleet.desired.kube.autoscaling import SCALED_TO_ZERO_ANNOTATION
@@ -114,6 +114,11 @@ class OwnerView:
     @property
     def autoscaling(self) -> Autoscaling | None:
         return self.parsed.spec.serving.autoscaling if self.parsed is not None else None
+
+    @property
+    def pool(self) -> PoolRef | None:
+        """Where a pooled object is served (``spec.serving.pool``); None otherwise."""
+        return self.parsed.spec.serving.pool if self.parsed is not None else None
 
     @property
     def may_scale_to_zero(self) -> bool:
