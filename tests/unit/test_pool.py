@@ -317,3 +317,17 @@ def test_a_pooled_model_reads_its_placement_back() -> None:
     assert found.deployment == "tsp-shared"
     assert not placement_of("gone", None, "TritonModel", "llm").found
     assert placement_of("shared", body, "TritonModel", "other").entry is None
+
+
+def test_the_pool_has_no_replica_until_a_pooled_models_files_are_in_the_repository() -> None:
+    """Triton refuses to start on a repository directory that does not exist yet;
+    placement is decided ahead, on the replicas the pool will start with."""
+    unsynced = [obj("embed", 1, synced=False), obj("llm", 2, synced=False)]
+    decided = run(unsynced, pods=[])
+    (dep,) = [a.body for a in decided.actions if a.kind == "Deployment"]
+    assert dep is not None and dep["spec"]["replicas"] == 0
+    assert decided.status is not None
+    assert [r.models for r in decided.status.placement] == [["embed", "llm"], ["embed", "llm"]]
+    started = run([obj("embed", 1), obj("llm", 2, synced=False)], pods=[])
+    (dep,) = [a.body for a in started.actions if a.kind == "Deployment"]
+    assert dep is not None and dep["spec"]["replicas"] == 2

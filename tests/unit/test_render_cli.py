@@ -460,6 +460,15 @@ def test_a_directory_renders_all_its_documents_together(capsys: pytest.CaptureFi
     assert out.count("# --- ") == 5
 
 
+def test_the_pool_sample_renders_with_its_placement(capsys: pytest.CaptureFixture[str]) -> None:
+    """The pool sample's directory: its models, the ensemble and the pool's placement."""
+    pool = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "runnable" / "pool"
+    assert main(["render", "-f", str(pool)]) == 0
+    out = capsys.readouterr().out
+    assert "TritonServerPool default/toy-pool: 2 replica(s) x 16Gi" in out
+    assert out.count("used, 8Gi free: toy_embed, toy_llm, toy_rag, vector_search") == 2
+
+
 def test_the_operator_process_keeps_grpc_numpy_and_the_kubernetes_client_out() -> None:
     """About 30 MB of the operator's RSS budget: only Triton's protobuf module is loaded,
     not tritonclient.grpc's runtime, and kopf does not get the official client. The probe

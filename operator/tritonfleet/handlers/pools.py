@@ -29,7 +29,7 @@ from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import TritonModel
 from tritonfleet.api.pool import PooledModelStatus
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.kube.plan import Action
+from tritonfleet.desired.kube.plan import Action, synced_in_status
 from tritonfleet.desired.kube.pool import (
     POOL_KIND,
     PooledObject,
@@ -119,6 +119,7 @@ class PoolReconciler:
             wanted=mine and not owner.deletion_timestamp and not at_zero,
             at_zero=at_zero,
             loaded_on=loaded_on,
+            synced=synced_in_status(owner.status, owner.status.revision or ""),
         )
 
     async def reconcile(self, key: Key) -> str:
@@ -147,9 +148,8 @@ class PoolReconciler:
         return "changed"
 
     async def _execute(self, key: Key, body: dict[str, Any], decided: PoolPlan) -> None:
-        failures = [
-            f for f in await asyncio.gather(*(self._write(a) for a in decided.actions)) if f
-        ]
+        writes = await asyncio.gather(*(self._write(key, a) for a in decided.actions))
+        failures = [f for f in writes if f]
         if failures:
             message = "; ".join(failures)
             self.post_event(body, "Warning", "ApplyFailed", message)
@@ -172,7 +172,7 @@ class PoolReconciler:
         for event in decided.events:
             self.post_event(body, event.type, event.reason, event.message)
 
-    async def _write(self, action: Action) -> str | None:
+    async def _write(self, key: Key, action: Action) -> str | None:
         metrics.WRITES.labels(action.verb, action.kind).inc()
         try:
             if action.verb == "apply" and action.body is not None:
@@ -186,5 +186,5 @@ class PoolReconciler:
             if action.verb == "create" and error.conflict:
                 return None  # a model of the namespace created the claim first
             return f"{action.verb} {action.kind} {action.name}: {error.message}"
-        log.info("%s %s/%s: %s", POOL_KIND, action.namespace, action.name, action.describe())
+        log.info("%s %s/%s: %s", *key, action.describe())
         return None

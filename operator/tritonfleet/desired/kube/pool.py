@@ -97,16 +97,20 @@ def pool_target(pool: TritonServerPool) -> Target:
     )
 
 
-def pool_deployment(target: Target, settings: OperatorSettings) -> Obj:
+def pool_deployment(target: Target, settings: OperatorSettings, started: bool = True) -> Obj:
     """The pool's Triton Deployment: a model's, minus what ties it to one model.
 
     Its servers start with no model (no ``--load-model``, not strict about readiness:
-    the loader loads each replica's placed models), so it is scaled from the start;
-    with autoscaling the HPA owns ``replicas``.
+    the loader loads each replica's placed models). ``started``: some pooled model's
+    files are in the repository (Triton refuses to start on a repository directory
+    that does not exist yet, which a namespace's first sync creates); until then it
+    has no replica. From there the replicas are the spec's, or the HPA's.
     """
     out = deployment(target, settings, None)
     spec = out["spec"]
-    if target.serving.autoscaling is None:
+    if not started:
+        spec["replicas"] = 0
+    elif target.serving.autoscaling is None:
         spec["replicas"] = replicas(target.serving)
     else:
         spec.pop("replicas", None)
@@ -138,6 +142,7 @@ class PooledObject:
     wanted: bool = True
     at_zero: bool = False
     loaded_on: tuple[str, ...] = ()
+    synced: bool = True  # its files are in the namespace's repository
 
     @property
     def key(self) -> ItemKey:
@@ -213,6 +218,7 @@ def _children_actions(
     settings: OperatorSettings,
     observed: Mapping[Key, ChildState],
     claim: ChildState | None,
+    started: bool,
     out: list[Action],
 ) -> None:
     wanted_claim = repository_claim(target.namespace, settings)
@@ -225,7 +231,7 @@ def _children_actions(
             )
         )
     _apply(service(target), observed, out)
-    _apply(pool_deployment(target, settings), observed, out)
+    _apply(pool_deployment(target, settings, started), observed, out)
     autoscaler = hpa(target, settings.scale_down_stabilization_seconds)
     if autoscaler is not None:
         _apply(autoscaler, observed, out)
@@ -391,9 +397,12 @@ def plan_pool(
         return _finish(owner.status, status, ())
     target = pool_target(pool)
     actions: list[Action] = []
-    _children_actions(target, settings, observed, claim, actions)
+    started = any(o.synced for o in objects)
+    _children_actions(target, settings, observed, claim, started, actions)
     dep = observed.get(("Deployment", target.namespace, target.deployment_name))
     want = dep.replicas if dep is not None and not dep.deleting else replicas(target.serving)
+    if not started:
+        want = replicas(target.serving)  # placed ahead, on the replicas it will start with
     mine = pods_of(target, pods)
     previous_pods = {r.index: r.pod for r in owner.status.placement if r.pod}
     bound = bind_replicas(
