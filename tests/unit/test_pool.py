@@ -152,7 +152,7 @@ def test_an_autoscaled_pool_leaves_replicas_to_its_hpa_on_the_pools_queue_time()
     assert autoscaler["spec"]["minReplicas"] == 2 and autoscaler["spec"]["maxReplicas"] == 4
     metric = autoscaler["spec"]["metrics"][0]["external"]
     assert metric["metric"]["selector"]["matchLabels"] == {"pool": "shared", "namespace": "ml"}
-    assert metric["target"] == {"type": "Value", "value": "20000m"}
+    assert metric["target"] == {"type": "Value", "value": "20m"}  # 20 ms, in seconds
 
 
 # --- the reconcile's status -------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_the_pool_selector_answers_the_worst_queue_of_its_models() -> None:
     }
     pools = {("ml", "shared"): ["a", "b"]}
     answer = select_metric(QUEUE_TIME_METRIC, "ml", {"pool": "shared"}, results, {}, pools)
-    assert answer == MetricValue(60.0, ("a", "b"))
+    assert answer == MetricValue(0.06, ("a", "b"))  # seconds
 
 
 def test_a_pool_model_without_data_holds_the_pool() -> None:

@@ -143,14 +143,21 @@ _POOL_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
+_API_VERSION = "The versioned schema of this representation of an object (tritonfleet.io/v1alpha1)."
+_KIND = "The kind of object this is (its REST resource), in CamelCase."
+
+
 def _crd(
     kind: str,
     plural: str,
     short_names: list[str],
     spec_model: type[BaseModel],
     doc: str,
+    spec_doc: str,
     status_model: type[BaseModel] = ModelStatus,
     columns: list[dict[str, Any]] = _COMMON_COLUMNS,
+    status_doc: str = "What the operator observed: conditions, revision, replicas, per-pod "
+    "model state.",
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -183,11 +190,18 @@ def _crd(
                             "description": doc,
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {"type": "string", "description": _API_VERSION},
+                                "kind": {"type": "string", "description": _KIND},
+                                # The API server allows nothing but the type here.
                                 "metadata": {"type": "object"},
-                                "spec": structural_schema(spec_model),
-                                "status": structural_schema(status_model),
+                                "spec": {
+                                    **structural_schema(spec_model),
+                                    "description": spec_doc,
+                                },
+                                "status": {
+                                    **structural_schema(status_model),
+                                    "description": status_doc,
+                                },
                             },
                         }
                     },
@@ -206,6 +220,7 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
             ["tm", "tmodel"],
             TritonModelSpec,
             "A model served by a fleet of Triton Inference Server replicas.",
+            "What to serve and how: source, Triton config, serving, failover.",
         ),
         _crd(
             "ModelEnsemble",
@@ -213,6 +228,7 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
             ["me", "ensemble"],
             ModelEnsembleSpec,
             "A Triton ensemble of TritonModel members, served co-located on one Deployment.",
+            "The pipeline: its tensors and the member TritonModels it runs, in steps.",
         ),
         _crd(
             "TritonServerPool",
@@ -221,8 +237,12 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
             TritonServerPoolSpec,
             "A Deployment of Triton replicas shared by many models, placed within each "
             "replica's GPU memory.",
+            "The pool's Triton servers (how many, on what GPUs, with how much GPU memory "
+            "each) and their autoscaling.",
             PoolStatus,
             _POOL_COLUMNS,
+            "What the operator observed: conditions, the placement per replica (models, "
+            "memory used and free) and per model (which pods hold it).",
         ),
     ]
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from tritonfleet.api.base import ApiModel, ObjectMeta, Quantity, cel, quantity_bytes
-from tritonfleet.api.model import QueueTimeAutoscaling, TritonServing
+from tritonfleet.api.model import POD_ANNOTATIONS_RULE, QueueTimeAutoscaling, TritonServing
 from tritonfleet.api.status import Condition
 
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB per GPU (GPU feature discovery)
@@ -65,6 +65,7 @@ class TritonServerPoolSpec(TritonServing):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
+                POD_ANNOTATIONS_RULE,
                 cel(
                     "has(self.gpuMemory) || self.gpuResource.startsWith('nvidia.com/mig-')"
                     " || (has(self.nodeSelector) && (('nvidia.com/gpu.memory' in"
@@ -114,43 +115,54 @@ class TritonServerPoolSpec(TritonServing):
 class PoolReplicaStatus(ApiModel):
     """One replica of the pool: the models placed on it and its memory."""
 
-    index: int
+    index: int = Field(description="The replica's number, 0 up: placement is by replica.")
     pod: str | None = Field(default=None, description="The pod holding it (none yet: pending).")
-    ready: bool = False
+    ready: bool = Field(default=False, description="Its pod is Ready.")
     models: list[str] = Field(
         default_factory=list, description="Triton models placed on it (each loaded once)."
     )
-    memory_used: str = "0"
-    memory_free: str = "0"
+    memory_used: str = Field(default="0", description="GPU memory its placed models take.")
+    memory_free: str = Field(default="0", description="GPU memory left of the budget.")
 
 
 class PooledModelStatus(ApiModel):
     """One TritonModel or ModelEnsemble of the pool: where it is placed, or why not."""
 
-    kind: Literal["TritonModel", "ModelEnsemble"]
-    name: str
-    triton_name: str
-    memory: str
-    state: Literal["Placed", "FewerReplicas", "DoesNotFit", "ScaledToZero", "Leaving"]
+    kind: Literal["TritonModel", "ModelEnsemble"] = Field(description="Its kind.")
+    name: str = Field(description="Its name (same namespace).")
+    triton_name: str = Field(description="The model's name inside Triton.")
+    memory: str = Field(description="GPU memory it takes on each replica holding it.")
+    state: Literal["Placed", "FewerReplicas", "DoesNotFit", "ScaledToZero", "Leaving"] = Field(
+        description="Placed; FewerReplicas (placed on fewer replicas than asked); DoesNotFit "
+        "(refused, see message); ScaledToZero (unloaded while idle); Leaving (unloading)."
+    )
     replicas: list[int] = Field(default_factory=list, description="Pool replicas it is placed on.")
     pods: list[str] = Field(default_factory=list, description="Pool pods holding those replicas.")
-    message: str = ""
+    message: str = Field(default="", description="Why it is not placed as asked, in numbers.")
 
 
 class PoolStatus(ApiModel):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    replicas: int | None = None
-    ready_replicas: int | None = None
+    observed_generation: int | None = Field(
+        default=None, description="The generation of the spec this status is about."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Valid, Placed and Ready, each with its reason."
+    )
+    replicas: int | None = Field(default=None, description="Replicas of the pool's Deployment.")
+    ready_replicas: int | None = Field(default=None, description="Of those, Ready.")
     replica_summary: str | None = Field(default=None, description="ready/desired replicas.")
     gpu_memory: str | None = Field(default=None, description="GPU memory budget per replica.")
     memory_summary: str | None = Field(
         default=None, description="GPU memory placed / budget, over every replica."
     )
     model_summary: str | None = Field(default=None, description="placed / pooled models.")
-    deployment: str | None = None
-    placement: list[PoolReplicaStatus] = Field(default_factory=list)
-    models: list[PooledModelStatus] = Field(default_factory=list)
+    deployment: str | None = Field(default=None, description="The pool's Triton Deployment.")
+    placement: list[PoolReplicaStatus] = Field(
+        default_factory=list, description="Per replica: its pod, its models, its memory."
+    )
+    models: list[PooledModelStatus] = Field(
+        default_factory=list, description="Per pooled model: where it is placed, or why not."
+    )
 
 
 class TritonServerPool(ApiModel):
