@@ -26,6 +26,7 @@ from tritonfleet.api.base import (
     cel,
     exactly_one,
 )
+from tritonfleet.api.rollout import RolloutSpec
 from tritonfleet.api.status import ModelStatus
 from tritonfleet.api.triton_config import DataType, Dim, ModelConfigSpec, ModelInput, ModelOutput
 
@@ -301,6 +302,10 @@ class TritonModelSpec(ApiModel):
     config: ModelConfigSpec
     serving: ServingSpec = Field(default_factory=ServingSpec)
     failover: FailoverSpec | None = None
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec,
+        description="How a new revision replaces the served one: Rolling (default) or Canary.",
+    )
 
 
 class TritonModel(ApiModel):

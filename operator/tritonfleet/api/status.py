@@ -23,6 +23,7 @@ LOADED = "Loaded"
 AVAILABLE = "Available"
 AUTOSCALING = "Autoscaling"
 READY = "Ready"
+ROLLED_BACK = "RolledBack"
 
 
 class Condition(ApiModel):
@@ -69,8 +70,61 @@ class PodModelState(ApiModel):
     name: str
     ip: str | None = None
     revision: str | None = None
-    state: Literal["Pending", "Loading", "Ready", "Unavailable", "Failed", "Unloading"] = "Pending"
+    state: Literal[
+        "Pending", "Loading", "Ready", "Unavailable", "Failed", "Unloading", "Terminating"
+    ] = "Pending"
     message: str = ""
+
+
+class RevisionNumbers(ApiModel):
+    """One revision's measurements over a canary step's window (the gateway's attempts at
+    its pods, and Triton's queue time on them)."""
+
+    requests: int = Field(description="Triton attempts at the revision's pods in the window.")
+    errors: int = Field(description="Of those, failed or refused by Triton.")
+    error_rate: float | None = None
+    p99_latency_ms: float | None = None
+    queue_time_ms: float | None = None
+
+
+class RolloutAnalysis(ApiModel):
+    """The numbers of the latest judgement of a canary step, and what they decided."""
+
+    window_seconds: int
+    canary: RevisionNumbers | None = None
+    stable: RevisionNumbers | None = None
+    verdict: Literal["Pending", "Passed", "Failed"] = "Pending"
+    reason: str = ""
+
+
+class RolloutStatus(ApiModel):
+    """Where the latest rollout is: what it rolls out, how far, and the traffic split."""
+
+    target_revision: str = Field(description="The revision being rolled out (the spec's).")
+    stable_revision: str | None = Field(
+        default=None, description="The revision fully rolled out when this rollout started."
+    )
+    strategy: Literal["Rolling", "Canary"] = "Rolling"
+    phase: Literal["Progressing", "Analyzing", "Promoting", "Succeeded", "RolledBack"] = Field(
+        description="Progressing: pods of the target start and load. Analyzing: a canary step "
+        "takes its share of traffic and is judged. Promoting: the stable pods are replaced "
+        "by the target's. Succeeded: every pod serves the target. RolledBack: the target was "
+        "judged bad or aborted; the stable revision serves, the target is not retried until "
+        "the spec changes."
+    )
+    step: int | None = Field(default=None, description="Canary step (1-based) in progress.")
+    steps: int | None = Field(default=None, description="Canary steps in all.")
+    weights: dict[str, int] = Field(
+        default_factory=dict,
+        description="Revision → percent of requests while a split is in force (a revision at "
+        "0 answers only when no other has a pod to take the request). Empty: every loaded "
+        "pod takes requests, whatever its revision.",
+    )
+    started_at: str | None = None
+    step_started_at: str | None = None
+    finished_at: str | None = None
+    message: str = ""
+    analysis: RolloutAnalysis | None = None
 
 
 class ModelStatus(ApiModel):
@@ -79,7 +133,9 @@ class ModelStatus(ApiModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     revision: str | None = Field(
-        default=None, description="Digest of the source and rendered config being served."
+        default=None,
+        description="The revision fully rolled out: every Triton pod serves it (a digest of "
+        "the source and rendered config). A rollout in progress is in `rollout`.",
     )
     replicas: int | None = None
     ready_replicas: int | None = None
@@ -91,3 +147,4 @@ class ModelStatus(ApiModel):
     )
     deployment: str | None = Field(default=None, description="The Triton Deployment serving it.")
     pods: list[PodModelState] = Field(default_factory=list)
+    rollout: RolloutStatus | None = None
