@@ -69,7 +69,12 @@ class PodModelState(ApiModel):
 
     name: str
     ip: str | None = None
-    revision: str | None = None
+    revision: str | None = Field(
+        default=None, description="The revision the pod serves (its model READY at it)."
+    )
+    wanted: str | None = Field(
+        default=None, description="The revision the pod was started for (its pod template)."
+    )
     state: Literal[
         "Pending", "Loading", "Ready", "Unavailable", "Failed", "Unloading", "Terminating"
     ] = "Pending"
@@ -123,6 +128,7 @@ class RolloutStatus(ApiModel):
     started_at: str | None = None
     step_started_at: str | None = None
     finished_at: str | None = None
+    reason: str = Field(default="", description="Why the rollout is where it is, in one word.")
     message: str = ""
     analysis: RolloutAnalysis | None = None
 

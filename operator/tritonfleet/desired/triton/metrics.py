@@ -25,7 +25,7 @@ is the increase since the reset. Pending = Σ of the latest
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -79,24 +79,32 @@ def parse_triton_metrics(text: str) -> dict[str, ModelCounters]:
 GATEWAY_DEMAND_METRIC = "tritonfleet_gateway_last_request_timestamp_seconds"
 
 
+def parse_series(text: str, prefix: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample in Prometheus text whose metric name starts
+    with ``prefix``; comments, malformed lines and NaN values are skipped."""
+    for line in text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        m = _LINE.match(line)
+        if not m:
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        if value == value:  # not NaN
+            yield m.group(1), dict(_LABEL.findall(m.group(2) or "")), value
+
+
 def parse_gateway_demand(text: str) -> dict[str, float]:
     """A gateway's ``/metrics`` → {route (OpenAI model name): newest request, epoch s}.
 
     The activation signal for scale from zero (``desired.kube.autoscaling.zero_decision``)
     is the max of these over every gateway replica."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(GATEWAY_DEMAND_METRIC):
-            continue
-        m = _LINE.match(line)
-        if not m or m.group(1) != GATEWAY_DEMAND_METRIC:
-            continue
-        model = dict(_LABEL.findall(m.group(2) or "")).get("model")
-        try:
-            stamp = float(m.group(3))
-        except ValueError:
-            continue
-        if model is not None and stamp > 0:
+    for name, labels, stamp in parse_series(text, GATEWAY_DEMAND_METRIC):
+        model = labels.get("model")
+        if name == GATEWAY_DEMAND_METRIC and model is not None and stamp > 0:
             out[model] = max(stamp, out.get(model, 0.0))
     return out
 
