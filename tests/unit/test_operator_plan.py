@@ -251,7 +251,7 @@ def test_fields_v1_paths_drop_item_markers() -> None:
 @pytest.mark.parametrize(
     "build",
     [
-        lambda t: ko.deployment(t, SETTINGS, "r"),
+        lambda t: ko.deployment(t, SETTINGS, t.serves),
         lambda t: ko.sync_job(t, SETTINGS),
         lambda t: ko.service(t),
         lambda t: ko.model_configmap(t),
@@ -351,9 +351,9 @@ def test_an_autoscaled_model_gets_an_hpa_that_owns_the_replica_count() -> None:
     # the Deployment leaves replicas to the HPA once a revision is served
     rendering = render_model_object(body)
     assert rendering.target is not None
-    dep = ko.deployment(rendering.target, SETTINGS, body["status"]["revision"])
+    dep = ko.deployment(rendering.target, SETTINGS, rendering.target.serves)
     assert "replicas" not in dep["spec"]
-    assert ko.deployment(rendering.target, SETTINGS, None)["spec"]["replicas"] == 0
+    assert ko.deployment(rendering.target, SETTINGS, ())["spec"]["replicas"] == 0
     # autoscaling switched off: the HPA goes
     body["spec"]["serving"].pop("autoscaling")
     off = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
@@ -479,12 +479,17 @@ def test_a_spec_change_makes_a_new_revision_synced_before_the_rollout() -> None:
     body["metadata"]["generation"] = 2
     decided = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
     assert {(a.verb, a.kind) for a in decided.actions} == {("apply", "ConfigMap"), ("apply", "Job")}
-    assert decided.status is not None
-    assert decided.status.revision != old_revision
+    assert decided.status is not None and decided.status.rollout is not None
+    # status.revision is what every pod serves: the old revision, until the new one is
+    # rolled out; the rollout says where it goes.
+    assert decided.status.revision == old_revision
+    assert decided.status.rollout.target_revision != old_revision
+    assert decided.status.rollout.phase == "Progressing"
     # The Deployment keeps serving the old revision until the new one is synced.
     body, children, _ = converge(body)
     dep = children[("Deployment", "ml", "tm-toy")]
     assert dep.revision == body["status"]["revision"] != old_revision
+    assert body["status"]["rollout"]["phase"] == "Succeeded"
 
 
 def test_a_serving_change_rolls_without_a_new_revision() -> None:

@@ -78,12 +78,13 @@ class ServerDeployment:
 
     @property
     def settled(self) -> bool:
-        """Every pod is of the current template and available (also: zero pods at zero)."""
+        """No pod of an older template is left, and the current template's are all there
+        and available (zero pods of a Deployment at zero count as settled)."""
         return (
             self.current
-            and self.updated == self.replicas
-            and self.pods == self.replicas
-            and self.available == self.replicas
+            and self.pods == self.updated
+            and self.updated >= self.replicas
+            and self.available >= self.replicas
         )
 
 
@@ -198,8 +199,9 @@ def parse_command(raw: str | None) -> str | None:
 
 
 def _kept(inp: RolloutInput) -> Serves | None:
-    """What the stable Deployment serves now (None: unknown, leave it alone)."""
-    if inp.stable is None:
+    """What the stable Deployment serves now (None: unknown - a template from before
+    rollouts that names no member revisions - so leave it alone)."""
+    if inp.stable is None or not inp.stable.revision:
         return ()
     return inp.stable.serves or None
 
@@ -284,7 +286,7 @@ def _waiting_for_sync(inp: RolloutInput, prev: RolloutStatus | None) -> RolloutD
         reason="Syncing",
         message=f"copying revision {target} into the model repository{serving}",
     )
-    events = () if prev is not None else (_started(inp),)
+    events = () if prev is not None or not inp.revision else (_started(inp),)
     return RolloutDecision(_kept(inp), surge, None, status, inp.revision, events=events)
 
 
@@ -309,6 +311,12 @@ def _rolling(inp: RolloutInput, prev: RolloutStatus | None) -> RolloutDecision:
     target = inp.target_revision
     stable = inp.stable
     surge = _default_surge(inp)
+    at_target = stable is not None and stable.revision == target
+    if at_target and prev is not None and prev.phase == "Succeeded":
+        # Rolled out: replicas coming and going (an HPA, scale to zero) are no rollout.
+        return RolloutDecision(inp.target, surge, None, prev, target)
+    if at_target and prev is None and inp.revision == target and inp.canary is None:
+        return RolloutDecision(inp.target, surge, None, inp.status, target)  # steady
     others = {rev for rev, n in inp.pods.serving.items() if n and rev != target}
     done = (
         stable is not None
@@ -319,10 +327,6 @@ def _rolling(inp: RolloutInput, prev: RolloutStatus | None) -> RolloutDecision:
     )
     if done:
         assert stable is not None
-        if prev is not None and prev.phase == "Succeeded":
-            return RolloutDecision(inp.target, surge, None, prev, target)
-        if prev is None and inp.revision == target:
-            return RolloutDecision(inp.target, surge, None, inp.status, target)  # steady
         started = prev.started_at if prev is not None else _stamp(inp.now)
         took = _since(started, inp.now)
         where = (
@@ -340,8 +344,10 @@ def _rolling(inp: RolloutInput, prev: RolloutStatus | None) -> RolloutDecision:
             reason="RolledOut",
             message=where,
         )
+        # A first rollout is the model coming up: the Ready transition says so already.
         event = Event("Normal", "RolloutSucceeded", f"{where} (rolled out in {took:.0f} s)")
-        return RolloutDecision(inp.target, surge, None, status, target, events=(event,))
+        events = (event,) if status.stable_revision else ()
+        return RolloutDecision(inp.target, surge, None, status, target, events=events)
     fresh = prev is None or prev.phase in ("Succeeded", "RolledBack") or prev.strategy != "Rolling"
     serving_target = inp.pods.serving.get(target, 0)
     failure = inp.pods.failures.get(target)
@@ -366,7 +372,8 @@ def _rolling(inp: RolloutInput, prev: RolloutStatus | None) -> RolloutDecision:
         reason=reason,
         message=message,
     )
-    events = (_started(inp),) if fresh and (prev is None or prev.phase != "Progressing") else ()
+    new = fresh and (prev is None or prev.phase != "Progressing") and bool(inp.revision)
+    events = (_started(inp),) if new else ()
     return RolloutDecision(
         inp.target,
         surge,
