@@ -315,9 +315,10 @@ def _rolling(inp: RolloutInput, prev: RolloutStatus | None) -> RolloutDecision:
     if at_target and prev is not None and prev.phase == "Succeeded":
         # Rolled out: replicas coming and going (an HPA, scale to zero) are no rollout.
         return RolloutDecision(inp.target, surge, None, prev, target)
-    if at_target and prev is None and inp.revision == target and inp.canary is None:
-        return RolloutDecision(inp.target, surge, None, inp.status, target)  # steady
     others = {rev for rev, n in inp.pods.serving.items() if n and rev != target}
+    steady = prev is None and inp.revision == target and inp.canary is None and not others
+    if at_target and steady:
+        return RolloutDecision(inp.target, surge, None, inp.status, target)
     done = (
         stable is not None
         and stable.revision == target
