@@ -18,12 +18,12 @@ from tritonfleet.api.status import Condition, ModelStatus, PodModelState, find_c
 from tritonfleet.desired.kube import objects as ko
 from tritonfleet.desired.kube.loading import (
     TritonPod,
+    gate_changes,
     in_order,
     load_target,
     loading_events,
     loading_status,
     owner_of_pod,
-    gate_changes,
     pod_key_of,
     pods_of,
     restrict,
