@@ -13,11 +13,11 @@ from tritonfleet.api.rollout import CanaryAnalysis
 from tritonfleet.api.status import RevisionNumbers
 from tritonfleet.desired.kube.analysis import (
     RevisionCounters,
+    increase,
     judge,
     numbers,
     parse_gateway_revisions,
     quantile_ms,
-    window_counters,
 )
 
 METRICS = """\
@@ -46,30 +46,20 @@ def test_the_gateways_series_are_read_back_per_route_and_revision() -> None:
     assert parsed[("toy_llm", "b2")].buckets == ()
 
 
-KEY = ("toy_llm", "b2")
-
-
-def at(
-    ok: float, failed: float = 0, *buckets: tuple[float, float]
-) -> dict[tuple[str, str], RevisionCounters]:
-    return {KEY: RevisionCounters(ok=ok, failed=failed, buckets=tuple(buckets))}
-
-
-def test_a_replicas_increase_counts_from_the_last_sample_before_the_step() -> None:
-    samples = [(100.0, at(5)), (105.0, at(8, 1)), (110.0, at(20, 3))]
-    window = window_counters(samples, KEY, since=106.0)
-    assert window is not None and (window.ok, window.failed) == (12, 2)
-    # A replica first seen after the step began counts all it has (it started at zero).
-    late = window_counters([(107.0, at(4)), (110.0, at(9))], KEY, since=106.0)
-    assert late is not None and late.ok == 9
-    assert window_counters([], KEY, since=0) is None
-    assert window_counters([(100.0, {})], KEY, since=0) is None
+def test_a_replicas_increase_over_a_step_is_its_counters_minus_those_at_the_start() -> None:
+    start = RevisionCounters(ok=5, failed=1, buckets=((0.1, 5.0), (math.inf, 5.0)))
+    now = RevisionCounters(ok=20, failed=3, rejected=2, buckets=((0.1, 18.0), (math.inf, 20.0)))
+    assert increase(start, now) == RevisionCounters(
+        ok=15, failed=2, rejected=2, buckets=((0.1, 13.0), (math.inf, 15.0))
+    )
+    # A replica that came up during the step started from zero.
+    assert increase(None, now) == now
 
 
 def test_a_gateway_restart_in_the_window_counts_from_its_reset() -> None:
-    samples = [(100.0, at(50, 5, (0.1, 50))), (110.0, at(7, 1, (0.1, 7)))]
-    window = window_counters(samples, KEY, since=101.0)
-    assert window is not None and (window.ok, window.failed, window.buckets) == (7, 1, ((0.1, 7),))
+    before = RevisionCounters(ok=50, failed=5, buckets=((0.1, 50.0),))
+    after = RevisionCounters(ok=7, failed=1, buckets=((0.1, 7.0),))
+    assert increase(before, after) == after
 
 
 @pytest.mark.parametrize(

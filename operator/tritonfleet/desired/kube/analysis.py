@@ -11,10 +11,10 @@ raises answers) and its latency to the answer, or to the first token of a stream
 metrics of each revision's pods (``desired.triton.metrics``).
 
 Where it sits: ``scaling.rollout_signals`` scrapes every gateway replica's ``/metrics``
-and keeps a short history per replica; :func:`window_counters` takes one replica's
-increase since a step began (counter resets of a restarted gateway count from zero),
-:func:`numbers` sums replicas into a :class:`~tritonfleet.api.status.RevisionNumbers`,
-and the rollout state machine (``desired.kube.rollout``) asks :func:`judge`. No I/O.
+and keeps each one's page from when a step began; :func:`increase` takes one
+replica's increase since then (a restarted gateway counts from zero), :func:`numbers`
+sums replicas into a :class:`~tritonfleet.api.status.RevisionNumbers`, and the
+rollout state machine (``desired.kube.rollout``) asks :func:`judge`. No I/O.
 """
 
 from __future__ import annotations
@@ -94,9 +94,11 @@ def parse_gateway_revisions(text: str) -> dict[RouteRevision, RevisionCounters]:
     return out
 
 
-def _increase(before: RevisionCounters | None, after: RevisionCounters) -> RevisionCounters:
-    """``after`` minus ``before``; any counter that went down means the gateway
-    restarted, and then everything since the reset (``after``) is the increase."""
+def increase(before: RevisionCounters | None, after: RevisionCounters) -> RevisionCounters:
+    """One replica's counters at the end of a window minus those at its start (None:
+    the replica came up during the window, its counters started at zero). Any counter
+    that went down means the gateway restarted, and then everything since the reset
+    (``after``) is the increase."""
     if before is None:
         return after
     went_down = (
@@ -111,30 +113,6 @@ def _increase(before: RevisionCounters | None, after: RevisionCounters) -> Revis
         rejected=after.rejected - before.rejected,
         buckets=tuple((le, count - old.get(le, 0.0)) for le, count in after.buckets),
     )
-
-
-Samples = Sequence[tuple[float, Mapping[RouteRevision, RevisionCounters]]]
-
-
-def window_counters(samples: Samples, key: RouteRevision, since: float) -> RevisionCounters | None:
-    """One replica's increase for ``key`` from ``since`` (epoch seconds) to its latest
-    sample; ``samples`` are (time, parsed /metrics), oldest first.
-
-    The baseline is the latest sample at or before ``since``; without one (the replica
-    came up, or was first scraped, after the step began) its series start from zero,
-    which is what a fresh gateway's counters are. None: no sample at all.
-    """
-    if not samples:
-        return None
-    baseline: RevisionCounters | None = None
-    for at, parsed in samples:
-        if at > since:
-            break
-        baseline = parsed.get(key, RevisionCounters())
-    latest = samples[-1][1].get(key)
-    if latest is None:
-        return None
-    return _increase(baseline, latest)
 
 
 def _summed(parts: Iterable[RevisionCounters]) -> RevisionCounters:
