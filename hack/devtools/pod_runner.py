@@ -1587,7 +1587,8 @@ class PodRunner:
 
     def _finish_delete(self, pod: Obj) -> None:
         meta = pod["metadata"]
-        with contextlib.suppress(ApiError):
+        # (OSError: the API server went first, e.g. a testbed stopped during a preStop.)
+        with contextlib.suppress(ApiError, OSError):
             self.api.request(
                 "DELETE",
                 f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
