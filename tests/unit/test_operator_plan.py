@@ -13,7 +13,7 @@ import pytest
 from tests.support.builders import ensemble_doc, model_doc
 from tests.support.fake_kube import server_object
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.api.status import find_condition
+from tritonfleet.api.status import ModelStatus, find_condition
 from tritonfleet.desired.kube import objects as ko
 from tritonfleet.desired.kube.drift import (
     applied_paths,
@@ -682,8 +682,21 @@ def test_an_ensemble_invalid_at_deletion_still_cleans_its_files() -> None:
 
 def test_status_patch_nulls_what_disappears() -> None:
     body, _, _ = converge(owner_body(model_doc("toy")))
-    from tritonfleet.api.status import ModelStatus
-
     old = ModelStatus.model_validate(body["status"])
     new = old.model_copy(update={"deployment": None})
     assert status_patch(old, new)["deployment"] is None
+
+
+def test_status_patch_nulls_what_disappears_inside_objects_too() -> None:
+    """A merge patch merges nested objects: the rollout's split going away, or a finished
+    rollout's end time when a new one starts, must be named to go."""
+    old = ModelStatus.model_validate(
+        {"rollout": {"targetRevision": "a", "phase": "Analyzing",
+                     "weights": {"s": 90, "a": 10}, "finishedAt": "2026-01-01T00:00:00Z"}}
+    )  # fmt: skip
+    new = ModelStatus.model_validate(
+        {"rollout": {"targetRevision": "a", "phase": "Promoting", "weights": {}}}
+    )
+    patch = status_patch(old, new)["rollout"]
+    assert patch["weights"] == {"s": None, "a": None}
+    assert patch["finishedAt"] is None and patch["phase"] == "Promoting"

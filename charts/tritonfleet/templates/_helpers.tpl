@@ -64,9 +64,10 @@ app.kubernetes.io/part-of: tritonfleet
 - apiGroups: ["tritonfleet.io"]
   resources: ["tritonmodels/finalizers", "modelensembles/finalizers"]
   verbs: ["update"]
+# (delete: a canary's Deployment goes once the canary is promoted or rolled back)
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

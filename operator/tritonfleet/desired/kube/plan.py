@@ -821,11 +821,22 @@ def _deletion_steps(
 
 
 def status_patch(old: ModelStatus, new: ModelStatus) -> Obj:
-    """Merge-patch body turning ``old`` into ``new`` (fields that disappear become null)."""
-    old_wire, new_wire = old.to_wire(), new.to_wire()
-    patch: Obj = dict(new_wire)
-    for key in old_wire:
-        if key not in new_wire:
+    """Merge-patch body turning ``old`` into ``new``: fields that disappear become null,
+    at every depth (a merge patch merges nested objects: ``rollout.weights`` going from
+    a split to ``{}`` must name each revision that goes)."""
+    return _merge_patch(old.to_wire(), new.to_wire())
+
+
+def _merge_patch(old: Obj, new: Obj) -> Obj:
+    patch: Obj = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = _merge_patch(before, value)
+        else:
+            patch[key] = value
+    for key in old:
+        if key not in new:
             patch[key] = None
     return patch
 
