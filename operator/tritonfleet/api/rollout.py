@@ -77,7 +77,11 @@ class CanarySpec(ApiModel):
         description="Traffic steps, in order; after the last one the new revision is promoted "
         "(the stable pods are replaced)."
     )
-    analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
+    analysis: CanaryAnalysis = Field(
+        default_factory=CanaryAnalysis,
+        description="The limits each step is judged against, on the gateways' numbers of the "
+        "canary and the stable revision over the step.",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -117,7 +121,9 @@ class RolloutSpec(ApiModel):
         description="Triton pods a rollout may run beyond the current replicas: the Rolling "
         "update's surge, and at most this many canary pods.",
     )
-    canary: CanarySpec | None = None
+    canary: CanarySpec | None = Field(
+        default=None, description="The canary's steps and analysis (strategy Canary only)."
+    )
 
     @model_validator(mode="after")
     def _canary_goes_with_its_strategy(self) -> RolloutSpec:

@@ -29,12 +29,21 @@ ROLLED_BACK = "RolledBack"
 class Condition(ApiModel):
     """One observation about the object, shaped like metav1.Condition."""
 
-    type: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=64)]
-    status: ConditionStatus
-    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")] = "Unknown"
-    message: Annotated[str, Field(max_length=32768)] = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    type: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=64)] = Field(
+        description="Valid, Synced, Available, Loaded, Ready or Autoscaling."
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")] = Field(
+        default="Unknown",
+        description="One word for the state, for tools (e.g. SyncFailed, ScaledToZero).",
+    )
+    message: Annotated[str, Field(max_length=32768)] = Field(
+        default="", description="What happened and what to do, for people."
+    )
+    last_transition_time: str | None = Field(default=None, description="When status last changed.")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this condition is about."
+    )
 
 
 def set_condition(
@@ -67,18 +76,25 @@ def find_condition(conditions: Sequence[Condition], type_: str) -> Condition | N
 class PodModelState(ApiModel):
     """What one Triton pod reports for this model (filled by the loader)."""
 
-    name: str
-    ip: str | None = None
+    name: str = Field(description="Name of the Triton pod.")
+    ip: str | None = Field(default=None, description="Its pod IP.")
     revision: str | None = Field(
-        default=None, description="The revision the pod serves (its model READY at it)."
+        default=None, description="The model revision that pod serves (its model READY at it)."
     )
     wanted: str | None = Field(
-        default=None, description="The revision the pod was started for (its pod template)."
+        default=None,
+        description="The revision the pod was started for (its pod template): during a rollout "
+        "pods of two revisions serve side by side.",
     )
     state: Literal[
         "Pending", "Loading", "Ready", "Unavailable", "Failed", "Unloading", "Terminating"
-    ] = "Pending"
-    message: str = ""
+    ] = Field(
+        default="Pending",
+        description="The model on that pod: Pending, Loading, Ready, Unavailable, Failed, "
+        "Unloading, or Terminating (the pod is being removed: it finishes what it has, takes "
+        "no new request).",
+    )
+    message: str = Field(default="", description="Triton's error or why the pod is not serving it.")
 
 
 class RevisionNumbers(ApiModel):
@@ -86,20 +102,30 @@ class RevisionNumbers(ApiModel):
     its pods, and Triton's queue time on them)."""
 
     requests: int = Field(description="Triton attempts at the revision's pods in the window.")
-    errors: int = Field(description="Of those, failed or refused by Triton.")
-    error_rate: float | None = None
-    p99_latency_ms: float | None = None
-    queue_time_ms: float | None = None
+    errors: int = Field(description="Of those, failed (5xx, timeout, broken) or refused (4xx).")
+    error_rate: float | None = Field(default=None, description="errors / requests.")
+    p99_latency_ms: float | None = Field(
+        default=None,
+        description="p99 latency of the answered attempts, in ms: to the whole answer, or to "
+        "the first token of a stream.",
+    )
+    queue_time_ms: float | None = Field(
+        default=None, description="Triton's mean queue time per request on its pods, in ms."
+    )
 
 
 class RolloutAnalysis(ApiModel):
     """The numbers of the latest judgement of a canary step, and what they decided."""
 
-    window_seconds: int
-    canary: RevisionNumbers | None = None
-    stable: RevisionNumbers | None = None
-    verdict: Literal["Pending", "Passed", "Failed"] = "Pending"
-    reason: str = ""
+    window_seconds: int = Field(description="Seconds of the step judged so far.")
+    canary: RevisionNumbers | None = Field(default=None, description="The target revision's.")
+    stable: RevisionNumbers | None = Field(default=None, description="The stable revision's.")
+    verdict: Literal["Pending", "Passed", "Failed"] = Field(
+        default="Pending",
+        description="Pending: too few canary requests yet; Passed: within every limit so far; "
+        "Failed: a limit crossed (the rollout is rolled back).",
+    )
+    reason: str = Field(default="", description="Why, with the numbers that decided.")
 
 
 class RolloutStatus(ApiModel):
@@ -109,7 +135,9 @@ class RolloutStatus(ApiModel):
     stable_revision: str | None = Field(
         default=None, description="The revision fully rolled out when this rollout started."
     )
-    strategy: Literal["Rolling", "Canary"] = "Rolling"
+    strategy: Literal["Rolling", "Canary"] = Field(
+        default="Rolling", description="The strategy the rollout follows (spec.rollout)."
+    )
     phase: Literal["Progressing", "Analyzing", "Promoting", "Succeeded", "RolledBack"] = Field(
         description="Progressing: pods of the target start and load. Analyzing: a canary step "
         "takes its share of traffic and is judged. Promoting: the stable pods are replaced "
@@ -125,26 +153,38 @@ class RolloutStatus(ApiModel):
         "0 answers only when no other has a pod to take the request). Empty: every loaded "
         "pod takes requests, whatever its revision.",
     )
-    started_at: str | None = None
-    step_started_at: str | None = None
-    finished_at: str | None = None
+    started_at: str | None = Field(default=None, description="When the rollout began.")
+    step_started_at: str | None = Field(
+        default=None, description="When the current canary step's traffic began."
+    )
+    finished_at: str | None = Field(
+        default=None, description="When it succeeded or was rolled back."
+    )
     reason: str = Field(default="", description="Why the rollout is where it is, in one word.")
-    message: str = ""
-    analysis: RolloutAnalysis | None = None
+    message: str = Field(default="", description="Where the rollout is, in words.")
+    analysis: RolloutAnalysis | None = Field(
+        default=None, description="The latest judgement of a canary step."
+    )
 
 
 class ModelStatus(ApiModel):
     """Status shared by TritonModel and ModelEnsemble."""
 
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation the status describes."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Valid, Synced, Available, Loaded, Ready (and Autoscaling) with reasons and "
+        "messages.",
+    )
     revision: str | None = Field(
         default=None,
         description="The revision fully rolled out: every Triton pod serves it (a digest of "
         "the source and rendered config). A rollout in progress is in `rollout`.",
     )
-    replicas: int | None = None
-    ready_replicas: int | None = None
+    replicas: int | None = Field(default=None, description="Triton replicas wanted.")
+    ready_replicas: int | None = Field(default=None, description="Triton replicas ready.")
     replica_summary: str | None = Field(
         default=None, description="ready/desired replicas, as shown by kubectl get."
     )
@@ -152,5 +192,11 @@ class ModelStatus(ApiModel):
         default=None, description="Who answers requests now: triton, hosted, or none."
     )
     deployment: str | None = Field(default=None, description="The Triton Deployment serving it.")
-    pods: list[PodModelState] = Field(default_factory=list)
-    rollout: RolloutStatus | None = None
+    pods: list[PodModelState] = Field(
+        default_factory=list, description="The model's state on each Triton pod."
+    )
+    rollout: RolloutStatus | None = Field(
+        default=None,
+        description="The latest rollout: its target revision, phase, canary step and traffic "
+        "split, and the numbers it was judged on.",
+    )

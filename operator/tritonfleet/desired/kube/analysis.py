@@ -26,7 +26,7 @@ from typing import Literal
 
 from tritonfleet.api.rollout import CanaryAnalysis
 from tritonfleet.api.status import RevisionNumbers
-from tritonfleet.desired.triton.metrics import parse_series
+from tritonfleet.desired.triton.metrics import samples
 
 ATTEMPTS_METRIC = "tritonfleet_gateway_revision_attempts_total"
 LATENCY_METRIC = "tritonfleet_gateway_revision_latency_seconds"
@@ -73,7 +73,7 @@ def parse_gateway_revisions(text: str) -> dict[RouteRevision, RevisionCounters]:
     """A gateway's ``/metrics`` → {(route, revision): counters}."""
     outcomes: dict[RouteRevision, dict[str, float]] = {}
     buckets: dict[RouteRevision, dict[float, float]] = {}
-    for name, labels, value in parse_series(text, "tritonfleet_gateway_revision_"):
+    for name, labels, value in samples(text, (ATTEMPTS_METRIC, f"{LATENCY_METRIC}_bucket")):
         key = (labels.get("model", ""), labels.get("revision", ""))
         if not key[0] or not key[1]:
             continue

@@ -25,7 +25,7 @@ is the increase since the reset. Pending = Σ of the latest
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -79,20 +79,22 @@ def parse_triton_metrics(text: str) -> dict[str, ModelCounters]:
 GATEWAY_DEMAND_METRIC = "tritonfleet_gateway_last_request_timestamp_seconds"
 
 
-def parse_series(text: str, prefix: str) -> Iterator[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of every sample in Prometheus text whose metric name starts
-    with ``prefix``; comments, malformed lines and NaN values are skipped."""
+def samples(text: str, names: Iterable[str]) -> Iterable[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample of the metrics ``names`` in Prometheus text;
+    malformed lines and NaN values are skipped."""
+    wanted = frozenset(names)
+    prefixes = tuple(wanted)
     for line in text.splitlines():
-        if not line.startswith(prefix):
+        if not line.startswith(prefixes):
             continue
         m = _LINE.match(line)
-        if not m:
+        if not m or m.group(1) not in wanted:
             continue
         try:
             value = float(m.group(3))
         except ValueError:
             continue
-        if value == value:  # not NaN
+        if value == value:
             yield m.group(1), dict(_LABEL.findall(m.group(2) or "")), value
 
 
@@ -102,9 +104,9 @@ def parse_gateway_demand(text: str) -> dict[str, float]:
     The activation signal for scale from zero (``desired.kube.autoscaling.zero_decision``)
     is the max of these over every gateway replica."""
     out: dict[str, float] = {}
-    for name, labels, stamp in parse_series(text, GATEWAY_DEMAND_METRIC):
+    for _, labels, stamp in samples(text, (GATEWAY_DEMAND_METRIC,)):
         model = labels.get("model")
-        if name == GATEWAY_DEMAND_METRIC and model is not None and stamp > 0:
+        if model is not None and stamp > 0:
             out[model] = max(stamp, out.get(model, 0.0))
     return out
 
