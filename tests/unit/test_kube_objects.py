@@ -213,7 +213,7 @@ def test_triton_pods_take_priority_runtime_spread_and_annotations() -> None:
         "topologySpreadConstraints": [spread],
         "podAnnotations": {"sidecar.istio.io/inject": "false", "tritonfleet.io/revision": "x"},
     }
-    dep = ko.deployment(target_of(model_doc("toy", serving=serving)), SETTINGS, "r1")
+    dep = deployed(target_of(model_doc("toy", serving=serving)), SETTINGS, "r1")
     template = dep["spec"]["template"]
     pod = template["spec"]
     assert (pod["priorityClassName"], pod["runtimeClassName"]) == ("serving-critical", "nvidia")
@@ -221,7 +221,7 @@ def test_triton_pods_take_priority_runtime_spread_and_annotations() -> None:
     assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     # The revision annotation is the operator's: it rolls the pods, a user's cannot override it.
     assert template["metadata"]["annotations"]["tritonfleet.io/revision"] == "r1"
-    plain = ko.deployment(target_of(model_doc("toy")), SETTINGS, "r1")["spec"]["template"]
+    plain = deployed(target_of(model_doc("toy")), SETTINGS, "r1")["spec"]["template"]
     assert not {"priorityClassName", "runtimeClassName", "topologySpreadConstraints"} & set(
         plain["spec"]
     )
