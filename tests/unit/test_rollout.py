@@ -239,6 +239,16 @@ def test_a_canary_starts_beside_the_stable_pods_with_no_traffic_until_loaded() -
     assert "Canary 10 % → 50 % → 100 %" in decision.events[0].message
 
 
+def test_a_canary_that_waited_for_its_sync_keeps_all_traffic_on_the_stable_pods() -> None:
+    """The canary's pods may be loaded before its first step's split is written: the
+    gateways must not route to them unsplit meanwhile."""
+    syncing = given(synced=False)
+    assert syncing.status is not None and syncing.status.reason == "Syncing"
+    waiting = given(status=syncing.status, canary=dep(T, replicas=1, available=0))
+    assert waiting.status is not None and waiting.status.phase == "Progressing"
+    assert waiting.status.weights == {S: 100}
+
+
 def enter_first_step() -> RolloutDecision:
     waiting = start()
     return given(status=waiting.status, canary=dep(T, replicas=1), fleet=pods(**{S: 2, T: 1}))

@@ -504,7 +504,12 @@ def _enter_step(
             f"step {step}/{len(canary.steps)}: waiting for the canary, {loaded}/{want} pod(s) "
             f"of revision {target} loaded"
         )
-    waiting = _with(status, phase="Progressing", step=step, reason=reason, message=message)
+    # A canary pod may be loaded (and in status.pods) before the step's split is written:
+    # until then the stable revision takes every request, never an unsplit half.
+    weights = dict(status.weights) or {inp.revision: 100}
+    waiting = _with(
+        status, phase="Progressing", step=step, weights=weights, reason=reason, message=message
+    )
     return RolloutDecision(
         _kept(inp),
         surge,
