@@ -21,6 +21,7 @@ from tritonfleet.api.model import (
     PoolRef,
     ServingSpec,
 )
+from tritonfleet.api.rollout import RolloutSpec
 from tritonfleet.api.status import ModelStatus
 from tritonfleet.api.triton_config import (
     MAX_TENSORS,
@@ -108,6 +109,11 @@ class ModelEnsembleSpec(ApiModel):
         default=None,
         description="Failover of the whole pipeline to a hosted OpenAI-compatible API through "
         "the gateway.",
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec,
+        description="How a new revision (also one a member update causes) replaces the "
+        "served one: Rolling (default) or Canary.",
     )
 
 

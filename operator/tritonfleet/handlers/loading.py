@@ -13,6 +13,11 @@ pod outside ``dialPodNetworks``), observes and converges the reachable ones
 writes ``status.pods`` and ``Loaded`` only when they changed, then asks for a
 reconcile so ``Ready`` follows. A failing object is retried with backoff.
 
+Each pod is judged against what its own template names (a rollout runs pods of
+two revisions side by side), and once ``status.pods`` is written the pods' readiness
+gate ``tritonfleet.io/loaded`` follows it (a strategic-merge patch of pods/status):
+a Deployment counts a pod available only once the gateways can route to it.
+
 On deletion :meth:`Loader.unloaded` starts one background unload from every
 pod (bounded by ``unloadTimeoutSeconds``) and says, from memory, whether the
 cleanup Job may remove the files yet.
@@ -35,6 +40,7 @@ from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.loading import (
     PodKey,
     TritonPod,
+    gate_changes,
     in_order,
     load_target,
     loading_events,
@@ -43,8 +49,9 @@ from tritonfleet.desired.kube.loading import (
     restrict,
     select_pods,
     unload_gate,
+    wanted_by,
 )
-from tritonfleet.desired.kube.objects import Target
+from tritonfleet.desired.kube.objects import LOADED_GATE, Target
 from tritonfleet.desired.kube.placement import PooledPlacement
 from tritonfleet.desired.kube.pool import pool_pod_key
 from tritonfleet.desired.kube.pool_loading import (
@@ -73,8 +80,8 @@ MAX_BACKOFF = 300.0
 class Wanted:
     target: Target
     load: LoadTarget
-    deployed: str | None  # the revision the Deployment's pod template serves (pooled: synced)
     pool: PooledPlacement | None = None  # a pooled object: where its pool placed it
+    synced: bool = True  # a pooled object: its revision's files are in the repository
 
 
 @dataclass
@@ -124,18 +131,19 @@ class Loader:
         self,
         key: Key,
         target: Target | None,
-        deployed: str | None,
         pool: PooledPlacement | None = None,
+        *,
+        synced: bool = True,
     ) -> None:
         """The reconcile's view of a live object (memory only, never waits).
 
         ``pool``: a pooled object's placement (its pool's status); its loads go to the
-        pool pods of its replicas, and ``deployed`` is its synced revision.
+        pool pods of its replicas once its revision is ``synced``.
         """
         if target is None:
             self.forget(key)
             return
-        wanted = Wanted(target, load_target(target), deployed or None, pool)
+        wanted = Wanted(target, load_target(target), pool, synced)
         if self._wanted.get(key) != wanted:
             self.forget(key, keep_timer=True)
             self._wanted[key] = wanted
@@ -249,20 +257,32 @@ class Loader:
         split = split_pods(wanted.target, wanted.pool, self._pods(), self._listed(key))
         selection = select_pods(
             split.home,
-            revision=wanted.target.revision,
-            deployed_revision=wanted.deployed,
             may_dial=self.settings.may_dial,
             networks=self.settings.dial_pod_networks,
-            pinned=wanted.pool is None,
+            pooled_synced=None if wanted.pool is None else wanted.synced,
         )
+        # A pool's pods are started for no model: each serves the object's revision
+        # (an ensemble's members at theirs), loaded from the shared repository.
+        per_pod = {
+            p.name: wanted_by(p, wanted.target) if wanted.pool is None else wanted.load
+            for p in selection.dial
+        }
+        names = dict.fromkeys(wanted.load.names)
+        for load in per_pod.values():
+            names.update(dict.fromkeys(load.names))
         endpoints = self._endpoints(selection.dial)
-        observed = await self.repositories.observe(endpoints, wanted.load.names)
+        observed = await self.repositories.observe(endpoints, tuple(names))
         body = self.world.owner(*key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
         generation = owner_of(body).generation
         decided = restrict(
-            plan_loading(wanted.load, in_order(selection, observed), generation=generation),
+            plan_loading(
+                wanted.load,
+                in_order(selection, observed),
+                generation=generation,
+                wanted=per_pod,
+            ),
             selection.act,
         )
         if decided.has_work:
@@ -278,11 +298,38 @@ class Loader:
                     )
             observed = await self.repositories.converge(endpoints, decided)
             decided = plan_loading(
-                wanted.load, in_order(selection, observed), generation=generation
+                wanted.load, in_order(selection, observed), generation=generation, wanted=per_pod
             )
         if split.away:
             decided = await self._away(key, wanted, split.away, decided)
         await self._write(key, decided)
+        await self._gates(split.home, decided.states)
+
+    async def _gates(self, pods: Collection[TritonPod], states: Any) -> None:
+        """Each pod's readiness gate after status.pods says what it serves: a new pod
+        becomes available to its Deployment only once the gateways can know it."""
+        now = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for pod, loaded, why in gate_changes(list(pods), states):
+            condition = {
+                "type": LOADED_GATE,
+                "status": "True" if loaded else "False",
+                "reason": "Loaded" if loaded else "NotLoaded",
+                "message": why,
+                "lastTransitionTime": now,
+            }
+            try:
+                # Strategic merge: conditions merge by type, the kubelet's stay as they are.
+                await self.client.patch(
+                    "Pod",
+                    pod.namespace,
+                    pod.name,
+                    {"status": {"conditions": [condition]}},
+                    patch_type="strategic",
+                    sub="status",
+                )
+            except ApiError as error:
+                if not error.not_found:  # a pod that went needs no gate
+                    log.warning("readiness gate of pod %s/%s: %s", pod.namespace, pod.name, error)
 
     async def _away(
         self, key: Key, wanted: Wanted, away: tuple[TritonPod, ...], decided: LoadPlan
@@ -384,8 +431,6 @@ class Loader:
             split = split_pods(target, state.pool, self._pods(), state.listed)
             selection = select_pods(
                 (*split.home, *split.away),
-                revision=target.revision,
-                deployed_revision=None,
                 may_dial=self.settings.may_dial,
                 networks=self.settings.dial_pod_networks,
             )

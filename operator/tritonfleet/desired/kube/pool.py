@@ -42,6 +42,7 @@ from tritonfleet.api.status import (
     set_condition,
 )
 from tritonfleet.desired.kube.autoscaling import HPA_KIND, hpa
+from tritonfleet.desired.kube.events import Event
 from tritonfleet.desired.kube.loading import TritonPod, pods_of
 from tritonfleet.desired.kube.objects import (
     REVISION_ANNOTATION,
@@ -64,7 +65,7 @@ from tritonfleet.desired.kube.placement import (
     bind_replicas,
     place,
 )
-from tritonfleet.desired.kube.plan import Action, Event, apply_reason
+from tritonfleet.desired.kube.plan import Action, apply_reason
 
 POOL_KIND: Literal["TritonServerPool"] = "TritonServerPool"
 PooledKind = Literal["TritonModel", "ModelEnsemble"]
@@ -106,7 +107,7 @@ def pool_deployment(target: Target, settings: OperatorSettings, started: bool = 
     that does not exist yet, which a namespace's first sync creates); until then it
     has no replica. From there the replicas are the spec's, or the HPA's.
     """
-    out = deployment(target, settings, None)
+    out = deployment(target, settings, ())
     spec = out["spec"]
     if not started:
         spec["replicas"] = 0
