@@ -298,3 +298,36 @@ def test_a_restarted_pool_pod_reloads_what_it_held() -> None:
         assert set(op.pods.held["tsp-shared-b"]) == {"embed", "llm", "other", "rag"}
 
     run(test)
+
+
+def test_a_new_revision_of_a_pooled_model_is_reloaded_in_place_on_its_pool_pods() -> None:
+    """The rollout of a pooled model: synced, then loaded at the new revision on the pool's
+    pods (no Deployment of its own, no pod restarted); the others are not touched."""
+
+    async def test(op: Operator) -> None:
+        await fleet(op)
+        key = ("TritonModel", "ml", "other")
+        old = op.body(key)["status"]["revision"]
+        loads = len(op.pods.loads)
+        changed = pooled("other", "2Gi")
+        changed["spec"]["config"]["maxBatchSize"] = 4
+        op.apply(changed)
+        await op.settle()
+        new = op.body(key)["status"]["revision"]
+        assert new != old
+        assert not any(op.pods.held[p].get("other") == new for p in POD_NAMES)  # not synced
+        op.finish_jobs()
+        await op.settle()
+        body = op.body(key)
+        assert conditions(body)["Ready"]["status"] == "True"
+        assert {(p["name"], p["revision"]) for p in body["status"]["pods"]} == {
+            (name, new) for name in POD_NAMES
+        }
+        assert op.pods.loads[loads:] == [(name, "other") for name in POD_NAMES]
+        assert not [k for k in op.kube.objects if k[0] == "Deployment" and k[2] != "tsp-shared"]
+        dep = op.body(("Deployment", "ml", "tsp-shared"))
+        pod_spec = dep["spec"]["template"]["spec"]
+        assert "readinessGates" not in pod_spec  # a pool pod is routed to per model
+        assert "--model-repository=/models/repository" in pod_spec["containers"][0]["args"]
+
+    run(test)
