@@ -135,6 +135,11 @@ def ask(client: OpenAI, model: str, prompt: str = "the pool answers") -> tuple[s
     )
 
 
+def gibibytes_used(pool: dict[str, Any]) -> int:
+    """The pool's GPU memory placed, over every replica (from "20Gi/32Gi")."""
+    return int(pool["status"]["memorySummary"].split("/")[0].removesuffix("Gi"))
+
+
 def index(pod: dict[str, Any]) -> dict[str, list[str]]:
     """The pod's own repository index: model name -> the states of its versions."""
     request = urllib.request.Request(
@@ -207,8 +212,9 @@ def setup(
     started = time.monotonic()
     testbed.apply("\n---\n".join(json.dumps(d) for d in fleet.docs), namespace=models)
     for doc in fleet.docs[1:]:
-        fleet.wait(lambda d=doc: fleet.ready(d["kind"], d["metadata"]["name"]), 360,
-                   f"{doc['metadata']['name']} Ready on the 2 pool pods")  # fmt: skip
+        kind, name = str(doc["kind"]), str(doc["metadata"]["name"])
+        fleet.wait(lambda k=kind, n=name: fleet.ready(k, n), 360,
+                   f"{name} Ready on the 2 pool pods")  # fmt: skip
     print(f"pool of 2 replicas with 6 models and the ensemble Ready in "
           f"{time.monotonic() - started:.1f} s")  # fmt: skip
     return fleet
@@ -321,10 +327,10 @@ def test_an_idle_pooled_model_is_unloaded_and_the_next_request_brings_it_back(
     fleet: Fleet,
 ) -> None:
     idle_after = 30
+    used_before = gibibytes_used(fleet.pool())
     patch = {"spec": {"serving": {"pool": {"scaleToZeroAfterSeconds": idle_after}}}}
     fleet.testbed.kubectl("patch", "tritonmodel", "toy-llm-d", "-n", fleet.namespace,
                           "--type=merge", "-p", json.dumps(patch))  # fmt: skip
-    started = time.monotonic()
 
     def unloaded() -> dict[str, Any] | None:
         body = fleet.get("tritonmodel", "toy-llm-d")
@@ -332,12 +338,14 @@ def test_an_idle_pooled_model_is_unloaded_and_the_next_request_brings_it_back(
         gone = body is not None and not body["status"].get("pods")
         return body if placed.get("reason") == "ScaledToZero" and gone else None
 
+    # Idle is counted from its last request (the tests before asked it), not the patch.
     body = fleet.wait(unloaded, idle_after + 120, "toy-llm-d unloaded from the pool")
-    assert time.monotonic() - started >= idle_after - 5
     assert "no request for 30 s" in condition(body, "Placed")["message"]
     for pod in fleet.pods():
         assert "READY" not in index(pod).get("toy_llm_d", [])
-    assert fleet.pool()["status"]["memorySummary"] == "12Gi/32Gi"  # its memory is free
+    replicas = len(fleet.pool()["status"]["placement"])
+    fleet.wait(lambda: gibibytes_used(fleet.pool()) == used_before - 2 * replicas, 60,
+               "its memory freed on every replica")  # fmt: skip
     # The next request: answered (by the hosted failover while it loads), and it
     # brings the model back onto the pool.
     client = fleet.client()
@@ -438,11 +446,18 @@ def test_a_pool_pod_killed_under_load_fails_no_request_and_reloads_its_models(
             }
             return count > restarts and states.get(name) == "Ready"
 
-        fleet.wait(back, 180, f"{name} restarted with its models reloaded")
+        killed = time.monotonic()
+        fleet.wait(back, 180, f"{name} restarted")
+
+        def reloaded() -> bool:
+            with contextlib.suppress(OSError):
+                held = index(fleet.get("pod", name) or pod)
+                loaded = {n for n, states in held.items() if "READY" in states}
+                return {"toy_llm", "toy_llm_b", "toy_rag", "toy_embed", "vector_search"} <= loaded
+            return False
+
+        fleet.wait(reloaded, 180, f"{name}'s models loaded again after its restart")
+        print(f"killed pool pod serving its models again {time.monotonic() - killed:.1f} s later")
         time.sleep(1)
     assert seen["failed"] == [], seen["failed"][:5]
     assert len(seen["ok"]) > 20
-    held = index(fleet.get("pod", name) or pod)
-    assert {"toy_llm", "toy_llm_b", "toy_rag", "toy_embed", "vector_search"} <= {
-        n for n, states in held.items() if "READY" in states
-    }
