@@ -2,13 +2,15 @@
 e2e tests (tests/e2e/test_rollouts.py) and benchmark (bench/bench_rollout.py).
 
 :class:`Load` runs N threads, each an openai SDK client (no retries) sending chat
-completions in a loop to one model through the gateway, and records every answer:
+completions in a loop to one model through the gateway (streamed with ``stream=True``:
+an answer is good only when its stream ends cleanly), and records every answer:
 when, whether it failed, who answered (``x-tritonfleet-backend``: triton or hosted)
 and which revision (``x-tritonfleet-revision``). :class:`RolloutWatch` polls an
 object's ``status.rollout`` from a thread and records when each phase and step was
-first seen, so answers can be attributed to canary steps.
+first seen, so answers can be attributed to canary steps. :func:`rolled_out` waits on
+the testbed until a model is fully at one revision.
 
-Test/bench tooling only: the standard library and the openai SDK.
+Test/bench tooling only: the standard library, the openai SDK and the testbed.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from openai import APIConnectionError, APIStatusError, APITimeoutError, OpenAI
+from openai import APIConnectionError, APIError, APIStatusError, APITimeoutError, OpenAI, omit
+from openai.types.chat import ChatCompletionChunk
+
+from hack.devtools.testbed import Testbed
+
+
+class StreamCutError(Exception):
+    """A streamed answer that ended without its last chunk."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,8 @@ class Load:
     model: str
     clients: int = 4
     pause_s: float = 0.02  # between one client's requests (2 cores are shared)
-    max_tokens: int = 4
+    max_tokens: int | None = 4  # None: not sent (an ensemble may take no such parameter)
+    stream: bool = False
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -75,13 +85,20 @@ class Load:
             self._stop.wait(self.pause_s)
 
     def _ask(self, client: OpenAI, prompt: str, started: float) -> Answer:
+        raw = None
         try:
             raw = client.chat.completions.with_raw_response.create(
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
-                max_tokens=self.max_tokens,
+                max_tokens=omit if self.max_tokens is None else self.max_tokens,
+                stream=self.stream,
             )
-            raw.parse()
+            parsed = raw.parse()
+            if self.stream:
+                # An error event mid-stream raises APIError; a cut one has no finish_reason.
+                chunks = list(cast(Iterable[ChatCompletionChunk], parsed))
+                if not any(c.choices and c.choices[0].finish_reason for c in chunks):
+                    raise StreamCutError(f"no finish_reason in the stream: {chunks[-1:]}")
             headers = raw.headers
             return Answer(
                 time.monotonic(), True, headers.get("x-tritonfleet-backend", ""),
@@ -97,6 +114,16 @@ class Load:
             )  # fmt: skip
         except (APIConnectionError, APITimeoutError) as error:
             return Answer(time.monotonic(), False, "", "", 0, error=repr(error)[:300])
+        except (APIError, StreamCutError) as error:  # a stream that broke after its headers
+
+            def header(name: str) -> str:
+                return raw.headers.get(name, "") if raw is not None else ""
+
+            return Answer(
+                time.monotonic(), False, header("x-tritonfleet-backend"),
+                header("x-tritonfleet-revision"), raw.status_code if raw is not None else 0,
+                error=repr(error)[:300], seconds=time.monotonic() - started,
+            )  # fmt: skip
 
     def snapshot(self) -> list[Answer]:
         with self._lock:
@@ -181,3 +208,42 @@ class RolloutWatch:
             until = self.seen[i + 1][0] if i + 1 < len(self.seen) else time.monotonic()
             out.append((step, weights, at, until))
         return out
+
+
+def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((body or {}).get("status") or {}).get("conditions") or ():
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+def rolled_out(
+    testbed: Testbed,
+    ns: str,
+    name: str,
+    pods: int,
+    *,
+    kind: str = "tritonmodel",
+    not_revision: str | None = None,
+    timeout: float = 300,
+) -> dict[str, Any]:
+    """The object once Ready with every one of ``pods`` pods serving ``status.revision``."""
+
+    def check() -> dict[str, Any] | None:
+        body: dict[str, Any] | None = testbed.get(kind, name, namespace=ns)
+        status = (body or {}).get("status") or {}
+        revision = status.get("revision")
+        listed = [p for p in status.get("pods") or [] if p["state"] != "Terminating"]
+        done = (
+            revision
+            and revision != not_revision
+            and condition(body, "Ready").get("status") == "True"
+            and len(listed) == pods
+            and all(p["state"] == "Ready" and p.get("revision") == revision for p in listed)
+        )
+        return body if done else None
+
+    found: dict[str, Any] = testbed.wait_for(
+        check, timeout, f"{kind} {ns}/{name} rolled out on {pods} pod(s)", interval=1.0
+    )
+    return found

@@ -233,6 +233,29 @@ def test_the_readiness_gate_opens_once_status_pods_says_the_pod_serves() -> None
     run(test)
 
 
+def test_the_readiness_gate_stays_shut_while_status_pods_could_not_be_written() -> None:
+    """A status write that conflicts (the reconcile wrote the rollout meanwhile) leaves
+    status.pods without the pod: its gate must wait for the pass that writes it."""
+
+    async def test(h: Harness) -> None:
+        h.pods.gate.clear()
+        h.loader.track(KEY, h.target)
+        await until(lambda: h.pods.observed == 1)
+        h.kube.objects[KEY]["metadata"]["resourceVersion"] = str(10**9)  # the reconcile wrote
+        h.pods.gate.set()
+        await until(lambda: h.pods.observed >= 2)  # the conflict makes it plan again
+        assert not h.status().get("pods")
+        assert "tritonfleet.io/loaded" not in h.gate()
+        h.world.remember_owner(h.kube.objects[KEY])  # the watch brings the newer object
+        h.loader.poke(KEY)
+        await until(lambda: bool(h.status().get("pods")))
+        await idle(h.loader)
+        assert h.status()["pods"][0]["state"] == "Ready"
+        assert h.gate()["tritonfleet.io/loaded"] == "True"
+
+    run(test)
+
+
 def test_a_failing_pass_is_retried_sooner_than_the_interval(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -302,8 +302,11 @@ class Loader:
             )
         if split.away:
             decided = await self._away(key, wanted, split.away, decided)
-        await self._write(key, decided)
-        await self._gates(split.home, decided.states)
+        if await self._write(key, decided):
+            await self._gates(split.home, decided.states)
+        # else status.pods does not say it yet (a conflict: the pass runs again): a gate
+        # opened now would let the Deployment remove an old pod before any gateway can
+        # route to the new one.
 
     async def _gates(self, pods: Collection[TritonPod], states: Any) -> None:
         """Each pod's readiness gate after status.pods says what it serves: a new pod
@@ -360,15 +363,17 @@ class Loader:
             observed = await self.repositories.observe(endpoints, wanted.load.names)
         return with_away(decided, wanted.target, observed, wanted.pool)
 
-    async def _write(self, key: Key, decided: Any) -> None:
+    async def _write(self, key: Key, decided: Any) -> bool:
+        """Write what the pass decided to the owner's status; whether the status says it
+        now (written, or already so)."""
         body = self.world.owner(*key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return
+            return False
         owner = owner_of(body)
         now = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         new = loading_status(owner.status, decided, now, generation=owner.generation)
         if new is None:
-            return
+            return True
         wire = new.to_wire()
         patch = {
             "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
@@ -379,12 +384,13 @@ class Loader:
         except ApiError as error:
             if error.conflict or error.not_found:
                 self._dirty.add(key)  # changed under us: plan again on the newer object
-                return
+                return False
             raise
         self.world.remember_owner(updated)
         for event in loading_events(owner.status, new, decided):
             self.post_event(updated, event.type, event.reason, event.message)
         self.request_reconcile(key)  # Ready follows Loaded
+        return True
 
     # --- deletion --------------------------------------------------------------------
 

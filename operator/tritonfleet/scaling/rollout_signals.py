@@ -23,7 +23,6 @@ the operator's composition root (``cli.operator``) hands it; ``handlers`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -44,6 +43,7 @@ from tritonfleet.desired.kube.analysis import (
 )
 from tritonfleet.desired.kube.views import OwnerViews, owner_of
 from tritonfleet.scaling.gateways import GatewayPages
+from tritonfleet.scaling.rounds import RoundLoop
 from tritonfleet.scaling.zero import route_name
 
 log = logging.getLogger("tritonfleet.scaling.rollouts")
@@ -65,8 +65,11 @@ def step_started(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
-class RolloutSignals:
+class RolloutSignals(RoundLoop):
     """The canary numbers of every step being judged (see the module docstring)."""
+
+    task_name = "rollouts"
+    log = log
 
     def __init__(
         self,
@@ -93,32 +96,6 @@ class RolloutSignals:
         self._latest: dict[str, Page] = {}  # gateway URL → its latest page, parsed
         self._baselines: dict[StepKey, dict[str, Page]] = {}
         self._task: asyncio.Task[None] | None = None
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="rollouts")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._scraper.close()
-        if self._client is not None:
-            await self._client.close()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bad round must not stop the judging for good
-                log.exception("canary measurements round failed")
-            await asyncio.sleep(self.interval)
 
     # -- one round ------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ says in the status when and why the model is at zero.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -52,6 +51,7 @@ from tritonfleet.desired.kube.observed import ChildState
 from tritonfleet.desired.kube.views import OwnerView, OwnerViews
 from tritonfleet.desired.triton.metrics import QueueResult, QueueSignal, parse_gateway_demand
 from tritonfleet.scaling.gateways import GatewayPages
+from tritonfleet.scaling.rounds import RoundLoop
 
 log = logging.getLogger("tritonfleet.scaling.zero")
 
@@ -94,8 +94,11 @@ class _Pooled:
         return bool(self.mark)
 
 
-class ZeroScaler:
+class ZeroScaler(RoundLoop):
     """The scale-to-zero loop of one operator process (see the module docstring)."""
+
+    task_name = "zero-scaler"
+    log = log
 
     def __init__(
         self,
@@ -127,32 +130,6 @@ class ZeroScaler:
         self._demand: dict[str, float] = {}
         self._gateways = GatewayPages(settings, client, self._scraper, clock)
         self._task: asyncio.Task[None] | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="zero-scaler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._scraper.close()
-        if self._client is not None:
-            await self._client.close()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad round must not stop scaling for good
-                log.exception("scale-to-zero round failed")
-            await asyncio.sleep(self.interval)
 
     # -- one round ----------------------------------------------------------------------
 
