@@ -288,6 +288,14 @@ def test_a_seventh_model_that_does_not_fit_is_refused_with_the_numbers(fleet: Fl
     body = fleet.get("tritonmodel", "toy-big")
     assert body is not None and body["status"].get("pods", []) == []
     assert condition(fleet.pool(), "Placed")["reason"] == "DoesNotFit"
+
+    def pool_warned() -> bool:
+        events = fleet.testbed.get("events", "--field-selector",
+                                   "involvedObject.kind=TritonServerPool",
+                                   namespace=fleet.namespace)["items"]  # fmt: skip
+        return any(e["reason"] == "DoesNotFit" and "toy-big" in e["message"] for e in events)
+
+    fleet.wait(pool_warned, 30, "a DoesNotFit Warning on the pool naming toy-big")
     assert fleet.pool()["status"]["modelSummary"] == "7/8"
     # Nothing restarted, nothing else moved, everything else still answers.
     after = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
