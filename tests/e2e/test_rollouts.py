@@ -16,11 +16,14 @@ and at which revision:
   no client error but the canary's own;
 * a revision that does not load: the old one answers throughout, Loaded=False quotes
   Triton, the canary never gets a request; reverting the spec removes it, no outage;
-* an ensemble whose member is updated: no request to the ensemble fails.
+* an ensemble whose member is updated: no request to the ensemble fails;
+* a canary aborted, retried and promoted with `kubectl annotate`: no request fails,
+  each command consumed.
 
 Figures (requests, failures, hosted answers, split per step, rollback time) are printed
-(``pytest -s``). The canary promoted over three steps and the ensemble are marked
-``long``: ``make e2e-long`` runs them, ``make test`` and ``make e2e`` do not.
+(``pytest -s``). The canary promoted over three steps, the ensemble and the commands
+by hand are marked ``long``: ``make e2e-long`` runs them, ``make test`` and ``make e2e``
+do not.
 """
 
 from __future__ import annotations
@@ -437,3 +440,52 @@ def test_an_ensemble_keeps_answering_while_a_member_is_updated(fleet: Fleet, ns:
     )
     member = obj(bed, ns, "toy-llm")
     assert member is not None and member["status"]["rollout"]["phase"] == "Succeeded"
+
+
+# --- By hand -----------------------------------------------------------------------------------
+
+
+@pytest.mark.long  # make e2e-long: about two minutes on 2 cores
+def test_a_canary_is_aborted_retried_and_promoted_with_kubectl_annotate(
+    fleet: Fleet, ns: str
+) -> None:
+    """The three commands a user has, each a ``kubectl annotate``, under load."""
+    bed = fleet.testbed
+    bed.apply(json.dumps(toy_llm("by_hand", rollout=canary((20, 3600)))), namespace=ns)
+    stable = rolled_out(bed, ns, "by-hand", 1)["status"]["revision"]
+
+    def rollout_in(phase: str) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            found = obj(bed, ns, "by-hand")
+            rollout = ((found or {}).get("status") or {}).get("rollout") or {}
+            return dict(rollout) if rollout.get("phase") == phase else None
+
+        found: dict[str, Any] = bed.wait_for(check, 300, f"rollout {phase}", interval=1.0)
+        return found
+
+    def command(what: str) -> None:
+        bed.kubectl("annotate", "tritonmodel", "by-hand", "-n", ns, "--overwrite",
+                    f"tritonfleet.io/rollout={what}")  # fmt: skip
+
+    with Load(fleet.url, "by_hand", clients=4) as load:
+        routed(load)
+        patch(bed, ns, "by-hand", {"spec": {"config": {"parameters": {"token_delay_ms": "1"}}}})
+        target = rollout_in("Analyzing")["targetRevision"]
+        command("abort")
+        aborted = rollout_in("RolledBack")
+        command("retry")
+        retried = rollout_in("Analyzing")
+        command("promote")
+        done = rolled_out(bed, ns, "by-hand", 1, not_revision=stable, timeout=300)
+        load.wait_for_answers(len(load.snapshot()) + 40)
+    answers = load.snapshot()
+    figures("by hand", summary=summary(answers))
+    assert failures(answers) == [], failures(answers)[:5]
+    assert aborted["reason"] == "Aborted" and aborted["weights"] == {stable: 100}
+    assert retried["targetRevision"] == target
+    assert done["status"]["revision"] == target
+    assert done["status"]["rollout"]["phase"] == "Succeeded"
+    annotations = done["metadata"].get("annotations") or {}
+    assert "tritonfleet.io/rollout" not in annotations  # each command consumed
+    reasons = {e["reason"] for e in events(bed, ns, "by-hand")}
+    assert {"RolloutRetried", "Promoting"} <= reasons, reasons
