@@ -67,7 +67,7 @@ e2e: venv ## end to end: helm install, the image's containers and real Triton po
 	$(BIN)/python -m pytest tests/e2e -m "not long" $(PYTEST_FLAGS)
 
 .PHONY: e2e-long
-e2e-long: venv ## the long end-to-end variants (a 3-step canary promoted, an ensemble's member updated)
+e2e-long: venv ## the long end-to-end variants (a 3-step canary promoted, an ensemble's member updated, a canary steered by annotation)
 	$(BIN)/python -m pytest tests/e2e -m long $(PYTEST_FLAGS)
 
 N ?= 3
