@@ -394,6 +394,21 @@ def _autoscaling_condition(
     return _condition(AUTOSCALING, ok, reason, message, gen)
 
 
+def _not_ready(
+    conditions: Sequence[Condition], types: Sequence[str], waiting: str, gen: int
+) -> Condition | None:
+    """Ready=False from the first of ``types`` not True, or while the loader has not
+    confirmed Loaded for this generation of the spec (``waiting`` says for what)."""
+    for type_ in types:
+        cond = find_condition(conditions, type_)
+        if cond is not None and cond.status != "True":
+            return _condition(READY, False, cond.reason, f"{type_}: {cond.message}", gen)
+    loaded = find_condition(conditions, LOADED)
+    if loaded is None or (loaded.observed_generation or 0) < gen:
+        return _condition(READY, False, "Loading", waiting, gen)
+    return None
+
+
 def _ready_condition(
     conditions: Sequence[Condition],
     target: Target,
@@ -401,20 +416,10 @@ def _ready_condition(
     decision: RolloutDecision,
     gen: int,
 ) -> Condition:
-    for type_ in (VALID, SYNCED, AVAILABLE, LOADED):
-        cond = find_condition(conditions, type_)
-        if cond is not None and cond.status != "True":
-            return _condition(READY, False, cond.reason, f"{type_}: {cond.message}", gen)
-    loaded = find_condition(conditions, LOADED)
-    if loaded is None or (loaded.observed_generation or 0) < gen:
-        # Ready requires Loaded, confirmed by the loader for this generation of the spec.
-        return _condition(
-            READY,
-            False,
-            "Loading",
-            f"waiting for every Triton pod to confirm it serves revision {target.revision}",
-            gen,
-        )
+    waiting = f"waiting for every Triton pod to confirm it serves revision {target.revision}"
+    not_ready = _not_ready(conditions, (VALID, SYNCED, AVAILABLE, LOADED), waiting, gen)
+    if not_ready is not None:
+        return not_ready
     dep = facts.deployment
     assert dep is not None  # Available is True
     rollout = decision.status
@@ -763,19 +768,11 @@ def _pooled_available(
 
 
 def _pooled_ready(conditions: Sequence[Condition], target: Target, gen: int) -> Condition:
-    for type_ in (VALID, SYNCED, PLACED, AVAILABLE, LOADED):
-        cond = find_condition(conditions, type_)
-        if cond is not None and cond.status != "True":
-            return _condition(READY, False, cond.reason, f"{type_}: {cond.message}", gen)
-    loaded = find_condition(conditions, LOADED)
-    if loaded is None or (loaded.observed_generation or 0) < gen:
-        return _condition(
-            READY,
-            False,
-            "Loading",
-            f"waiting for the pool's pods to confirm they serve revision {target.revision}",
-            gen,
-        )
+    waiting = f"waiting for the pool's pods to confirm they serve revision {target.revision}"
+    types = (VALID, SYNCED, PLACED, AVAILABLE, LOADED)
+    not_ready = _not_ready(conditions, types, waiting, gen)
+    if not_ready is not None:
+        return not_ready
     return _condition(READY, True, "Ready", f"revision {target.revision} served", gen)
 
 
