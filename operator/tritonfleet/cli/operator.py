@@ -8,9 +8,10 @@ kopf is run with the registry :func:`compose` builds.
 The composition: one memory of the cluster (``handlers.state.World``, filled by the
 watches), one parsed view of every object (``desired.kube.views.OwnerViews``), the
 reconciler and its loader (``handlers``), and the queue-time collector, external
-metrics API and scale to zero (``scaling.in_operator``). ``handlers`` and
-``scaling`` are sibling layers that never import each other; both are handed the
-same World and views here.
+metrics API, scale to zero and canary measurements (``scaling.in_operator``).
+``handlers`` and ``scaling`` are sibling layers that never import each other; both
+are handed the same World and views here, and the reconciler the scaling side's
+``measure`` (what canary steps are judged on).
 """
 
 from __future__ import annotations
@@ -111,10 +112,18 @@ def compose(settings: OperatorSettings, endpoint: Endpoint) -> Operator:
 
     world = World()
     views = OwnerViews()
-    reconciler = Reconciler(KubeClient(endpoint), world, views, settings, PodRepositories())
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, world, views, reconciler, endpoint)
     queue_scaling = scaling.register(registry, world, views, settings, endpoint)
+    # Canary steps are judged on what the scaling side measured (memory only).
+    reconciler = Reconciler(
+        KubeClient(endpoint),
+        world,
+        views,
+        settings,
+        PodRepositories(),
+        measure=queue_scaling.rollouts.measure,
+    )
+    handlers.register(registry, world, views, reconciler, endpoint)
     return Operator(registry, world, views, reconciler, queue_scaling)
 
 
