@@ -90,7 +90,8 @@ FORBIDDEN = [
     ("create", "pods"),
     ("patch", "pods"),
     ("delete", "pods"),
-    ("delete", "deployments.apps"),
+    # (delete deployments is granted: a canary's Deployment goes once it is promoted or rolled
+    # back, and a model moving into a pool leaves its own)
     ("delete", "services"),
     ("delete", "tritonmodels.tritonfleet.io"),
     ("patch", "tritonserverpools.tritonfleet.io"),
