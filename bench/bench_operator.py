@@ -333,7 +333,7 @@ def prepare(name: str, namespace: str) -> Prepared:
         model_configmap(target),
         sync_job(target, SETTINGS),
         service(target),
-        deployment(target, SETTINGS, None),
+        deployment(target, SETTINGS, ()),  # nothing synced yet: zero replicas
     ]
     decided = plan(rendering, {}, None, SETTINGS, datetime.now(UTC))
     assert decided.status is not None

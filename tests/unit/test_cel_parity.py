@@ -12,6 +12,7 @@ server's verdict on the same objects is checked by the integration tests.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,16 +22,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.support.builders import config, ensemble_doc, model_doc
+from tests.support.builders import config, ensemble_doc, model_doc, pool_doc
 from tritonfleet.api import ModelEnsemble, TritonModel
-from tritonfleet.api.base import QUALIFIED_NAME_PATTERN, QUALIFIED_NAME_RE
+from tritonfleet.api.base import QUALIFIED_NAME_PATTERN, QUALIFIED_NAME_RE, QUANTITY_RE
 from tritonfleet.api.crd import custom_resource_definitions
+from tritonfleet.api.pool import TritonServerPool
 from tritonfleet.api.problems import problems_from_validation_error
 from tritonfleet.api.triton_config import CORRID_DATA_TYPES, PLATFORM_BACKENDS
 
 KINDS: dict[str, tuple[type, Callable[[], dict[str, Any]]]] = {
     "TritonModel": (TritonModel, model_doc),
     "ModelEnsemble": (ModelEnsemble, ensemble_doc),
+    "TritonServerPool": (TritonServerPool, pool_doc),
 }
 
 
@@ -77,6 +80,11 @@ class Parity:
     holds: Callable[[dict[str, Any]], bool]  # the CEL rule, read in Python
     valid: Any  # a node value that satisfies the rule
     violations: dict[str, Any]  # id → node value the rule refuses
+    # A kind whose node needs more to be valid (a pool's spec needs its budget).
+    valid_for: dict[str, Any] = field(default_factory=dict)
+
+    def valid_in(self, kind: str) -> Any:
+        return self.valid_for.get(kind, self.valid)
 
 
 def _exactly_one(node: dict[str, Any], keys: tuple[str, ...]) -> bool:
@@ -95,6 +103,50 @@ PVC = {"claimName": "models"}
 TRT = {**config(), "platform": "tensorrt_plan"}
 TRT.pop("backend")
 TENSOR = {"name": "x", "dataType": "TYPE_FP32", "dims": [-1, 3]}
+POOL_REF = {"name": "shared", "memory": "2Gi"}
+
+
+def _quantity(value: Any, positive: bool = False) -> bool:
+    """isQuantity(string(v)), and not below zero (above zero when ``positive``)."""
+    text = str(value)
+    if not QUANTITY_RE.match(text.removeprefix("-")):
+        return False
+    digits = text.lstrip("+-").rstrip("KMGTPEimnuk")
+    negative = text.startswith("-") and any(c not in "0." for c in digits)
+    zero = all(c in "0." for c in digits)
+    return not negative and not (positive and zero)
+
+
+def _pool_serving_ok(n: dict[str, Any]) -> bool:
+    return "pool" not in n or (
+        "image" not in n
+        and n["gpus"] == 1
+        and n["gpuResource"] == "nvidia.com/gpu"
+        and n.get("replicas", {"min": 1, "max": 1}) == {"min": 1, "max": 1}
+        and "autoscaling" not in n
+        and "resources" not in n
+        and not n.get("nodeSelector")
+        and not n.get("tolerations")
+        and "affinity" not in n
+        and str(n["shmSize"]) == "1Gi"
+        and not n.get("env")
+        and not n.get("imagePullSecrets")
+        and "priorityClassName" not in n
+        and "runtimeClassName" not in n
+        and not n.get("topologySpreadConstraints")
+        and not n.get("podAnnotations")
+    )
+
+
+def _pool_budget_ok(n: dict[str, Any]) -> bool:
+    selector = n.get("nodeSelector", {})
+    return (
+        "gpuMemory" in n
+        or n["gpuResource"].startswith("nvidia.com/mig-")
+        or selector.get("nvidia.com/gpu.memory", "x").isdigit()
+        or re.search("[0-9]+GB", selector.get("nvidia.com/gpu.product", "")) is not None
+    )
+
 
 PARITY: dict[str, Parity] = {
     "file paths must be relative and stay inside the model directory": Parity(
@@ -463,6 +515,7 @@ PARITY: dict[str, Parity] = {
         + "'))",
         holds=lambda n: all(QUALIFIED_NAME_RE.match(k) for k in n.get("podAnnotations", {})),
         valid={"podAnnotations": {"sidecar.istio.io/inject": "false", "team": "search"}},
+        valid_for={"TritonServerPool": {"gpuMemory": "16Gi", "podAnnotations": {"team": "search"}}},
         violations={
             "space": {"podAnnotations": {"has space": "x"}},
             "two-slashes": {"podAnnotations": {"a/b/c": "x"}},
@@ -491,6 +544,101 @@ PARITY: dict[str, Parity] = {
             },
         },
     ),
+    "memory must be a quantity such as 6Gi": Parity(
+        rule="isQuantity(string(self.memory))"
+        " && !quantity(string(self.memory)).isLessThan(quantity('0'))",
+        holds=lambda n: _quantity(n["memory"]),
+        valid=POOL_REF,
+        violations={
+            "words": {**POOL_REF, "memory": "lots"},
+            "negative": {**POOL_REF, "memory": "-1Gi"},
+        },
+    ),
+    "pool replaces the per-model serving fields: leave image, gpus, gpuResource, replicas, "
+    "autoscaling, resources, nodeSelector, tolerations, affinity, shmSize, env, imagePullSecrets, "
+    "priorityClassName, runtimeClassName, topologySpreadConstraints, podAnnotations to the "
+    "TritonServerPool": Parity(
+        rule="!has(self.pool) || (!has(self.image) && self.gpus == 1"
+        " && self.gpuResource == 'nvidia.com/gpu'"
+        " && (!has(self.replicas)"
+        " || (self.replicas.min == 1 && self.replicas.max == 1))"
+        " && !has(self.autoscaling) && !has(self.resources)"
+        " && (!has(self.nodeSelector) || size(self.nodeSelector) == 0)"
+        " && (!has(self.tolerations) || size(self.tolerations) == 0)"
+        " && !has(self.affinity) && string(self.shmSize) == '1Gi'"
+        " && (!has(self.env) || size(self.env) == 0)"
+        " && (!has(self.imagePullSecrets) || size(self.imagePullSecrets) == 0)"
+        " && !has(self.priorityClassName) && !has(self.runtimeClassName)"
+        " && (!has(self.topologySpreadConstraints)"
+        " || size(self.topologySpreadConstraints) == 0)"
+        " && (!has(self.podAnnotations) || size(self.podAnnotations) == 0))",
+        holds=_pool_serving_ok,
+        valid={"pool": POOL_REF, "env": [], "gpus": 1, "replicas": {"min": 1, "max": 1}},
+        violations={
+            "gpus": {"pool": POOL_REF, "gpus": 0},
+            "replicas": {"pool": POOL_REF, "replicas": {"min": 1, "max": 2}},
+            "image": {"pool": POOL_REF, "image": "nvcr.io/nvidia/tritonserver:24.10-py3"},
+            "node-selector": {"pool": POOL_REF, "nodeSelector": {"pool": "a"}},
+            "shm": {"pool": POOL_REF, "shmSize": "2Gi"},
+            "env": {"pool": POOL_REF, "env": [{"name": "A", "value": "1"}]},
+            "autoscaling": {"pool": POOL_REF, "autoscaling": {}},
+            "priority-class": {"pool": POOL_REF, "priorityClassName": "serving"},
+            "pod-annotations": {"pool": POOL_REF, "podAnnotations": {"team": "search"}},
+        },
+    ),
+    "set gpuMemory, or select nodes by nvidia.com/gpu.memory (MiB) or by a "
+    "nvidia.com/gpu.product naming its memory (e.g. NVIDIA-A100-SXM4-80GB), or request a MIG "
+    "gpuResource: models are placed within each replica's GPU memory": Parity(
+        rule="has(self.gpuMemory) || self.gpuResource.startsWith('nvidia.com/mig-')"
+        " || (has(self.nodeSelector) && (('nvidia.com/gpu.memory' in"
+        " self.nodeSelector && self.nodeSelector['nvidia.com/gpu.memory']"
+        ".matches('^[0-9]+$')) || ('nvidia.com/gpu.product' in self.nodeSelector"
+        " && self.nodeSelector['nvidia.com/gpu.product'].matches('[0-9]+GB'))))",
+        holds=_pool_budget_ok,
+        valid={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}},
+        violations={
+            "nothing": {},
+            "product-without-memory": {"nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"}},
+            "memory-not-a-number": {"nodeSelector": {"nvidia.com/gpu.memory": "lots"}},
+        },
+    ),
+    "gpuMemory must be a positive quantity such as 80Gi": Parity(
+        rule="!has(self.gpuMemory) || (isQuantity(string(self.gpuMemory))"
+        " && quantity(string(self.gpuMemory)).isGreaterThan(quantity('0')))",
+        holds=lambda n: "gpuMemory" not in n or _quantity(n["gpuMemory"], positive=True),
+        valid={"gpuMemory": "80Gi"},
+        violations={
+            "zero": {"gpuMemory": "0"},
+            "words": {"gpuMemory": "lots"},
+            "negative": {"gpuMemory": "-1Gi"},
+        },
+    ),
+    "step weights must not decrease": Parity(
+        rule="self.steps.map(s, s.weight).isSorted()",
+        holds=lambda n: (
+            [s["weight"] for s in n["steps"]] == sorted(s["weight"] for s in n["steps"])
+        ),
+        valid={"steps": [{"weight": 10}, {"weight": 10}, {"weight": 100}]},
+        violations={
+            "down": {"steps": [{"weight": 50}, {"weight": 10}]},
+            "down-at-the-end": {"steps": [{"weight": 10}, {"weight": 60}, {"weight": 50}]},
+        },
+    ),
+    "strategy Canary needs canary (its steps)": Parity(
+        rule="self.strategy != 'Canary' || has(self.canary)",
+        holds=lambda n: n["strategy"] != "Canary" or "canary" in n,
+        valid={"strategy": "Canary", "canary": {"steps": [{"weight": 10}]}},
+        violations={"no-steps": {"strategy": "Canary"}},
+    ),
+    "canary may only be set with strategy Canary": Parity(
+        rule="self.strategy == 'Canary' || !has(self.canary)",
+        holds=lambda n: n["strategy"] == "Canary" or "canary" not in n,
+        valid={"strategy": "Rolling"},
+        violations={
+            "rolling": {"strategy": "Rolling", "canary": {"steps": [{"weight": 10}]}},
+            "defaulted": {"canary": {"steps": [{"weight": 10}]}},
+        },
+    ),
     "an ensemble needs at least one step": Parity(
         rule="size(self.steps) > 0",
         holds=lambda n: len(n["steps"]) > 0,
@@ -517,7 +665,10 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
 
 
 # Required fields of the objects place() creates on the way to a rule's node.
-_MINIMAL = {"controlInputs": {"name": "START"}}
+_MINIMAL: dict[str, Any] = {
+    "controlInputs": {"name": "START"},
+    "rollout": {"strategy": "Canary"},  # a canary's rules need the Canary strategy around them
+}
 _MAP_KEY = "x"  # the key place() uses for a rule on map values ("...inputs{*}")
 
 
@@ -541,7 +692,7 @@ def place(rule: Rule, node: Any) -> dict[str, Any]:
         elif last:
             target[name] = inner
         else:
-            target = target.setdefault(name, {})
+            target = target.setdefault(name, copy.deepcopy(_MINIMAL.get(name, {})))
             continue
         target = inner
     return doc
@@ -616,8 +767,9 @@ def test_pydantic_refuses_what_the_cel_rule_refuses(rule: Rule, violation: str) 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{r.kind}:{r.path}:{r.message}")
 def test_pydantic_accepts_what_the_cel_rule_accepts(rule: Rule) -> None:
     case = PARITY[rule.message]
-    assert case.holds(apply_defaults(rule.schema, case.valid))
-    assert pydantic_refusal(rule, case.valid) is None
+    valid = case.valid_in(rule.kind)
+    assert case.holds(apply_defaults(rule.schema, valid))
+    assert pydantic_refusal(rule, valid) is None
 
 
 FILES_RULE = next(r for r in RULES if r.message.startswith("file paths"))

@@ -7,6 +7,7 @@ tests/integration/test_queue_metrics.py and test_metrics_api.py."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from tests.support.in_process import count_parses
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.loading import TritonPod
 from tritonfleet.desired.kube.views import OwnerViews
-from tritonfleet.handlers.state import World
+from tritonfleet.handlers.state import MODEL_KINDS, Key, World
 from tritonfleet.scaling.in_operator import Scaling
 
 
@@ -99,7 +100,13 @@ def test_the_fleet_is_walked_again_only_when_a_spec_changed(
     scaling = scaling_over(autoscaled(model_doc("toy"), 30), model_doc("plain"), pods=[])
     walks = []
     owner_keys = scaling.world.owner_keys
-    monkeypatch.setattr(scaling.world, "owner_keys", lambda: walks.append(1) or owner_keys())
+
+    def counted(kinds: Collection[str] = MODEL_KINDS) -> Iterator[Key]:
+        if tuple(kinds) == MODEL_KINDS:
+            walks.append(1)  # the fleet (a namespace's few pools are looked at each time)
+        return owner_keys(kinds)
+
+    monkeypatch.setattr(scaling.world, "owner_keys", counted)
     for _ in range(5):
         scaling._targets()
     assert len(walks) == 1

@@ -67,18 +67,21 @@ app.kubernetes.io/part-of: tritonfleet
 - apiGroups: ["tritonfleet.io"]
   resources: ["tritonmodels", "modelensembles"]
   verbs: ["get", "list", "watch", "patch"]
+# Pools: watched, their status written; no finalizer of ours (their children go with them).
 - apiGroups: ["tritonfleet.io"]
-  resources: ["tritonmodels/status", "modelensembles/status"]
+  resources: ["tritonserverpools"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["tritonfleet.io"]
+  resources: ["tritonmodels/status", "modelensembles/status", "tritonserverpools/status"]
   verbs: ["get", "patch"]
+# Children's owner references block their owner's deletion (blockOwnerDeletion).
 - apiGroups: ["tritonfleet.io"]
-  resources: ["tritonmodels/finalizers", "modelensembles/finalizers"]
+  resources: ["tritonmodels/finalizers", "modelensembles/finalizers", "tritonserverpools/finalizers"]
   verbs: ["update"]
+# (delete: a canary's Deployment goes once the canary is promoted or rolled back)
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -94,10 +97,14 @@ app.kubernetes.io/part-of: tritonfleet
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Read-only: the loader finds every Triton pod (IP, readiness) of each model.
+# The loader finds every Triton pod (IP, readiness) of each model ...
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# ... and sets its readiness gate (tritonfleet.io/loaded) once the model is loaded.
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]

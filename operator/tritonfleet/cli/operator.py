@@ -8,10 +8,10 @@ kopf is run with the registry :func:`compose` builds.
 The composition: one memory of the cluster (``handlers.state.World``, filled by the
 operator's watch streams, ``handlers.watches``), one parsed view of every object
 (``desired.kube.views.OwnerViews``), the reconciler and its loader (``handlers``), and
-the queue-time collector, external metrics API and scale to zero
-(``scaling.in_operator``). ``handlers`` and
-``scaling`` are sibling layers that never import each other; both are handed the
-same World and views here.
+the queue-time collector, external metrics API, scale to zero and canary measurements
+(``scaling.in_operator``). ``handlers`` and ``scaling`` are sibling layers that never
+import each other; both are handed the same World and views here, and the reconciler
+the scaling side's ``measure`` (what canary steps are judged on).
 """
 
 from __future__ import annotations
@@ -117,13 +117,21 @@ def compose(
 
     world = World()
     views = OwnerViews()
-    reconciler = Reconciler(KubeClient(endpoint), world, views, settings, PodRepositories())
+    registry = kopf.OperatorRegistry()
+    queue_scaling = scaling.register(registry, world, views, settings, endpoint)
+    # Canary steps are judged on what the scaling side measured (memory only).
+    reconciler = Reconciler(
+        KubeClient(endpoint),
+        world,
+        views,
+        settings,
+        PodRepositories(),
+        measure=queue_scaling.rollouts.measure,
+    )
     watches = Watches(
         KubeClient(endpoint, label="watch"), world, views, reconciler, settings.namespaces
     )
-    registry = kopf.OperatorRegistry()
     handlers.register(registry, reconciler, watches, endpoint, probes)
-    queue_scaling = scaling.register(registry, world, views, settings, endpoint)
     return Operator(registry, world, views, reconciler, watches, queue_scaling)
 
 

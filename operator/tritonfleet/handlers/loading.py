@@ -21,6 +21,14 @@ That is how a Triton that lost its models is still noticed: a restarted containe
 keeps its pod and IP but raises the restart count, and Triton runs with
 ``--strict-readiness``, so a model it no longer serves makes the pod NotReady.
 
+Each pod is judged against what its own template names (a rollout runs pods of
+two revisions side by side), and once the status in memory says what the pass found
+(the reconcile wrote it: :meth:`Loader.status_settled`) the pods' readiness gate
+``tritonfleet.io/loaded`` follows it (a strategic-merge patch of pods/status): a
+Deployment counts a pod available only once the gateways can route to it. A pooled
+object's pass also looks at its pool's pods, and at pods it left (unloaded from them
+once its new home serves it).
+
 On deletion :meth:`Loader.unloaded` starts one background unload from every
 pod (bounded by ``unloadTimeoutSeconds``) and says, from memory, whether the
 cleanup Job may remove the files yet.
@@ -37,21 +45,33 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tritonfleet.adapters.kube import KubeApi
+from tritonfleet.adapters.kube import ApiError, KubeApi
 from tritonfleet.adapters.triton_repository import PodEndpoint, PodRepositories
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.loading import (
     PodKey,
     TritonPod,
+    gate_changes,
     in_order,
     load_target,
+    loading_status,
     pod_key_of,
-    pods_of,
     restrict,
     select_pods,
     unload_gate,
+    wanted_by,
 )
-from tritonfleet.desired.kube.objects import Target
+from tritonfleet.desired.kube.objects import LOADED_GATE, Target
+from tritonfleet.desired.kube.placement import PooledPlacement
+from tritonfleet.desired.kube.pool import pool_pod_key
+from tritonfleet.desired.kube.pool_loading import (
+    away_names,
+    holds,
+    is_pool_pod,
+    may_unload_away,
+    split_pods,
+    with_away,
+)
 from tritonfleet.desired.kube.views import owner_of
 from tritonfleet.desired.triton.loading import LoadPlan, LoadTarget, plan_loading, plan_unloading
 from tritonfleet.handlers.state import Key, World
@@ -65,7 +85,8 @@ MAX_BACKOFF = 300.0
 class Wanted:
     target: Target
     load: LoadTarget
-    deployed: str | None  # the revision the Deployment's pod template serves
+    pool: PooledPlacement | None = None  # a pooled object: where its pool placed it
+    synced: bool = True  # a pooled object: its revision's files are in the repository
 
 
 @dataclass(frozen=True)
@@ -78,15 +99,18 @@ class LoadReport:
 
 
 def pod_fingerprint(pod: TritonPod) -> tuple[object, ...]:
-    """What of a pod a pass depends on (the same fields wake the loader on events)."""
+    """What of a pod a pass depends on (the same fields wake the loader on events): what
+    it is started to serve and its readiness gate too, as the pass judges and opens it."""
     return (pod.name, pod.uid, pod.ip, pod.phase, pod.ready, pod.deleting, pod.revision,
-            pod.restarts)  # fmt: skip
+            pod.restarts, pod.serves, pod.gated, pod.gate)  # fmt: skip
 
 
 @dataclass
 class _Unload:
     started: float
     uid: str
+    pool: PooledPlacement | None = None  # pooled: every pod of its pool may hold it
+    listed: tuple[str, ...] = ()  # the pods its status listed
     task: asyncio.Task[None] | None = None
     done: bool | None = None
     waiting: tuple[str, ...] = ()
@@ -115,7 +139,7 @@ class Loader:
         self.post_event = post_event
         self.clock = clock
         self._wanted: dict[Key, Wanted] = {}
-        self._by_pods: dict[PodKey, Key] = {}  # pod index key -> the object its pods serve
+        self._by_pods: dict[PodKey, set[Key]] = {}  # pod index key -> the objects on its pods
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
@@ -125,19 +149,35 @@ class Loader:
         # The inputs of each object's last pass that left nothing to retry: the same
         # inputs again mean the same outcome, without dialling anyone.
         self._settled: dict[Key, tuple[object, ...]] = {}
+        # Gates a pass held back until the reconcile writes the status that allows them.
+        self._gates_pending: dict[Key, tuple[Collection[TritonPod], LoadPlan]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.passes = 0  # passes that dialled pods (the benchmark reports them at rest)
 
     # --- what the reconcile and the watches tell us ----------------------------------
 
-    def track(self, key: Key, target: Target | None, deployed: str | None) -> None:
-        """The reconcile's view of a live object (memory only, never waits)."""
+    def track(
+        self,
+        key: Key,
+        target: Target | None,
+        pool: PooledPlacement | None = None,
+        *,
+        synced: bool = True,
+    ) -> None:
+        """The reconcile's view of a live object (memory only, never waits).
+
+        ``pool``: a pooled object's placement (its pool's status); its loads go to the
+        pool pods of its replicas once its revision is ``synced``.
+        """
         if target is None:
             self.forget(key)
             return
-        wanted = Wanted(target, load_target(target), deployed or None)
+        wanted = Wanted(target, load_target(target), pool, synced)
         if self._wanted.get(key) != wanted:
+            self.forget(key, keep_timer=True)
             self._wanted[key] = wanted
-            self._by_pods[pod_key_of(target)] = key
+            for pod_key in self._pod_keys(wanted):
+                self._by_pods.setdefault(pod_key, set()).add(key)
             self.poke(key)
         elif key not in self._tasks and key not in self._timers and key not in self._settled:
             self.poke(key)
@@ -147,19 +187,48 @@ class Loader:
         found = self._reports.get(key)
         return found.plan if found is not None and found.revision == revision else None
 
-    def forget(self, key: Key) -> None:
+    def status_settled(self, key: Key) -> None:
+        """The reconcile left ``key``'s status as it wants it (written, or already so):
+        the readiness gates its last pass held back may open now."""
+        pending = self._gates_pending.get(key)
+        if pending is None:
+            return
+        task = asyncio.create_task(self._settle_gates(key, pending))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _settle_gates(
+        self, key: Key, pending: tuple[Collection[TritonPod], LoadPlan]
+    ) -> None:
+        # Kept until opened: a status written from an older report does not say it yet.
+        if await self._open_gates(key, *pending) and self._gates_pending.get(key) is pending:
+            del self._gates_pending[key]
+
+    @staticmethod
+    def _pod_keys(wanted: Wanted) -> list[PodKey]:
+        """Whose pods' events wake this object's loader: its own, and its pool's."""
+        keys = [pod_key_of(wanted.target)]
+        if wanted.pool is not None:
+            keys.append(pool_pod_key(wanted.target.namespace, wanted.pool.pool))
+        return keys
+
+    def forget(self, key: Key, keep_timer: bool = False) -> None:
         self._settled.pop(key, None)
         wanted = self._wanted.pop(key, None)
         if wanted is not None:
-            self._by_pods.pop(pod_key_of(wanted.target), None)
-        timer = self._timers.pop(key, None)
+            for pod_key in self._pod_keys(wanted):
+                keys = self._by_pods.get(pod_key)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._by_pods[pod_key]
+        timer = None if keep_timer else self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
 
     def pod_changed(self, namespace: str, pod: TritonPod) -> None:
-        """A Triton pod appeared, changed readiness/IP, or went: re-check its owner."""
-        key = self._by_pods.get(pod.owner)
-        if key is not None:
+        """A Triton pod appeared, changed readiness/IP, or went: re-check the objects on it."""
+        for key in list(self._by_pods.get(pod.owner, ())):
             self.poke(key)
 
     def poke(self, key: Key, delay: float = 0.0) -> None:
@@ -190,7 +259,11 @@ class Loader:
     async def stop(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
-        tasks = [*self._tasks.values(), *(u.task for u in self._unloads.values() if u.task)]
+        tasks: list[asyncio.Task[Any]] = [
+            *self._tasks.values(),
+            *(u.task for u in self._unloads.values() if u.task),
+            *self._background,
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -230,36 +303,67 @@ class Loader:
     def _endpoints(self, pods: Collection[TritonPod]) -> list[PodEndpoint]:
         return [PodEndpoint.from_ip(p.name, p.ip, ready=p.usable) for p in pods]
 
+    def _listed(self, key: Key) -> list[str]:
+        """The pods the object's status lists now (it may still be loaded there)."""
+        body = self.world.owner(*key)
+        return [p.name for p in owner_of(body).status.pods] if body is not None else []
+
+    def _pods(self, wanted: Wanted | None, listed: Collection[str]) -> list[TritonPod]:
+        """The pods a pass may look at: the object's own and its pool's (indexed), or
+        every Triton pod when its status lists one elsewhere (it left a pool)."""
+        if wanted is None:
+            return self.world.triton_pods()
+        pods = [p for k in self._pod_keys(wanted) for p in self.world.pods_of(k)]
+        names = {p.name for p in pods}
+        if any(name not in names for name in listed):
+            return self.world.triton_pods()
+        return pods
+
     async def _pass(self, key: Key) -> bool:
         """One pass; True when it left nothing to retry (every pod it may dial serves the
         revision, or there is no such pod)."""
         wanted = self._wanted.get(key)
         if wanted is None:
             return True
-        pods = pods_of(wanted.target, self.world.pods_of(pod_key_of(wanted.target)))
+        listed = self._listed(key)
+        split = split_pods(wanted.target, wanted.pool, self._pods(wanted, listed), listed)
+        pods = (*split.home, *split.away)
         if not pods and key not in self._reports:
             return True  # no pod yet: nothing to report (Available says why), nobody to dial
-        inputs = (wanted, tuple(pod_fingerprint(p) for p in pods))
+        inputs = (wanted, tuple(pod_fingerprint(p) for p in pods), tuple(listed))
         if self._settled.get(key) == inputs:
             return True  # nothing it depends on changed since a pass that left nothing to do
         self._settled.pop(key, None)
         selection = select_pods(
-            pods,
-            revision=wanted.target.revision,
-            deployed_revision=wanted.deployed,
+            split.home,
             may_dial=self.settings.may_dial,
             networks=self.settings.dial_pod_networks,
+            pooled_synced=None if wanted.pool is None else wanted.synced,
         )
+        # A pool's pods are started for no model: each serves the object's revision
+        # (an ensemble's members at theirs), loaded from the shared repository.
+        per_pod = {
+            p.name: wanted_by(p, wanted.target) if wanted.pool is None else wanted.load
+            for p in selection.dial
+        }
+        names = dict.fromkeys(wanted.load.names)
+        for load in per_pod.values():
+            names.update(dict.fromkeys(load.names))
         endpoints = self._endpoints(selection.dial)
         if endpoints:
             self.passes += 1
-        observed = await self.repositories.observe(endpoints, wanted.load.names)
+        observed = await self.repositories.observe(endpoints, tuple(names))
         body = self.world.owner(*key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return True
         generation = owner_of(body).generation
         decided = restrict(
-            plan_loading(wanted.load, in_order(selection, observed), generation=generation),
+            plan_loading(
+                wanted.load,
+                in_order(selection, observed),
+                generation=generation,
+                wanted=per_pod,
+            ),
             selection.act,
         )
         if decided.has_work:
@@ -275,12 +379,21 @@ class Loader:
                     )
             observed = await self.repositories.converge(endpoints, decided)
             decided = plan_loading(
-                wanted.load, in_order(selection, observed), generation=generation
+                wanted.load, in_order(selection, observed), generation=generation, wanted=per_pod
             )
+        if split.away:
+            decided = await self._away(key, wanted, split.away, decided)
         report = LoadReport(wanted.target.revision, decided)
         if self._reports.get(key) != report:
             self._reports[key] = report
             self.request_reconcile(key)  # the reconcile writes it; Ready follows Loaded
+        if not await self._open_gates(key, split.home, decided):
+            # status.pods does not say it yet: a gate opened now would let the Deployment
+            # remove an old pod before any gateway can route to the new one. The
+            # reconcile that writes it opens them (status_settled).
+            self._gates_pending[key] = (split.home, decided)
+        else:
+            self._gates_pending.pop(key, None)
         dialled = {p.name for p in selection.dial if p.usable}
         settled = decided.loaded or not any(
             s.state != "Ready" for s in decided.states if s.name in dialled
@@ -288,6 +401,74 @@ class Loader:
         if settled:
             self._settled[key] = inputs
         return settled
+
+    async def _open_gates(self, key: Key, pods: Collection[TritonPod], decided: LoadPlan) -> bool:
+        """The pods' readiness gates, once the status says what ``decided`` says;
+        whether it did."""
+        body = self.world.owner(*key)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return False
+        owner = owner_of(body)
+        now = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if loading_status(owner.status, decided, now, generation=owner.generation) is not None:
+            return False
+        await self._gates(pods, decided.states)
+        return True
+
+    async def _gates(self, pods: Collection[TritonPod], states: Any) -> None:
+        """Each pod's readiness gate after status.pods says what it serves: a new pod
+        becomes available to its Deployment only once the gateways can know it."""
+        now = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for pod, loaded, why in gate_changes(list(pods), states):
+            condition = {
+                "type": LOADED_GATE,
+                "status": "True" if loaded else "False",
+                "reason": "Loaded" if loaded else "NotLoaded",
+                "message": why,
+                "lastTransitionTime": now,
+            }
+            try:
+                # Strategic merge: conditions merge by type, the kubelet's stay as they are.
+                await self.client.patch(
+                    "Pod",
+                    pod.namespace,
+                    pod.name,
+                    {"status": {"conditions": [condition]}},
+                    patch_type="strategic",
+                    sub="status",
+                )
+            except ApiError as error:
+                if not error.not_found:  # a pod that went needs no gate
+                    log.warning("readiness gate of pod %s/%s: %s", pod.namespace, pod.name, error)
+
+    async def _away(
+        self, key: Key, wanted: Wanted, away: tuple[TritonPod, ...], decided: LoadPlan
+    ) -> LoadPlan:
+        """Pods the object left (desired.kube.pool_loading): reported while they still
+        hold it, unloaded (pool pods only: a Deployment it left goes as a whole) once
+        its home serves it, or at once when it is to be served nowhere."""
+        reachable = [p for p in away if not p.ip or self.settings.may_dial(p.ip)]
+        endpoints = self._endpoints(reachable)
+        observed = await self.repositories.observe(endpoints, wanted.load.names)
+        names = away_names(wanted.target)
+        shared = {p.name for p in reachable if is_pool_pod(p)}
+        leaving = [
+            e
+            for e, o in zip(endpoints, observed, strict=True)
+            if e.name in shared and holds(o, names)
+        ]
+        if leaving and may_unload_away(decided, wanted.pool):
+            log.info(
+                "%s %s/%s: unloading %s from %s",
+                *key,
+                ", ".join(names),
+                ", ".join(e.name for e in leaving),
+            )
+            await self.repositories.unload_everywhere(
+                leaving, names, wait=float(self.settings.unload_timeout_seconds)
+            )
+            observed = await self.repositories.observe(endpoints, wanted.load.names)
+        return with_away(decided, wanted.target, observed, wanted.pool)
 
     # --- deletion --------------------------------------------------------------------
 
@@ -305,7 +486,13 @@ class Loader:
             return True
         state = self._unloads.get(key)
         if state is None or state.uid != target.uid:  # (a re-created object starts afresh)
-            state = _Unload(started=time.monotonic(), uid=target.uid)
+            pool = target.serving.pool
+            state = _Unload(
+                started=time.monotonic(),
+                uid=target.uid,
+                pool=PooledPlacement(pool.name, found=True) if pool is not None else None,
+                listed=tuple(p.name for p in owner_of(body).status.pods),
+            )
             self._unloads[key] = state
             state.task = asyncio.create_task(self._unload(key, state, target))
         gate = unload_gate(
@@ -320,28 +507,39 @@ class Loader:
         return gate.proceed
 
     async def _unload(self, key: Key, state: _Unload, target: Target) -> None:
-        names = load_target(target).unload_order
+        # From a pool's pods only the object itself goes: they are shared, and an
+        # ensemble's members there are pooled objects of their own.
+        shared = away_names(target)
+        own = shared if target.serving.pool is not None else load_target(target).unload_order
         try:
-            pods = pods_of(target, self.world.pods_of(pod_key_of(target)))
+            split = split_pods(target, state.pool, self._pods(None, ()), state.listed)
             selection = select_pods(
-                pods,
-                revision=target.revision,
-                deployed_revision=None,
+                (*split.home, *split.away),
                 may_dial=self.settings.may_dial,
                 networks=self.settings.dial_pod_networks,
             )
             endpoints = [e for e in self._endpoints(selection.dial) if e.url]
-            observed = await self.repositories.unload_everywhere(
-                endpoints, names, wait=float(self.settings.unload_timeout_seconds)
-            )
-            result = plan_unloading(names, observed)
+            pooled = {p.name for p in selection.dial if is_pool_pod(p)}
+            wait = float(self.settings.unload_timeout_seconds)
+            waiting: list[str] = []
+            done = True
+            for names, group in (
+                (own, [e for e in endpoints if e.name not in pooled]),
+                (shared, [e for e in endpoints if e.name in pooled]),
+            ):
+                if not group:
+                    continue
+                observed = await self.repositories.unload_everywhere(group, names, wait=wait)
+                result = plan_unloading(names, observed)
+                waiting.extend(result.waiting)
+                done = done and result.done
             blocked = [f"{o.name} ({o.error})" for o in selection.blocked]
-            state.waiting = (*result.waiting, *blocked)
-            state.done = result.done and not blocked
+            state.waiting = (*waiting, *blocked)
+            state.done = done and not blocked
             log.info(
                 "%s %s/%s: unloaded %s from %d pod(s)%s",
                 *key,
-                ", ".join(names),
+                ", ".join(own),
                 len(endpoints),
                 "" if state.done else f"; not confirmed: {'; '.join(state.waiting)}",
             )
@@ -354,6 +552,7 @@ class Loader:
     def deleted(self, key: Key) -> None:
         """The object is gone: drop its memory."""
         self.forget(key)
+        self._gates_pending.pop(key, None)
         self._unloads.pop(key, None)
         self._failures.pop(key, None)
         self._reports.pop(key, None)

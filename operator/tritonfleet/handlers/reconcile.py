@@ -29,9 +29,12 @@ from typing import Any
 from tritonfleet.adapters.kube import ApiError, KubeApi
 from tritonfleet.adapters.triton_repository import PodRepositories
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.kube.loading import loading_events, loading_status
-from tritonfleet.desired.kube.objects import FINALIZER
+from tritonfleet.desired.gateway.cluster import OPENAI_NAME_ANNOTATION
+from tritonfleet.desired.kube.analysis import Measure, MeasureQuery
+from tritonfleet.desired.kube.loading import loading_events, loading_status, pods_of
+from tritonfleet.desired.kube.objects import FINALIZER, Target
 from tritonfleet.desired.kube.observed import ChildState
+from tritonfleet.desired.kube.placement import PooledPlacement, placement_of
 from tritonfleet.desired.kube.plan import (
     Action,
     Plan,
@@ -40,11 +43,14 @@ from tritonfleet.desired.kube.plan import (
     plan_claim,
     plan_deletion,
     status_patch,
+    synced_in_status,
 )
+from tritonfleet.desired.kube.pool import POOL_KIND
 from tritonfleet.desired.kube.views import OwnerViews, Rendering, owner_of
 from tritonfleet.handlers import metrics
 from tritonfleet.handlers.loading import Loader
-from tritonfleet.handlers.state import Key, World
+from tritonfleet.handlers.pools import PoolReconciler
+from tritonfleet.handlers.state import OWNER_KINDS, Key, World
 
 log = logging.getLogger("tritonfleet.reconcile")
 
@@ -66,6 +72,7 @@ class Reconciler:
         *,
         workers: int = 32,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        measure: Measure | None = None,
     ) -> None:
         self.client = client
         self.world = world
@@ -73,6 +80,9 @@ class Reconciler:
         self.settings = settings
         self.workers = workers
         self.clock = clock
+        # Canary numbers per revision (the gateways' and Triton's, kept by the scaling
+        # side of the process; composed in cli.operator). None: steps are never judged.
+        self.measure = measure
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._running: set[Key] = set()
@@ -97,6 +107,15 @@ class Reconciler:
             settings,
             repositories,
             request_reconcile=self.request,
+            post_event=self._post,
+            clock=clock,
+        )
+        self.pools = PoolReconciler(
+            client,
+            world,
+            views,
+            settings,
+            request=self.request,
             post_event=self._post,
             clock=clock,
         )
@@ -171,7 +190,7 @@ class Reconciler:
         few dictionary lookups per object)."""
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
-            for key in list(self.world.owner_keys()):
+            for key in list(self.world.owner_keys(OWNER_KINDS)):
                 if self._settled.get(key) != self._inputs(key):
                     self.request(key)
             for namespace in self.world.claim_namespaces():
@@ -246,6 +265,8 @@ class Reconciler:
         kind, namespace, name = key
         if kind == CLAIM:
             return await self._reconcile_claim(namespace, name)
+        if kind == POOL_KIND:
+            return await self.pools.reconcile(key)
         inputs = self._inputs(key)
         body = self.world.owner(kind, namespace, name)
         if body is None:
@@ -259,28 +280,42 @@ class Reconciler:
         children = self.world.children(owner.uid)
         now = self.clock()
         target = rendering.target
+        pool = None
         if owner.deletion_timestamp:
             unloaded = True
             if FINALIZER in owner.finalizers:
                 unloaded = self.loader.unloaded(key, target, body)
             decided = plan_deletion(rendering, children, self.settings, now, unloaded=unloaded)
         else:
-            if target is not None:
-                deployed = children.get(("Deployment", namespace, target.deployment_name))
-                self.loader.track(key, target, deployed.revision if deployed else None)
+            pool = self._placement(rendering)
+            if target is not None and pool is not None:
+                synced = synced_in_status(owner.status, target.revision)
+                self.loader.track(key, target, pool, synced=synced)
             else:
-                self.loader.track(key, None, None)
+                self.loader.track(key, target)
             claim = None
             if self.settings.creates_repository_claim:
                 claim = self.world.claim(namespace, self.settings.repository_claim_name)
-            decided = self._plan_with_loading(key, rendering, children, claim, now)
+            measured = self._measured(rendering, target) if target is not None else {}
+            decided = self._plan_with_loading(key, rendering, children, claim, now, measured, pool)
         if not decided.actions and decided.status is None and not decided.events:
             if decided.requeue_after:
                 self.request(key, decided.requeue_after)
-            self._settled[key] = inputs
+            if not owner.deletion_timestamp:
+                self.loader.status_settled(key)
+            if target is not None and target.serving.pool is None and not owner.status.rollout:
+                # (A pooled object also reads its pool, a rollout the gateways' numbers:
+                # neither is in the inputs, so those are re-checked every interval.)
+                self._settled[key] = inputs
             return "noop"
         self._settled.pop(key, None)
         await self._execute(key, body, decided)
+        if target is not None and pool is not None and decided.status is not None:
+            before = synced_in_status(owner.status, target.revision)
+            if synced_in_status(decided.status, target.revision) != before:
+                # The revision's files are synced now: the next reconcile tells the loader
+                # so, and the pool's pods load it (our own write coming back wakes nobody).
+                self.request(key)
         return "changed"
 
     def _plan_with_loading(
@@ -290,6 +325,8 @@ class Reconciler:
         children: Mapping[Key, ChildState],
         claim: ChildState | None,
         now: datetime,
+        measured: Mapping[str, Any],
+        pool: PooledPlacement | None,
     ) -> Plan:
         """The plan, with what the loader last found on the pods (``status.pods``,
         ``Loaded``) in the same status write: one writer of the status, so no write
@@ -301,19 +338,60 @@ class Reconciler:
         if found is not None:
             loaded = loading_status(owner.status, found, stamp, generation=owner.generation)
         if loaded is None or found is None:
-            return plan(rendering, children, claim, self.settings, now)
+            return plan(rendering, children, claim, self.settings, now, measured, pool=pool)
         decided = plan(
             replace(rendering, owner=replace(owner, status=loaded)),
             children,
             claim,
             self.settings,
             now,
+            measured,
+            pool=pool,
         )
         return replace(
             decided,
             status=decided.status or loaded,
             events=(*loading_events(owner.status, loaded, found), *decided.events),
         )
+
+    def _placement(self, rendering: Rendering) -> PooledPlacement | None:
+        """A pooled object's placement, as its pool's status says (None: not pooled)."""
+        target = rendering.target
+        if target is None or target.serving.pool is None:
+            return None
+        name = target.serving.pool.name
+        body = self.world.owner(POOL_KIND, target.namespace, name)
+        return placement_of(name, body, target.kind, target.name)
+
+    def _measured(self, rendering: Rendering, target: Target) -> Mapping[str, Any]:
+        """The revisions' numbers over the canary step being judged (memory only)."""
+        rollout = rendering.owner.status.rollout
+        if self.measure is None or rollout is None or rollout.phase != "Analyzing":
+            return {}
+        started = rollout.step_started_at
+        if not started:
+            return {}
+        since = datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        pods: dict[str, list[str]] = {}
+        for pod in pods_of(target, self.world.triton_pods()):
+            if pod.revision and not pod.deleting:
+                pods.setdefault(pod.revision, []).append(pod.name)
+        body = self.world.owner(target.kind, target.namespace, target.name) or {}
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        query = MeasureQuery(
+            namespace=target.namespace,
+            route=str(annotations.get(OPENAI_NAME_ANNOTATION) or target.triton_name),
+            model=target.triton_name,
+            pods={revision: tuple(names) for revision, names in pods.items()},
+            since=since.timestamp(),
+        )
+        try:
+            return self.measure(query)
+        except Exception:  # numbers missing make the step wait, never fail it
+            log.exception(
+                "measuring the canary of %s %s/%s", target.kind, target.namespace, target.name
+            )
+            return {}
 
     async def _reconcile_claim(self, namespace: str, name: str) -> str:
         owners_left = self.world.owner_count(namespace)
@@ -372,8 +450,15 @@ class Reconciler:
                 raise
             self.world.remember_owner(updated)
             body = updated
+        if not body["metadata"].get("deletionTimestamp"):
+            self.loader.status_settled(key)  # the readiness gates it allows may open now
         for event in decided.events:
             self._post(body, event.type, event.reason, event.message)
+        if decided.consume:
+            # A one-shot command (tritonfleet.io/rollout) was acted on and recorded in the
+            # status: remove it so it does not act again on the next rollout.
+            patch = {"metadata": {"annotations": {decided.consume: None}}}
+            self.world.remember_owner(await self.client.patch(key[0], key[1], key[2], patch))
         if decided.requeue_after:
             self.request(key, decided.requeue_after)
 

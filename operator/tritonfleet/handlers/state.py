@@ -24,7 +24,7 @@ of the two, by resourceVersion, wins.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -33,7 +33,8 @@ from tritonfleet.desired.kube.observed import ChildState, newer, summarize
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
-OWNER_KINDS = ("TritonModel", "ModelEnsemble")
+OWNER_KINDS = ("TritonModel", "ModelEnsemble", "TritonServerPool")
+MODEL_KINDS = ("TritonModel", "ModelEnsemble")  # what the loader, scaler and collector serve
 # Every child kind the operator creates (labelled app.kubernetes.io/managed-by=tritonfleet).
 CHILD_KINDS = (
     "Deployment",
@@ -256,13 +257,15 @@ class World:
     def forget_owner(self, kind: str, namespace: str, name: str) -> None:
         self._owners.pop((kind, namespace, name), None)
 
-    def owner_keys(self) -> Iterator[Key]:
-        for kind, spaces in self._watched_owners.items():
-            for namespace, names in list(spaces.items()):
+    def owner_keys(self, kinds: Collection[str] = MODEL_KINDS) -> Iterator[Key]:
+        """Every TritonModel and ModelEnsemble (``kinds``: also TritonServerPools)."""
+        for kind in kinds:
+            for namespace, names in list(self._watched_owners[kind].items()):
                 for name in list(names):
                     yield (kind, namespace, name)
 
     def owner_count(self, namespace: str) -> int:
+        """Owners of every kind in ``namespace`` (pools too: they use the shared claim)."""
         return sum(len(spaces.get(namespace, ())) for spaces in self._watched_owners.values())
 
     def owner_bodies(self) -> list[dict[str, Any]]:

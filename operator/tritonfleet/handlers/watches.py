@@ -2,12 +2,13 @@
 (``handlers.state.World``) and wake the reconcile or the loader - nothing else.
 
 Streams (``adapters.kube_watch``), per watched namespace or for all of them:
-TritonModels and ModelEnsembles; the children the operator creates, by the
+TritonModels, ModelEnsembles and TritonServerPools; the children the operator creates, by the
 server-side label selector ``app.kubernetes.io/managed-by=tritonfleet``; and the
-operator's Triton pods (read-only), whose events wake the loader
-(``handlers.loading``), not the reconcile. Namespaces given as globs (``team-*``)
-are followed through a watch of the Namespaces themselves: a matching namespace
-gets its streams when it appears, and loses them when it is gone.
+operator's Triton pods (read-only, readiness gates included), whose events wake
+the loader (``handlers.loading``) and, for a pool's pods, the pool's reconcile.
+Namespaces given as globs (``team-*``) are followed through a watch of the
+Namespaces themselves: a matching namespace gets its streams when it appears, and
+loses them when it is gone.
 
 An event costs a JSON decode and a summary: an owner is kept as compact JSON, a
 child as a ``ChildState``, a pod as a ``TritonPod``, and only what a reconcile reads
@@ -30,12 +31,19 @@ from typing import Any
 
 from tritonfleet.adapters.kube import KubeClient, Obj
 from tritonfleet.adapters.kube_watch import ResourceStream
-from tritonfleet.desired.kube.loading import TRITON_POD_SELECTOR, summarize_pod
+from tritonfleet.desired.kube.loading import (
+    TRITON_POD_SELECTOR,
+    TritonPod,
+    owner_of_pod,
+    summarize_pod,
+)
 from tritonfleet.desired.kube.objects import MANAGED_SELECTOR
 from tritonfleet.desired.kube.observed import summarize
+from tritonfleet.desired.kube.pool import POOL_KIND
 from tritonfleet.desired.kube.views import OwnerViews
+from tritonfleet.handlers.loading import pod_fingerprint
 from tritonfleet.handlers.reconcile import Reconciler
-from tritonfleet.handlers.state import CHILD_KINDS, OWNER_KINDS, Key, World
+from tritonfleet.handlers.state import CHILD_KINDS, MODEL_KINDS, OWNER_KINDS, Key, World
 
 log = logging.getLogger("tritonfleet.watches")
 
@@ -223,21 +231,37 @@ class Watches:
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         key: Key = (kind, namespace, name)
-        if kind == "TritonModel":
-            # A member changed (or went away): its ensembles re-check themselves.
-            for ensemble in triggers_for_member(self.world, self.views, namespace, name):
-                self.reconciler.request(ensemble)
         if deleted:
+            self._placement_moved(kind, namespace, name, came_or_went=True)
             self.world.drop_owner(kind, namespace, name)
             self.reconciler.request(key)  # finds it gone: drops what it kept for it
             self.reconciler.request_claim_check(namespace)
             return
         body.setdefault("kind", kind)
+        new = self.world.owner_stamp(kind, namespace, name) is None
         if not self.world.put_owner(body):
             return  # the same object listed again: nothing to reconcile
+        self._placement_moved(kind, namespace, name, came_or_went=new)
         if not self.world.is_own_echo(body):
             # (Our own write coming back needs no reconcile: the one that wrote saw it.)
             self.reconciler.request(key)
+
+    def _placement_moved(self, kind: str, namespace: str, name: str, *, came_or_went: bool) -> None:
+        """Who else re-checks after an owner event: a member's ensembles, the pools of
+        the namespace (a pooled object's change may move its placement), and, when a
+        pool came or went, the objects of its namespace (their placement)."""
+        if kind == "TritonModel":
+            # A member changed (or went away): its ensembles re-check themselves.
+            for ensemble in triggers_for_member(self.world, self.views, namespace, name):
+                self.reconciler.request(ensemble)
+        if kind in MODEL_KINDS:
+            # (A few pools per namespace; a pool with nothing to do reconciles in memory.)
+            for _, pool in self.world.owner_names(POOL_KIND, namespace):
+                self.reconciler.request((POOL_KIND, namespace, pool))
+        elif came_or_went:
+            for key in self.world.owner_keys():
+                if key[1] == namespace:
+                    self.reconciler.request(key)
 
     def _child(self, body: Obj, *, deleted: bool) -> None:
         state = summarize(body)
@@ -247,7 +271,7 @@ class Watches:
             if state.kind == "PersistentVolumeClaim":
                 # The shared repository claim went away: every model of the
                 # namespace needs it re-created (rare; owners are not listed on it).
-                for key in self.world.owner_keys():
+                for key in self.world.owner_keys(OWNER_KINDS):
                     if key[1] == state.namespace:
                         self.reconciler.request(key)
         else:
@@ -266,24 +290,24 @@ class Watches:
             self._pods_seen.pop(where, None)
             pod = self.world.drop_pod(*where)
             if pod is not None:
-                self.reconciler.loader.pod_changed(pod.namespace, pod)
+                self._pod_changed(pod)
             return
         pod = summarize_pod(body)
         self.world.put_pod(pod)
-        # Only what the loader reads (IP, phase, readiness, revision, restarts) wakes it up.
-        fingerprint = (
-            pod.uid,
-            pod.ip,
-            pod.phase,
-            pod.ready,
-            pod.deleting,
-            pod.revision,
-            pod.restarts,
-        )
+        # Only what the loader reads (IP, phase, readiness, revision, restarts, what the
+        # pod serves and its readiness gate) wakes it up.
+        fingerprint = pod_fingerprint(pod)
         if self._pods_seen.get(where) == fingerprint:
             return
         self._pods_seen[where] = fingerprint
+        self._pod_changed(pod)
+
+    def _pod_changed(self, pod: TritonPod) -> None:
         self.reconciler.loader.pod_changed(pod.namespace, pod)
+        pools = [(POOL_KIND, name) for _, name in self.world.owner_names(POOL_KIND, pod.namespace)]
+        pool = owner_of_pod(pod, pools)
+        if pool is not None:
+            self.reconciler.request((POOL_KIND, pod.namespace, pool[1]))  # replicas bind pods
 
     def _namespace(self, body: Obj, *, deleted: bool) -> None:
         name = str((body.get("metadata") or {}).get("name"))

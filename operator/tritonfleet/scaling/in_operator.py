@@ -15,8 +15,9 @@ the owners' parsed specs (once per generation, like the reconcile's); the pure
 names into collector targets (only pod IPs inside ``dial_pod_networks``);
 ``scaling.collector`` scrapes; ``scaling.metrics_api`` answers the aggregator over
 TLS when ``metrics_api_port`` is set; ``scaling.zero`` takes idle ``min: 0`` models
-to zero and back. The collector's gauges are on the default Prometheus registry,
-i.e. the operator's ``/metrics``.
+to zero and back; ``scaling.rollout_signals`` gathers what canary steps are judged on.
+The collector's gauges are on the default Prometheus registry, i.e. the operator's
+``/metrics``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from tritonfleet.adapters.kube import Endpoint, KubeClient
 from tritonfleet.api.settings import OperatorSettings, listen_host
 from tritonfleet.desired.kube.loading import scrape_targets
 from tritonfleet.desired.kube.objects import METRICS_PORT
+from tritonfleet.desired.kube.pool import POOL_KIND, loaded_models, parse_pool
 from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.scaling.collector import QueueMetricsCollector
 from tritonfleet.scaling.metrics_api import build_app, reload_certificate, serve, ssl_context
+from tritonfleet.scaling.rollout_signals import RolloutSignals
 from tritonfleet.scaling.zero import SCALER_FIELD_MANAGER, ScalerView, ZeroScaler
 
 log = logging.getLogger("tritonfleet.scaling")
@@ -61,7 +64,9 @@ class Scaling:
         self.endpoint = endpoint
         self.settings = settings
         self._windows: dict[tuple[str, str], float] = {}
-        self._models_of: tuple[int, dict[tuple[str, str, str], list[str]]] | None = None
+        self._models_of: (
+            tuple[int, dict[tuple[str, str, str], list[str]], dict[tuple[str, str], float]] | None
+        ) = None
         self.collector = QueueMetricsCollector(
             self._targets, namespace="default", windows=lambda: self._windows
         )
@@ -69,6 +74,12 @@ class Scaling:
         self.zero = ZeroScaler(
             world, views, lambda: self.collector.results, settings, client,
             interval=self.collector.interval,
+        )  # fmt: skip
+        # The canary numbers the reconcile judges steps on (cli.operator hands it
+        # rollouts.measure): the gateways' per-revision series, the collector's queue time.
+        self.rollouts = RolloutSignals(
+            world, views, settings, KubeClient(endpoint) if endpoint else None,
+            self.collector.queue_ms_of, interval=self.collector.interval,
         )  # fmt: skip
         self._runner: web.AppRunner | None = None
         self._reloader: asyncio.Task[None] | None = None
@@ -81,8 +92,25 @@ class Scaling:
         only when an owner came, went or changed its spec since (``World.spec_version``),
         the specs parsed once per generation by the shared views."""
         version = self.world.spec_version
-        if self._models_of is not None and self._models_of[0] == version:
-            return self._models_of[1]
+        if self._models_of is None or self._models_of[0] != version:
+            self._models_of = (version, *self._owned_models())
+        _, owned, owned_windows = self._models_of
+        # The pools' models follow their status (placement), not a spec: a few pools,
+        # looked at every time.
+        out = dict(owned)
+        windows = dict(owned_windows)
+        for key, (models, window) in self._pools().items():
+            out[key] = models
+            if window is not None:
+                for model in models:
+                    windows.setdefault((key[1], model), window)
+        self._windows = windows
+        return out
+
+    def _owned_models(
+        self,
+    ) -> tuple[dict[tuple[str, str, str], list[str]], dict[tuple[str, str], float]]:
+        """The autoscaled owners' models and windows, over the whole fleet."""
         out: dict[tuple[str, str, str], list[str]] = {}
         windows: dict[tuple[str, str], float] = {}
         for kind, ns, name in list(self.world.owner_keys()):
@@ -110,13 +138,28 @@ class Scaling:
                 members.append(member_view.triton_name)
             else:
                 out[(kind, ns, name)] = [*members, view.triton_name]
-        self._windows = windows
-        self._models_of = (version, out)
+        return out, windows
+
+    def _pools(self) -> dict[tuple[str, str, str], tuple[list[str], float | None]]:
+        """(TritonServerPool, ns, pool) → the Triton models loaded on its pods (as its
+        status places them), and the pool's own queue-time window, if it autoscales."""
+        out: dict[tuple[str, str, str], tuple[list[str], float | None]] = {}
+        for key in list(self.world.owner_keys((POOL_KIND,))):
+            body = self.world.owner(*key)
+            if body is None:
+                continue
+            pool, _ = parse_pool(body)
+            auto = pool.spec.autoscaling if pool is not None else None
+            out[key] = (loaded_models(body), auto.window_seconds if auto is not None else None)
         return out
 
     def _targets(self) -> Mapping[Any, Sequence[tuple[str, str]]]:
         pods = self.world.triton_pods()
         return scrape_targets(pods, self._models(), self.settings.may_dial, METRICS_PORT)
+
+    def pools(self) -> dict[tuple[str, str], list[str]]:
+        """(ns, pool) → the Triton models it holds loaded, for the metrics API's max."""
+        return {(ns, name): models for (_, ns, name), (models, _) in self._pools().items()}
 
     def ensembles(self) -> dict[tuple[str, str], list[str]]:
         """(ns, ensemble Triton name) → member Triton names, for the metrics API's max."""
@@ -129,6 +172,7 @@ class Scaling:
     async def start(self) -> None:
         self.collector.start()
         self.zero.start()
+        self.rollouts.start()
         port = self.settings.metrics_api_port
         if not port:
             return
@@ -136,7 +180,9 @@ class Scaling:
         client_ca, allowed = await self._front_proxy_ca()
         cert, key = f"{cert_dir}/tls.crt", f"{cert_dir}/tls.key"
         ctx = ssl_context(cert, key, client_ca)
-        app = build_app(lambda: self.collector.results, self.ensembles, allowed_names=allowed)
+        app = build_app(
+            lambda: self.collector.results, self.ensembles, pools=self.pools, allowed_names=allowed
+        )
         self._runner = await serve(app, listen_host(os.environ), port, ctx)
         self._reloader = asyncio.create_task(reload_certificate(ctx, cert, key))
         log.info(
@@ -165,6 +211,7 @@ class Scaling:
         return ca, names
 
     async def stop(self) -> None:
+        await self.rollouts.stop()
         if self._reloader is not None:
             self._reloader.cancel()
             self._reloader = None

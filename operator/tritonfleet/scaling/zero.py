@@ -14,7 +14,8 @@ zero — each gateway replica's newest request per model from its ``/metrics``
 (``tritonfleet_gateway_last_request_timestamp_seconds``, through
 ``adapters.metrics_scrape``; the max over replicas, so any number of gateway replicas
 is safe and none needs write access). The pure
-``desired.kube.autoscaling.zero_decision`` decides; this module only carries the
+``desired.kube.autoscaling.zero_decision`` decides (the gateway pages are read by
+``scaling.gateways``); this module only carries the
 decision out: one merge patch of the Deployment (``spec.replicas`` and the
 ``tritonfleet.io/scaled-to-zero`` record, field manager ``tritonfleet-scaler``, never
 fighting the reconciler's server-side apply, which leaves ``replicas`` to the HPA) and
@@ -25,11 +26,10 @@ says in the status when and why the model is at zero.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -37,17 +37,25 @@ from tritonfleet.adapters.kube import ApiError, KubeApi
 from tritonfleet.adapters.metrics_scrape import MetricsScraper
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.gateway.cluster import OPENAI_NAME_ANNOTATION
-from tritonfleet.desired.kube.autoscaling import Activity, ScaleChange, zero_decision
+from tritonfleet.desired.kube.autoscaling import (
+    ACTIVATED_AT_ANNOTATION,
+    SCALED_TO_ZERO_ANNOTATION,
+    Activity,
+    ScaleChange,
+    pooled_zero_decision,
+    zero_decision,
+)
 from tritonfleet.desired.kube.loading import TritonPod
 from tritonfleet.desired.kube.objects import Target
 from tritonfleet.desired.kube.observed import ChildState
 from tritonfleet.desired.kube.views import OwnerView, OwnerViews
 from tritonfleet.desired.triton.metrics import QueueResult, QueueSignal, parse_gateway_demand
+from tritonfleet.scaling.gateways import GatewayPages
+from tritonfleet.scaling.rounds import RoundLoop
 
 log = logging.getLogger("tritonfleet.scaling.zero")
 
 SCALER_FIELD_MANAGER = "tritonfleet-scaler"
-GATEWAY_RELIST_S = 30.0  # how often the gateway pods are listed (they rarely change)
 
 
 class ScalerView(Protocol):
@@ -57,7 +65,7 @@ class ScalerView(Protocol):
 
     def marked_owners(self) -> list[tuple[str, str, str]]: ...
 
-    def owner_keys(self) -> Iterator[tuple[str, str, str]]: ...
+    def owner_keys(self, kinds: Collection[str] = ...) -> Iterator[tuple[str, str, str]]: ...
     def owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     def children(self, owner_uid: str) -> Mapping[tuple[str, str, str], ChildState]: ...
     def remember_child(self, body: Mapping[str, Any]) -> ChildState: ...
@@ -72,8 +80,29 @@ def route_name(body: Mapping[str, Any], view: OwnerView) -> str:
     return str(annotations.get(OPENAI_NAME_ANNOTATION) or view.triton_name)
 
 
-class ZeroScaler:
+@dataclass(frozen=True)
+class _Pooled:
+    """A pooled object the scaler looks at: its key, body, Triton and OpenAI names, its
+    pool's idle time (None: off) and its records on itself."""
+
+    key: tuple[str, str, str]
+    body: Mapping[str, Any]
+    triton_name: str
+    route: str
+    after: int | None
+    mark: str
+    activated_at: str
+
+    @property
+    def marked(self) -> bool:
+        return bool(self.mark)
+
+
+class ZeroScaler(RoundLoop):
     """The scale-to-zero loop of one operator process (see the module docstring)."""
+
+    task_name = "zero-scaler"
+    log = log
 
     def __init__(
         self,
@@ -103,36 +132,10 @@ class ZeroScaler:
         # what was observed, so the idle clock starts when its pods could be scraped.
         self._observed: dict[tuple[str, str], float] = {}
         self._demand: dict[str, float] = {}
-        self._gateways: list[str] = []
-        self._gateways_listed = -math.inf
+        self._gateways = GatewayPages(settings, client, self._scraper, clock)
         self._task: asyncio.Task[None] | None = None
         self._eligible_of: tuple[int, list[tuple[str, str, str]]] | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="zero-scaler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._scraper.close()
-        if self._client is not None:
-            await self._client.close()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad round must not stop scaling for good
-                log.exception("scale-to-zero round failed")
-            await asyncio.sleep(self.interval)
+        self._pooled_of: tuple[int, list[tuple[str, str, str]]] | None = None
 
     # -- one round ----------------------------------------------------------------------
 
@@ -150,25 +153,61 @@ class ZeroScaler:
         for model in [m for m in self._observed if m not in results]:
             del self._observed[model]
         candidates = list(self._candidates())
-        if not candidates:
+        pooled = list(self._pooled())
+        if not candidates and not pooled:
             return []
-        if any(dep.scaled_to_zero for *_, dep in candidates):
+        if any(dep.scaled_to_zero for *_, dep in candidates) or any(p.marked for p in pooled):
             await self._refresh_demand()  # only a model at zero needs the gateways' word
         made = []
         for key, body, target, route, dep in candidates:
-            model = (target.namespace, target.triton_name)
-            activity = Activity(
-                signal=results.get(model),
-                busy_at=self._busy.get(model),
-                demand_at=self._demand.get(route),
-                since=max(self.since, self._observed.get(model, now)),
-            )
+            activity = self._activity(results, target.namespace, target.triton_name, route, now)
             change = zero_decision(
                 target, dep.replicas, dep.scaled_to_zero, dep.activated_at, activity, now
             )
             if change is not None and await self._carry_out(key, body, dep, change):
                 made.append((key, change))
+        for found in pooled:
+            activity = self._activity(results, found.key[1], found.triton_name, found.route, now)
+            change = pooled_zero_decision(
+                found.after, found.mark, found.activated_at, activity, now
+            )
+            if change is not None and await self._patch_owner(found.key, found.body, change):
+                made.append((found.key, change))
         return made
+
+    def _activity(
+        self,
+        results: Mapping[tuple[str, str], QueueResult],
+        namespace: str,
+        triton_name: str,
+        route: str,
+        now: float,
+    ) -> Activity:
+        model = (namespace, triton_name)
+        return Activity(
+            signal=results.get(model),
+            busy_at=self._busy.get(model),
+            demand_at=self._demand.get(route),
+            since=max(self.since, self._observed.get(model, now)),
+        )
+
+    def _pooled(self) -> Iterator[_Pooled]:
+        """Every pooled object that may scale to zero inside its pool, or is at zero."""
+        for key in self._pooled_keys():
+            body = self.world.owner(*key)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                continue
+            view = self.views.of(body)
+            pool = view.pool
+            annotations = (body.get("metadata") or {}).get("annotations") or {}
+            mark = str(annotations.get(SCALED_TO_ZERO_ANNOTATION) or "")
+            after = pool.scale_to_zero_after_seconds if pool is not None else None
+            if pool is None or (after is None and not mark):
+                continue
+            activated = str(annotations.get(ACTIVATED_AT_ANNOTATION) or "")
+            yield _Pooled(
+                key, body, view.triton_name, route_name(body, view), after, mark, activated
+            )
 
     def _candidates(
         self,
@@ -189,6 +228,19 @@ class ZeroScaler:
             if dep is not None and not dep.deleting:
                 yield key, body, target, route_name(body, view), dep
 
+    def _pooled_keys(self) -> list[tuple[str, str, str]]:
+        """The owners placed in a pool by their spec (found over the whole fleet only when
+        an owner came, went or changed its spec)."""
+        version = self.world.spec_version
+        if self._pooled_of is None or self._pooled_of[0] != version:
+            keys = []
+            for key in list(self.world.owner_keys()):
+                body = self.world.owner(*key)
+                if body is not None and self.views.of(body).pool is not None:
+                    keys.append(key)
+            self._pooled_of = (version, keys)
+        return self._pooled_of[1]
+
     def _eligible(self) -> list[tuple[str, str, str]]:
         """The owners whose spec scales to zero (found over the whole fleet only when an
         owner came, went or changed its spec) and those whose Deployment carries our mark."""
@@ -202,6 +254,33 @@ class ZeroScaler:
             self._eligible_of = (version, keys)
         spec = self._eligible_of[1]
         return [*spec, *(k for k in self.world.marked_owners() if k not in spec)]
+
+    async def _patch_owner(
+        self, key: tuple[str, str, str], body: Mapping[str, Any], change: ScaleChange
+    ) -> bool:
+        """A pooled object's change: the record on the object itself (its pool's placement
+        and its loader follow it)."""
+        if self._client is None:
+            return False
+        try:
+            await self._client.patch(*key, change.patch())
+        except ApiError as error:
+            log.warning("%s %s/%s: could not %s: %s", *key, change.reason, error)
+            return False
+        log.info("%s %s/%s: %s", *key, change.message)
+        await self._event(key, body, change)
+        return True
+
+    async def _event(
+        self, key: tuple[str, str, str], body: Mapping[str, Any], change: ScaleChange
+    ) -> None:
+        assert self._client is not None
+        try:
+            await self._client.post_event(
+                body, type_="Normal", reason=change.reason, message=change.message
+            )
+        except (TimeoutError, ApiError, OSError) as error:
+            log.warning("could not post event %s on %s: %s", change.reason, key[2], error)
 
     async def _carry_out(
         self,
@@ -221,44 +300,13 @@ class ZeroScaler:
             return False
         self.world.remember_child(updated)  # next round must not act on the old copy
         log.info("%s %s/%s: %s", *key, change.message)
-        try:
-            await self._client.post_event(
-                body, type_="Normal", reason=change.reason, message=change.message
-            )
-        except (TimeoutError, ApiError, OSError) as error:
-            log.warning("could not post event %s on %s: %s", change.reason, key[2], error)
+        await self._event(key, body, change)
         return True
 
     # -- the gateways' activation signal --------------------------------------------------
 
     async def _refresh_demand(self) -> None:
-        selector = self.settings.gateway_pod_selector
-        if not selector or self._client is None:
-            return
-        now = self.clock()
-        if now - self._gateways_listed >= GATEWAY_RELIST_S:
-            try:
-                pods = await self._client.list(
-                    "Pod", self.settings.gateway_namespace or None, label_selector=selector
-                )
-            except (ApiError, OSError, TimeoutError) as error:
-                log.warning("listing the gateway pods (%s): %s", selector, error)
-            else:
-                self._gateways = self._gateway_urls(pods)
-                self._gateways_listed = now
-        scrapes = await asyncio.gather(*(self._scraper.scrape(url) for url in self._gateways))
-        for scraped in scrapes:
-            # A replica that does not answer says nothing this round; the others may.
-            for route, stamp in parse_gateway_demand(scraped.text or "").items():
+        for text in (await self._gateways.fetch()).values():
+            for route, stamp in parse_gateway_demand(text).items():
                 # The max ever seen: a restarted gateway forgets, the demand stays true.
                 self._demand[route] = max(stamp, self._demand.get(route, 0.0))
-
-    def _gateway_urls(self, pods: list[dict[str, Any]]) -> list[str]:
-        port = self.settings.gateway_metrics_port
-        urls = []
-        for pod in pods:
-            ip = str((pod.get("status") or {}).get("podIP") or "")
-            if ip and self.settings.may_dial(ip):
-                host = f"[{ip}]" if ":" in ip else ip
-                urls.append(f"http://{host}:{port}/metrics")
-        return urls

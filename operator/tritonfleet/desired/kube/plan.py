@@ -7,6 +7,11 @@ views of ``desired.kube.views``) and carry out the :class:`Plan`; everything tha
 decides lives here and is unit-tested without a cluster. An object whose desired
 state is already in place yields an empty plan and the status it already has - the
 basis of "no writes when idle".
+
+How a new revision replaces the served one (which Deployments run which revision,
+the traffic split, ``status.rollout``) is the rollout state machine's call
+(``desired.kube.rollout``); this module feeds it and carries its decision into the
+children and the status.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from tritonfleet.api.status import (
     AUTOSCALING,
     AVAILABLE,
     LOADED,
+    PLACED,
     READY,
+    ROLLED_BACK,
     SYNCED,
     VALID,
     Condition,
     ModelStatus,
+    RevisionNumbers,
     find_condition,
     set_condition,
 )
@@ -38,29 +46,50 @@ from tritonfleet.desired.kube.autoscaling import (
     hpa_name,
 )
 from tritonfleet.desired.kube.drift import Path, applied_paths, describe_path, missing_paths
+from tritonfleet.desired.kube.events import Event
 from tritonfleet.desired.kube.objects import (
     FINALIZER,
     Obj,
     Target,
+    canary_deployment,
     cleanup_job,
     cleanup_target,
     deployment,
     model_configmap,
     object_key,
+    parse_serves,
     replicas,
     repository_claim,
     service,
     sync_job,
 )
 from tritonfleet.desired.kube.observed import ChildState
+from tritonfleet.desired.kube.placement import PooledPlacement
+from tritonfleet.desired.kube.rollout import (
+    COMMAND_ANNOTATION,
+    FleetPods,
+    RolloutDecision,
+    RolloutInput,
+    ServerDeployment,
+    decide,
+)
 from tritonfleet.desired.kube.views import Owner, OwnerView, Rendering
 
 Verb = Literal["apply", "create", "delete", "add-finalizer", "release"]
+Measurements = Mapping[str, RevisionNumbers]  # revision → its numbers in a canary step
 Key = tuple[str, str, str]
 
 # Condition reasons a user must act on: they make the event a Warning.
 FAILURE_REASONS = frozenset(
-    {"InvalidSpec", "SyncFailed", "ReplicaFailure", "CleanupFailed", "ApplyFailed"}
+    {
+        "InvalidSpec",
+        "SyncFailed",
+        "ReplicaFailure",
+        "CleanupFailed",
+        "ApplyFailed",
+        "DoesNotFit",
+        "PoolNotFound",
+    }
 )
 
 
@@ -81,18 +110,12 @@ class Action:
 
 
 @dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...] = ()
     status: ModelStatus | None = None  # None: leave status alone
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None  # seconds; when something will change without an event
+    consume: str | None = None  # an owner annotation to remove once the status is written
 
 
 # --- the plan ------------------------------------------------------------------------
@@ -171,9 +194,10 @@ class _Facts:
     synced: bool = False
     sync_job: ChildState | None = None
     waiting_for_old_syncs: list[str] = field(default_factory=list)
-    served_revision: str | None = None
     deployment: ChildState | None = None
+    canary: ChildState | None = None
     claim_deleting: bool = False
+    serving: bool = False  # the stable Deployment runs (or is about to run) a synced revision
 
 
 def _claim_actions(
@@ -216,13 +240,12 @@ def _sync_actions(
     current = observed.get(("Job", target.namespace, target.sync_job_name()))
     facts.sync_job = current
     facts.deployment = observed.get(("Deployment", target.namespace, target.deployment_name))
-    deployed = facts.deployment.revision if facts.deployment else ""
-    own_synced = (current is not None and current.succeeded) or deployed == target.revision
+    facts.canary = observed.get(("Deployment", target.namespace, target.canary_deployment_name))
+    running = {d.revision for d in (facts.deployment, facts.canary) if d is not None}
+    own_synced = (current is not None and current.succeeded) or target.revision in running
     facts.synced = own_synced and not rendering.members_pending
     if own_synced:
-        facts.served_revision = target.revision if facts.synced else (deployed or None)
         return
-    facts.served_revision = deployed or None
     # An older revision's sync still running could publish stale files after ours:
     # stop it first (Foreground: the Job goes only once its pods are gone).
     for job in jobs:
@@ -243,7 +266,9 @@ def _sync_actions(
         built(target, None, "ConfigMap", None, lambda: model_configmap(target)), observed, out
     )
     if not facts.waiting_for_old_syncs and not facts.claim_deleting and current is None:
-        # Jobs are immutable once created: only ever created, never re-applied.
+        # Jobs are immutable once created: only ever created, never re-applied. The
+        # revisions pods serve now must survive its garbage collection.
+        served = {rendering.owner.status.revision, *running} - {None, "", target.revision}
         out.append(
             Action(
                 "apply",
@@ -251,7 +276,7 @@ def _sync_actions(
                 target.namespace,
                 target.sync_job_name(),
                 "missing",
-                sync_job(target, settings),
+                sync_job(target, settings, tuple(sorted(r for r in served if r))),
             )
         )
 
@@ -276,12 +301,13 @@ def _autoscaler_actions(
 
 
 def _garbage_actions(
-    target: Target, observed: Mapping[Key, ChildState], facts: _Facts, out: list[Action]
+    target: Target,
+    observed: Mapping[Key, ChildState],
+    decision: RolloutDecision,
+    out: list[Action],
 ) -> None:
-    """Once the current revision is served, the ConfigMaps and Jobs of older ones go."""
-    if facts.served_revision != target.revision or facts.deployment is None:
-        return
-    if facts.deployment.revision != target.revision:
+    """Once the current revision is rolled out, the ConfigMaps and Jobs of older ones go."""
+    if decision.revision != target.revision:
         return
     for child in [*_children_of("ConfigMap", observed), *_children_of("Job", observed)]:
         if child.name == target.cleanup_job_name or child.deleting:
@@ -357,7 +383,7 @@ def _sync_condition(rendering: Rendering, target: Target, facts: _Facts, gen: in
 
 def _available_condition(target: Target, facts: _Facts, gen: int) -> Condition:
     dep = facts.deployment
-    if dep is None or facts.served_revision is None:
+    if dep is None or not facts.serving:
         return _condition(
             AVAILABLE,
             False,
@@ -368,12 +394,14 @@ def _available_condition(target: Target, facts: _Facts, gen: int) -> Condition:
     mark = ZeroMark.parse(dep.scaled_to_zero) if dep.scaled_to_zero else None
     if mark is not None and dep.replicas == 0:
         return _condition(AVAILABLE, False, "ScaledToZero", mark.describe(), gen)
-    if dep.ready_replicas > 0:
+    canary = facts.canary if facts.canary is not None and not facts.canary.deleting else None
+    if dep.ready_replicas > 0 or (canary is not None and canary.ready_replicas > 0):
+        extra = f" (+{canary.ready_replicas} canary)" if canary is not None else ""
         return _condition(
             AVAILABLE,
             True,
             "MinimumReplicasAvailable",
-            f"{dep.ready_replicas}/{dep.replicas} Triton replicas ready",
+            f"{dep.ready_replicas}/{dep.replicas} Triton replicas ready{extra}",
             gen,
         )
     hint = (
@@ -394,7 +422,7 @@ def _autoscaling_condition(
     decided = autoscaling_condition(
         target,
         hpa_child.hpa if hpa_child is not None else None,
-        dep.replicas if dep is not None and facts.served_revision is not None else 0,
+        dep.replicas if dep is not None and facts.serving else 0,
         dep.scaled_to_zero if dep is not None else "",
     )
     if decided is None:
@@ -404,39 +432,40 @@ def _autoscaling_condition(
     return _condition(AUTOSCALING, ok, reason, message, gen)
 
 
-def _ready_condition(
-    conditions: Sequence[Condition], target: Target, facts: _Facts, gen: int
-) -> Condition:
-    for type_ in (VALID, SYNCED, AVAILABLE, LOADED):
+def _not_ready(
+    conditions: Sequence[Condition], types: Sequence[str], waiting: str, gen: int
+) -> Condition | None:
+    """Ready=False from the first of ``types`` not True, or while the loader has not
+    confirmed Loaded for this generation of the spec (``waiting`` says for what)."""
+    for type_ in types:
         cond = find_condition(conditions, type_)
         if cond is not None and cond.status != "True":
             return _condition(READY, False, cond.reason, f"{type_}: {cond.message}", gen)
     loaded = find_condition(conditions, LOADED)
     if loaded is None or (loaded.observed_generation or 0) < gen:
-        # Ready requires Loaded, confirmed by the loader for this generation of the spec.
-        return _condition(
-            READY,
-            False,
-            "Loading",
-            f"waiting for every Triton pod to confirm it serves revision {target.revision}",
-            gen,
-        )
+        return _condition(READY, False, "Loading", waiting, gen)
+    return None
+
+
+def _ready_condition(
+    conditions: Sequence[Condition],
+    target: Target,
+    facts: _Facts,
+    decision: RolloutDecision,
+    gen: int,
+) -> Condition:
+    waiting = f"waiting for every Triton pod to confirm it serves revision {target.revision}"
+    not_ready = _not_ready(conditions, (VALID, SYNCED, AVAILABLE, LOADED), waiting, gen)
+    if not_ready is not None:
+        return not_ready
     dep = facts.deployment
     assert dep is not None  # Available is True
-    rolled = (
-        dep.revision == target.revision
-        and dep.observed_generation >= dep.generation
-        and dep.updated_replicas >= dep.replicas
-    )
-    if not rolled:
-        return _condition(
-            READY,
-            False,
-            "RollingOut",
-            f"rolling out revision {target.revision}: {dep.updated_replicas}/{dep.replicas} "
-            "replicas updated; the old ones serve until the new ones are ready",
-            gen,
-        )
+    rollout = decision.status
+    if decision.revision != target.revision:
+        phase = rollout.phase if rollout is not None else "Progressing"
+        reason = "RolledBack" if phase == "RolledBack" else "RollingOut"
+        message = rollout.message if rollout is not None else f"rolling out {target.revision}"
+        return _condition(READY, False, reason, message, gen)
     return _condition(
         READY,
         True,
@@ -524,14 +553,118 @@ def _add_finalizer(owner: Owner, out: list[Action]) -> None:
         )
 
 
+def _server(child: ChildState | None, target: Target) -> ServerDeployment | None:
+    """A Triton Deployment as the rollout sees it. A template from before rollouts names
+    no ``serves``: a TritonModel's is its one model at the template's revision."""
+    if child is None:
+        return None
+    serves = parse_serves(child.serves)
+    if not serves and child.revision and target.kind == "TritonModel":
+        serves = ((target.triton_name, child.revision),)
+    return ServerDeployment(
+        serves=serves,
+        revision=child.revision,
+        replicas=child.replicas,
+        pods=child.status_replicas,
+        updated=child.updated_replicas,
+        available=child.available_replicas,
+        current=child.observed_generation >= child.generation,
+        deleting=child.deleting,
+    )
+
+
+def _rollout(
+    rendering: Rendering,
+    target: Target,
+    facts: _Facts,
+    now: datetime,
+    measured: Measurements,
+) -> RolloutDecision:
+    owner = rendering.owner
+    return decide(
+        RolloutInput(
+            spec=rendering.view.rollout,
+            target=target.serves,
+            synced=facts.synced,
+            revision=owner.status.revision,
+            status=owner.status.rollout,
+            stable=_server(facts.deployment, target),
+            canary=_server(facts.canary, target),
+            pods=FleetPods.of(owner.status.pods),
+            now=now,
+            command=owner.rollout_command,
+            numbers=measured,
+        )
+    )
+
+
+def _deployment_actions(
+    target: Target,
+    settings: OperatorSettings,
+    decision: RolloutDecision,
+    facts: _Facts,
+    observed: Mapping[Key, ChildState],
+    out: list[Action],
+) -> Obj | None:
+    """The stable Deployment at the revision the rollout names, and the canary Deployment
+    while the rollout wants one (deleted once it does not); the stable one when applied."""
+    applying = None
+    serves, surge = decision.stable_serves, decision.surge
+    if serves is not None:
+        wanted, paths = built(
+            target,
+            settings,
+            "Deployment",
+            (serves, surge),
+            lambda: deployment(target, settings, serves, surge),
+        )
+        before = len(out)
+        _apply_if_needed((wanted, paths), observed, out)
+        applying = out[-1].body if len(out) > before else None
+        if applying is not None and facts.deployment is not None and "replicas" in wanted["spec"]:
+            # The status says what the Deployment this plan applies will be, not what it
+            # was a moment ago (else the very next reconcile rewrites the status).
+            facts.deployment = replace(facts.deployment, replicas=int(wanted["spec"]["replicas"]))
+    canary = facts.canary
+    if decision.canary is not None:
+        count = decision.canary
+        wanted_canary = built(
+            target,
+            settings,
+            "CanaryDeployment",
+            count,
+            lambda: canary_deployment(target, settings, count),
+        )
+        _apply_if_needed(wanted_canary, observed, out)
+    elif canary is not None and not canary.deleting:
+        why = "the canary is over" if decision.status is not None else "no canary is wanted"
+        out.append(Action("delete", "Deployment", canary.namespace, canary.name, why))
+    return applying
+
+
+def _rolled_back_condition(decision: RolloutDecision, gen: int) -> Condition | None:
+    if decision.rolled_back is None:
+        return None
+    reason, message = decision.rolled_back
+    return _condition(ROLLED_BACK, True, reason, message, gen)
+
+
 def plan(
     rendering: Rendering,
     observed: Mapping[Key, ChildState],
     claim: ChildState | None,
     settings: OperatorSettings,
     now: datetime,
+    measured: Measurements | None = None,
+    *,
+    pool: PooledPlacement | None = None,
 ) -> Plan:
-    """The writes, status and event of one reconcile of a live (not deleting) object."""
+    """The writes, status and event of one reconcile of a live (not deleting) object.
+
+    ``measured``: the gateways' numbers of each revision over the current canary step
+    (only while one is judged; ``scaling.rollout_signals`` through the reconcile).
+    ``pool``: for a pooled object, what its pool's status says of it (:func:`plan_pooled`).
+    """
     owner = rendering.owner
     stamp = _now_iso(now)
     gen = owner.generation
@@ -555,11 +688,14 @@ def plan(
             [valid, *unknown, ready],
             stamp,
             observed_generation=gen,
-            revision=None,
             served_by=_served_by(rendering.view, False),
         )
         return _finish(owner, status, actions)
     target = rendering.target
+    if target.serving.pool is not None:
+        name = target.serving.pool.name
+        found = pool if pool is not None else PooledPlacement(name, found=False)
+        return plan_pooled(rendering, target, observed, claim, settings, now, found)
     _add_finalizer(owner, actions)
     facts = _Facts()
     facts.claim_deleting = _claim_actions(target, settings, claim, actions)
@@ -567,20 +703,15 @@ def plan(
     _apply_if_needed(
         built(target, None, "Service", None, lambda: service(target)), observed, actions
     )
+    decision = _rollout(rendering, target, facts, now, measured or {})
+    facts.serving = bool(decision.stable_serves) or (
+        decision.stable_serves is None and facts.deployment is not None
+    )
     applying = None
     if not facts.claim_deleting:
-        served = facts.served_revision
-        wanted, paths = built(
-            target, settings, "Deployment", served, lambda: deployment(target, settings, served)
-        )
-        _apply_if_needed((wanted, paths), observed, actions)
-        applying = next((a.body for a in actions if a.kind == "Deployment" and a.body), None)
-        if applying is not None and facts.deployment is not None and "replicas" in wanted["spec"]:
-            # The status says what the Deployment this plan applies will be, not what it
-            # was a moment ago (else the very next reconcile rewrites the status).
-            facts.deployment = replace(facts.deployment, replicas=int(wanted["spec"]["replicas"]))
+        applying = _deployment_actions(target, settings, decision, facts, observed, actions)
         _autoscaler_actions(target, settings, observed, actions)
-    _garbage_actions(target, observed, facts, actions)
+    _garbage_actions(target, observed, decision, actions)
     conditions = [
         _condition(VALID, True, "SpecValid", "the spec renders a valid Triton config", gen),
         _sync_condition(rendering, target, facts, gen),
@@ -589,37 +720,220 @@ def plan(
     autoscaling = _autoscaling_condition(target, observed, facts, gen)
     if autoscaling is not None:
         conditions.append(autoscaling)
+    rolled_back = _rolled_back_condition(decision, gen)
+    if rolled_back is not None:
+        conditions.append(rolled_back)
     merged = _with_conditions(owner.status, conditions, stamp)
-    conditions.append(_ready_condition(merged.conditions, target, facts, gen))
+    conditions.append(_ready_condition(merged.conditions, target, facts, decision, gen))
     dep = facts.deployment
-    serving = dep is not None and facts.served_revision is not None
-    want = dep.replicas if dep is not None and serving else replicas(target.serving)
+    canary = facts.canary if facts.canary is not None and not facts.canary.deleting else None
+    want = dep.replicas if dep is not None and facts.serving else replicas(target.serving)
     ready_count = dep.ready_replicas if dep is not None else 0
+    summary = f"{ready_count}/{want}"
+    if canary is not None:
+        summary += f" +{canary.ready_replicas}/{canary.replicas} canary"
+        ready_count += canary.ready_replicas
     status = _with_conditions(
         owner.status,
         conditions,
         stamp,
         observed_generation=gen,
-        revision=target.revision,
+        revision=decision.revision,
+        rollout=decision.status,
         replicas=want,
         ready_replicas=ready_count,
-        replica_summary=f"{ready_count}/{want}",
+        replica_summary=summary,
         served_by=_served_by(rendering.view, ready_count > 0),
         deployment=target.deployment_name if dep is not None or applying else None,
     )
-    if autoscaling is None and find_condition(status.conditions, AUTOSCALING) is not None:
-        kept = [c for c in status.conditions if c.type != AUTOSCALING]  # autoscaling is off
+    dropped = {AUTOSCALING} if autoscaling is None else set()
+    if rolled_back is None:
+        dropped.add(ROLLED_BACK)  # a new rollout: the last one's verdict no longer holds
+    if any(c.type in dropped for c in status.conditions):
+        kept = [c for c in status.conditions if c.type not in dropped]
         status = status.model_copy(update={"conditions": kept})
+    consume = COMMAND_ANNOTATION if decision.command_done else None
+    return _finish(owner, status, actions, decision.events, decision.requeue_after, consume)
+
+
+# --- pooled objects ------------------------------------------------------------------------
+
+
+def synced_in_status(status: ModelStatus, revision: str) -> bool:
+    """The object's own status says ``revision`` was synced (its sync Job may be gone:
+    finished Jobs are deleted after ``syncTtlSeconds``, and a pooled object has no
+    Deployment whose pod template would say it)."""
+    synced = find_condition(status.conditions, SYNCED)
+    return status.revision == revision and synced is not None and synced.status == "True"
+
+
+def _placed_condition(target: Target, owner: Owner, pool: PooledPlacement, gen: int) -> Condition:
+    where = f"TritonServerPool {pool.pool}"
+    entry = pool.entry
+    if not pool.found:
+        return _condition(
+            PLACED,
+            False,
+            "PoolNotFound",
+            f"{where} does not exist in namespace {target.namespace} "
+            f"(`kubectl get tsp -n {target.namespace}`)",
+            gen,
+        )
+    if owner.zero_mark:
+        mark = ZeroMark.parse(owner.zero_mark)
+        text = mark.describe() if mark is not None else owner.zero_mark
+        return _condition(PLACED, False, "ScaledToZero", f"unloaded from {where}: {text}", gen)
+    if entry is None:
+        return _condition(PLACED, False, "WaitingForPool", f"{where} has not placed it yet", gen)
+    if entry.state == "DoesNotFit":
+        return _condition(
+            PLACED, False, "DoesNotFit", f"{where}: {entry.message}; not loaded anywhere", gen
+        )
+    if entry.state in ("ScaledToZero", "Leaving"):
+        return _condition(PLACED, False, entry.state, f"{where}: {entry.message}", gen)
+    pods = f" (pods {', '.join(entry.pods)})" if entry.pods else " (no pods yet)"
+    on = ", ".join(str(r) for r in entry.replicas)
+    message = f"{entry.memory} on replica(s) {on} of {where}{pods}"
+    if entry.state == "FewerReplicas":
+        return _condition(PLACED, True, "FewerReplicas", f"{message}; {entry.message}", gen)
+    return _condition(PLACED, True, "Placed", message, gen)
+
+
+def _pooled_available(
+    placed: Condition, pool: PooledPlacement, own: ChildState | None, gen: int
+) -> Condition:
+    ready = len(pool.ready_pods)
+    if placed.status == "True" and ready:
+        return _condition(
+            AVAILABLE,
+            True,
+            "MinimumReplicasAvailable",
+            f"{ready}/{len(pool.pods)} pool pods of its replicas are ready",
+            gen,
+        )
+    if own is not None and own.ready_replicas > 0:
+        # Moving into the pool: its own Deployment serves until the pool's pods do.
+        return _condition(
+            AVAILABLE,
+            True,
+            "MovingToPool",
+            f"its own Deployment serves ({own.ready_replicas} ready) until the pool's pods do",
+            gen,
+        )
+    if placed.status != "True":
+        return _condition(AVAILABLE, False, placed.reason, placed.message, gen)
+    return _condition(
+        AVAILABLE,
+        False,
+        "NoReplicasReady",
+        f"no ready pod holds its replicas in TritonServerPool {pool.pool} yet",
+        gen,
+    )
+
+
+def _pooled_ready(conditions: Sequence[Condition], target: Target, gen: int) -> Condition:
+    waiting = f"waiting for the pool's pods to confirm they serve revision {target.revision}"
+    types = (VALID, SYNCED, PLACED, AVAILABLE, LOADED)
+    not_ready = _not_ready(conditions, types, waiting, gen)
+    if not_ready is not None:
+        return not_ready
+    return _condition(READY, True, "Ready", f"revision {target.revision} served", gen)
+
+
+def _leave_own_deployment(
+    target: Target, observed: Mapping[Key, ChildState], loaded: bool, out: list[Action]
+) -> None:
+    """A model that moved into a pool keeps its own Deployment, Service and HPA until
+    the pool's pods serve it (no outage in between), then they go; so do ConfigMaps
+    and Jobs of revisions no longer served."""
+    if not loaded:
+        return
+    for child in observed.values():
+        if child.deleting or child.name == target.cleanup_job_name:
+            continue
+        if child.kind in ("Deployment", "Service", HPA_KIND):
+            why = "served by its pool now"
+        elif child.kind in ("ConfigMap", "Job") and child.revision != target.revision:
+            why = f"revision {child.revision} is no longer served"
+        else:
+            continue
+        out.append(Action("delete", child.kind, child.namespace, child.name, why))
+
+
+def plan_pooled(
+    rendering: Rendering,
+    target: Target,
+    observed: Mapping[Key, ChildState],
+    claim: ChildState | None,
+    settings: OperatorSettings,
+    now: datetime,
+    pool: PooledPlacement,
+) -> Plan:
+    """One reconcile of a pooled object (``spec.serving.pool``): its files are synced as
+    any model's, its pool's pods load it where the pool placed it (the loader), and it
+    has no Deployment of its own. Placed says where (or why not, with the numbers)."""
+    owner = rendering.owner
+    gen = owner.generation
+    actions: list[Action] = []
+    _add_finalizer(owner, actions)
+    facts = _Facts()
+    facts.claim_deleting = _claim_actions(target, settings, claim, actions)
+    if synced_in_status(owner.status, target.revision) and not rendering.members_pending:
+        facts.synced = True
+        facts.deployment = observed.get(("Deployment", target.namespace, target.deployment_name))
+    else:
+        _sync_actions(rendering, target, settings, observed, facts, actions)
+    loaded = find_condition(owner.status.conditions, LOADED)
+    at_home = (
+        loaded is not None
+        and loaded.status == "True"
+        and (loaded.observed_generation or 0) >= gen
+        and owner.status.revision == target.revision
+    )
+    _leave_own_deployment(target, observed, at_home, actions)
+    placed = _placed_condition(target, owner, pool, gen)
+    conditions = [
+        _condition(VALID, True, "SpecValid", "the spec renders a valid Triton config", gen),
+        _sync_condition(rendering, target, facts, gen),
+        placed,
+        _pooled_available(placed, pool, facts.deployment, gen),
+    ]
+    merged = _with_conditions(owner.status, conditions, _now_iso(now))
+    conditions.append(_pooled_ready(merged.conditions, target, gen))
+    ready = len(pool.ready_pods)
+    status = _with_conditions(
+        owner.status,
+        conditions,
+        _now_iso(now),
+        observed_generation=gen,
+        revision=target.revision,
+        replicas=len(pool.pods),
+        ready_replicas=ready,
+        replica_summary=f"{ready}/{len(pool.pods)}",
+        served_by=_served_by(rendering.view, ready > 0),
+        deployment=pool.deployment,
+    )
+    kept = [c for c in status.conditions if c.type != AUTOSCALING]  # the pool autoscales
+    status = status.model_copy(update={"conditions": kept})
     return _finish(owner, status, actions)
 
 
-def _finish(owner: Owner, status: ModelStatus, actions: list[Action]) -> Plan:
+def _finish(
+    owner: Owner,
+    status: ModelStatus,
+    actions: list[Action],
+    more: Sequence[Event] = (),
+    requeue_after: float | None = None,
+    consume: str | None = None,
+) -> Plan:
     changed = status.to_wire() != owner.status.to_wire()
     event = _transition_event(owner.status, status, actions) if (changed or actions) else None
     return Plan(
         actions=tuple(actions),
         status=status if changed else None,
-        events=(event,) if event else (),
+        events=(*((event,) if event else ()), *more),
+        requeue_after=requeue_after,
+        consume=consume,
     )
 
 
@@ -702,7 +1016,7 @@ def _deletion_steps(
     ever_synced = any(
         c.kind in ("Job", "Deployment") and c.name != target.cleanup_job_name
         for c in observed.values()
-    )
+    ) or synced_in_status(owner.status, owner.status.revision or "")
     if not ever_synced and cleanup is None:
         return Plan(actions=(_release(owner, "nothing was synced"),))
     waited = _seconds_since(owner.deletion_timestamp, now)
@@ -756,11 +1070,22 @@ def _deletion_steps(
 
 
 def status_patch(old: ModelStatus, new: ModelStatus) -> Obj:
-    """Merge-patch body turning ``old`` into ``new`` (fields that disappear become null)."""
-    old_wire, new_wire = old.to_wire(), new.to_wire()
-    patch: Obj = dict(new_wire)
-    for key in old_wire:
-        if key not in new_wire:
+    """Merge-patch body turning ``old`` into ``new``: fields that disappear become null,
+    at every depth (a merge patch merges nested objects: ``rollout.weights`` going from
+    a split to ``{}`` must name each revision that goes)."""
+    return _merge_patch(old.to_wire(), new.to_wire())
+
+
+def _merge_patch(old: Obj, new: Obj) -> Obj:
+    patch: Obj = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = _merge_patch(before, value)
+        else:
+            patch[key] = value
+    for key in old:
+        if key not in new:
             patch[key] = None
     return patch
 

@@ -32,10 +32,13 @@ from typing import Any, TypeVar, cast
 from pydantic import ValidationError
 
 from tritonfleet.api.ensemble import ModelEnsemble
-from tritonfleet.api.model import Autoscaling, TritonModel
+from tritonfleet.api.model import Autoscaling, PoolRef, TritonModel
 from tritonfleet.api.problems import Problem, problems_from_validation_error
+from tritonfleet.api.rollout import RolloutSpec
 from tritonfleet.api.status import SYNCED, ModelStatus, find_condition
+from tritonfleet.desired.kube.autoscaling import SCALED_TO_ZERO_ANNOTATION
 from tritonfleet.desired.kube.objects import Kind, Target, ensemble_target, model_target
+from tritonfleet.desired.kube.rollout import COMMAND_ANNOTATION as ROLLOUT_COMMAND_ANNOTATION
 from tritonfleet.desired.triton.render import render_ensemble, render_model
 
 DEFAULT_MAX_ENTRIES = 4096
@@ -58,6 +61,10 @@ class Owner:
     finalizers: tuple[str, ...]
     deletion_timestamp: str | None
     status: ModelStatus
+    # A pooled model's scale-to-zero record (desired.kube.autoscaling.ZeroMark), written
+    # on the object itself by the scaler: a pooled model has no Deployment of its own.
+    zero_mark: str = ""
+    rollout_command: str | None = None  # the tritonfleet.io/rollout annotation
 
 
 def owner_of(body: Body) -> Owner:
@@ -75,6 +82,8 @@ def owner_of(body: Body) -> Owner:
         finalizers=tuple(meta.get("finalizers") or ()),
         deletion_timestamp=meta.get("deletionTimestamp"),
         status=status,
+        zero_mark=str((meta.get("annotations") or {}).get(SCALED_TO_ZERO_ANNOTATION) or ""),
+        rollout_command=(meta.get("annotations") or {}).get(ROLLOUT_COMMAND_ANNOTATION),
     )
 
 
@@ -107,8 +116,17 @@ class OwnerView:
         return self.parsed.member_names if isinstance(self.parsed, ModelEnsemble) else ()
 
     @property
+    def rollout(self) -> RolloutSpec:
+        return self.parsed.spec.rollout if self.parsed is not None else RolloutSpec()
+
+    @property
     def autoscaling(self) -> Autoscaling | None:
         return self.parsed.spec.serving.autoscaling if self.parsed is not None else None
+
+    @property
+    def pool(self) -> PoolRef | None:
+        """Where a pooled object is served (``spec.serving.pool``); None otherwise."""
+        return self.parsed.spec.serving.pool if self.parsed is not None else None
 
     @property
     def may_scale_to_zero(self) -> bool:
@@ -179,11 +197,17 @@ def parse_owner(body: Body) -> OwnerView:
     return replace(view, problems=rendered.problems, revision=rendered.revision, target=target)
 
 
-def member_synced(member_body: Body, revision: str) -> bool:
-    """A member is ready to be hosted when its own status says this revision is synced."""
-    status = owner_of(member_body).status
-    synced = find_condition(status.conditions, SYNCED)
-    return status.revision == revision and synced is not None and synced.status == "True"
+def member_synced(member_body: Body) -> bool:
+    """A member is ready to be hosted when its own status says its spec's revision is in
+    the repository (``Synced`` True for its current generation). Not its rollout: the
+    ensemble's pods load the member themselves, from the member revision's pin."""
+    owner = owner_of(member_body)
+    synced = find_condition(owner.status.conditions, SYNCED)
+    return (
+        synced is not None
+        and synced.status == "True"
+        and (synced.observed_generation or 0) >= owner.generation
+    )
 
 
 def _check_ensemble(
@@ -209,6 +233,24 @@ def _check_ensemble(
         problems.append(
             Problem("spec.steps", f"member(s) {', '.join(unreadable)} are invalid; fix them first")
         )
+    pool = ensemble.spec.serving.pool
+    if pool is not None:
+        # A pooled ensemble runs on pool replicas that hold its members: they must be
+        # pooled in the same pool (loaded once per replica, never a copy of their own).
+        elsewhere = [
+            name
+            for name, model in parsed.items()
+            if model.spec.serving.pool is None or model.spec.serving.pool.name != pool.name
+        ]
+        if elsewhere:
+            problems.append(
+                Problem(
+                    "spec.serving.pool",
+                    f"member(s) {', '.join(elsewhere)} are not pooled in {pool.name!r}: set "
+                    f"their spec.serving.pool.name to {pool.name!r} (or serve the ensemble "
+                    "on its own Deployment)",
+                )
+            )
     if problems:
         return None, tuple(problems)
     return ensemble_target(ensemble, parsed, rendered.revision, revisions), ()
@@ -265,9 +307,7 @@ class OwnerViews:
             if member_body is None or (member_body.get("metadata") or {}).get("deletionTimestamp"):
                 continue  # reported as missing by the ensemble checks
             member_view = members[name] = self.of(member_body)
-            if member_view.target is not None and not member_synced(
-                member_body, member_view.revision
-            ):
+            if member_view.target is not None and not member_synced(member_body):
                 pending.append(name)
         ensemble = view.parsed
         if view.uid and all(m.uid for m in members.values()):
