@@ -58,6 +58,9 @@ log = logging.getLogger("tritonfleet.scaling.zero")
 SCALER_FIELD_MANAGER = "tritonfleet-scaler"
 
 
+_Keys = list[tuple[str, str, str]]
+
+
 class ScalerView(Protocol):
     """What the scaler reads of (and tells) the operator's memory (``handlers.state.World``)."""
 
@@ -134,8 +137,7 @@ class ZeroScaler(RoundLoop):
         self._demand: dict[str, float] = {}
         self._gateways = GatewayPages(settings, client, self._scraper, clock)
         self._task: asyncio.Task[None] | None = None
-        self._eligible_of: tuple[int, list[tuple[str, str, str]]] | None = None
-        self._pooled_of: tuple[int, list[tuple[str, str, str]]] | None = None
+        self._by_spec_of: tuple[int, _Keys, _Keys] | None = None
 
     # -- one round ----------------------------------------------------------------------
 
@@ -228,31 +230,30 @@ class ZeroScaler(RoundLoop):
             if dep is not None and not dep.deleting:
                 yield key, body, target, route_name(body, view), dep
 
-    def _pooled_keys(self) -> list[tuple[str, str, str]]:
-        """The owners placed in a pool by their spec (found over the whole fleet only when
-        an owner came, went or changed its spec)."""
+    def _by_spec(self) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        """(owners whose spec scales to zero, owners placed in a pool by their spec):
+        found over the whole fleet only when an owner came, went or changed its spec."""
         version = self.world.spec_version
-        if self._pooled_of is None or self._pooled_of[0] != version:
-            keys = []
+        if self._by_spec_of is None or self._by_spec_of[0] != version:
+            eligible, pooled = [], []
             for key in list(self.world.owner_keys()):
                 body = self.world.owner(*key)
-                if body is not None and self.views.of(body).pool is not None:
-                    keys.append(key)
-            self._pooled_of = (version, keys)
-        return self._pooled_of[1]
+                if body is None:
+                    continue
+                view = self.views.of(body)
+                if view.may_scale_to_zero:
+                    eligible.append(key)
+                if view.pool is not None:
+                    pooled.append(key)
+            self._by_spec_of = (version, eligible, pooled)
+        return self._by_spec_of[1], self._by_spec_of[2]
+
+    def _pooled_keys(self) -> list[tuple[str, str, str]]:
+        return self._by_spec()[1]
 
     def _eligible(self) -> list[tuple[str, str, str]]:
-        """The owners whose spec scales to zero (found over the whole fleet only when an
-        owner came, went or changed its spec) and those whose Deployment carries our mark."""
-        version = self.world.spec_version
-        if self._eligible_of is None or self._eligible_of[0] != version:
-            keys = []
-            for key in list(self.world.owner_keys()):
-                body = self.world.owner(*key)
-                if body is not None and self.views.of(body).may_scale_to_zero:
-                    keys.append(key)
-            self._eligible_of = (version, keys)
-        spec = self._eligible_of[1]
+        """The owners whose spec scales to zero and those whose Deployment carries our mark."""
+        spec = self._by_spec()[0]
         return [*spec, *(k for k in self.world.marked_owners() if k not in spec)]
 
     async def _patch_owner(
