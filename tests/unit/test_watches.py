@@ -1,7 +1,8 @@
 """What a watch event wakes (handlers.watches.Watches, the sink of the operator's own
 streams): only a change a reconcile or the loader reads wakes them, and every such
 change does - a new spec, a child's readiness, a pod's IP or readiness, a deletion,
-our own write coming back wakes nobody. The streams themselves against the real API
+our own write coming back wakes nobody; pools are woken by their objects and pods.
+The streams themselves against the real API
 server: tests/integration/test_kube_watch.py."""
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.support.builders import model_doc
+from tests.support.builders import model_doc, pool_doc
 from tritonfleet.desired.kube.loading import TritonPod
-from tritonfleet.desired.kube.objects import LABEL_KIND, LABEL_MODEL
+from tritonfleet.desired.kube.objects import LABEL_KIND, LABEL_MODEL, LOADED_GATE
+from tritonfleet.desired.kube.pool import pool_pod_key
 from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.handlers.state import World
 from tritonfleet.handlers.watches import STREAMS, Watches
@@ -163,3 +165,49 @@ def test_a_relist_drops_what_went_unseen_and_the_memory_is_complete_after_every_
     assert reconciler.woken() == [("TritonModel", "ml", "toy")]
     assert world.children("u-toy") == {}
     assert reconciler.unparked == [None]  # complete once; a relist does not hold anything
+
+
+def test_pools_are_streamed_and_woken_by_their_objects_and_their_pods() -> None:
+    """A pooled object's change may move its pool's placement, a pool coming or going
+    moves the objects of its namespace, and a pool pod binds to the pool's replicas."""
+    watches, reconciler, world = sink()
+    pool = pool_doc("shared", "ml")
+    pool["metadata"].update(uid="u-pool", generation=1, resourceVersion="40")
+    watches.upsert("TritonServerPool", pool)
+    assert world.owner("TritonServerPool", "ml", "shared") is not None
+    assert reconciler.woken() == [("TritonServerPool", "ml", "shared")]
+    watches.upsert("TritonModel", owner())  # a new model: its namespace's pool re-places
+    assert sorted(reconciler.woken()) == [
+        ("TritonModel", "ml", "toy"),
+        ("TritonServerPool", "ml", "shared"),
+    ]
+    watches.delete("TritonServerPool", pool)  # the pool went: its objects re-check
+    assert sorted(reconciler.woken()) == [
+        ("TritonModel", "ml", "toy"),
+        ("TritonServerPool", "ml", "shared"),
+    ]
+    watches.upsert("TritonServerPool", pool)
+    reconciler.woken()
+    pod = triton_pod("10.0.0.5", ready=True, rv="41")
+    pod["metadata"].update(name="tsp-shared-a", labels=dict(zip(
+        (LABEL_KIND, LABEL_MODEL), pool_pod_key("ml", "shared")[1:], strict=True
+    )))  # fmt: skip
+    watches.upsert("Pod", pod)
+    assert reconciler.woken() == [("TritonServerPool", "ml", "shared"), ("ml", "tsp-shared-a")]
+
+
+def test_a_pods_readiness_gate_is_remembered_and_wakes_the_loader() -> None:
+    watches, reconciler, world = sink()
+    pod = triton_pod("10.0.0.1", ready=False, rv="50")
+    pod["spec"] = {"readinessGates": [{"conditionType": LOADED_GATE}]}
+    watches.upsert("Pod", pod)
+    assert reconciler.woken() == [("ml", "toy-abc")]
+    (seen,) = world.triton_pods()
+    assert seen.gated and seen.gate == ""
+    opened = copy.deepcopy(pod)
+    opened["metadata"]["resourceVersion"] = "51"
+    opened["status"]["conditions"].append({"type": LOADED_GATE, "status": "True"})
+    watches.upsert("Pod", opened)
+    assert reconciler.woken() == [("ml", "toy-abc")]
+    (seen,) = world.triton_pods()
+    assert seen.gate == "True"

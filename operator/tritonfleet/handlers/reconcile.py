@@ -156,7 +156,7 @@ class Reconciler:
             return None
         if not self.world.ready:
             return "memory not complete"
-        waiting = sum(1 for key in self.world.owner_keys() if key not in self._looked)
+        waiting = sum(1 for key in self.world.owner_keys(OWNER_KINDS) if key not in self._looked)
         if waiting:
             return f"{waiting} object(s) not looked at yet"
         self._caught_up = True
