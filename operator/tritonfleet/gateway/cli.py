@@ -76,6 +76,29 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="largest request body accepted (default 4 MiB)",
     )
     parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request body must arrive within this (else 408; default 30)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=75.0,
+        metavar="SECONDS",
+        help="close a client connection idle (or slow to send its request head) this long "
+        "(default 75)",
+    )
+    parser.add_argument(
+        "--max-inflight-per-pod",
+        type=int,
+        default=128,
+        metavar="N",
+        help="requests in flight to one Triton pod; more wait for a slot or spill over "
+        "(default 128, 0: no limit)",
+    )
+    parser.add_argument(
         "--probe-interval",
         type=float,
         default=1.0,
@@ -147,13 +170,12 @@ def _event_loop_factory() -> Any:
 def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     # Imported here, not at the top: `tritonfleet crds` and friends should not
     # pay for aiohttp, prometheus and the gateway at start.
-    from aiohttp import web
-
     from tritonfleet.adapters.kube import KubeClient, discover_endpoint
     from tritonfleet.desired.gateway.prices import PriceTable
     from tritonfleet.desired.gateway.routes import RoutesError
     from tritonfleet.gateway.app import Gateway, GatewaySettings
     from tritonfleet.gateway.secrets import ClientTokens, KeyStore, MissingKeyError
+    from tritonfleet.gateway.server import serve
     from tritonfleet.gateway.sources import (
         ClusterKeyStore,
         ClusterRouteSource,
@@ -217,6 +239,9 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         max_request_bytes=args.max_request_bytes,
         probe_interval_s=args.probe_interval,
         queue_interval_s=args.queue_interval,
+        body_timeout_s=args.body_timeout,
+        keepalive_timeout_s=args.keepalive_timeout,
+        max_inflight_per_pod=max(0, args.max_inflight_per_pod),
     )
     gateway = Gateway(table, source, settings=settings, tokens=tokens, keys=keys)
     log.info(
@@ -235,14 +260,14 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     gc.set_threshold(10_000, 20, 20)
     factory = _event_loop_factory()
     loop = factory() if factory is not None else asyncio.new_event_loop()
-    web.run_app(
+    serve(
         gateway.app,
         host=args.host,
         port=args.port,
-        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
-        print=None,
         loop=loop,
-        shutdown_timeout=5.0,
+        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
+        keepalive_timeout_s=settings.keepalive_timeout_s,
+        shutdown_timeout_s=5.0,
     )
     return EXIT_OK
 
