@@ -84,7 +84,7 @@ class GatewayState:
 
     def has_slot(self, url: str) -> bool:
         cap = self.max_inflight_per_pod
-        return not cap or self.outstanding[url] < cap
+        return not cap or self.outstanding.get(url, 0) < cap
 
     def acquire(self, url: str) -> None:
         self.outstanding[url] += 1
