@@ -95,8 +95,14 @@ def register(
     views: OwnerViews,
     reconciler: Reconciler,
     endpoint: Endpoint,
+    *,
+    start_reconciler: bool = True,
 ) -> None:
-    """Register every kopf handler of the operator on ``registry``."""
+    """Register every kopf handler of the operator on ``registry``.
+
+    ``start_reconciler=False``: the watches only, the reconciler is started (and
+    stopped) by the leader election (``handlers.leadership``) instead.
+    """
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
@@ -110,7 +116,8 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
-        reconciler.start()
+        if start_reconciler:
+            reconciler.start()
 
     @kopf.index(*POD_RESOURCE, id=POD_INDEX, labels=POD_LABELS, registry=registry)
     async def pod_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], Any]:

@@ -114,28 +114,39 @@ class Reconciler:
         self.request(key)
 
     def start(self) -> None:
+        """Start the workers, and re-check every object already known (the
+        watches of a standby replica taking over have filled the memory)."""
         for _ in range(self.workers):
             self._tasks.append(asyncio.create_task(self._worker()))
         self._tasks.append(asyncio.create_task(self._resync()))
+        self._request_everything()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Stop every worker, timer and loading pass (a replica standing by: it
+        must not write); :meth:`start` again picks up from the memory."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for handle in self._timers.values():
             handle.cancel()
+        self._timers.clear()
+        self._failures.clear()
         await self.loader.stop()
+
+    def _request_everything(self) -> None:
+        for key in list(self.world.owner_keys()):
+            self.request(key)
+        for namespace in self.world.claim_namespaces():
+            self.request_claim_check(namespace)
 
     async def _resync(self) -> None:
         """Level-based safety net: every object is re-checked every interval."""
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
-            for key in list(self.world.owner_keys()):
-                self.request(key)
-            for namespace in self.world.claim_namespaces():
-                self.request_claim_check(namespace)
+            self._request_everything()
             for kind, count in self.world.counts().items():
                 metrics.MANAGED.labels(kind).set(count)
 
