@@ -68,8 +68,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --uid 1000 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin tritonfleet
 COPY --from=deps /opt/tritonfleet /opt/tritonfleet
 COPY --from=app /opt/tritonfleet/app /opt/tritonfleet/app
-# Non-root, matching the uid the chart and the Jobs run as (runAsUser: 1000);
-# the root filesystem can be mounted read-only (writes go to /tmp, an emptyDir).
+# Non-root: the Jobs run as this uid (1000, the one of NVIDIA's Triton image, which
+# reads the files they write); the chart runs the operator and the gateway as 10001.
+# The root filesystem can be mounted read-only (writes go to /tmp, an emptyDir).
 USER 1000:1000
 WORKDIR /tmp
 ENTRYPOINT ["tritonfleet"]

@@ -25,20 +25,27 @@ $(STAMP): pyproject.toml
 	@echo "[venv] installing tritonfleet and its dev dependencies into $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	@$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	@# --exact: a dependency the project dropped leaves the venv too (kopf would import a
+	@# stale `kubernetes` client just because it is installed).
+	@$(BIN)/uv pip install --quiet --exact --python $(BIN)/python -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: venv
 venv: $(STAMP) ## create .venv with the package and dev tools
 
 .PHONY: lint
-lint: venv ## ruff, mypy --strict, import-linter layers, CRD drift check
+lint: venv ## ruff, mypy --strict, import-linter layers, CRD drift check, policy scan
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
 	$(BIN)/mypy bench  # the benchmarks too: strict, like the package
 	$(BIN)/lint-imports
 	$(BIN)/tritonfleet crds --check
+	hack/scan/scan.sh
+
+.PHONY: scan
+scan: venv ## checkov on the chart and on the objects the operator creates for the samples
+	hack/scan/scan.sh
 
 .PHONY: crds
 crds: venv ## regenerate crds/ and the chart's copy from the pydantic models

@@ -26,7 +26,7 @@ Recorded, from the spike's start:
 * **Triton**: the first time the pod's own cumulative counters, read directly from its
   ``/metrics`` every 0.5 s, give a mean queue time per request since the spike over the
   target (the source: queue time is only counted when a queued request completes);
-* **ours, metric**: the first time ``tritonfleet_queue_time_ms`` read through the
+* **ours, metric**: the first time ``tritonfleet_queue_time_seconds`` read through the
   aggregator (the same GET as ``kubectl get --raw /apis/external.metrics.k8s.io/...``,
   polled every 0.5 s) is over the model's target (the collector scrapes every 5 s and
   averages over ``windowSeconds``);
@@ -64,9 +64,7 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -93,16 +91,16 @@ from hack.devtools import testbed as tb  # noqa: E402
 from hack.devtools.chart import TRITON_PODS, installed  # noqa: E402
 from hack.devtools.operator import apply_crds  # noqa: E402
 from hack.devtools.pod_runner import Api, ApiError, PodRunner  # noqa: E402
+from hack.devtools.prometheus import PrometheusServer, ensure_prometheus  # noqa: E402
 from hack.devtools.triton import parse_metrics  # noqa: E402
+from tritonfleet.desired.kube.autoscaling import parse_quantity  # noqa: E402
 
 SAMPLE = ROOT / "manifests" / "samples" / "runnable" / "toy-llm.yaml"
-PROMETHEUS_INSTALL = ROOT / "hack" / "prometheus" / "install.sh"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
-METRIC = "tritonfleet_queue_time_ms"
+METRIC = "tritonfleet_queue_time_seconds"
 TRITON_METRICS_PORT = 8002
 # Loopback only: never route through an http(s)_proxy from the environment.
 LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-SUFFIXES = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
 def loopback(ip: str) -> bool:
@@ -110,13 +108,6 @@ def loopback(ip: str) -> bool:
         return ipaddress.ip_address(ip) in LOOPBACK
     except ValueError:
         return False
-
-
-def quantity(text: str) -> float:
-    """A Kubernetes quantity as the metrics API writes it (``4400``, ``312500m``, ``2k``)."""
-    if text and text[-1] in SUFFIXES:
-        return float(text[:-1]) * SUFFIXES[text[-1]]
-    return float(text)
 
 
 def local_open(url: str, data: bytes | None = None, timeout: float = 5) -> bytes:
@@ -152,13 +143,11 @@ class Prometheus:
     """A real Prometheus server on 127.0.0.1 scraping file_sd targets every ``scrape`` s."""
 
     def __init__(self, binary: Path, workdir: Path, scrape_seconds: int) -> None:
-        self.binary = binary
+        self.server = PrometheusServer(binary, workdir)
         self.workdir = workdir
         self.scrape_seconds = scrape_seconds
         self.targets_file = workdir / "targets.json"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = self.server.url
         self._targets: tuple[list[str], int] | None = None
         self._lock = threading.Lock()
         self._ips: list[str] = []
@@ -184,42 +173,10 @@ class Prometheus:
                 }
             ],
         }
-        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        log = (self.workdir / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                str(self.binary),
-                f"--config.file={self.workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                "--storage.tsdb.retention.time=2h",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited ({self.workdir / 'prometheus.log'})")
-            with contextlib.suppress(OSError, ValueError):
-                local_open(self.url + "/-/ready", timeout=2)
-                return
-            time.sleep(0.5)
-        raise RuntimeError("prometheus not ready after 60 s")
+        self.server.start(config)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.server.stop()
 
     def set_targets(self, ips: list[str]) -> None:
         """Write the scrape targets (``<podIP>:8002``) atomically; only loopback IPs."""
@@ -254,20 +211,6 @@ class Prometheus:
         url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         result = local_get(url)["data"]["result"]
         return float(result[0]["value"][1]) if result else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def install_prometheus() -> Path:
-    proc = subprocess.run([str(PROMETHEUS_INSTALL)], stdout=subprocess.PIPE, text=True, check=False)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{PROMETHEUS_INSTALL} failed (exit {proc.returncode})")
-    return Path(lines[-1])
 
 
 # --------------------------------------------------------------------------- observation
@@ -464,8 +407,9 @@ def run(bed: tb.Testbed, runner: PodRunner, prometheus_bin: Path, args: argparse
         return [ip for ip in ips if loopback(ip)]
 
     def our_metric() -> float | None:
+        """The operator's answer, in milliseconds (it serves seconds)."""
         try:
-            return quantity(str(api.get(metric_path)["items"][0]["value"]))
+            return parse_quantity(str(api.get(metric_path)["items"][0]["value"])) * 1000
         except ApiError:
             return None  # 503 while the operator has no data
 
@@ -694,7 +638,7 @@ def main() -> int:
     parser.add_argument("--keep-testbed", action="store_true", help="leave the testbed running")
     args = parser.parse_args()
 
-    prometheus_bin = install_prometheus()
+    prometheus_bin = ensure_prometheus()
     bed = tb.Testbed.from_environment()
     started = not bed.is_healthy()
     if started:

@@ -38,7 +38,6 @@ from hack.devtools.operator import (  # noqa: E402
     parse_metrics,
 )
 from tritonfleet.adapters.kube import (  # noqa: E402
-    RESOURCES,
     ApiError,
     KubeClient,
     endpoint_from_kubeconfig,
@@ -98,16 +97,13 @@ async def create_all(client: KubeClient, namespace: str, count: int) -> float:
 
 async def count(client: KubeClient, kind: str, namespace: str) -> int:
     """How many managed children of ``kind`` exist: a metadata-only list, light on the server."""
-    resource = RESOURCES[kind]
-    session = client._session_now()
-    headers = client._headers()
-    headers["Accept"] = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-    async with session.get(
-        client.endpoint.server + resource.path(namespace),
+    body = await client.request(
+        "GET",
+        kind,
+        namespace,
         params={"labelSelector": "app.kubernetes.io/managed-by=tritonfleet"},
-        headers=headers,
-    ) as response:
-        body = await response.json()
+        accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+    )
     return len(body.get("items") or [])
 
 

@@ -117,6 +117,8 @@ run kubectl get tritonmodels,modelensembles -n "$NS" -o wide
 run kubectl get tritonmodel toy-llm -n "$NS" -o jsonpath='{range .status.pods[*]}{.name} {.ip} {.state} {.revision}{"\n"}{end}'
 
 GATEWAY="$(kubectl get service tritonfleet-gateway -n "$SYSTEM_NS" -o jsonpath='{.spec.clusterIP}:{.spec.ports[0].port}')"
+# /metrics has a port of its own (the Service's `metrics` port), apart from the API.
+GATEWAY_METRICS="$(kubectl get service tritonfleet-gateway -n "$SYSTEM_NS" -o jsonpath='{.spec.clusterIP}:{.spec.ports[?(@.name=="metrics")].port}')"
 echo "$GATEWAY" >"$DEMO_DIR/gateway.addr"
 
 step "A chat completion through the gateway, with the openai SDK"
@@ -141,7 +143,7 @@ EOF
 
 step "A burst of clients: queue time rises and the real HPA adds toy-llm replicas"
 run kubectl get apiservice v1beta1.external.metrics.k8s.io
-RAW="/apis/external.metrics.k8s.io/v1beta1/namespaces/$NS/tritonfleet_queue_time_ms?labelSelector=model%3Dtoy_llm"
+RAW="/apis/external.metrics.k8s.io/v1beta1/namespaces/$NS/tritonfleet_queue_time_seconds?labelSelector=model%3Dtoy_llm"
 # The operator needs two scrapes of a new pod before it has a value ("no data" is an error, never 0).
 for _ in $(seq 1 30); do kubectl get --raw "$RAW" >/dev/null 2>&1 && break; sleep 1; done
 run kubectl get --raw "$RAW" || true
@@ -229,12 +231,15 @@ The demo is left running. Poke at it:
   kubectl describe tritonmodel toy-llm -n $NS        # conditions, status.pods, events
   kubectl get pods -A -o wide                         # 127.1.x.y: real pods; 127.244.x.y: kwok's
   CONTAINERS_CONF=$CONTAINERS_CONF podman ps          # the operator, gateway and Jobs as containers
-  curl -s http://$GATEWAY/metrics | grep tritonfleet_gateway_requests_total
+  .venv/bin/tritonfleet get -n $NS -o wide            # the fleet at a glance
+  curl -s http://$GATEWAY_METRICS/metrics | grep tritonfleet_gateway_requests_total
   .venv/bin/python -c "from openai import OpenAI; print(OpenAI(base_url='http://$GATEWAY/v1', api_key='x').chat.completions.create(model='toy_llm', messages=[{'role': 'user', 'content': 'hi'}]).choices[0].message.content)"
 Logs: $DEMO_DIR/runner.log, .testbed/pods/<namespace>_<pod>/
 Stop it with: make demo-down
 
 The HPA returns toy-llm to 1 replica a minute after the load stops
-(kubectl get hpa -n $NS -w). Not built yet (README, "What works today"):
-scale to zero and the Autoscaling condition.
+(kubectl get hpa -n $NS -w); its Autoscaling condition says what the HPA decided
+(kubectl describe tritonmodel toy-llm -n $NS). A model with replicas.min 0 and
+autoscaling.scaleToZeroAfterSeconds goes to zero when idle and comes back on the
+next request through the gateway (README, "Your first model", step 5).
 EOF

@@ -367,8 +367,8 @@ class _Container:
         command = list(self.spec.get("command") or [])
         args = list(self.spec.get("args") or [])
         env = pod.container_env(self.spec)
-        args = [pod.rewrite(a) for a in args]
-        command = [pod.rewrite(a) for a in command]
+        args = [pod.rewrite(expand_references(a, env)) for a in args]
+        command = [pod.rewrite(expand_references(a, env)) for a in command]
         ip = pod.ip
         if image.startswith(TRITON_IMAGE_PREFIX):
             argv = command + args if command else args
@@ -516,6 +516,14 @@ class _Container:
                 else f"local://{self.pod.namespace}/{self.pod.name}/{self.name}"
             )
         return out
+
+
+def expand_references(text: str, env: dict[str, str]) -> str:
+    """``$(VAR)`` in a container's command and args, from its environment, as the kubelet
+    expands them (an unknown name stays as written)."""
+    return re.sub(
+        r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), text
+    )
 
 
 class _StartError(RuntimeError):
@@ -742,7 +750,8 @@ class _Pod:
                     },
                 }
             ],
-            "users": [{"name": sa, "user": {"token": token}}],
+            # The projected file, as in a pod: the client re-reads it (tokens rotate).
+            "users": [{"name": sa, "user": {"tokenFile": str(path / src.get("path", "token"))}}],
             "contexts": [
                 {
                     "name": "pod",
@@ -793,6 +802,25 @@ class _Pod:
                 return str(local) + value[len(mount) :]
         return value
 
+    def service_links(self) -> dict[str, str]:
+        """``<SERVICE>_SERVICE_HOST``/``_PORT[_<NAME>]`` of the namespace's Services, as the
+        kubelet sets them (enableServiceLinks): their loopback cluster IPs here."""
+        services = self.api.get_or_none(f"/api/v1/namespaces/{self.namespace}/services")
+        env: dict[str, str] = {}
+        for svc in (services or {}).get("items") or []:
+            ip = (svc.get("spec") or {}).get("clusterIP")
+            ports = (svc.get("spec") or {}).get("ports") or []
+            if not ip or ip == "None" or not ports:
+                continue
+            prefix = svc["metadata"]["name"].upper().replace("-", "_")
+            env[f"{prefix}_SERVICE_HOST"] = ip
+            env[f"{prefix}_SERVICE_PORT"] = str(ports[0]["port"])
+            for port in ports:
+                if port.get("name"):
+                    name = port["name"].upper().replace("-", "_")
+                    env[f"{prefix}_SERVICE_PORT_{name}"] = str(port["port"])
+        return env
+
     def container_env(self, spec: Obj) -> dict[str, str]:
         """The environment of a container run as a local process (Triton)."""
         env: dict[str, str] = {
@@ -809,8 +837,11 @@ class _Pod:
         return self.spec_env(spec, env, rewrite_paths=True)
 
     def spec_env(self, spec: Obj, env: dict[str, str], *, rewrite_paths: bool) -> dict[str, str]:
-        """``env`` updated with the container's envFrom and env (``$(VAR)`` expanded);
-        values naming a mount path are rewritten to the local directory if asked."""
+        """``env`` updated with the Services' links (unless the pod turns them off), then the
+        container's envFrom and env (``$(VAR)`` expanded); values naming a mount path are
+        rewritten to the local directory if asked."""
+        if self.obj["spec"].get("enableServiceLinks", True):
+            env.update(self.service_links())
         for src in spec.get("envFrom") or []:
             prefix = src.get("prefix", "")
             if "configMapRef" in src:
@@ -896,9 +927,10 @@ class _Pod:
         if spec.get("workingDir"):
             argv.append(f"--workdir={spec['workingDir']}")
         if spec.get("command"):
-            argv.append(f"--entrypoint={json.dumps(spec['command'])}")
+            command = [expand_references(a, env) for a in spec["command"]]
+            argv.append(f"--entrypoint={json.dumps(command)}")
         argv += [f"--env={key}={value}" for key, value in env.items()]
-        argv += [runner.project_image, *(spec.get("args") or [])]
+        argv += [runner.project_image, *(expand_references(a, env) for a in spec.get("args") or [])]
         return argv, podman_env()
 
     def container_port(self, container: Obj, port: Any) -> int | None:

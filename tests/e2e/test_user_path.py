@@ -33,6 +33,7 @@ from hack.devtools.hosted_api import HostedAPI
 from hack.devtools.operator import apply_crds
 from hack.devtools.pod_runner import PodRunner
 from hack.devtools.testbed import REPO_ROOT, Testbed
+from tritonfleet.desired.kube.autoscaling import parse_quantity
 
 pytestmark = pytest.mark.e2e
 
@@ -206,12 +207,11 @@ def test_helm_install_apply_serve_survive_triton_dying_and_delete(
 def raw_metric(testbed: Testbed, namespace: str, model: str) -> float | None:
     """``kubectl get --raw`` on the external metrics API: the value in ms, None without data."""
     path = (f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/"
-            f"tritonfleet_queue_time_ms?labelSelector=model%3D{model}")  # fmt: skip
+            f"tritonfleet_queue_time_seconds?labelSelector=model%3D{model}")  # fmt: skip
     out = testbed.kubectl("get", "--raw", path, check=False)
     if out.returncode != 0:
         return None
-    value = str(json.loads(out.stdout)["items"][0]["value"])
-    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+    return parse_quantity(str(json.loads(out.stdout)["items"][0]["value"])) * 1000
 
 
 def test_queue_time_drives_the_real_hpa_up_and_down_through_the_operators_metrics_api(

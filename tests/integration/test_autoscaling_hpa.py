@@ -43,8 +43,8 @@ def test_autoscaled_model_gets_an_hpa_that_holds_replicas_without_metrics(
     assert hpa["metadata"]["ownerReferences"][0]["name"] == "scaled"
     assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 5)
     metric = spec["metrics"][0]["external"]
-    assert metric["metric"]["name"] == "tritonfleet_queue_time_ms"
-    assert metric["target"] == {"type": "Value", "value": "40"}  # 40000m, normalised
+    assert metric["metric"]["name"] == "tritonfleet_queue_time_seconds"
+    assert metric["target"] == {"type": "Value", "value": "40m"}  # 40 ms, in seconds
     conds = {c["type"]: c for c in hpa["status"]["conditions"]}
     assert conds["ScalingActive"]["status"] == "False", conds
     assert conds["ScalingActive"]["reason"] == "FailedGetExternalMetric", conds

@@ -14,6 +14,7 @@ provider API keys) - while the operator's ServiceAccount still reads no Secret.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -272,9 +273,9 @@ def test_gateway_deployment_is_pod_security_restricted_with_service_and_pdb(
     assert pod["serviceAccountName"] == "t-tritonfleet-gateway"
     assert pod["securityContext"] == {
         "runAsNonRoot": True,
-        "runAsUser": 1000,
-        "runAsGroup": 1000,
-        "fsGroup": 1000,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert c["securityContext"] == {
@@ -289,9 +290,12 @@ def test_gateway_deployment_is_pod_security_restricted_with_service_and_pdb(
             "image"
         ]
     )  # the operator's image by default
-    assert c["args"][:3] == ["gateway", "--port", "8080"]
+    assert c["args"][:5] == ["gateway", "--port", "8080", "--metrics-port", "9090"]
     assert "--namespace" not in c["args"] and "--auth-tokens-file" not in c["args"]
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+    ]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
@@ -302,7 +306,8 @@ def test_gateway_deployment_is_pod_security_restricted_with_service_and_pdb(
     svc = named(docs, "Service", "t-tritonfleet-gateway")
     assert svc["spec"]["selector"] == selector
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
     ]
     assert named(docs, "PodDisruptionBudget", "t-tritonfleet-gateway")["spec"]["selector"] == {
         "matchLabels": selector
@@ -572,3 +577,84 @@ def test_namespaced_install_the_operator_works_with_only_its_service_account(
         finally:
             operator.stop()
     testbed.recycle_volumes()
+
+
+def test_a_parent_chart_can_name_and_configure_it(testbed: Testbed) -> None:
+    """As a subchart: global values pass the schema, names follow the overrides."""
+    docs = rendered(testbed, "global.imageRegistry=registry.local", "nameOverride=fleet")
+    assert (
+        named(docs, "Deployment", "t-fleet")["metadata"]["labels"]["app.kubernetes.io/name"]
+        == "fleet"
+    )
+    assert named(rendered(testbed, "fullnameOverride=ml-serving"), "Deployment", "ml-serving")
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert {"home", "sources", "maintainers", "icon"} <= set(chart)
+
+
+def test_gateway_exposure_monitoring_and_scheduling_values(testbed: Testbed) -> None:
+    docs = rendered(
+        testbed,
+        "gateway.ingress.enabled=true",
+        "gateway.ingress.hosts[0].host=llm.example.com",
+        "gateway.httpRoute.enabled=true",
+        "gateway.httpRoute.parentRefs[0].name=public",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.podMonitor.enabled=true",
+        "metrics.dashboard.enabled=true",
+        "sync.resources.limits.memory=4Gi",
+        "imagePullSecrets[0].name=regcred",
+        "logFormat=text",
+    )
+    rule = named(docs, "Ingress", "t-tritonfleet-gateway")["spec"]["rules"][0]
+    assert rule["host"] == "llm.example.com"
+    assert rule["http"]["paths"][0]["backend"]["service"]["port"] == {"name": "http"}
+    route = named(docs, "HTTPRoute", "t-tritonfleet-gateway")["spec"]
+    assert route["parentRefs"] == [{"name": "public"}]
+    monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceMonitor"}
+    assert {m["spec"]["endpoints"][0]["port"] for m in monitors.values()} == {"metrics"}
+    assert set(monitors) == {"t-tritonfleet", "t-tritonfleet-gateway"}
+    pods = named(docs, "PodMonitor", "t-tritonfleet-triton")["spec"]
+    assert pods["selector"]["matchLabels"]["app.kubernetes.io/component"] == "inference-server"
+    board = named(docs, "ConfigMap", "t-tritonfleet-dashboard")
+    assert json.loads(board["data"]["tritonfleet.json"])["uid"] == "tritonfleet"
+    policies = {d["metadata"]["name"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert policies == {"t-tritonfleet", "t-tritonfleet-gateway"}
+    operator = named(docs, "Deployment", "t-tritonfleet")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in operator["containers"][0]["env"]}
+    assert env["TRITONFLEET_JOB_IMAGE_PULL_SECRETS"] == "regcred"
+    assert json.loads(env["TRITONFLEET_JOB_RESOURCES"])["limits"]["memory"] == "4Gi"
+    assert env["TRITONFLEET_LOG_FORMAT"] == "text"
+    gateway = named(docs, "Deployment", "t-tritonfleet-gateway")["spec"]["template"]["spec"]
+    assert gateway["containers"][0]["args"][5:7] == ["--log-format", "text"]
+    spread = gateway["topologySpreadConstraints"]
+    assert {s["topologyKey"] for s in spread} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    assert all(s["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+               for s in spread)  # fmt: skip
+
+
+def test_the_certificate_restarts_the_operator_only_when_it_changes(testbed: Testbed) -> None:
+    """helm's certificate: the operator pod carries its checksum, so a new one (an install,
+    a `helm template` render) restarts it; cert-manager's is reloaded, no checksum."""
+    docs = rendered(testbed)
+    secret = named(docs, "Secret", "t-tritonfleet-metrics-api-tls")
+    annotations = named(docs, "Deployment", "t-tritonfleet")["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    digest = hashlib.sha256(secret["data"]["tls.crt"].encode()).hexdigest()
+    assert annotations["checksum/metrics-api-certificate"] == digest
+    assert (
+        named(docs, "APIService", "v1beta1.external.metrics.k8s.io")["spec"]["caBundle"]
+        == (secret["data"]["ca.crt"])
+    )
+    managed = rendered(testbed, "externalMetrics.certificate.source=certManager")
+    api = named(managed, "APIService", "v1beta1.external.metrics.k8s.io")
+    assert "caBundle" not in api["spec"]
+    assert api["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].endswith(
+        "/t-tritonfleet-metrics-api-tls"
+    )
+    assert {d["kind"] for d in managed} >= {"Certificate", "Issuer"}
+    operator = named(managed, "Deployment", "t-tritonfleet")["spec"]["template"]
+    assert "checksum/metrics-api-certificate" not in (operator["metadata"].get("annotations") or {})

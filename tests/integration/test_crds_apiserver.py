@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hack.devtools.operator import apply_crds
 from hack.devtools.testbed import Testbed
 from tests.unit.test_cel_parity import PARITY, RULES, VIOLATIONS, Rule, place
 
@@ -29,21 +30,7 @@ EMBEDDING = str(REPO / "manifests/samples/onnx-embedding.yaml")
 
 @pytest.fixture(scope="module")
 def crds(testbed: Testbed) -> Testbed:
-    testbed.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=tritonfleet-tests",
-        "-f",
-        str(REPO / "crds"),
-    )
-    for plural in ("tritonmodels", "modelensembles"):
-        testbed.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            f"crd/{plural}.tritonfleet.io",
-        )
+    apply_crds(testbed)  # polls Established: `kubectl wait` fails at once on a fresh CRD
     return testbed
 
 

@@ -1,6 +1,6 @@
 """The gateway end to end: the official ``openai`` SDK as the client, real
 tritonserver processes serving the toy models, the project's hosted-API
-stand-in as the failover target, and ``python -m tritonfleet.gateway`` as a
+stand-in as the failover target, and ``tritonfleet gateway`` as a
 real process with a routes file.
 
 Layout (module-scoped, started once):
@@ -20,11 +20,8 @@ import base64
 import http.client
 import json
 import math
-import os
 import secrets
 import struct
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -38,8 +35,9 @@ import openai
 import pytest
 import yaml
 
+from hack.devtools.gateway import GatewayProcess, start_gateway
 from hack.devtools.hosted_api import HostedAPI
-from hack.devtools.triton import TritonProcess, copy_model_repository, free_port, parse_metrics
+from hack.devtools.triton import TritonProcess, copy_model_repository, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -80,25 +78,6 @@ def hosted() -> Iterator[HostedAPI]:
     api = HostedAPI(api_key=HOSTED_KEY).start()
     yield api
     api.stop()
-
-
-@dataclass
-class GatewayProcess:
-    url: str
-    log_path: Path
-    proc: subprocess.Popen[bytes]
-    routes: dict[str, Any] = field(default_factory=dict)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        with _opener.open(self.url + "/metrics", timeout=10) as resp:
-            return parse_metrics(resp.read().decode())
-
-    def metric(self, name: str, **labels: str) -> float:
-        want = set(labels.items())
-        return sum(v for (n, ls), v in self.metrics().items() if n == name and want <= ls)
 
 
 def _routes(t: dict[str, TritonProcess], hosted: HostedAPI, wrong_key_file: Path) -> dict[str, Any]:
@@ -200,64 +179,13 @@ def gateway(
     routes = _routes(tritons, hosted, wrong_key_file)
     routes_path = work / "routes.yaml"
     routes_path.write_text(yaml.safe_dump(routes))
-    port = free_port()
-    log_path = work / "gateway.log"
-    env = {
-        **os.environ,
-        "TF_TEST_HOSTED_KEY": HOSTED_KEY,
-        "TF_TEST_CLIENT_TOKENS": CLIENT_TOKEN,
-        "PYTHONPATH": str(ROOT / "operator"),
-    }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tritonfleet.gateway",
-                "--routes",
-                str(routes_path),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--auth-tokens-env",
-                "TF_TEST_CLIENT_TOKENS",
-                "--max-request-bytes",
-                "65536",
-                "--probe-interval",
-                "0.2",
-                "--queue-interval",
-                "0.2",
-                "--log-level",
-                "debug",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=ROOT,
-        )
-    gw = GatewayProcess(f"http://127.0.0.1:{port}", log_path, proc, routes)
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"gateway exited with {proc.returncode}:\n{gw.log_text()}")
-        try:
-            with _opener.open(gw.url + "/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"gateway not ready after 30 s:\n{gw.log_text()}")
-        time.sleep(0.1)
+    env = {"TF_TEST_HOSTED_KEY": HOSTED_KEY, "TF_TEST_CLIENT_TOKENS": CLIENT_TOKEN}
+    args = ["--routes", str(routes_path), "--auth-tokens-env", "TF_TEST_CLIENT_TOKENS"]
+    args += ["--max-request-bytes", "65536", "--probe-interval", "0.2"]
+    args += ["--queue-interval", "0.2", "--log-level", "debug"]
+    gw = start_gateway(args, work / "gateway.log", env=env, routes=routes)
     yield gw
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    gw.stop()
 
 
 def make_client(gw: GatewayProcess, token: str = CLIENT_TOKEN) -> openai.OpenAI:

@@ -14,10 +14,7 @@ ports, which the gateway is told with ``--triton-http-port`` and
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,9 +25,11 @@ import openai
 import pytest
 import yaml
 
+from hack.devtools.gateway import start_gateway
 from hack.devtools.hosted_api import HostedAPI
+from hack.devtools.operator import apply_crds
 from hack.devtools.testbed import Testbed
-from hack.devtools.triton import TritonProcess, copy_model_repository, free_port, parse_metrics
+from hack.devtools.triton import TritonProcess, copy_model_repository, parse_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -42,17 +41,7 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @pytest.fixture(scope="module")
 def namespace(testbed: Testbed) -> Iterator[str]:
-    testbed.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=tritonfleet-tests",
-        "-f",
-        str(ROOT / "crds"),
-    )
-    testbed.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/tritonmodels.tritonfleet.io"
-    )
+    apply_crds(testbed)  # polls Established: `kubectl wait` fails at once on a fresh CRD
     with testbed.namespace("gateway") as name:
         yield name
 
@@ -155,60 +144,17 @@ def gateway(
         "r1",
         [{"name": "triton-0", "ip": triton.host, "revision": "r1", "state": "Ready"}],
     )
-    port = free_port()
     log_path = work / "gateway.log"
     gateway_log.append(log_path)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tritonfleet.gateway",
-                "--kubeconfig",
-                str(testbed.kubeconfig),
-                "--namespace",
-                namespace,
-                "--poll-interval",
-                "0.3",
-                "--triton-http-port",
-                str(triton.http_port),
-                "--triton-metrics-port",
-                str(triton.metrics_port),
-                "--secret-refresh",
-                "0.5",
-                "--probe-interval",
-                "0.2",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "debug",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "operator")},
-            cwd=ROOT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    args = ["--kubeconfig", str(testbed.kubeconfig), "--namespace", namespace]
+    args += ["--poll-interval", "0.3", "--secret-refresh", "0.5", "--probe-interval", "0.2"]
+    args += ["--triton-http-port", str(triton.http_port)]
+    args += ["--triton-metrics-port", str(triton.metrics_port), "--log-level", "debug"]
+    gw = start_gateway(args, log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gateway exited:\n{log_path.read_text()}")
-            try:
-                with _opener.open(url + "/readyz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gateway not ready:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield url
+        yield gw.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        gw.stop()
         text = log_path.read_text()
         assert HOSTED_KEY not in text and ROTATED_KEY not in text
 

@@ -3,7 +3,7 @@
 It starts (``tritonfleet --version`` is this checkout's), every module of the
 package imports in it (no dependency missing), it holds nothing a runtime image
 should not (no compiler, no pip, no wheels, no caches, no source tree), and a
-container of it with the chart's own gateway pod spec - uid 1000, read-only root
+container of it with the chart's own gateway pod spec - uid 10001, read-only root
 filesystem, every capability dropped, no privilege escalation - serves ``/healthz``.
 The e2e tests run the operator, the gateway and the sync Jobs from the same image
 through the pod runner.
@@ -82,6 +82,7 @@ def gateway_container(tritonfleet_image: str, tmp_path: Path) -> Iterator[tuple[
     assert set(mounts) == {"/tmp", "/etc/tritonfleet/prices"}, mounts
     args = [*container["args"], "--routes", "/etc/tritonfleet/routes.yaml", "--host", "127.0.0.1"]
     args[args.index("--port") + 1] = str(port)
+    args[args.index("--metrics-port") + 1] = str(free_port())  # host network: no fixed port
     podman(
         "run", "--detach", "--rm", f"--name={name}", "--pull=never", "--network=host",
         *security_flags(pod, container, image_user.stdout.strip()),
@@ -100,7 +101,7 @@ def test_a_container_with_the_charts_security_context_serves_healthz(
     gateway_container: tuple[str, str],
 ) -> None:
     pod, container, _ = _gateway_pod()
-    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsUser"] == 10001  # not the image's own user
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     name, url = gateway_container
@@ -131,7 +132,7 @@ def test_a_container_with_the_charts_security_context_serves_healthz(
         "                  'no_new_privs': status['NoNewPrivs'].strip(), 'root': root}))",
     )  # fmt: skip
     facts = json.loads(inside.stdout)
-    assert set(facts["uid"]) == {"1000"}
+    assert set(facts["uid"]) == {"10001"}
     assert int(facts["cap_eff"], 16) == 0
     assert facts["no_new_privs"] == "1"
     assert facts["root"] == "Read-only file system"

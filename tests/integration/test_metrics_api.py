@@ -21,15 +21,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hack.devtools.triton import TritonProcess, copy_model_repository, free_port
+from tritonfleet.desired.kube.autoscaling import parse_quantity as seconds
 from tritonfleet.desired.triton.metrics import QueueSignal
 from tritonfleet.scaling.collector import QueueMetricsCollector
-from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context
+from tritonfleet.scaling.metrics_api import build_app, reload_certificate, serve, ssl_context
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 MODEL = "toy_llm"
 NS = "team-a"
 BASE = "/apis/external.metrics.k8s.io/v1beta1"
+METRIC = "tritonfleet_queue_time_seconds"
 SLOW = {"text_input": "a b c d", "max_tokens": 4, "parameters": {"token_delay_ms": 25}}
 
 
@@ -117,21 +119,20 @@ async def scenario(servers: list[TritonProcess], p: dict[str, Path]) -> None:
         status, body = await get(f"{root}{BASE}", ok)
         assert body["kind"] == "APIResourceList"
         assert {r["name"] for r in body["resources"]} == {
-            "tritonfleet_queue_time_ms",
+            "tritonfleet_queue_time_seconds",
             "tritonfleet_pending_requests",
+            "tritonfleet_queue_time_ms",  # deprecated, answered for one more release
         }
 
         for _ in range(100):
             if isinstance(collector.result(MODEL, NS), QueueSignal):
                 break
             await asyncio.sleep(0.1)
-        url = (
-            f"{root}{BASE}/namespaces/{NS}/tritonfleet_queue_time_ms?labelSelector=model%3D{MODEL}"
-        )
+        url = f"{root}{BASE}/namespaces/{NS}/{METRIC}?labelSelector=model%3D{MODEL}"
         status, body = await get(url, ok)
         assert status == 200, body
         assert body["kind"] == "ExternalMetricValueList"
-        assert body["items"][0]["value"] == "0m"  # idle: a real zero
+        assert seconds(body["items"][0]["value"]) == 0  # idle: a real zero
         assert body["items"][0]["metricLabels"] == {"model": MODEL, "namespace": NS}
 
         # load: queue time shows up, and the ensemble answers with its worst member
@@ -147,18 +148,19 @@ async def scenario(servers: list[TritonProcess], p: dict[str, Path]) -> None:
         sig = collector.result(MODEL, NS)
         assert isinstance(sig, QueueSignal) and sig.queue_ms > 10
         status, body = await get(url, ok)
-        served_ms = int(body["items"][0]["value"].removesuffix("m")) / 1000
+        served_ms = seconds(body["items"][0]["value"]) * 1000
         assert served_ms > 10, body
-        ens = (
-            f"{root}{BASE}/namespaces/{NS}/tritonfleet_queue_time_ms?labelSelector=ensemble%3Dpipe"
-        )
+        legacy = url.replace(METRIC, "tritonfleet_queue_time_ms")
+        status, body = await get(legacy, ok)
+        assert status == 200 and seconds(body["items"][0]["value"]) > 10  # the same, in ms
+        ens = f"{root}{BASE}/namespaces/{NS}/{METRIC}?labelSelector=ensemble%3Dpipe"
         status, body = await get(ens, ok)
-        assert status == 200 and int(body["items"][0]["value"].removesuffix("m")) > 10_000
+        assert status == 200 and seconds(body["items"][0]["value"]) > 0.010
 
         # no data: an error, never 0 (the HPA then keeps its replicas)
         for sel in ("model%3Dother", "ensemble%3Dbroken", "model%3Dnope"):
             status, body = await get(
-                f"{root}{BASE}/namespaces/{NS}/tritonfleet_queue_time_ms?labelSelector={sel}", ok
+                f"{root}{BASE}/namespaces/{NS}/{METRIC}?labelSelector={sel}", ok
             )
             assert status == 503 and body["kind"] == "Status", (sel, body)
         servers[0].kill()
@@ -189,3 +191,44 @@ def test_metrics_api_serves_real_triton_queue_time(
         triton_factory(repo, host="127.0.0.3", load_models=[MODEL]),
     ]
     asyncio.run(scenario(servers, p))
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    """cert-manager renews the Secret, the kubelet swaps the mounted files: the next
+    connection gets the new certificate from the running server."""
+    p = make_pki(tmp_path)
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in ("tls.crt", "tls.key"):
+        (served / name).write_bytes(p[name].read_bytes())
+    # The renewal: a new key and certificate from the same CA.
+    _signed(tmp_path, "renewed", "tritonfleet-operator", "ca", "-extfile", str(tmp_path / "ext"))
+
+    def served_serial(port: int) -> int:
+        pem = ssl.get_server_certificate(("127.0.0.1", port))
+        der = ssl.PEM_cert_to_DER_cert(pem)
+        return hash(der)
+
+    async def main() -> tuple[int, int, int]:
+        crt, key = str(served / "tls.crt"), str(served / "tls.key")
+        ctx = ssl_context(crt, key, None)
+        port = free_port()
+        runner = await serve(build_app(dict, dict), "127.0.0.1", port, ctx)
+        reloader = asyncio.create_task(reload_certificate(ctx, crt, key, interval_s=0.1))
+        try:
+            before = await asyncio.to_thread(served_serial, port)
+            (served / "tls.key").write_bytes((tmp_path / "renewed.key").read_bytes())
+            (served / "tls.crt").write_bytes((tmp_path / "renewed.crt").read_bytes())
+            for _ in range(100):
+                after = await asyncio.to_thread(served_serial, port)
+                if after != before:
+                    break
+                await asyncio.sleep(0.1)
+            renewed = ssl.PEM_cert_to_DER_cert((tmp_path / "renewed.crt").read_text())
+            return before, after, hash(renewed)
+        finally:
+            reloader.cancel()
+            await runner.cleanup()
+
+    before, after, renewed = asyncio.run(main())
+    assert before != after == renewed

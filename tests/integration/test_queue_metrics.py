@@ -129,6 +129,7 @@ async def scenario(servers: list[TritonProcess], registry: CollectorRegistry) ->
             assert busy.queue_ms == pytest.approx(d_q / d_n / 1000, rel=1e-6)
             assert busy.queue_ms > 10, busy  # requests really waited behind each other
             assert max_pending > 0
+            assert w.gauge("tritonfleet_queue_time_seconds") == pytest.approx(busy.queue_ms / 1000)
             assert w.gauge("tritonfleet_queue_time_ms") == pytest.approx(busy.queue_ms)
 
             # 3. both servers killed: no data (up = 0, values absent), never 0
@@ -137,6 +138,7 @@ async def scenario(servers: list[TritonProcess], registry: CollectorRegistry) ->
             gone = await w.until("no data", lambda r: isinstance(r, NoData), 5)
             assert "no pod scraped" in gone.reason
             assert w.gauge("tritonfleet_metrics_up") == 0.0
+            assert w.gauge("tritonfleet_queue_time_seconds") is None
             assert w.gauge("tritonfleet_queue_time_ms") is None
             assert w.gauge("tritonfleet_pending_requests") is None
             assert (w.gauge("tritonfleet_metrics_scrape_failures_total") or 0) >= 2

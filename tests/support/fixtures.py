@@ -203,6 +203,20 @@ def ns(testbed: Testbed, operator_process: OperatorProcess) -> Iterator[str]:
     testbed.recycle_volumes()
 
 
+# ------------------------------------------------------------------------- prometheus
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> Path:
+    """The real Prometheus server's binary; built on first use. Fails (never skips)."""
+    from hack.devtools.prometheus import PrometheusInstallError, ensure_prometheus
+
+    try:
+        return ensure_prometheus()
+    except PrometheusInstallError as err:
+        pytest.fail(f"prometheus is not available: {err}", pytrace=False)
+
+
 # ------------------------------------------------------------------------- triton
 
 

@@ -387,6 +387,8 @@ def test_good_quantities_are_accepted(quantity: str | int) -> None:
         "nvidia.com/mig-1g.5gb",
         "nvidia.com/mig-3g.40gb",
         "nvidia.com/mig-7g.80gb",
+        "nvidia.com/gpu.shared",
+        "nvidia.com/mig-1g.10gb.shared",
     ],
 )
 def test_gpu_and_mig_resources_are_accepted(resource: str) -> None:
@@ -405,6 +407,8 @@ def test_gpu_and_mig_resources_are_accepted(resource: str) -> None:
         "nvidia.com/mig-g.10gb",
         "nvidia.com/gpu ",
         "nvidia_com/gpu",
+        "nvidia.com/gpu.",
+        "nvidia.com/gpu.Shared",
     ],
 )
 def test_bad_gpu_resources_are_refused(resource: str) -> None:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from tests.support.builders import config, ensemble_doc, model_doc
 from tritonfleet.api import ModelEnsemble, TritonModel
+from tritonfleet.api.base import QUALIFIED_NAME_PATTERN, QUALIFIED_NAME_RE
 from tritonfleet.api.crd import custom_resource_definitions
 from tritonfleet.api.problems import problems_from_validation_error
 from tritonfleet.api.triton_config import CORRID_DATA_TYPES, PLATFORM_BACKENDS
@@ -455,6 +456,19 @@ PARITY: dict[str, Parity] = {
         holds=lambda n: n["min"] <= n["max"],
         valid={"min": 0, "max": 2},
         violations={"min-above-max": {"min": 3, "max": 2}, "min-above-default-max": {"min": 2}},
+    ),
+    "podAnnotations keys must be qualified names ([prefix/]name)": Parity(
+        rule="!has(self.podAnnotations) || self.podAnnotations.all(k, k.matches('"
+        + QUALIFIED_NAME_PATTERN.replace("\\", "\\\\")
+        + "'))",
+        holds=lambda n: all(QUALIFIED_NAME_RE.match(k) for k in n.get("podAnnotations", {})),
+        valid={"podAnnotations": {"sidecar.istio.io/inject": "false", "team": "search"}},
+        violations={
+            "space": {"podAnnotations": {"has space": "x"}},
+            "two-slashes": {"podAnnotations": {"a/b/c": "x"}},
+            "upper-prefix": {"podAnnotations": {"Example.com/x": "x"}},
+            "empty-name": {"podAnnotations": {"example.com/": "x"}},
+        },
     ),
     "autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0": Parity(
         rule="!has(self.autoscaling) || !has(self.autoscaling.scaleToZeroAfterSeconds)"

@@ -122,6 +122,7 @@ def test_top_level_schema(kind: str) -> None:
     assert schema["type"] == "object"
     assert schema["required"] == ["spec"]
     assert set(schema["properties"]) == {"apiVersion", "kind", "metadata", "spec", "status"}
+    # The API server refuses anything else on metadata, a description included.
     assert schema["properties"]["metadata"] == {"type": "object"}
 
 
@@ -174,6 +175,27 @@ def test_cel_field_paths_point_at_fields(path: str, node: dict[str, Any]) -> Non
         for part in rule.get("fieldPath", "").split(".")[1:]:
             assert part in target.get("properties", {}), f"{rule['fieldPath']} not in {path}"
             target = target["properties"][part]
+
+
+def test_every_field_is_described_for_kubectl_explain() -> None:
+    """`kubectl explain tritonmodel.spec...` says what each field is for, at every depth."""
+
+    def fields(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, sub in node.get("properties", {}).items():
+            yield f"{path}.{name}", sub
+            yield from fields(sub, f"{path}.{name}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                yield from fields(node[key], path)
+
+    undescribed = [
+        path
+        for kind, crd in BY_KIND.items()
+        for path, node in fields(schema_of(crd), kind)
+        if not node.get("description")
+    ]
+    # metadata is the standard ObjectMeta: the API server allows no description on it.
+    assert undescribed == [f"{kind}.metadata" for kind in BY_KIND]
 
 
 def test_typed_fields_are_in_the_schema() -> None:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.support.gateway import run, running_gateway, serve
 from tests.support.triton_api import TritonAPI
 from tritonfleet.desired.gateway.routes import RouteTable
-from tritonfleet.gateway.app import GatewaySettings
+from tritonfleet.desired.gateway.routes_file import load_routes
+from tritonfleet.gateway.app import Gateway, GatewaySettings
 from tritonfleet.gateway.secrets import ClientTokens
 
 TOKEN = "tf-unit-client-token-0123456789"
@@ -138,6 +142,42 @@ def test_ready_only_once_a_routing_table_is_loaded() -> None:
             gw.gateway.state.publish(RouteTable({}))
             resp = await gw.client.get("/readyz")
             assert resp.status == 200 and "0 models" in await resp.text()
+
+    run(main())
+
+
+def test_a_metrics_port_takes_metrics_off_the_client_port() -> None:
+    """With --metrics-port, Prometheus scrapes one port and clients reach the other only:
+    a NetworkPolicy can then open each to its own callers."""
+
+    async def main() -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            metrics_port = probe.getsockname()[1]
+        gateway = Gateway(
+            load_routes(routes()), settings=GatewaySettings(metrics_port=metrics_port)
+        )
+        runner = web.AppRunner(gateway.app)
+        await runner.setup()
+        client_site = web.TCPSite(runner, "127.0.0.1", 0)
+        await client_site.start()
+        await web.TCPSite(runner, "127.0.0.1", metrics_port).start()
+        client_port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def status(port: int, path: str) -> int:
+                    async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+                        return resp.status
+
+                assert await status(metrics_port, "/metrics") == 200
+                assert await status(client_port, "/metrics") == 404
+                assert await status(client_port, "/v1/models") == 200
+                assert await status(metrics_port, "/v1/models") == 404
+                for port in (client_port, metrics_port):
+                    assert await status(port, "/healthz") == 200
+        finally:
+            await runner.cleanup()
 
     run(main())
 

@@ -17,6 +17,7 @@ from typing import Any
 from tests.support.builders import model_doc, tensor
 from tests.support.gateway import run, serve, until
 from tests.support.kube_api import KubeAPI
+from tritonfleet import __version__
 from tritonfleet.adapters.kube import Endpoint as KubeEndpoint
 from tritonfleet.adapters.kube import KubeClient
 from tritonfleet.desired.gateway.routes import Endpoint, Route, RouteTable
@@ -80,6 +81,35 @@ def test_a_removed_model_leaves_the_table_and_its_gauge() -> None:
     rendered = metrics.render().decode()
     assert 'ready_pods{model="llm"} 1.0' in rendered
     assert 'ready_pods{model="other"}' not in rendered
+
+
+def test_per_pod_series_leave_metrics_with_their_pods() -> None:
+    """Five rollouts of three pods: the breaker, in-flight and queue-time series name the
+    three live pods only, not the fifteen ever seen."""
+    metrics = GatewayMetrics()
+    state = GatewayState(metrics)
+    for rollout in range(5):
+        letters = "".join(chr(ord("a") + 3 * rollout + i) for i in range(3))
+        state.publish(table(letters))
+        for pod in state.routes["llm"].pods.values():
+            pod.queue_ms = 12.5
+    series = [
+        line
+        for line in metrics.render().decode().splitlines()
+        if 'pod="pod-' in line and not line.startswith("#")
+    ]
+    live = {"pod-m", "pod-n", "pod-o"}
+    for name in ("breaker_state", "outstanding_requests", "triton_queue_time_seconds"):
+        named = [line for line in series if line.startswith(f"tritonfleet_gateway_{name}{{")]
+        assert {line.split('pod="')[1].split('"')[0] for line in named} == live, name
+    assert 'triton_queue_time_seconds{model="llm",pod="pod-m"} 0.0125' in "\n".join(series)
+    # The model-wide breaker stays as long as the model does.
+    assert 'breaker_state{backend="triton",model="llm",pod="*"} 0.0' in metrics.render().decode()
+
+
+def test_build_info_names_the_version() -> None:
+    rendered = GatewayMetrics().render().decode()
+    assert f'tritonfleet_build_info{{component="gateway",version="{__version__}"}} 1.0' in rendered
 
 
 def test_a_plan_counts_requests_in_flight_per_pod() -> None:

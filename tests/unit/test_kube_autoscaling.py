@@ -21,6 +21,7 @@ from tritonfleet.desired.kube.autoscaling import (
     autoscaling_condition,
     hpa,
     parse_selector,
+    quantity,
     select_metric,
     zero_decision,
 )
@@ -65,7 +66,11 @@ def test_hpa_targets_queue_time_with_fast_up_slow_down() -> None:
     ext = spec["metrics"][0]["external"]
     assert ext["metric"]["name"] == QUEUE_TIME_METRIC
     assert ext["metric"]["selector"]["matchLabels"] == {"model": "toy", "namespace": NS}
-    assert ext["target"] == {"type": "Value", "value": "50500m"}
+    # Seconds, exact to the microsecond; a whole number of milliseconds reads as "250m".
+    assert ext["target"] == {"type": "Value", "value": "50500u"}
+    whole = hpa(target(autoscaling={"queueTimeTargetMs": 250}))
+    assert whole is not None
+    assert whole["spec"]["metrics"][0]["external"]["target"]["value"] == "250m"
     up, down = spec["behavior"]["scaleUp"], spec["behavior"]["scaleDown"]
     assert up["stabilizationWindowSeconds"] == 0 and up["selectPolicy"] == "Max"
     assert {(p["type"], p["value"]) for p in up["policies"]} == {("Percent", 100), ("Pods", 4)}
@@ -107,8 +112,12 @@ def test_metric_selection_idle_is_zero_no_data_is_not() -> None:
         0, ("a",)
     )
     assert select_metric(QUEUE_TIME_METRIC, NS, {"ensemble": "e"}, results, ens) == MetricValue(
-        80, ("a", "b")
+        0.08, ("a", "b")
     )
+    # The milliseconds name is still answered, in milliseconds, for one release.
+    legacy = select_metric("tritonfleet_queue_time_ms", NS, {"ensemble": "e"}, results, ens)
+    assert legacy == MetricValue(80, ("a", "b"))
+    assert quantity(0.0123) == "12300u"
     pend = select_metric("tritonfleet_pending_requests", NS, {"ensemble": "e"}, results, ens)
     assert pend == MetricValue(3, ("a", "b"))
     for sel in ({"model": "c"}, {"ensemble": "bad"}, {"model": "unknown"}, {"ensemble": "x"}, {}):
@@ -140,7 +149,7 @@ def test_condition_words_follow_the_hpa_status() -> None:
                         "type": "External",
                         "external": {
                             "metric": {"name": QUEUE_TIME_METRIC},
-                            "current": {"value": "120500m"},
+                            "current": {"value": "120500u"},
                         },
                     }
                 ],

@@ -174,6 +174,8 @@ def test_probes_live_ready_and_a_long_startup_budget() -> None:
     [
         ({"gpus": 2}, "nvidia.com/gpu", 2),
         ({"gpus": 1, "gpuResource": "nvidia.com/mig-1g.10gb"}, "nvidia.com/mig-1g.10gb", 1),
+        # Time-slicing and MPS advertise a renamed resource ("renameByDefault").
+        ({"gpus": 1, "gpuResource": "nvidia.com/gpu.shared"}, "nvidia.com/gpu.shared", 1),
     ],
 )
 def test_gpus_are_requested_and_limited_with_the_gpu_toleration(
@@ -185,6 +187,33 @@ def test_gpus_are_requested_and_limited_with_the_gpu_toleration(
     assert res["requests"][resource] == count
     assert res["limits"][resource] == count
     assert ko.GPU_TOLERATION in dep["spec"]["template"]["spec"]["tolerations"]
+
+
+def test_triton_pods_take_priority_runtime_spread_and_annotations() -> None:
+    spread = {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"tritonfleet.io/model": "toy"}},
+    }
+    serving = {
+        "priorityClassName": "serving-critical",
+        "runtimeClassName": "nvidia",
+        "topologySpreadConstraints": [spread],
+        "podAnnotations": {"sidecar.istio.io/inject": "false", "tritonfleet.io/revision": "x"},
+    }
+    dep = ko.deployment(target_of(model_doc("toy", serving=serving)), SETTINGS, "r1")
+    template = dep["spec"]["template"]
+    pod = template["spec"]
+    assert (pod["priorityClassName"], pod["runtimeClassName"]) == ("serving-critical", "nvidia")
+    assert pod["topologySpreadConstraints"] == [spread]
+    assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    # The revision annotation is the operator's: it rolls the pods, a user's cannot override it.
+    assert template["metadata"]["annotations"]["tritonfleet.io/revision"] == "r1"
+    plain = ko.deployment(target_of(model_doc("toy")), SETTINGS, "r1")["spec"]["template"]
+    assert not {"priorityClassName", "runtimeClassName", "topologySpreadConstraints"} & set(
+        plain["spec"]
+    )
 
 
 def test_cpu_only_models_get_no_gpu_and_no_gpu_toleration() -> None:
@@ -318,6 +347,37 @@ def test_an_ensemble_deployment_loads_every_member_then_the_ensemble() -> None:
 # --- sync and cleanup Jobs ------------------------------------------------------------------
 
 
+def test_jobs_take_the_installations_pull_secrets_resources_and_log_format() -> None:
+    """A private registry for the tritonfleet image, a namespace quota that wants limits,
+    one log format: every Job of the installation carries them."""
+    settings = OperatorSettings.from_env(
+        {
+            "TRITONFLEET_JOB_IMAGE_PULL_SECRETS": "regcred, mirror",
+            "TRITONFLEET_JOB_RESOURCES": '{"requests": {"cpu": "50m", "memory": "128Mi"},'
+            ' "limits": {"cpu": "1", "memory": "1Gi"}}',
+            "TRITONFLEET_LOG_FORMAT": "json",
+        }
+    )
+    target = target_of(model_doc("toy"))
+    for job in (ko.sync_job(target, settings), ko.cleanup_job(target, settings)):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+        c = pod["containers"][0]
+        assert c["resources"] == {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        }
+        assert c["args"][-2:] == ["--log-format", "json"]
+    default = ko.sync_job(target, SETTINGS)["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in default
+    assert default["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "2Gi"},
+    }
+    with pytest.raises(SettingsError, match="TRITONFLEET_JOB_RESOURCES"):
+        OperatorSettings.from_env({"TRITONFLEET_JOB_RESOURCES": '{"limits": {"memory": "lots"}}'})
+
+
 def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap_under_its_revision() -> None:
     target = target_of(model_doc("toy"))
     job = ko.sync_job(target, SETTINGS)
@@ -335,6 +395,8 @@ def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap_under_its_revi
         target.revision,  # computed once, here: the sync publishes under it
         "--repository",
         "/models/repository",
+        "--log-format",
+        "text",
     ]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["model-yaml"]["configMap"]["name"] == target.configmap_name()
@@ -402,6 +464,8 @@ def test_cleanup_job_removes_the_model_by_its_triton_name() -> None:
         "toy_v2",
         "--repository",
         "/models/repository",
+        "--log-format",
+        "text",
     ]
     assert job["metadata"]["name"] == "tm-toy-cleanup"
 

@@ -386,8 +386,8 @@ def test_the_autoscaling_condition_explains_the_hpa_decision() -> None:
             {
                 "type": "External",
                 "external": {
-                    "metric": {"name": "tritonfleet_queue_time_ms"},
-                    "current": {"value": "120"},
+                    "metric": {"name": "tritonfleet_queue_time_seconds"},
+                    "current": {"value": "120m"},
                 },
             }
         ],

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 from typing import Any, get_args
 
@@ -19,7 +20,7 @@ from tritonfleet.api.problems import Problem, problems_from_validation_error
 from tritonfleet.desired.triton import wire
 from tritonfleet.desired.triton.config import build_model_config, render_config
 from tritonfleet.desired.triton.proto import mc
-from tritonfleet.desired.triton.wire import read
+from tritonfleet.desired.triton.wire import float32_value, read
 
 
 def spec(**overrides: Any) -> ModelConfigSpec:
@@ -618,3 +619,12 @@ def test_the_docs_name_every_triton_field() -> None:
     ):
         for proto_field in message.DESCRIPTOR.fields:
             assert re.search(rf"\b{proto_field.name}\b", text), proto_field.full_name
+
+
+@pytest.mark.parametrize(
+    "value", [3.4025001647762064e38, -3.4025001647762064e38, 3.4028234663852886e38]
+)
+def test_float32_values_near_the_maximum_read_back_without_overflow(value: float) -> None:
+    # A short decimal of such a value can round past float32's range (3.403e38):
+    # the shortest one that is still the same float32 is found, never an OverflowError.
+    assert struct.pack("<f", float32_value(value)) == struct.pack("<f", value)

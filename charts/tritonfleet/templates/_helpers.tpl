@@ -1,14 +1,19 @@
 {{/* Names and labels shared by every template of the chart. */}}
 
 {{- define "tritonfleet.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "tritonfleet.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -35,7 +40,11 @@ app.kubernetes.io/part-of: tritonfleet
 {{- end -}}
 
 {{- define "tritonfleet.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* "true" when several operator replicas run: the holder of a Lease works, the
@@ -137,3 +146,88 @@ app.kubernetes.io/part-of: tritonfleet
   resources: ["secrets"]
   verbs: ["get"]
 {{- end }}
+
+{{/* Pull secrets of the sync and cleanup Jobs: sync.imagePullSecrets, else the chart's. */}}
+{{- define "tritonfleet.jobPullSecrets" -}}
+{{- $names := list -}}
+{{- range (default .Values.imagePullSecrets .Values.sync.imagePullSecrets) -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}
+
+{{/* Whether this release registers v1beta1.external.metrics.k8s.io. Fails, naming the
+     owner, when another release or tool holds it and externalMetrics.enabled is true;
+     with "auto" it then steps aside. (`helm template` sees no cluster: lookup is empty.) */}}
+{{- define "tritonfleet.registersExternalMetrics" -}}
+{{- $mode := .Values.externalMetrics.enabled -}}
+{{- if or (eq (toString $mode) "true") (eq (toString $mode) "auto") -}}
+{{- $existing := lookup "apiregistration.k8s.io/v1" "APIService" "" "v1beta1.external.metrics.k8s.io" -}}
+{{- $owner := "" -}}
+{{- if $existing -}}
+{{- $annotations := $existing.metadata.annotations | default dict -}}
+{{- $release := index $annotations "meta.helm.sh/release-name" | default "" -}}
+{{- $releaseNs := index $annotations "meta.helm.sh/release-namespace" | default "" -}}
+{{- if not (and (eq $release .Release.Name) (eq $releaseNs .Release.Namespace)) -}}
+{{- $svc := $existing.spec.service | default dict -}}
+{{- if $release -}}
+{{- $owner = printf "Helm release %s in namespace %s" $release $releaseNs -}}
+{{- else if $svc -}}
+{{- $owner = printf "the Service %s/%s (not installed by Helm: KEDA, prometheus-adapter or by hand)" $svc.namespace $svc.name -}}
+{{- else -}}
+{{- $owner = "the cluster itself (a local APIService)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if not $owner -}}
+true
+{{- else if eq (toString $mode) "true" -}}
+{{- fail (printf "\n\nexternalMetrics: the APIService v1beta1.external.metrics.k8s.io (the cluster's one external metrics API) is already served by %s.\nA cluster has one; registering tritonfleet's would take it over and break that provider's HPAs.\nChoose one:\n  --set externalMetrics.enabled=false  and serve tritonfleet_queue_time_seconds through that provider (docs/operations.md, \"Coexisting with KEDA or prometheus-adapter\");\n  --set externalMetrics.enabled=auto   to register it only where nobody else does;\n  or remove the other provider's APIService first.\n" $owner) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The helm-generated serving certificate of the external metrics API, as JSON
+     {crt, key, ca} (base64 PEM): the Secret's current one (looked up, kept on upgrades)
+     or a new self-signed CA and certificate. Generated once per render (memoised in
+     the values), so the Secret and the operator pod's checksum annotation agree. */}}
+{{- define "tritonfleet.metricsApiTLS" -}}
+{{- $cert := .Values.externalMetrics.certificate -}}
+{{- if not (hasKey $cert "_generated") -}}
+{{- $fullname := include "tritonfleet.fullname" . -}}
+{{- $svc := printf "%s-metrics-api" $fullname -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (printf "%s-metrics-api-tls" $fullname) -}}
+{{- $data := ($existing | default dict).data | default dict -}}
+{{- if and (index $data "ca.crt") (index $data "tls.crt") (index $data "tls.key") -}}
+{{- $_ := set $cert "_generated" (dict "crt" (index $data "tls.crt") "key" (index $data "tls.key") "ca" (index $data "ca.crt")) -}}
+{{- else -}}
+{{- $dns := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) -}}
+{{- $ca := genCA (printf "%s-metrics-api-ca" $fullname) (int $cert.validityDays) -}}
+{{- $tls := genSignedCert (printf "%s.%s.svc" $svc .Release.Namespace) nil $dns (int $cert.validityDays) $ca -}}
+{{- $_ := set $cert "_generated" (dict "crt" ($tls.Cert | b64enc) "key" ($tls.Key | b64enc) "ca" ($ca.Cert | b64enc)) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (get $cert "_generated") -}}
+{{- end -}}
+
+{{/* checkov.io/skip annotations for the policy-scanner findings this chart accepts on
+     purpose (docs/operations.md, "Security scanner findings" explains each). Takes
+     (dict "root" $ "checks" (list ...)). */}}
+{{- define "tritonfleet.scannerExceptions" -}}
+{{- $reasons := dict
+  "CKV_K8S_11" "no CPU limit: a throttled operator or gateway adds latency to every model; requests reserve its CPU"
+  "CKV_K8S_15" "IfNotPresent: the image is pinned by tag or image.digest, set image.pullPolicy to Always to re-pull"
+  "CKV_K8S_38" "this pod calls the Kubernetes API with its own least-privilege ServiceAccount"
+  "CKV_K8S_43" "pinned by tag; set image.digest to pin by digest"
+  "CKV_K8S_8" "a one-shot helm test pod: nothing to probe"
+  "CKV_K8S_9" "a one-shot helm test pod: nothing to probe"
+  "CKV2_K8S_6" "a short-lived pod that only makes outbound calls (networkPolicy covers the long-running ones)"
+-}}
+{{- $i := 0 -}}
+{{- range .checks -}}
+{{- if or (ne . "CKV_K8S_43") (not $.root.Values.image.digest) }}
+{{- $i = add1 $i }}
+checkov.io/skip{{ $i }}: {{ printf "%s=%s" . (index $reasons .) | quote }}
+{{- end -}}
+{{- end -}}
+{{- end -}}

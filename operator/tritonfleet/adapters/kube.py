@@ -8,9 +8,12 @@ Every request is counted by verb and resource
 (``tritonfleet_api_requests_total``): the benchmark and the idle-write check
 read those numbers.
 
-This is the only module of the operator that talks to the API server; the
-handlers and the scaler call it, through :class:`KubeApi`, with objects built by
-``tritonfleet.desired``.
+This is the only module of the operator and the gateway that talks to the API
+server; the handlers and the scaler call it, through :class:`KubeApi`, with objects
+built by ``tritonfleet.desired``. Where the server is and who we are come from
+``adapters.kubeconfig`` (kubeconfig merged as kubectl merges it, or the pod's service
+account); the headers and TLS of every request, refreshed and retried as client-go
+does (exec plugins, rotating tokens, 401, 429 Retry-After), from ``adapters.kube_auth``.
 """
 
 from __future__ import annotations
@@ -19,19 +22,45 @@ import base64
 import json
 import logging
 import os
-import ssl
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import aiohttp
-import yaml
 from prometheus_client import Counter, Histogram
 
+from tritonfleet.adapters.kube_auth import (
+    CredentialError,
+    KubeCredentials,
+    endpoint_credentials,
+    expiration_of,
+    kube_middleware,
+)
+from tritonfleet.adapters.kubeconfig import (
+    Endpoint,
+    KubeconfigError,
+    discover_endpoint,
+    endpoint_from_kubeconfig,
+)
 from tritonfleet.desired.kube.objects import FIELD_MANAGER
+
+__all__ = [
+    "RESOURCES",
+    "ApiError",
+    "CredentialError",
+    "Endpoint",
+    "KubeApi",
+    "KubeClient",
+    "KubeconfigError",
+    "Resource",
+    "SecretValueError",
+    "check_access",
+    "discover_endpoint",
+    "endpoint_from_kubeconfig",
+    "traced_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +124,9 @@ RESOURCES: dict[str, Resource] = {
     "Lease": Resource("coordination.k8s.io/v1", "leases"),
     "TritonModel": Resource("tritonfleet.io/v1alpha1", "tritonmodels"),
     "ModelEnsemble": Resource("tritonfleet.io/v1alpha1", "modelensembles"),
+    "SelfSubjectReview": Resource(
+        "authentication.k8s.io/v1", "selfsubjectreviews", namespaced=False
+    ),
 }
 
 
@@ -123,128 +155,6 @@ class SecretValueError(LookupError):
     """
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """How to reach and authenticate to the API server (from kubeconfig or in-cluster)."""
-
-    server: str
-    ca_path: str | None = None
-    ca_data: bytes | None = None  # PEM
-    insecure: bool = False
-    certificate_path: str | None = None
-    certificate_data: bytes | None = None  # PEM
-    private_key_path: str | None = None
-    private_key_data: bytes | None = None  # PEM
-    token: str | None = None
-    token_path: str | None = None  # re-read: in-cluster tokens rotate
-    default_namespace: str | None = None
-
-
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-
-
-def _maybe_b64(data: str | bytes | None) -> bytes | None:
-    if data is None:
-        return None
-    raw = data.encode() if isinstance(data, str) else data
-    return raw if raw.lstrip().startswith(b"-----BEGIN") else base64.b64decode(raw)
-
-
-def endpoint_from_kubeconfig(path: str | os.PathLike[str]) -> Endpoint:
-    """The current context of a kubeconfig file (certificates, token, CA; no exec plugins)."""
-    config = yaml.safe_load(Path(path).read_text()) or {}
-    base = Path(path).resolve().parent
-
-    def named(section: str, name: str) -> Mapping[str, Any]:
-        for item in config.get(section) or ():
-            if item.get("name") == name:
-                return dict(item.get(section.rstrip("s")) or {})
-        raise ValueError(f"{path}: no {section.rstrip('s')} named {name!r}")
-
-    def rel(value: str | None) -> str | None:
-        return str(base / value) if value and not Path(value).is_absolute() else value
-
-    context_name = config.get("current-context")
-    if not context_name:
-        raise ValueError(f"{path}: no current-context")
-    context = named("contexts", context_name)
-    cluster = named("clusters", str(context["cluster"]))
-    user = named("users", str(context["user"]))
-    return Endpoint(
-        server=str(cluster["server"]).rstrip("/"),
-        ca_path=rel(cluster.get("certificate-authority")),
-        ca_data=_maybe_b64(cluster.get("certificate-authority-data")),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        certificate_path=rel(user.get("client-certificate")),
-        certificate_data=_maybe_b64(user.get("client-certificate-data")),
-        private_key_path=rel(user.get("client-key")),
-        private_key_data=_maybe_b64(user.get("client-key-data")),
-        token=user.get("token"),
-        token_path=rel(user.get("tokenFile")),
-        default_namespace=context.get("namespace"),
-    )
-
-
-def endpoint_in_cluster() -> Endpoint | None:
-    token = SERVICE_ACCOUNT_DIR / "token"
-    host, port = (
-        os.environ.get("KUBERNETES_SERVICE_HOST"),
-        os.environ.get("KUBERNETES_SERVICE_PORT"),
-    )
-    if not (token.exists() and host and port):
-        return None
-    namespace = SERVICE_ACCOUNT_DIR / "namespace"
-    server_host = f"[{host}]" if ":" in host else host
-    return Endpoint(
-        server=f"https://{server_host}:{port}",
-        ca_path=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
-        token_path=str(token),
-        default_namespace=namespace.read_text().strip() if namespace.exists() else None,
-    )
-
-
-def discover_endpoint(kubeconfig: str | None = None) -> Endpoint:
-    """``--kubeconfig``, then ``$KUBECONFIG``, then in-cluster, then ``~/.kube/config``."""
-    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    if path:
-        return endpoint_from_kubeconfig(path)
-    in_cluster = endpoint_in_cluster()
-    if in_cluster is not None:
-        return in_cluster
-    default = Path.home() / ".kube" / "config"
-    if default.exists():
-        return endpoint_from_kubeconfig(default)
-    raise ValueError("no kubeconfig found and not running in a cluster")
-
-
-def _ssl_context(endpoint: Endpoint) -> ssl.SSLContext | bool:
-    if not endpoint.server.startswith("https"):
-        return False
-    if endpoint.insecure:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    ctx = ssl.create_default_context(
-        cafile=endpoint.ca_path,
-        cadata=endpoint.ca_data.decode() if endpoint.ca_data else None,
-    )
-    cert, key = endpoint.certificate_path, endpoint.private_key_path
-    if endpoint.certificate_data or endpoint.private_key_data:
-        # ssl only loads client certificates from files: write them to a private temp dir.
-        tmp = Path(tempfile.mkdtemp(prefix="tritonfleet-kube-"))
-        if endpoint.certificate_data:
-            cert = str(tmp / "client.crt")
-            Path(cert).write_bytes(endpoint.certificate_data)
-        if endpoint.private_key_data:
-            key = str(tmp / "client.key")
-            Path(key).touch(mode=0o600)
-            Path(key).write_bytes(endpoint.private_key_data)
-    if cert:
-        ctx.load_cert_chain(cert, key)
-    return ctx
-
-
 def _verb(method: str, name: str | None, patch_type: str | None) -> str:
     if method == "GET":
         return "get" if name else "list"
@@ -269,11 +179,15 @@ def _resource_of(path: str) -> tuple[str, bool]:
     return parts[0], len(parts) >= 2
 
 
-def traced_session(endpoint: Endpoint, client_label: str) -> aiohttp.ClientSession:
-    """An unlimited session for kopf (its watches hold connections open), requests counted.
+async def traced_session(
+    endpoint: Endpoint, client_label: str
+) -> tuple[aiohttp.ClientSession, datetime | None]:
+    """An unlimited session for kopf (its watches hold connections open), requests counted,
+    and when it must be replaced (an exec plugin's client certificate expires; else None).
 
     kopf accepts a ready-made session (``kopf.AiohttpSession``); counting at the
-    session level means the benchmark sees kopf's requests too, not only ours.
+    session level means the benchmark sees kopf's requests too, not only ours. The
+    credentials come from the same middleware as the reconciler's client.
     """
     trace = aiohttp.TraceConfig()
 
@@ -291,17 +205,15 @@ def traced_session(endpoint: Endpoint, client_label: str) -> aiohttp.ClientSessi
         API_REQUESTS.labels(client_label, verb, resource, str(params.response.status)).inc()
 
     trace.on_request_end.append(on_end)
-    headers = {}
-    token = endpoint.token
-    if endpoint.token_path:
-        token = Path(endpoint.token_path).read_text().strip()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ssl=_ssl_context(endpoint)),
-        headers=headers,
+    credentials = endpoint_credentials(endpoint)
+    tls = await credentials.ssl_context()
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=tls),
         trace_configs=[trace],
+        middlewares=(kube_middleware(credentials),),
+        proxy=endpoint.proxy_url,
     )
+    return session, expiration_of(credentials)
 
 
 class KubeApi(Protocol):
@@ -358,12 +270,12 @@ class KubeClient:
     ) -> None:
         self.endpoint = endpoint
         self.field_manager = field_manager
-        self._ssl = _ssl_context(endpoint)
+        self.credentials: KubeCredentials = endpoint_credentials(endpoint)
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        self._token = endpoint.token
-        self._token_read = 0.0
+        self._session_tls: tuple[int, float | None] = (-1, None)
+        self._headers = {"Accept": "application/json", "User-Agent": f"{field_manager}-operator"}
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -371,29 +283,32 @@ class KubeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _session_now(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl)
+    async def _session_now(self) -> aiohttp.ClientSession:
+        """The session, renewed when the client certificate changed or is about to expire."""
+        tls = await self.credentials.ssl_context()
+        expires = self.credentials.certificate_expires_at
+        stale = self._session_tls[0] != self.credentials.tls_generation or (
+            expires is not None and expires - time.time() < 60
+        )
+        if self._session is None or self._session.closed or stale:
+            old = self._session
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=tls)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
                 json_serialize=lambda o: json.dumps(o, separators=(",", ":")),
+                middlewares=(kube_middleware(self.credentials),),
+                proxy=self.endpoint.proxy_url,
             )
+            self._session_tls = (self.credentials.tls_generation, expires)
+            if old is not None and not old.closed:
+                await old.close()  # requests in flight on it finish or fail and are retried
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": f"{self.field_manager}-operator"}
-        if self.endpoint.token_path and time.monotonic() - self._token_read > 60:
-            self._token = Path(self.endpoint.token_path).read_text().strip()
-            self._token_read = time.monotonic()
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        return headers
 
     async def request(
         self,
@@ -406,11 +321,15 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         patch_type: PatchType | None = None,
+        accept: str | None = None,
+        verb: str | None = None,
     ) -> Obj:
         resource = RESOURCES[kind]
         path = resource.path(namespace, name, sub)
-        verb = _verb(method, name, patch_type)
-        headers = self._headers()
+        verb = verb or _verb(method, name, patch_type)
+        headers = dict(self._headers)
+        if accept:
+            headers["Accept"] = accept
         data: bytes | None = None
         if body is not None:
             headers["Content-Type"] = (
@@ -420,11 +339,15 @@ class KubeClient:
         started = time.perf_counter()
         code = "error"
         try:
-            async with self._session_now().request(
+            session = await self._session_now()
+            async with session.request(
                 method, self.endpoint.server + path, params=params, data=data, headers=headers
             ) as response:
                 code = str(response.status)
                 text = await response.text()
+        except CredentialError as error:
+            # No credentials, no request: the message says which plugin or file failed.
+            raise ApiError(0, "CredentialError", str(error), verb, path) from error
         except (aiohttp.ClientError, TimeoutError) as error:
             # One error type for callers: a connection problem is an API error without a status.
             raise ApiError(
@@ -462,6 +385,28 @@ class KubeClient:
         items: list[Obj] = result.get("items") or []
         return items
 
+    async def get_raw(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        """GET any API path (an aggregated API, a pod's proxy) and return the body, as
+        ``kubectl get --raw`` does; a non-2xx answer raises :class:`ApiError`."""
+        headers = dict(self._headers)
+        headers["Accept"] = "*/*"
+        try:
+            session = await self._session_now()
+            async with session.get(
+                self.endpoint.server + path, params=params, headers=headers
+            ) as response:
+                text = await response.text()
+        except CredentialError as error:
+            raise ApiError(0, "CredentialError", str(error), "get", path) from error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            reason = str(error) or type(error).__name__
+            raise ApiError(0, "ConnectionError", reason, "get", path) from error
+        finally:
+            API_REQUESTS.labels("reconciler", "get", _resource_of(path)[0], "raw").inc()
+        if response.status >= 400:
+            raise ApiError(response.status, response.reason or "", text[:500], "get", path)
+        return text
+
     async def get_secret_value(self, namespace: str, name: str, key: str) -> str:
         """The decoded value of ``key`` in Secret ``namespace/name``.
 
@@ -485,6 +430,28 @@ class KubeClient:
         except ValueError:  # binascii.Error, UnicodeDecodeError
             # No chaining: the original exception could quote bytes of the value.
             raise SecretValueError(f"{where}: key {key!r} is not base64-encoded UTF-8") from None
+
+    async def whoami(self) -> str:
+        """Who the API server takes us for (a SelfSubjectReview), "" if it cannot say.
+
+        Credential problems raise here, at start, with the plugin's or file's own message,
+        instead of as an endless retry later; a 401 says the server refused them.
+        """
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        try:
+            # Counted as a "review": the API server stores nothing, so it is no write.
+            answer = await self.request("POST", "SelfSubjectReview", body=review, verb="review")
+        except ApiError as error:
+            if error.status == 401:
+                raise CredentialError(
+                    f"the API server refused the credentials ({self.endpoint.auth_kind}, "
+                    f"{self.endpoint.source}): {error.message}"
+                ) from None
+            if error.reason == "CredentialError":
+                raise CredentialError(error.message) from None
+            return ""  # an older server, a policy forbidding the review, or unreachable now
+        user = (answer.get("status") or {}).get("userInfo") or {}
+        return str(user.get("username") or "")
 
     # --- writes --------------------------------------------------------------------------
 
@@ -601,3 +568,9 @@ class KubeClient:
             "count": 1,
         }
         await self.request("POST", "Event", namespace, body=event)
+
+
+async def check_access(endpoint: Endpoint) -> str:
+    """Credentials work (or :class:`CredentialError` says why not); the user name if known."""
+    async with KubeClient(endpoint, timeout=30) as client:
+        return await client.whoami()

@@ -39,6 +39,12 @@ MAX_SAFE_INT = 2**53 - 1
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A label or annotation key: an optional DNS subdomain prefix and "/", then a name.
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+QUALIFIED_NAME_RE = re.compile(QUALIFIED_NAME_PATTERN)
 
 
 def check_quantity(value: str | int) -> str | int:
@@ -111,9 +117,15 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
-    namespace: str | None = None
-    generation: int | None = None
-    uid: str | None = None
-    labels: dict[str, str] | None = None
-    annotations: dict[str, str] | None = None
+    name: Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] = Field(
+        description="Name of the object, unique in its namespace."
+    )
+    namespace: str | None = Field(default=None, description="Namespace of the object.")
+    generation: int | None = Field(
+        default=None, description="Spec generation, set by the API server."
+    )
+    uid: str | None = Field(default=None, description="Unique id, set by the API server.")
+    labels: dict[str, str] | None = Field(default=None, description="Labels of the object.")
+    annotations: dict[str, str] | None = Field(
+        default=None, description="Annotations of the object."
+    )

@@ -128,8 +128,17 @@ _COMMON_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
+_API_VERSION = "The versioned schema of this representation of an object (tritonfleet.io/v1alpha1)."
+_KIND = "The kind of object this is (its REST resource), in CamelCase."
+
+
 def _crd(
-    kind: str, plural: str, short_names: list[str], spec_model: type[BaseModel], doc: str
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    spec_model: type[BaseModel],
+    doc: str,
+    spec_doc: str,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -162,11 +171,19 @@ def _crd(
                             "description": doc,
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {"type": "string", "description": _API_VERSION},
+                                "kind": {"type": "string", "description": _KIND},
+                                # The API server allows nothing but the type here.
                                 "metadata": {"type": "object"},
-                                "spec": structural_schema(spec_model),
-                                "status": structural_schema(ModelStatus),
+                                "spec": {
+                                    **structural_schema(spec_model),
+                                    "description": spec_doc,
+                                },
+                                "status": {
+                                    **structural_schema(ModelStatus),
+                                    "description": "What the operator observed: conditions, "
+                                    "revision, replicas, per-pod model state.",
+                                },
                             },
                         }
                     },
@@ -185,6 +202,7 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
             ["tm", "tmodel"],
             TritonModelSpec,
             "A model served by a fleet of Triton Inference Server replicas.",
+            "What to serve and how: source, Triton config, serving, failover.",
         ),
         _crd(
             "ModelEnsemble",
@@ -192,6 +210,7 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
             ["me", "ensemble"],
             ModelEnsembleSpec,
             "A Triton ensemble of TritonModel members, served co-located on one Deployment.",
+            "The pipeline: its tensors and the member TritonModels it runs, in steps.",
         ),
     ]
 

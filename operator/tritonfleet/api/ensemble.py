@@ -58,11 +58,21 @@ class ModelEnsembleSpec(ApiModel):
     model_name: ModelName | None = Field(
         default=None, description="Name inside Triton; defaults to metadata.name."
     )
-    max_batch_size: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
-    inputs: Annotated[list[EnsembleInput], Field(min_length=1, max_length=MAX_TENSORS)]
-    outputs: Annotated[list[EnsembleOutput], Field(min_length=1, max_length=MAX_TENSORS)]
-    steps: Annotated[list[EnsembleStep], Field(min_length=1, max_length=64)]
-    version_policy: VersionPolicy | None = None
+    max_batch_size: Annotated[int, Field(ge=0, le=INT32_MAX)] = Field(
+        default=0, description="Largest batch the ensemble accepts; 0 for no batch dimension."
+    )
+    inputs: Annotated[list[EnsembleInput], Field(min_length=1, max_length=MAX_TENSORS)] = Field(
+        description="Tensors a request gives the ensemble."
+    )
+    outputs: Annotated[list[EnsembleOutput], Field(min_length=1, max_length=MAX_TENSORS)] = Field(
+        description="Tensors the ensemble answers with."
+    )
+    steps: Annotated[list[EnsembleStep], Field(min_length=1, max_length=64)] = Field(
+        description="Member TritonModels in order, with how their tensors map to the ensemble's."
+    )
+    version_policy: VersionPolicy | None = Field(
+        default=None, description="Which versions of the ensemble Triton serves."
+    )
     parameters: StringMap = Field(
         default_factory=dict, description="Values are strings (quote numbers and booleans)."
     )
@@ -71,8 +81,15 @@ class ModelEnsembleSpec(ApiModel):
         description="Raw config.pbtxt text merged last into the ensemble's config (e.g. "
         "response_cache, metric_tags); steps come from spec.steps only.",
     )
-    serving: ServingSpec = Field(default_factory=ServingSpec)
-    failover: FailoverSpec | None = None
+    serving: ServingSpec = Field(
+        default_factory=ServingSpec,
+        description="How the ensemble's Deployment (members and ensemble together) is served.",
+    )
+    failover: FailoverSpec | None = Field(
+        default=None,
+        description="Failover of the whole pipeline to a hosted OpenAI-compatible API through "
+        "the gateway.",
+    )
 
 
 class ModelEnsemble(ApiModel):
@@ -81,12 +98,20 @@ class ModelEnsemble(ApiModel):
     model_config = ConfigDict(alias_generator=None, extra="ignore")
 
     api_version: Literal["tritonfleet.io/v1alpha1"] = Field(
-        default="tritonfleet.io/v1alpha1", alias="apiVersion"
+        default="tritonfleet.io/v1alpha1",
+        alias="apiVersion",
+        description="tritonfleet.io/v1alpha1.",
     )
-    kind: Literal["ModelEnsemble"] = "ModelEnsemble"
-    metadata: ObjectMeta
-    spec: ModelEnsembleSpec
-    status: ModelStatus | None = None
+    kind: Literal["ModelEnsemble"] = Field(default="ModelEnsemble", description="ModelEnsemble.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: ModelEnsembleSpec = Field(
+        description="The pipeline: its tensors and the member TritonModels it runs, in steps."
+    )
+    status: ModelStatus | None = Field(
+        default=None,
+        description="What the operator observed: conditions, revision, replicas, per-pod model "
+        "state.",
+    )
 
     @property
     def triton_name(self) -> str:

@@ -19,6 +19,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from tritonfleet.api.base import (
     DNS_SUBDOMAIN_PATTERN,
     MODEL_NAME_PATTERN,
+    QUALIFIED_NAME_PATTERN,
+    QUALIFIED_NAME_RE,
     ApiModel,
     FreeFormObject,
     ObjectMeta,
@@ -54,7 +56,10 @@ class S3Source(ApiModel):
     endpoint: str | None = Field(
         default=None, description="S3-compatible endpoint URL (MinIO, Ceph, moto); AWS if unset."
     )
-    region: str | None = None
+    region: str | None = Field(
+        default=None,
+        description="Region of the bucket; the endpoint's or the SDK's default if unset.",
+    )
     credentials_secret: ObjectName | None = Field(
         default=None,
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optionally "
@@ -63,7 +68,9 @@ class S3Source(ApiModel):
 
 
 class HttpSource(ApiModel):
-    url: Annotated[str, Field(pattern=r"^https?://.+", max_length=4096)]
+    url: Annotated[str, Field(pattern=r"^https?://.+", max_length=4096)] = Field(
+        description="http(s) URL of one file or a .tar.gz/.tgz/.zip archive of the model directory."
+    )
     sha256: Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")] | None = Field(
         default=None, description="Expected SHA-256 of the download; the sync fails on mismatch."
     )
@@ -80,7 +87,9 @@ class HttpSource(ApiModel):
 
 
 class PvcSource(ApiModel):
-    claim_name: ObjectName
+    claim_name: ObjectName = Field(
+        description="PersistentVolumeClaim in the model's namespace holding the model files."
+    )
     path: str = Field(default="/", description="Directory inside the claim holding the model.")
 
 
@@ -132,10 +141,19 @@ class ModelSource(ApiModel):
         }
     )
 
-    s3: S3Source | None = None
-    http: HttpSource | None = None
-    pvc: PvcSource | None = None
-    inline: InlineSource | None = None
+    s3: S3Source | None = Field(
+        default=None, description="Fetch the model from an S3 (or S3-compatible) bucket prefix."
+    )
+    http: HttpSource | None = Field(
+        default=None, description="Fetch the model from an http(s) URL."
+    )
+    pvc: PvcSource | None = Field(
+        default=None, description="Copy the model from a path on a PersistentVolumeClaim."
+    )
+    inline: InlineSource | None = Field(
+        default=None,
+        description="The model files written in the object itself (small Python models, configs).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSource:
@@ -159,8 +177,14 @@ class ReplicaRange(ApiModel):
         }
     )
 
-    min: Annotated[int, Field(ge=0, le=1000)] = 1
-    max: Annotated[int, Field(ge=1, le=1000)] = 1
+    min: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=1,
+        description="Fewest Triton replicas; 0 allows scaling to zero (with "
+        "autoscaling.scaleToZeroAfterSeconds).",
+    )
+    max: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=1, description="Most Triton replicas the autoscaler may run."
+    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> ReplicaRange:
@@ -182,29 +206,61 @@ class Autoscaling(ApiModel):
 
 
 class ResourceRequirements(ApiModel):
-    limits: dict[str, Quantity] = Field(default_factory=dict)
-    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Resource limits (cpu, memory, ...) of the Triton container, as Kubernetes "
+        "quantities.",
+    )
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Resource requests (cpu, memory, ...) of the Triton container, as Kubernetes "
+        "quantities.",
+    )
 
 
 class Toleration(ApiModel):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    key: str | None = Field(
+        default=None,
+        description="Taint key the toleration applies to; empty with operator Exists matches "
+        "every key.",
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists (any value) or Equal (the value below); Equal if unset."
+    )
+    value: str | None = Field(default=None, description="Taint value to match with operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; all effects if unset."
+    )
+    toleration_seconds: int | None = Field(
+        default=None,
+        description="How long a NoExecute taint is tolerated before eviction; for ever if unset.",
+    )
 
 
 class EnvVar(ApiModel):
-    name: Annotated[str, Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")]
-    value: str | None = None
-    value_from: FreeFormObject | None = None
+    name: Annotated[str, Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")] = Field(
+        description="Name of the environment variable."
+    )
+    value: str | None = Field(
+        default=None, description="Its value ($(VAR) references expand as in a pod spec)."
+    )
+    value_from: FreeFormObject | None = Field(
+        default=None,
+        description="A source for its value, as in a pod spec (secretKeyRef, configMapKeyRef, "
+        "fieldRef...).",
+    )
 
 
 class LocalObjectReference(ApiModel):
-    name: ObjectName
+    name: ObjectName = Field(description="Name of the object in the same namespace.")
 
 
-GPU_RESOURCE_PATTERN = r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb)$"
+# nvidia.com/gpu, a MIG profile, and either with a suffix: the NVIDIA device plugin's
+# time-slicing and MPS sharing advertise "nvidia.com/gpu.shared" by default (or another
+# ".name" rename), and the GPU Operator's node labelling per model ("nvidia.com/gpu.a100").
+GPU_RESOURCE_PATTERN = (
+    r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"
+)
 
 
 class ServingSpec(ApiModel):
@@ -216,7 +272,14 @@ class ServingSpec(ApiModel):
                     " || (has(self.replicas) && self.replicas.min == 0)",
                     "autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0",
                     ".autoscaling.scaleToZeroAfterSeconds",
-                )
+                ),
+                cel(
+                    "!has(self.podAnnotations) || self.podAnnotations.all(k, k.matches('"
+                    + QUALIFIED_NAME_PATTERN.replace("\\", "\\\\")
+                    + "'))",
+                    "podAnnotations keys must be qualified names ([prefix/]name)",
+                    ".podAnnotations",
+                ),
             ]
         }
     )
@@ -225,19 +288,59 @@ class ServingSpec(ApiModel):
     gpus: Annotated[int, Field(ge=0, le=64)] = Field(default=1, description="GPUs per replica.")
     gpu_resource: Annotated[str, Field(pattern=GPU_RESOURCE_PATTERN)] = Field(
         default="nvidia.com/gpu",
-        description="Extended resource to request: nvidia.com/gpu or a MIG profile such as "
-        "nvidia.com/mig-1g.10gb.",
+        description="Extended resource to request: nvidia.com/gpu, a MIG profile such as "
+        "nvidia.com/mig-1g.10gb, or a shared or renamed one such as nvidia.com/gpu.shared "
+        "(time-slicing, MPS).",
     )
-    replicas: ReplicaRange = Field(default_factory=ReplicaRange)
-    autoscaling: Autoscaling | None = None
-    resources: ResourceRequirements | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
-    affinity: FreeFormObject | None = None
+    replicas: ReplicaRange = Field(
+        default_factory=ReplicaRange, description="How many Triton replicas serve it: min and max."
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="Scale on Triton's queue time (an HPA per model); fixed at replicas.min if "
+        "unset.",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Requests and limits of the Triton container besides GPUs (the installation "
+        "default if unset).",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the Triton pods must run on."
+    )
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(
+        default_factory=list,
+        description="Taints the Triton pods tolerate (the GPU taint nvidia.com/gpu is tolerated "
+        "with gpus > 0).",
+    )
+    affinity: FreeFormObject | None = Field(
+        default=None, description="Affinity of the Triton pods, as in a pod spec."
+    )
     shm_size: Quantity = Field(default="1Gi", description="Size of /dev/shm (memory emptyDir).")
-    env: Annotated[list[EnvVar], Field(max_length=128)] = Field(default_factory=list)
+    env: Annotated[list[EnvVar], Field(max_length=128)] = Field(
+        default_factory=list, description="Extra environment variables of the Triton container."
+    )
     image_pull_secrets: Annotated[list[LocalObjectReference], Field(max_length=16)] = Field(
-        default_factory=list
+        default_factory=list, description="Secrets to pull the Triton image."
+    )
+    priority_class_name: ObjectName | None = Field(
+        default=None,
+        description="PriorityClass of the Triton pods (e.g. to preempt batch work for serving).",
+    )
+    runtime_class_name: ObjectName | None = Field(
+        default=None,
+        description="RuntimeClass of the Triton pods (e.g. nvidia, where the NVIDIA container "
+        "runtime is not the node's default).",
+    )
+    topology_spread_constraints: Annotated[list[FreeFormObject], Field(max_length=8)] = Field(
+        default_factory=list,
+        description="Pod topology spread constraints of the Triton pods, as in a pod spec "
+        "(labelSelector may use the pod labels tritonfleet.io/model and "
+        "app.kubernetes.io/component: inference-server).",
+    )
+    pod_annotations: Annotated[dict[str, str], Field(max_length=64)] = Field(
+        default_factory=dict,
+        description="Annotations on the Triton pods (e.g. for a service mesh or a log shipper).",
     )
 
     @model_validator(mode="after")
@@ -250,13 +353,25 @@ class ServingSpec(ApiModel):
             raise ValueError("autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0")
         return self
 
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not QUALIFIED_NAME_RE.match(k)]
+        if bad:
+            raise ValueError(
+                f"podAnnotations keys must be qualified names ([prefix/]name): {', '.join(bad)}"
+            )
+        return value
+
 
 # --- failover ---------------------------------------------------------------
 
 
 class SecretKeyRef(ApiModel):
-    name: ObjectName
-    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+    name: ObjectName = Field(description="Secret in the model's namespace.")
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
+        description="Key in the Secret holding the value."
+    )
 
 
 class HostedProvider(ApiModel):
@@ -281,8 +396,13 @@ class FailoverTriggers(ApiModel):
 
 
 class FailoverSpec(ApiModel):
-    provider: HostedProvider
-    triggers: FailoverTriggers = Field(default_factory=FailoverTriggers)
+    provider: HostedProvider = Field(
+        description="The hosted OpenAI-compatible API the gateway fails over to."
+    )
+    triggers: FailoverTriggers = Field(
+        default_factory=FailoverTriggers,
+        description="When the gateway sends requests to the provider instead of Triton.",
+    )
     mode: Literal["auto", "hosted", "triton"] = Field(
         default="auto",
         description="auto: fail over on the triggers; hosted: always use the provider; "
@@ -297,10 +417,20 @@ class TritonModelSpec(ApiModel):
     model_name: ModelName | None = Field(
         default=None, description="Name inside Triton; defaults to metadata.name."
     )
-    source: ModelSource
-    config: ModelConfigSpec
-    serving: ServingSpec = Field(default_factory=ServingSpec)
-    failover: FailoverSpec | None = None
+    source: ModelSource = Field(
+        description="Where the model files come from: exactly one of s3, http, pvc, inline."
+    )
+    config: ModelConfigSpec = Field(
+        description="Triton's model configuration (config.pbtxt) as typed fields, plus extra raw "
+        "pbtxt."
+    )
+    serving: ServingSpec = Field(
+        default_factory=ServingSpec,
+        description="How the model is served: image, GPUs, replicas, autoscaling, scheduling.",
+    )
+    failover: FailoverSpec | None = Field(
+        default=None, description="Failover to a hosted OpenAI-compatible API through the gateway."
+    )
 
 
 class TritonModel(ApiModel):
@@ -309,12 +439,18 @@ class TritonModel(ApiModel):
     model_config = ConfigDict(alias_generator=None, extra="ignore")
 
     api_version: Literal["tritonfleet.io/v1alpha1"] = Field(
-        default="tritonfleet.io/v1alpha1", alias="apiVersion"
+        default="tritonfleet.io/v1alpha1",
+        alias="apiVersion",
+        description="tritonfleet.io/v1alpha1.",
     )
-    kind: Literal["TritonModel"] = "TritonModel"
-    metadata: ObjectMeta
-    spec: TritonModelSpec
-    status: ModelStatus | None = None
+    kind: Literal["TritonModel"] = Field(default="TritonModel", description="TritonModel.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: TritonModelSpec = Field(description="What to serve and how.")
+    status: ModelStatus | None = Field(
+        default=None,
+        description="What the operator observed: conditions, revision, replicas, per-pod model "
+        "state.",
+    )
 
     @property
     def triton_name(self) -> str:

@@ -12,6 +12,7 @@ can take settings as a plain value.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tritonfleet import __version__
 from tritonfleet.api.base import DNS_SUBDOMAIN_PATTERN, Quantity
+from tritonfleet.api.model import ResourceRequirements
 
 ENV_PREFIX = "TRITONFLEET_"
 
@@ -88,6 +90,12 @@ class OperatorSettings(BaseModel):
     )
     log_format: Literal["json", "text"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    triton_default_resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Requests and limits of the Triton container for models whose "
+        "serving.resources is unset (JSON in TRITONFLEET_TRITON_DEFAULT_RESOURCES); GPUs "
+        "come from serving.gpus either way.",
+    )
     triton_pod_labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on every Triton pod."
     )
@@ -96,6 +104,19 @@ class OperatorSettings(BaseModel):
     )
     reconcile_interval_seconds: Annotated[float, Field(gt=0)] = Field(
         default=60.0, description="How often every object is re-checked against the cluster."
+    )
+    job_image_pull_secrets: tuple[ObjectName, ...] = Field(
+        default=(),
+        description="Secrets to pull the sync and cleanup Jobs' image (the tritonfleet image "
+        "in a private registry); comma-separated in TRITONFLEET_JOB_IMAGE_PULL_SECRETS. They "
+        "must exist in every namespace with models.",
+    )
+    job_resources: ResourceRequirements = Field(
+        default_factory=lambda: ResourceRequirements(
+            requests={"cpu": "100m", "memory": "256Mi"}, limits={"memory": "2Gi"}
+        ),
+        description="Requests and limits of the sync and cleanup Jobs (JSON in "
+        "TRITONFLEET_JOB_RESOURCES, as a container's resources).",
     )
     sync_backoff_limit: Annotated[int, Field(ge=0, le=20)] = 3
     sync_ttl_seconds: Annotated[int, Field(ge=0)] = Field(
@@ -185,6 +206,23 @@ class OperatorSettings(BaseModel):
     def _namespaces_from_text(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(n.strip() for n in value.split(",") if n.strip())
+        return value
+
+    @field_validator("job_image_pull_secrets", mode="before")
+    @classmethod
+    def _names_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(n.strip() for n in value.split(",") if n.strip())
+        return value
+
+    @field_validator("job_resources", "triton_default_resources", mode="before")
+    @classmethod
+    def _resources_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as error:
+                raise ValueError(f"not JSON: {error}") from None
         return value
 
     @field_validator("dial_pod_networks", mode="before")

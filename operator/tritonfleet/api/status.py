@@ -28,12 +28,21 @@ READY = "Ready"
 class Condition(ApiModel):
     """One observation about the object, shaped like metav1.Condition."""
 
-    type: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=64)]
-    status: ConditionStatus
-    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")] = "Unknown"
-    message: Annotated[str, Field(max_length=32768)] = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    type: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=64)] = Field(
+        description="Valid, Synced, Available, Loaded, Ready or Autoscaling."
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")] = Field(
+        default="Unknown",
+        description="One word for the state, for tools (e.g. SyncFailed, ScaledToZero).",
+    )
+    message: Annotated[str, Field(max_length=32768)] = Field(
+        default="", description="What happened and what to do, for people."
+    )
+    last_transition_time: str | None = Field(default=None, description="When status last changed.")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this condition is about."
+    )
 
 
 def set_condition(
@@ -66,23 +75,33 @@ def find_condition(conditions: Sequence[Condition], type_: str) -> Condition | N
 class PodModelState(ApiModel):
     """What one Triton pod reports for this model (filled by the loader)."""
 
-    name: str
-    ip: str | None = None
-    revision: str | None = None
-    state: Literal["Pending", "Loading", "Ready", "Unavailable", "Failed", "Unloading"] = "Pending"
-    message: str = ""
+    name: str = Field(description="Name of the Triton pod.")
+    ip: str | None = Field(default=None, description="Its pod IP.")
+    revision: str | None = Field(default=None, description="The model revision that pod serves.")
+    state: Literal["Pending", "Loading", "Ready", "Unavailable", "Failed", "Unloading"] = Field(
+        default="Pending",
+        description="The model on that pod: Pending, Loading, Ready, Unavailable, Failed or "
+        "Unloading.",
+    )
+    message: str = Field(default="", description="Triton's error or why the pod is not serving it.")
 
 
 class ModelStatus(ApiModel):
     """Status shared by TritonModel and ModelEnsemble."""
 
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation the status describes."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Valid, Synced, Available, Loaded, Ready (and Autoscaling) with reasons and "
+        "messages.",
+    )
     revision: str | None = Field(
         default=None, description="Digest of the source and rendered config being served."
     )
-    replicas: int | None = None
-    ready_replicas: int | None = None
+    replicas: int | None = Field(default=None, description="Triton replicas wanted.")
+    ready_replicas: int | None = Field(default=None, description="Triton replicas ready.")
     replica_summary: str | None = Field(
         default=None, description="ready/desired replicas, as shown by kubectl get."
     )
@@ -90,4 +109,6 @@ class ModelStatus(ApiModel):
         default=None, description="Who answers requests now: triton, hosted, or none."
     )
     deployment: str | None = Field(default=None, description="The Triton Deployment serving it.")
-    pods: list[PodModelState] = Field(default_factory=list)
+    pods: list[PodModelState] = Field(
+        default_factory=list, description="The model's state on each Triton pod."
+    )

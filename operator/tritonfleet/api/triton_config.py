@@ -122,7 +122,7 @@ def _check_dims(dims: list[int] | None, what: str) -> list[int] | None:
 
 
 class _Tensor(ApiModel):
-    name: Name
+    name: Name = Field(description="Tensor name, as the model's code and requests use it.")
     data_type: DataType | None = Field(
         default=None,
         description="Unset: left to Triton's auto-complete, which reads it from the model "
@@ -222,14 +222,19 @@ class EnsembleInput(_Tensor):
         json_schema_extra={"x-kubernetes-validations": [DIMS_RULE, RESHAPE_RULE, FORMAT_RULE]}
     )
 
-    data_type: DataType
+    data_type: DataType = Field(description="Data type of the tensor (TYPE_FP32, TYPE_STRING...).")
     dims: Dims = Field(description="Shape without the batch dimension; -1 is variable.")
-    format: Literal["FORMAT_NONE", "FORMAT_NHWC", "FORMAT_NCHW"] | None = None
+    format: Literal["FORMAT_NONE", "FORMAT_NHWC", "FORMAT_NCHW"] | None = Field(
+        default=None,
+        description="Image layout of the tensor, for image inputs (FORMAT_NHWC, FORMAT_NCHW).",
+    )
     optional: bool | None = Field(
         default=None,
         description="Requests may leave it out; the steps it feeds then get no value for it.",
     )
-    allow_ragged_batch: bool | None = None
+    allow_ragged_batch: bool | None = Field(
+        default=None, description="Requests of different shapes may be batched together."
+    )
 
     _format_rule = field_validator("format")(_format_needs_three_dims)
 
@@ -241,7 +246,7 @@ class EnsembleOutput(_Tensor):
         json_schema_extra={"x-kubernetes-validations": [DIMS_RULE, RESHAPE_RULE]}
     )
 
-    data_type: DataType
+    data_type: DataType = Field(description="Data type of the tensor (TYPE_FP32, TYPE_STRING...).")
     dims: Dims = Field(description="Shape without the batch dimension; -1 is variable.")
 
 
@@ -261,32 +266,52 @@ class BatchInput(ApiModel):
     kind: BatchInputKind | None = Field(
         default=None, description="Unset: BATCH_ELEMENT_COUNT, Triton's default."
     )
-    target_name: Annotated[list[Name], Field(max_length=64)] | None = None
+    target_name: Annotated[list[Name], Field(max_length=64)] | None = Field(
+        default=None,
+        description="Names of the extra inputs the model receives with this batch information.",
+    )
     # Triton: ValidateBatchIO, "batch input data type must be TYPE_INT32 or TYPE_FP32".
-    data_type: Literal["TYPE_INT32", "TYPE_FP32"]
+    data_type: Literal["TYPE_INT32", "TYPE_FP32"] = Field(
+        description="Data type of those inputs: TYPE_INT32 or TYPE_FP32."
+    )
     # Triton: ValidateBatchIO, every kind "expects 1 source input".
-    source_input: Annotated[list[Name], Field(min_length=1, max_length=1)]
+    source_input: Annotated[list[Name], Field(min_length=1, max_length=1)] = Field(
+        description="The request input the batch information is computed from."
+    )
 
 
 class BatchOutput(ApiModel):
     """Triton's ``BatchOutput``."""
 
-    target_name: Annotated[list[Name], Field(max_length=64)] | None = None
+    target_name: Annotated[list[Name], Field(max_length=64)] | None = Field(
+        default=None, description="Names of the outputs to scatter back to each request."
+    )
     kind: Literal["BATCH_SCATTER_WITH_INPUT_SHAPE"] | None = Field(
         default=None, description="The only kind there is (and Triton's default)."
     )
     # Triton: ValidateBatchIO, "batch output kind ... expects 1 source input".
-    source_input: Annotated[list[Name], Field(min_length=1, max_length=1)]
+    source_input: Annotated[list[Name], Field(min_length=1, max_length=1)] = Field(
+        description="The request input whose shape each request's output takes."
+    )
 
 
 # --- scheduling -------------------------------------------------------------------------
 
 
 class QueuePolicy(ApiModel):
-    timeout_action: Literal["REJECT", "DELAY"] | None = None
-    default_timeout_microseconds: UInt64 | None = None
-    allow_timeout_override: bool | None = None
-    max_queue_size: UInt32 | None = None
+    timeout_action: Literal["REJECT", "DELAY"] | None = Field(
+        default=None,
+        description="What happens to a request that timed out in the queue: REJECT or DELAY.",
+    )
+    default_timeout_microseconds: UInt64 | None = Field(
+        default=None, description="Queue timeout of a request; 0 for none."
+    )
+    allow_timeout_override: bool | None = Field(
+        default=None, description="Requests may set a shorter timeout of their own."
+    )
+    max_queue_size: UInt32 | None = Field(
+        default=None, description="Most requests waiting; more are rejected; 0 for no limit."
+    )
 
     def delays_timed_out_requests(self) -> bool:
         return self.timeout_action == "DELAY" and bool(self.default_timeout_microseconds)
@@ -357,11 +382,22 @@ class DynamicBatching(ApiModel):
         default=None,
         description="Unset: Triton uses maxBatchSize. Each must not exceed maxBatchSize.",
     )
-    max_queue_delay_microseconds: UInt64 | None = None
-    preserve_ordering: bool | None = None
-    priority_levels: UInt64 | None = None
-    default_priority_level: UInt64 | None = None
-    default_queue_policy: QueuePolicy | None = None
+    max_queue_delay_microseconds: UInt64 | None = Field(
+        default=None, description="How long a request may wait for others to form a batch."
+    )
+    preserve_ordering: bool | None = Field(
+        default=None, description="Answer requests in the order they came."
+    )
+    priority_levels: UInt64 | None = Field(
+        default=None,
+        description="Number of request priority levels (1 is the highest); 0 for none.",
+    )
+    default_priority_level: UInt64 | None = Field(
+        default=None, description="Priority of requests that set none."
+    )
+    default_queue_policy: QueuePolicy | None = Field(
+        default=None, description="Queue policy of every priority level without its own."
+    )
     priority_queue_policy: (
         Annotated[dict[Annotated[str, Field(max_length=15)], QueuePolicy], Field(max_length=64)]
         | None
@@ -433,11 +469,20 @@ class SequenceControl(ApiModel):
         "CONTROL_SEQUENCE_READY",
         "CONTROL_SEQUENCE_END",
         "CONTROL_SEQUENCE_CORRID",
-    ]
-    int32_false_true: Annotated[list[Int32], Field(min_length=2, max_length=2)] | None = None
-    fp32_false_true: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
-    bool_false_true: Annotated[list[bool], Field(min_length=2, max_length=2)] | None = None
-    data_type: DataType | None = None
+    ] = Field(description="Which control this input carries (start, end, ready, correlation id).")
+    int32_false_true: Annotated[list[Int32], Field(min_length=2, max_length=2)] | None = Field(
+        default=None, description="The INT32 values meaning false and true."
+    )
+    fp32_false_true: Annotated[list[float], Field(min_length=2, max_length=2)] | None = Field(
+        default=None, description="The FP32 values meaning false and true."
+    )
+    bool_false_true: Annotated[list[bool], Field(min_length=2, max_length=2)] | None = Field(
+        default=None, description="The BOOL values meaning false and true."
+    )
+    data_type: DataType | None = Field(
+        default=None,
+        description="Data type of a correlation id control (TYPE_UINT64 or TYPE_STRING).",
+    )
 
     @model_validator(mode="after")
     def _values_fit_the_kind(self) -> SequenceControl:
@@ -467,8 +512,10 @@ class SequenceControl(ApiModel):
 
 
 class SequenceControlInput(ApiModel):
-    name: Name
-    controls: Annotated[list[SequenceControl], Field(max_length=8)] | None = None
+    name: Name = Field(description="Name of the model input that receives the controls.")
+    controls: Annotated[list[SequenceControl], Field(max_length=8)] | None = Field(
+        default=None, description="The controls Triton sets in that input."
+    )
 
 
 def at_most_one_rule(*wire_fields: str) -> dict[str, Any]:
@@ -483,11 +530,17 @@ class InitialState(ApiModel):
         json_schema_extra={"x-kubernetes-validations": [at_most_one_rule("zeroData", "dataFile")]}
     )
 
-    data_type: DataType | None = None
-    dims: Annotated[list[Int64], Field(max_length=MAX_DIMS)] | None = None
-    zero_data: bool | None = None
-    data_file: Annotated[str, Field(max_length=1024)] | None = None
-    name: Annotated[str, Field(max_length=1024)] | None = None
+    data_type: DataType | None = Field(default=None, description="Data type of the initial state.")
+    dims: Annotated[list[Int64], Field(max_length=MAX_DIMS)] | None = Field(
+        default=None, description="Shape of the initial state."
+    )
+    zero_data: bool | None = Field(default=None, description="Initialise the state with zeros.")
+    data_file: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="File in the model directory with the initial state's bytes."
+    )
+    name: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="Name of this initial state."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> InitialState:
@@ -498,28 +551,53 @@ class InitialState(ApiModel):
 class SequenceState(ApiModel):
     """Triton's implicit state (``ModelSequenceBatching.State``)."""
 
-    input_name: Annotated[str, Field(max_length=1024)] | None = None
-    output_name: Annotated[str, Field(max_length=1024)] | None = None
-    data_type: DataType | None = None
-    dims: Annotated[list[Int64], Field(max_length=MAX_DIMS)] | None = None
-    initial_states: Annotated[list[InitialState], Field(max_length=64)] | None = None
-    use_same_buffer_for_input_output: bool | None = None
-    use_growable_memory: bool | None = None
+    input_name: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="Input tensor that receives the state."
+    )
+    output_name: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="Output tensor that produces the next state."
+    )
+    data_type: DataType | None = Field(default=None, description="Data type of the state.")
+    dims: Annotated[list[Int64], Field(max_length=MAX_DIMS)] | None = Field(
+        default=None, description="Shape of the state."
+    )
+    initial_states: Annotated[list[InitialState], Field(max_length=64)] | None = Field(
+        default=None, description="Values the state starts a sequence with."
+    )
+    use_same_buffer_for_input_output: bool | None = Field(
+        default=None, description="The state's input and output share one buffer."
+    )
+    use_growable_memory: bool | None = Field(
+        default=None, description="The state's buffer grows as needed (TensorRT-LLM style)."
+    )
 
 
 class SequenceDirect(ApiModel):
-    max_queue_delay_microseconds: UInt64 | None = None
+    max_queue_delay_microseconds: UInt64 | None = Field(
+        default=None, description="How long a sequence request may wait for a batch slot's batch."
+    )
     # Triton: ValidateModelConfig, "minimum slot utilization must be in range (0.0, 1.0]".
-    minimum_slot_utilization: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    minimum_slot_utilization: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        default=None, description="Fraction of batch slots that must be busy before a batch runs."
+    )
 
 
 class SequenceOldest(ApiModel):
-    max_candidate_sequences: Int32 | None = None
+    max_candidate_sequences: Int32 | None = Field(
+        default=None, description="Most sequences considered for a batch at once."
+    )
     preferred_batch_size: (
         Annotated[list[Annotated[int, Field(ge=1, le=INT32_MAX)]], Field(max_length=64)] | None
-    ) = None
-    max_queue_delay_microseconds: UInt64 | None = None
-    preserve_ordering: bool | None = None
+    ) = Field(
+        default=None,
+        description="Batch sizes to aim for; each must not exceed maxBatchSize.",
+    )
+    max_queue_delay_microseconds: UInt64 | None = Field(
+        default=None, description="How long a request may wait to form a batch."
+    )
+    preserve_ordering: bool | None = Field(
+        default=None, description="Answer requests in the order they came."
+    )
 
 
 class SequenceBatching(ApiModel):
@@ -529,12 +607,28 @@ class SequenceBatching(ApiModel):
         json_schema_extra={"x-kubernetes-validations": [at_most_one_rule("direct", "oldest")]}
     )
 
-    direct: SequenceDirect | None = None
-    oldest: SequenceOldest | None = None
-    max_sequence_idle_microseconds: UInt64 | None = None
-    control_inputs: Annotated[list[SequenceControlInput], Field(max_length=16)] | None = None
-    states: Annotated[list[SequenceState], Field(max_length=64)] | None = None
-    iterative_sequence: bool | None = None
+    direct: SequenceDirect | None = Field(
+        default=None, description="The direct strategy: each sequence keeps one batch slot."
+    )
+    oldest: SequenceOldest | None = Field(
+        default=None, description="The oldest strategy: batches from the oldest waiting sequences."
+    )
+    max_sequence_idle_microseconds: UInt64 | None = Field(
+        default=None, description="A sequence idle this long is ended and its slot freed."
+    )
+    control_inputs: Annotated[list[SequenceControlInput], Field(max_length=16)] | None = Field(
+        default=None,
+        description="Inputs through which Triton tells the model about sequence starts, ends and "
+        "ids.",
+    )
+    states: Annotated[list[SequenceState], Field(max_length=64)] | None = Field(
+        default=None,
+        description="Implicit state Triton keeps for the model between the requests of a sequence.",
+    )
+    iterative_sequence: bool | None = Field(
+        default=None,
+        description="The model calls itself on a sequence's requests (iterative decoding).",
+    )
 
     @model_validator(mode="after")
     def _one_strategy(self) -> SequenceBatching:
@@ -548,21 +642,30 @@ class SequenceBatching(ApiModel):
 class RateLimiterResource(ApiModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    name: Name
-    global_: bool | None = Field(default=None, alias="global")
-    count: UInt32 | None = None
+    name: Name = Field(description="Name of the resource an instance needs to run.")
+    global_: bool | None = Field(
+        default=None,
+        alias="global",
+        description="The resource is shared by every device, not per device.",
+    )
+    count: UInt32 | None = Field(default=None, description="How much of it an execution uses.")
 
 
 class RateLimiter(ApiModel):
-    resources: Annotated[list[RateLimiterResource], Field(max_length=64)] | None = None
-    priority: UInt32 | None = None
+    resources: Annotated[list[RateLimiterResource], Field(max_length=64)] | None = Field(
+        default=None,
+        description="Resources an instance needs before it runs (with Triton's rate limiter on).",
+    )
+    priority: UInt32 | None = Field(
+        default=None, description="Weight of the instance when several wait for the same resources."
+    )
 
 
 class SecondaryDevice(ApiModel):
     kind: Literal["KIND_NVDLA"] | None = Field(
         default=None, description="The only kind there is (and Triton's default)."
     )
-    device_id: Int64 | None = None
+    device_id: Int64 | None = Field(default=None, description="Id of the secondary device.")
 
 
 class InstanceGroup(ApiModel):
@@ -582,27 +685,41 @@ class InstanceGroup(ApiModel):
         }
     )
 
-    name: Annotated[str, Field(max_length=1024)] | None = None
-    kind: Literal["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"] = "KIND_AUTO"
+    name: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="Name of the group."
+    )
+    kind: Literal["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"] = Field(
+        default="KIND_AUTO",
+        description="Where its instances run: KIND_GPU, KIND_CPU, KIND_MODEL or KIND_AUTO.",
+    )
     count: Annotated[int, Field(ge=1, le=INT32_MAX)] | None = Field(
         default=None,
         description="Instances per device. Unset: Triton's default (1; 2 on CPU for the "
         "onnxruntime and tensorflow backends).",
     )
-    rate_limiter: RateLimiter | None = None
+    rate_limiter: RateLimiter | None = Field(
+        default=None, description="Resources and priority of its instances for the rate limiter."
+    )
     gpus: (
         Annotated[list[Annotated[int, Field(ge=0, le=INT32_MAX)]], Field(max_length=64)] | None
-    ) = None
-    secondary_devices: Annotated[list[SecondaryDevice], Field(max_length=16)] | None = None
+    ) = Field(
+        default=None,
+        description="GPUs (by index in the pod) its instances run on; all the pod's GPUs if unset.",
+    )
+    secondary_devices: Annotated[list[SecondaryDevice], Field(max_length=16)] | None = Field(
+        default=None, description="Secondary devices of its instances (e.g. NVDLA)."
+    )
     # Triton: ValidateInstanceGroup, a profile is "the string representation of a
     # non-negative integer" (TensorRT optimisation profile index).
     profile: (
         Annotated[list[Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]], Field(max_length=64)] | None
-    ) = None
+    ) = Field(default=None, description="TensorRT optimisation profiles its instances use.")
     passive: bool | None = Field(
         default=None, description="Loaded but not scheduled by Triton (the backend drives it)."
     )
-    host_policy: Annotated[str, Field(max_length=1024)] | None = None
+    host_policy: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="Host policy (NUMA placement) of its instances."
+    )
 
     @field_validator("gpus")
     @classmethod
@@ -620,13 +737,15 @@ class InstanceGroup(ApiModel):
 
 
 class LatestVersions(ApiModel):
-    num_versions: Annotated[int, Field(ge=1, le=UINT32_MAX)] = 1
+    num_versions: Annotated[int, Field(ge=1, le=UINT32_MAX)] = Field(
+        default=1, description="Serve the newest this many versions."
+    )
 
 
 class SpecificVersions(ApiModel):
     versions: Annotated[
         list[Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]], Field(min_length=1, max_length=256)
-    ]
+    ] = Field(description="Serve exactly these versions.")
 
 
 class AllVersions(ApiModel):
@@ -646,9 +765,11 @@ class VersionPolicy(ApiModel):
         }
     )
 
-    latest: LatestVersions | None = None
-    all: AllVersions | None = None
-    specific: SpecificVersions | None = None
+    latest: LatestVersions | None = Field(default=None, description="Serve the newest versions.")
+    all: AllVersions | None = Field(default=None, description="Serve every version present.")
+    specific: SpecificVersions | None = Field(
+        default=None, description="Serve the versions listed."
+    )
 
     @model_validator(mode="after")
     def _exactly_one_policy(self) -> VersionPolicy:
@@ -657,39 +778,61 @@ class VersionPolicy(ApiModel):
 
 
 class GraphShape(ApiModel):
-    dim: Annotated[list[Int64], Field(max_length=MAX_DIMS)] | None = None
+    dim: Annotated[list[Int64], Field(max_length=MAX_DIMS)] | None = Field(
+        default=None, description="Shape of the input for this CUDA graph."
+    )
 
 
 class GraphLowerBound(ApiModel):
-    batch_size: Int32 | None = None
-    input: dict[str, GraphShape] | None = None
+    batch_size: Int32 | None = Field(
+        default=None, description="Smallest batch size the graph serves."
+    )
+    input: dict[str, GraphShape] | None = Field(
+        default=None, description="Smallest input shapes the graph serves, by input name."
+    )
 
 
 class CudaGraphSpec(ApiModel):
-    batch_size: Int32 | None = None
-    input: dict[str, GraphShape] | None = None
-    graph_lower_bound: GraphLowerBound | None = None
+    batch_size: Int32 | None = Field(
+        default=None, description="Batch size the CUDA graph is captured for."
+    )
+    input: dict[str, GraphShape] | None = Field(
+        default=None, description="Input shapes the CUDA graph is captured for, by input name."
+    )
+    graph_lower_bound: GraphLowerBound | None = Field(
+        default=None, description="Smallest shapes the graph may also serve (padded)."
+    )
 
 
 class CudaOptimization(ApiModel):
-    graphs: bool | None = None
-    busy_wait_events: bool | None = None
-    graph_specs: Annotated[list[CudaGraphSpec], Field(max_length=256)] | None = None
-    output_copy_stream: bool | None = None
+    graphs: bool | None = Field(
+        default=None, description="Capture CUDA graphs (TensorRT, ONNX Runtime with TensorRT)."
+    )
+    busy_wait_events: bool | None = Field(
+        default=None, description="Busy-wait on CUDA events: lower latency, more CPU."
+    )
+    graph_specs: Annotated[list[CudaGraphSpec], Field(max_length=256)] | None = Field(
+        default=None, description="The shapes to capture CUDA graphs for."
+    )
+    output_copy_stream: bool | None = Field(
+        default=None, description="Copy outputs on a stream of their own."
+    )
 
 
 class ExecutionAccelerator(ApiModel):
     name: Name = Field(description='e.g. "tensorrt", "openvino", "gpu_io".')
-    parameters: StringMap | None = None
+    parameters: StringMap | None = Field(
+        default=None, description="Parameters of the accelerator (e.g. precision_mode)."
+    )
 
 
 class ExecutionAccelerators(ApiModel):
     gpu_execution_accelerators: (
         Annotated[list[ExecutionAccelerator], Field(max_length=16)] | None
-    ) = None
+    ) = Field(default=None, description="Accelerators on GPU (e.g. tensorrt for ONNX models).")
     cpu_execution_accelerators: (
         Annotated[list[ExecutionAccelerator], Field(max_length=16)] | None
-    ) = None
+    ) = Field(default=None, description="Accelerators on CPU (e.g. openvino).")
 
 
 class Optimization(ApiModel):
@@ -698,15 +841,23 @@ class Optimization(ApiModel):
     graph_level: Int32 | None = Field(
         default=None, description="graph { level }: backend graph optimisation (e.g. 1 for XLA)."
     )
-    priority: Literal["PRIORITY_DEFAULT", "PRIORITY_MAX", "PRIORITY_MIN"] | None = None
-    cuda: CudaOptimization | None = None
-    execution_accelerators: ExecutionAccelerators | None = None
+    priority: Literal["PRIORITY_DEFAULT", "PRIORITY_MAX", "PRIORITY_MIN"] | None = Field(
+        default=None, description="Scheduling priority of the model's instances."
+    )
+    cuda: CudaOptimization | None = Field(default=None, description="CUDA-specific optimisations.")
+    execution_accelerators: ExecutionAccelerators | None = Field(
+        default=None, description="Accelerators the backend runs the model through."
+    )
     input_pinned_memory: bool | None = Field(default=None, description="input_pinned_memory.enable")
     output_pinned_memory: bool | None = Field(
         default=None, description="output_pinned_memory.enable"
     )
-    gather_kernel_buffer_threshold: UInt32 | None = None
-    eager_batching: bool | None = None
+    gather_kernel_buffer_threshold: UInt32 | None = Field(
+        default=None, description="Use a gather kernel to copy inputs of this many buffers or more."
+    )
+    eager_batching: bool | None = Field(
+        default=None, description="Start a batch before it is full when instances are idle."
+    )
 
 
 class WarmupInput(ApiModel):
@@ -718,11 +869,15 @@ class WarmupInput(ApiModel):
         }
     )
 
-    data_type: DataType | None = None
-    dims: Annotated[list[Int64], Field(max_length=MAX_DIMS)] | None = None
-    zero_data: bool | None = None
-    random_data: bool | None = None
-    input_data_file: Annotated[str, Field(max_length=1024)] | None = None
+    data_type: DataType | None = Field(default=None, description="Data type of the warm-up input.")
+    dims: Annotated[list[Int64], Field(max_length=MAX_DIMS)] | None = Field(
+        default=None, description="Shape of the warm-up input."
+    )
+    zero_data: bool | None = Field(default=None, description="Fill it with zeros.")
+    random_data: bool | None = Field(default=None, description="Fill it with random data.")
+    input_data_file: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="File in the model's warmup directory with its bytes."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> WarmupInput:
@@ -731,27 +886,42 @@ class WarmupInput(ApiModel):
 
 
 class ModelWarmup(ApiModel):
-    name: Annotated[str, Field(max_length=1024)] | None = None
-    batch_size: UInt32 | None = None
-    inputs: Annotated[dict[str, WarmupInput], Field(max_length=256)] | None = None
-    count: UInt32 | None = None
+    name: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="Name of the warm-up request."
+    )
+    batch_size: UInt32 | None = Field(
+        default=None, description="Batch size of the warm-up request."
+    )
+    inputs: Annotated[dict[str, WarmupInput], Field(max_length=256)] | None = Field(
+        default=None, description="Inputs of the warm-up request, by name."
+    )
+    count: UInt32 | None = Field(
+        default=None, description="How many times it is sent before the model is ready."
+    )
 
 
 class ModelOperations(ApiModel):
-    op_library_filename: Annotated[list[Name], Field(max_length=64)] | None = None
+    op_library_filename: Annotated[list[Name], Field(max_length=64)] | None = Field(
+        default=None, description="Custom operation libraries the backend loads first."
+    )
 
 
 class RepositoryAgent(ApiModel):
-    name: Name
-    parameters: StringMap | None = None
+    name: Name = Field(description="Name of the repository agent.")
+    parameters: StringMap | None = Field(default=None, description="Parameters of the agent.")
 
 
 class ModelRepositoryAgents(ApiModel):
-    agents: Annotated[list[RepositoryAgent], Field(max_length=16)] | None = None
+    agents: Annotated[list[RepositoryAgent], Field(max_length=16)] | None = Field(
+        default=None, description="Agents run on the model's files before it loads (e.g. checksum)."
+    )
 
 
 class ResponseCache(ApiModel):
-    enable: bool | None = None
+    enable: bool | None = Field(
+        default=None,
+        description="Cache answers of identical requests (Triton's response cache must be on).",
+    )
 
 
 # --- the config ---------------------------------------------------------------------------
@@ -850,41 +1020,72 @@ class ModelConfigSpec(ApiModel):
     runtime: Annotated[str, Field(max_length=1024)] | None = Field(
         default=None, description="Backend library or python runtime (e.g. model.py)."
     )
-    max_batch_size: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
+    max_batch_size: Annotated[int, Field(ge=0, le=INT32_MAX)] = Field(
+        default=0,
+        description="Largest batch the model accepts; 0 when it takes no batch dimension.",
+    )
     inputs: Annotated[list[ModelInput], Field(max_length=MAX_TENSORS)] = Field(
         default_factory=list,
         description="Unset: Triton's auto-complete reads them from the model where it can.",
     )
     outputs: Annotated[list[ModelOutput], Field(max_length=MAX_TENSORS)] = Field(
-        default_factory=list
+        default_factory=list, description="Tensors the model answers with."
     )
-    batch_inputs: Annotated[list[BatchInput], Field(max_length=64)] | None = None
-    batch_outputs: Annotated[list[BatchOutput], Field(max_length=64)] | None = None
-    dynamic_batching: DynamicBatching | None = None
-    sequence_batching: SequenceBatching | None = None
+    batch_inputs: Annotated[list[BatchInput], Field(max_length=64)] | None = Field(
+        default=None, description="Extra inputs Triton computes from the batch (ragged batching)."
+    )
+    batch_outputs: Annotated[list[BatchOutput], Field(max_length=64)] | None = Field(
+        default=None, description="Outputs Triton scatters back to each request of a batch."
+    )
+    dynamic_batching: DynamicBatching | None = Field(
+        default=None, description="Triton groups requests into batches for the model."
+    )
+    sequence_batching: SequenceBatching | None = Field(
+        default=None,
+        description="Requests form sequences routed to the same instance (stateful models).",
+    )
     instance_groups: Annotated[list[InstanceGroup], Field(max_length=64)] = Field(
-        default_factory=list
+        default_factory=list,
+        description="How many instances of the model run, and on which devices.",
     )
-    version_policy: VersionPolicy | None = None
+    version_policy: VersionPolicy | None = Field(
+        default=None, description="Which versions of the model Triton serves."
+    )
     parameters: StringMap = Field(
         default_factory=dict,
         description="Backend parameters; values are strings (quote numbers and booleans).",
     )
-    optimization: Optimization | None = None
+    optimization: Optimization | None = Field(
+        default=None, description="Optimisations: priority, CUDA graphs, accelerators."
+    )
     decoupled: bool | None = Field(
         default=None,
         description="model_transaction_policy.decoupled: the model may send any number of "
         "responses per request (streaming LLMs).",
     )
-    default_model_filename: Annotated[str, Field(max_length=1024)] | None = None
+    default_model_filename: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None,
+        description="File name of the model in each version directory, if not the backend's "
+        "default.",
+    )
     cc_model_filenames: StringMap | None = Field(
         default=None, description="GPU compute capability (e.g. 7.5) → model file."
     )
-    metric_tags: StringMap | None = None
-    model_warmups: Annotated[list[ModelWarmup], Field(max_length=16)] | None = None
-    model_operations: ModelOperations | None = None
-    model_repository_agents: ModelRepositoryAgents | None = None
-    response_cache: ResponseCache | None = None
+    metric_tags: StringMap | None = Field(
+        default=None, description="Labels Triton adds to the model's metrics."
+    )
+    model_warmups: Annotated[list[ModelWarmup], Field(max_length=16)] | None = Field(
+        default=None, description="Requests Triton sends before the model counts as ready."
+    )
+    model_operations: ModelOperations | None = Field(
+        default=None, description="Custom operations the backend needs."
+    )
+    model_repository_agents: ModelRepositoryAgents | None = Field(
+        default=None, description="Repository agents run on the model's files."
+    )
+    response_cache: ResponseCache | None = Field(
+        default=None, description="Triton's response cache for the model."
+    )
     extra: str | None = Field(
         default=None,
         description="Raw config.pbtxt text merged last, for ModelConfig fields newer than "

@@ -1,5 +1,9 @@
-"""Exit codes every ``tritonfleet`` subcommand shares (``sync`` adds its own above 2)."""
+"""Exit codes every ``tritonfleet`` subcommand shares (``sync`` adds its own above 2).
 
-EXIT_OK = 0
-EXIT_INVALID = 1  # the input is invalid: every problem is listed
-EXIT_USAGE = 2  # bad arguments, unreadable files, or the cluster cannot be reached
+Defined with the other shared conventions in ``adapters.cli_args``, which the gateway's
+own subcommand (below this layer) uses too.
+"""
+
+from tritonfleet.adapters.cli_args import EXIT_INVALID, EXIT_OK, EXIT_USAGE
+
+__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_USAGE"]

@@ -29,8 +29,14 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tritonfleet.adapters.cli_args import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_cluster_arguments,
+    add_log_arguments,
+    namespaces_of,
+)
 from tritonfleet.api.settings import OperatorSettings, SettingsError, listen_host, unknown_env
-from tritonfleet.cli.codes import EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     import kopf
@@ -45,18 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("tritonfleet.operator")
 
 
-def lean_imports() -> None:
-    """Keep the official ``kubernetes`` client, which the operator never uses, out of
-    its memory: kopf imports it when installed, only to recognise its model classes,
-    while the operator talks to the API through ``adapters.kube``.
-
-    (Triton's ``model_config_pb2`` needs no trick: ``desired.triton.proto`` loads it
-    without the gRPC runtime.) Effective only when nothing imported the client yet:
-    the CLI imports subcommands lazily for that reason.
-    """
-    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
-
-
 def add_parser(subparsers: Any) -> None:
     """Register the ``operator`` subcommand on the ``tritonfleet`` CLI."""
     parser = subparsers.add_parser(
@@ -66,16 +60,11 @@ def add_parser(subparsers: Any) -> None:
         "Configured by TRITONFLEET_* environment variables (see the chart's values.yaml); "
         "the flags below override them.",
     )
-    parser.add_argument(
-        "-n",
-        "--namespace",
-        action="append",
-        dest="namespaces",
-        metavar="NAMESPACE",
-        help="watch this namespace (or glob, e.g. 'team-*'); repeatable. Default: "
+    add_cluster_arguments(
+        parser,
+        namespaces_help="watch this namespace (or glob, e.g. 'team-*'); default: "
         "TRITONFLEET_NAMESPACES, or all namespaces",
     )
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG/in-cluster)")
     parser.add_argument(
         "--leader-election",
         action="store_true",
@@ -84,19 +73,20 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (0: off)")
     parser.add_argument("--health-port", type=int, help="port of /healthz (0: off)")
-    parser.add_argument("--log-format", choices=["json", "text"])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_arguments(parser, default_format=None)  # default: TRITONFLEET_LOG_FORMAT
+    parser.add_argument("-v", "--verbose", action="store_true", help="--log-level DEBUG")
     parser.set_defaults(func=cmd_operator)
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSettings:
     settings = OperatorSettings.from_env(env)
     overrides: dict[str, Any] = {
-        "namespaces": tuple(args.namespaces) if args.namespaces else None,
+        "namespaces": namespaces_of(args.namespaces) or None,
         "leader_election": args.leader_election,
         "metrics_port": args.metrics_port,
         "health_port": args.health_port,
         "log_format": args.log_format,
+        "log_level": args.log_level,
     }
     values = settings.model_dump()
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -213,10 +203,10 @@ def register_leadership(
 
 
 def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    lean_imports()
     import kopf
 
-    from tritonfleet.adapters.kube import discover_endpoint
+    from tritonfleet.adapters.kube import CredentialError, check_access, discover_endpoint
+    from tritonfleet.adapters.logs import setup_process_logging
     from tritonfleet.handlers import metrics
     from tritonfleet.handlers.operator import configure_kopf
 
@@ -226,22 +216,27 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except (SettingsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    kopf.configure(
-        verbose=args.verbose or settings.log_level == "DEBUG",
-        quiet=settings.log_level in ("WARNING", "ERROR"),
-        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
-        log_refkey="object",
-    )
+    # Our formatter for kopf's records too: one format for every component of the
+    # installation (adapters.logs); kopf's per-object reference becomes "object".
+    setup_process_logging(settings.log_format, "DEBUG" if args.verbose else settings.log_level)
     if not args.verbose:
         # kopf logs every handler run at INFO: thousands of lines per minute at scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     for name in unknown_env(env):
         log.warning("ignoring %s: no such operator setting", name)
     try:
-        endpoint = discover_endpoint(args.kubeconfig)
-    except (OSError, ValueError) as error:
+        endpoint = discover_endpoint(args.kubeconfig, args.context)
+        identity = asyncio.run(check_access(endpoint))
+    except (OSError, ValueError, CredentialError) as error:
         print(f"error: cannot reach the cluster: {error}", file=sys.stderr)
         return EXIT_USAGE
+    log.info(
+        "API server %s as %s (%s, %s)",
+        endpoint.server,
+        identity or "an unknown user",
+        endpoint.auth_kind,
+        endpoint.source,
+    )
     operator = compose(settings, endpoint)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings)

@@ -1,6 +1,8 @@
 """``tritonfleet render``: print the ``config.pbtxt`` each TritonModel/ModelEnsemble
 renders to, like ``helm template``: a preview of what Triton will be given, with
-every problem listed when anything is invalid (exit 1).
+every problem listed when anything is invalid (exit 1). ``--objects`` prints every
+Kubernetes object the operator would create for them instead (``desired.kube.preview``);
+``-o json|yaml`` gives the rendered configs as data.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tritonfleet.adapters.cli_args import write_data
 from tritonfleet.cli.codes import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -33,6 +36,19 @@ def add_parser(subparsers: Any) -> None:
     render.add_argument(
         "--partial", action="store_true", help="print the valid documents even if some are not"
     )
+    render.add_argument(
+        "-n", "--namespace", help="namespace of documents that name none (default: default)"
+    )
+    render.add_argument(
+        "--objects",
+        action="store_true",
+        help="print every Kubernetes object the operator would create for them (repository "
+        "claim, ConfigMap, sync Job, Deployment, Service, HPA), as YAML, or -o json; "
+        "installation settings from TRITONFLEET_* variables",
+    )
+    render.add_argument(
+        "-o", "--output", choices=["yaml", "json"], help="data instead of config.pbtxt text"
+    )
     render.set_defaults(func=cmd_render)
 
 
@@ -48,19 +64,50 @@ def _print_rendered(results: list[Rendered], out: TextIO) -> None:
 
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
+    import os
+
     from tritonfleet.adapters.manifests import ManifestError, read_documents
+    from tritonfleet.api.settings import OperatorSettings, SettingsError
+    from tritonfleet.desired.kube.preview import preview_objects
     from tritonfleet.desired.triton.render import render_documents
 
     try:
-        results = render_documents(read_documents(args.filename))
-    except ManifestError as error:
+        docs = read_documents(args.filename)
+        settings = OperatorSettings.from_env(os.environ)
+    except (ManifestError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if args.namespace:  # as `kubectl apply -n`: for documents that name none
+        for doc in docs:
+            doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
+    results = render_documents(docs)
     if not results:
         print("error: no TritonModel or ModelEnsemble found in the input", file=sys.stderr)
         return EXIT_USAGE
     invalid = [r for r in results if not r.ok]
-    if not invalid or args.partial:
+    if invalid and not args.partial:
+        pass  # nothing printed: the problems below say what to fix
+    elif args.objects:
+        objects = preview_objects(docs, settings)
+        if args.output == "json":
+            write_data({"apiVersion": "v1", "kind": "List", "items": objects}, "json", out)
+        else:
+            write_data(objects, "yaml", out)
+    elif args.output:
+        rendered = [
+            {
+                "kind": r.kind,
+                "namespace": r.namespace,
+                "name": r.name,
+                "tritonName": r.triton_name,
+                "revision": r.revision,
+                "configPbtxt": r.pbtxt,
+            }
+            for r in results
+            if r.ok
+        ]
+        write_data(rendered, args.output, out)
+    else:
         _print_rendered(results, out)
     for item in invalid:
         print(f"{item.resource} is invalid:", file=sys.stderr)

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from tritonfleet.adapters.cli_args import add_log_arguments
 from tritonfleet.adapters.manifests import ManifestError, read_documents
 from tritonfleet.adapters.sources import FetchOptions, SyncError, emit, local_error
 from tritonfleet.api.base import MODEL_NAME_RE
@@ -239,6 +240,7 @@ def add_parser(subparsers: Any) -> None:
         help="seconds between progress lines (default 5)",
     )
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    add_log_arguments(parser, default_format="text")
     parser.set_defaults(func=cmd_sync)
 
 
@@ -384,7 +386,8 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logging_setup = logfmt.configure(sys.stderr, logging.WARNING if args.quiet else logging.INFO)
+    level = args.log_level or ("WARNING" if args.quiet else "INFO")
+    logging_setup = logfmt.configure(sys.stderr, logging.getLevelName(level), args.log_format)
     try:
         with _signals():
             if args.remove:

@@ -5,6 +5,12 @@ benchmarks can run several gateways in a process. Label children are cached
 in dicts: the hot path pays a dict lookup, not prometheus_client's label
 validation, per observation.
 
+Per-pod series (breaker state, requests in flight, Triton's queue time) are not
+kept in gauges: they are read from the live route table at scrape time
+(:class:`PodSample` from :attr:`GatewayMetrics.pods`), so a pod that left the
+table - a rollout, a scale-down, a deleted model - leaves ``/metrics`` with it
+instead of piling up one dead series per pod ever seen.
+
 The activation signal for scale-from-zero lives here too: every gateway
 replica counts ``tritonfleet_gateway_activation_requests_total{model}`` (demand
 that found no ready replica) and keeps ``tritonfleet_gateway_last_request_timestamp_seconds``;
@@ -18,7 +24,8 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,6 +42,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from tritonfleet import __version__
 from tritonfleet.desired.gateway.prices import Cost
 
 LATENCY_BUCKETS = (
@@ -84,6 +92,19 @@ class _ModelStats:
         self.last_request = 0.0
         self.hosted_equivalent = 0.0
         self.savings = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PodSample:
+    """One breaker of the live route table: a Triton pod of a model, or a model-wide one
+    (``pod`` ``*``; ``backend`` ``hosted`` for the provider's)."""
+
+    model: str
+    backend: str
+    pod: str
+    breaker: int  # 0 closed, 1 half-open, 2 open
+    queue_seconds: float | None = None
+    outstanding: int | None = None
 
 
 def _cumulative(buckets: list[int]) -> list[tuple[str, float]]:
@@ -172,6 +193,33 @@ class _HotCollector(Collector):
             last.add_metric([model], ms.last_request)
         yield from (requests, latency, ttft, tokens, estimated, cost)
         yield from (equivalent, savings, activations, last)
+        yield from self._pods()
+
+    def _pods(self) -> Iterable[Metric]:
+        p = "tritonfleet_gateway_"
+        breaker = GaugeMetricFamily(
+            p + "breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open. pod is the Triton pod, "
+            "'*' for the model-wide breaker; backend hosted for the provider's.",
+            labels=["model", "backend", "pod"],
+        )
+        outstanding = GaugeMetricFamily(
+            p + "outstanding_requests", "Requests in flight to each Triton pod.", labels=["pod"]
+        )
+        queue = GaugeMetricFamily(
+            p + "triton_queue_time_seconds",
+            "Triton's mean queue time per request over the last scrape, per model and pod.",
+            labels=["model", "pod"],
+        )
+        seen_pods: set[str] = set()
+        for sample in self.m.pods():
+            breaker.add_metric([sample.model, sample.backend, sample.pod], sample.breaker)
+            if sample.queue_seconds is not None:
+                queue.add_metric([sample.model, sample.pod], sample.queue_seconds)
+            if sample.outstanding is not None and sample.pod not in seen_pods:
+                seen_pods.add(sample.pod)
+                outstanding.add_metric([sample.pod], sample.outstanding)
+        yield from (breaker, outstanding, queue)
 
 
 class GatewayMetrics:
@@ -208,31 +256,20 @@ class GatewayMetrics:
             ["model"],
             registry=r,
         )
-        self.breaker = Gauge(
-            p + "breaker_state",
-            "Circuit breaker: 0 closed, 1 half-open, 2 open. pod is the Triton pod, "
-            "'*' for the model-wide breaker; backend hosted for the provider's.",
-            ["model", "backend", "pod"],
-            registry=r,
-        )
-        self.outstanding = Gauge(
-            p + "outstanding_requests",
-            "Requests in flight to each Triton pod.",
-            ["pod"],
-            registry=r,
-        )
-        self.queue_ms = Gauge(
-            p + "triton_queue_time_ms",
-            "Triton's mean queue time per request over the last scrape, per model and pod.",
-            ["model", "pod"],
-            registry=r,
-        )
         self.routes = Gauge(
             p + "routes", "Models in the routing table.", registry=r
         )  # fmt: skip
         self.ready_pods = Gauge(
             p + "ready_pods", "Triton pods routable per model.", ["model"], registry=r
         )  # fmt: skip
+        Gauge(
+            "tritonfleet_build_info",
+            "Always 1; the labels say which tritonfleet runs here.",
+            ["version", "component"],
+            registry=r,
+        ).labels(__version__, "gateway").set(1)
+        # The live route table's breakers, read at scrape time (set by GatewayState).
+        self.pods: Callable[[], Iterable[PodSample]] = lambda: ()
 
     def _stats(self, model: str, backend: str) -> _Stats:
         st = self.stats.get((model, backend))
@@ -294,9 +331,6 @@ class GatewayMetrics:
 
     def failover(self, model: str, reason: str) -> None:
         self.failovers.labels(model, reason).inc()
-
-    def breaker_state(self, model: str, backend: str, pod: str, state: int) -> None:
-        self.breaker.labels(model, backend, pod).set(state)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

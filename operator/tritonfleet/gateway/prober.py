@@ -146,8 +146,5 @@ class Prober:
                     pod.queue_ms = None
                     continue
                 pod.queue_ms = average_queue_ms(before.get(model), now[model])
-                self.state.metrics.queue_ms.labels(rr.route.name, pod.endpoint.name).set(
-                    pod.queue_ms
-                )
         for url in set(self._previous) - set(wanted):
             del self._previous[url]

@@ -4,8 +4,8 @@ Routes name a key by reference (``apiKeyEnv``, ``apiKeyFile``, or in-cluster a
 Secret key); :class:`KeyStore` resolves the reference when a request needs it
 (files are re-read when they change, so a rotated Secret takes effect without
 a restart). Every value it hands out is registered with the process-wide
-:data:`REDACTOR`, and :class:`RedactingFormatter` masks those values in every
-log line, traceback included — a second line of defence behind never logging
+:data:`REDACTOR`, which the gateway's log formatter (``adapters.logs``) applies to
+every line, traceback included — a second line of defence behind never logging
 them in the first place. Client bearer tokens (``--auth-tokens-file``/``-env``)
 are handled the same way by :class:`ClientTokens`.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import logging
 import os
 import threading
 import time
@@ -47,11 +46,6 @@ class Redactor:
 
 
 REDACTOR = Redactor()
-
-
-class RedactingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return REDACTOR(super().format(record))
 
 
 class MissingKeyError(LookupError):

@@ -1,9 +1,9 @@
 """Serving the gateway's application: aiohttp's server, with the gateway's own
 connection limits and error bodies.
 
-``gateway.cli`` runs :func:`serve` (``web.run_app`` with three differences);
-the unit tests' server uses :class:`GatewayRunner` too, so they see what
-clients see:
+``gateway.app.serve`` runs :func:`serve` (``web.run_app`` with three
+differences); the unit tests' server uses :class:`GatewayRunner` too, so they
+see what clients see:
 
 * A client that disconnects cancels its request (``handler_cancellation``):
   the attempt in flight is cancelled with it, so no Triton pod or paid

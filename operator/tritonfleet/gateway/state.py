@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from tritonfleet.desired.gateway.plan import Plan, PodView, plan
 from tritonfleet.desired.gateway.routes import Endpoint, Route, RouteTable
 from tritonfleet.gateway.breaker import BreakerState, CircuitBreaker, RetryBudget
-from tritonfleet.gateway.metrics import GatewayMetrics
+from tritonfleet.gateway.metrics import GatewayMetrics, PodSample
 
 log = logging.getLogger("tritonfleet.gateway")
 
@@ -75,6 +75,7 @@ class GatewayState:
         self.routes: dict[str, RouteRuntime] = {}
         self.outstanding: defaultdict[str, int] = defaultdict(int)  # by pod URL
         self.loaded = False  # a table was published at least once (readiness)
+        metrics.pods = self.pod_samples
         self.max_inflight_per_pod = max_inflight_per_pod  # 0: no cap
         self.max_waiting = max_waiting
         self._waiters: defaultdict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
@@ -133,7 +134,6 @@ class GatewayState:
 
     def _watch(self, model: str, backend: str, pod: str) -> Callable[[BreakerState], None]:
         def changed(state: BreakerState) -> None:
-            self.metrics.breaker_state(model, backend, pod, int(state))
             level = logging.WARNING if state is BreakerState.OPEN else logging.INFO
             where = f"pod {pod}" if pod != "*" else f"{backend} (model-wide)"
             log.log(level, "breaker %s for model %s, %s", state.name.lower(), model, where)
@@ -158,7 +158,6 @@ class GatewayState:
                         route.breaker, on_change=self._watch(name, "triton", ep.name)
                     )
                     pods[ep.url] = PodRuntime(ep, breaker)
-                    self.metrics.breaker_state(name, "triton", ep.name, 0)
             if prev is not None and same_policy:
                 runtime = RouteRuntime(
                     route, pods, prev.model_breaker, prev.hosted_breaker, prev.budget
@@ -179,6 +178,23 @@ class GatewayState:
         self.routes = new
         self.metrics.routes.set(len(new))
         self.loaded = True
+
+    def pod_samples(self) -> Iterable[PodSample]:
+        """Every breaker of the current table, for ``/metrics`` (gone pods are not here)."""
+        for name, rr in self.routes.items():
+            yield PodSample(name, "triton", "*", int(rr.model_breaker.state))
+            if rr.route.hosted is not None:
+                yield PodSample(name, "hosted", "*", int(rr.hosted_breaker.state))
+            for url, pod in rr.pods.items():
+                queue = pod.queue_ms / 1000 if pod.queue_ms is not None else None
+                yield PodSample(
+                    name,
+                    "triton",
+                    pod.endpoint.name,
+                    int(pod.breaker.state),
+                    queue,
+                    self.outstanding.get(url, 0),
+                )
 
     def plan_for(self, rr: RouteRuntime) -> Plan:
         outstanding = self.outstanding

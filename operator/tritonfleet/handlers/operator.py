@@ -36,6 +36,7 @@ from tritonfleet.desired.kube.objects import (
 )
 from tritonfleet.desired.kube.observed import summarize
 from tritonfleet.desired.kube.views import OwnerViews
+from tritonfleet.handlers import metrics
 from tritonfleet.handlers.reconcile import Reconciler
 from tritonfleet.handlers.state import POD_INDEX, World, child_index_key, compact_owner
 
@@ -103,15 +104,19 @@ def register(
     ``start_reconciler=False``: the watches only, the reconciler is started (and
     stopped) by the leader election (``handlers.leadership``) instead.
     """
+    metrics.collect_model_status(world.owner_bodies)  # per-model series on /metrics
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
-        # The same credentials as the reconciler's client, and a session whose
-        # requests are counted (kopf's watches show in tritonfleet_api_requests_total).
+        # The same credentials as the reconciler's client (one exec plugin run, one token
+        # file), and a session whose requests are counted (kopf's watches show in
+        # tritonfleet_api_requests_total). kopf logs in again when it expires or on a 401.
+        session, expiration = await traced_session(endpoint, "kopf")
         return kopf.AiohttpSession(
             server=endpoint.server,
-            aiohttp_session=traced_session(endpoint, "kopf"),
+            aiohttp_session=session,
             default_namespace=endpoint.default_namespace,
+            expiration=expiration,
         )
 
     @kopf.on.startup(registry=registry)

@@ -144,6 +144,27 @@ class World:
             for namespace, name in list(index):
                 yield (kind, namespace, name)
 
+    def owner_bodies(self) -> list[dict[str, Any]]:
+        """Every owner as its watch last saw it, for the per-model metrics.
+
+        Called from the metrics server's thread: reads the indexes only (never the
+        overlay, which the event loop changes) and retries a snapshot the loop changed
+        under it.
+        """
+        for _ in range(3):
+            try:
+                texts = [
+                    texts[-1]
+                    for index_name in OWNER_INDEXES.values()
+                    if (index := self.indexes.get(index_name)) is not None
+                    for texts in (list(index[key]) for key in list(index))
+                    if texts
+                ]
+            except (RuntimeError, KeyError):
+                continue  # changed while we read it: take a new snapshot
+            return [json.loads(text) for text in texts]
+        return []
+
     def owners_in(self, kind: str, namespace: str) -> dict[str, dict[str, Any]]:
         """Every object of ``kind`` in ``namespace`` by name (ensembles look members up here)."""
         index = self.indexes.get(OWNER_INDEXES[kind])

@@ -15,8 +15,10 @@ computes the per-model result with the pure
 readers (the external metrics API, the HPA decision, scale-to-zero) and exported as
 gauges on a Prometheus registry for dashboards:
 
-* ``tritonfleet_queue_time_ms{namespace,model}`` — mean queue time per request over
-  the window (0 when idle; absent when there is no data);
+* ``tritonfleet_queue_time_seconds{namespace,model}`` — mean queue time per request
+  over the window (0 when idle; absent when there is no data);
+  ``tritonfleet_queue_time_ms`` is the same in milliseconds, deprecated (kept for
+  prometheus-adapter rules written against it until the API leaves v1alpha1);
 * ``tritonfleet_pending_requests{namespace,model}`` — Σ pending-request gauges
   (absent when there is no data);
 * ``tritonfleet_metrics_up{namespace,model}`` — 1 with data, 0 without;
@@ -69,6 +71,7 @@ def metrics_endpoint(base_url: str) -> str:
 
 @dataclass(slots=True)
 class _Gauges:
+    queue_seconds: Gauge
     queue_ms: Gauge
     pending: Gauge
     up: Gauge
@@ -86,10 +89,17 @@ def _gauges(registry: CollectorRegistry) -> _Gauges:
         return known[1]
     labels = ["namespace", "model"]
     g = _Gauges(
-        queue_ms=Gauge(
-            "tritonfleet_queue_time_ms",
+        queue_seconds=Gauge(
+            "tritonfleet_queue_time_seconds",
             "Mean Triton queue time per request over the collector window, by model "
             "(0 when idle; absent when no pod could be scraped).",
+            labels,
+            registry=registry,
+        ),
+        queue_ms=Gauge(
+            "tritonfleet_queue_time_ms",
+            "Deprecated: tritonfleet_queue_time_seconds in milliseconds (removed when the "
+            "API leaves v1alpha1).",
             labels,
             registry=registry,
         ),
@@ -302,17 +312,18 @@ class QueueMetricsCollector:
     def _export(self, key: ModelKey, result: QueueResult) -> None:
         g = self._gauges
         if isinstance(result, QueueSignal):
+            g.queue_seconds.labels(*key).set(result.queue_ms / 1000)
             g.queue_ms.labels(*key).set(result.queue_ms)
             g.pending.labels(*key).set(result.pending)
             g.up.labels(*key).set(1)
             return
-        for gauge in (g.queue_ms, g.pending):
+        for gauge in (g.queue_seconds, g.queue_ms, g.pending):
             with contextlib.suppress(KeyError):
                 gauge.remove(*key)
         g.up.labels(*key).set(0)
 
     def _unexport(self, key: ModelKey) -> None:
         g = self._gauges
-        for metric in (g.queue_ms, g.pending, g.up, g.failures):
+        for metric in (g.queue_seconds, g.queue_ms, g.pending, g.up, g.failures):
             with contextlib.suppress(KeyError):
                 metric.remove(*key)

@@ -1,6 +1,6 @@
 """Queue-time autoscaling inside the operator process: collector, metrics API, scaler.
 
-Why: the HPA of each autoscaled model reads ``tritonfleet_queue_time_ms`` from the
+Why: the HPA of each autoscaled model reads ``tritonfleet_queue_time_seconds`` from the
 external metrics API the operator serves; the values come from scraping the Ready
 Triton pods of the Deployments the operator manages. This module wires those three
 together and keeps it out of the reconciler: the operator's composition root
@@ -21,6 +21,7 @@ i.e. the operator's ``/metrics``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from tritonfleet.desired.kube.loading import scrape_targets
 from tritonfleet.desired.kube.objects import METRICS_PORT
 from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.scaling.collector import QueueMetricsCollector
-from tritonfleet.scaling.metrics_api import build_app, serve, ssl_context
+from tritonfleet.scaling.metrics_api import build_app, reload_certificate, serve, ssl_context
 from tritonfleet.scaling.zero import SCALER_FIELD_MANAGER, ScalerView, ZeroScaler
 
 log = logging.getLogger("tritonfleet.scaling")
@@ -69,6 +70,7 @@ class Scaling:
             interval=self.collector.interval,
         )  # fmt: skip
         self._runner: web.AppRunner | None = None
+        self._reloader: asyncio.Task[None] | None = None
 
     def _models(self) -> dict[tuple[str, str, str], list[str]]:
         """(kind, ns, owner) → Triton models its Deployment loads; on the way, each
@@ -124,9 +126,11 @@ class Scaling:
             return
         cert_dir = self.settings.metrics_api_cert_dir
         client_ca, allowed = await self._front_proxy_ca()
-        ctx = ssl_context(f"{cert_dir}/tls.crt", f"{cert_dir}/tls.key", client_ca)
+        cert, key = f"{cert_dir}/tls.crt", f"{cert_dir}/tls.key"
+        ctx = ssl_context(cert, key, client_ca)
         app = build_app(lambda: self.collector.results, self.ensembles, allowed_names=allowed)
         self._runner = await serve(app, listen_host(os.environ), port, ctx)
+        self._reloader = asyncio.create_task(reload_certificate(ctx, cert, key))
         log.info(
             "external metrics API on :%d (client certificates %s)",
             port,
@@ -153,6 +157,9 @@ class Scaling:
         return ca, names
 
     async def stop(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            self._reloader = None
         await self.zero.stop()
         await self.collector.stop()
         if self._runner is not None:

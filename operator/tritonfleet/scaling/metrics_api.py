@@ -21,9 +21,12 @@ and :func:`build_app` checks the CN is an allowed front-proxy name when given.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +39,8 @@ from tritonfleet.desired.kube.autoscaling import (
     select_metric,
 )
 from tritonfleet.desired.triton.metrics import QueueResult
+
+log = logging.getLogger(__name__)
 
 GROUP = "external.metrics.k8s.io"
 VERSION = "v1beta1"
@@ -188,6 +193,36 @@ def ssl_context(cert_file: str, key_file: str, client_ca: str | None) -> ssl.SSL
         ctx.load_verify_locations(cadata=client_ca)
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+async def reload_certificate(
+    context: ssl.SSLContext, cert_file: str, key_file: str, interval_s: float = 60.0
+) -> None:
+    """Load the serving certificate again whenever its files change (cert-manager renews
+    the Secret, the kubelet swaps the mounted files): new connections get the new
+    certificate, open ones keep theirs, and the operator needs no restart. Runs until
+    cancelled; a half-written pair is retried at the next look."""
+    paths = (Path(cert_file), Path(key_file))
+    seen = _read_pair(paths)
+    while True:
+        await asyncio.sleep(interval_s)
+        now = _read_pair(paths)
+        if now is None or now == seen:
+            continue
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, OSError) as error:
+            log.warning("external metrics API: the renewed certificate does not load: %s", error)
+            continue
+        seen = now
+        log.info("external metrics API: certificate renewed, loaded from %s", cert_file)
+
+
+def _read_pair(paths: tuple[Path, Path]) -> tuple[bytes, bytes] | None:
+    try:
+        return paths[0].read_bytes(), paths[1].read_bytes()
+    except OSError:
+        return None
 
 
 async def serve(

@@ -2,7 +2,9 @@
 
 Why: each Triton Deployment with ``serving.autoscaling`` is scaled by the cluster's own
 HorizontalPodAutoscaler on an External metric the operator serves
-(``tritonfleet_queue_time_ms``). What that HPA looks like, which collector results a
+(``tritonfleet_queue_time_seconds``; the earlier ``tritonfleet_queue_time_ms`` is still
+answered, in milliseconds, for HPAs and adapter rules written against it, until the
+API leaves v1alpha1). What that HPA looks like, which collector results a
 metric query selects (an ensemble scales on the worst of its members), and how the
 HPA's status reads to a user are decisions, so they live here, pure.
 
@@ -28,9 +30,12 @@ from tritonfleet.desired.triton.metrics import NoData, QueueResult, QueueSignal
 
 Obj = dict[str, Any]
 
-QUEUE_TIME_METRIC = "tritonfleet_queue_time_ms"
+QUEUE_TIME_METRIC = "tritonfleet_queue_time_seconds"
+# Deprecated: the same signal in milliseconds, answered for one more release.
+LEGACY_QUEUE_TIME_METRIC = "tritonfleet_queue_time_ms"
 PENDING_METRIC = "tritonfleet_pending_requests"
-METRICS = (QUEUE_TIME_METRIC, PENDING_METRIC)
+METRICS = (QUEUE_TIME_METRIC, PENDING_METRIC, LEGACY_QUEUE_TIME_METRIC)
+_QUEUE_METRICS = (QUEUE_TIME_METRIC, LEGACY_QUEUE_TIME_METRIC)
 COMPONENT_AUTOSCALER = "autoscaler"
 HPA_KIND = "HorizontalPodAutoscaler"
 
@@ -74,9 +79,12 @@ def hpa(target: Target, scale_down_stabilization_s: int | None = None) -> Obj | 
         if scale_down_stabilization_s is not None
         else DEFAULT_SCALE_DOWN_STABILIZATION_S
     )
+    # Seconds, as the metric: milli-units for whole milliseconds ("250m"), micro-units
+    # keep a fractional target exact (50.5 ms -> "50500u").
     target_ms = auto.queue_time_target_ms
-    # Quantities: milli-units keep a fractional target exact (50.5 ms -> "50500m").
-    target_value = f"{round(target_ms * 1000)}m"
+    target_value = (
+        f"{int(target_ms)}m" if target_ms == int(target_ms) else f"{round(target_ms * 1000)}u"
+    )
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -187,14 +195,18 @@ def select_metric(
             return NoData(model, f"model {model!r} is not scraped in {ns}")
         if isinstance(result, NoData):
             return result
-        values.append(result.queue_ms if metric == QUEUE_TIME_METRIC else result.pending)
-    agg = max(values) if metric == QUEUE_TIME_METRIC else sum(values)
+        if metric == QUEUE_TIME_METRIC:
+            values.append(result.queue_ms / 1000)
+        else:
+            values.append(result.queue_ms if metric == LEGACY_QUEUE_TIME_METRIC else result.pending)
+    agg = max(values) if metric in _QUEUE_METRICS else sum(values)
     return MetricValue(agg, members)
 
 
 def quantity(value: float) -> str:
-    """A Kubernetes quantity for a metric value, in milli-units (exact for the HPA)."""
-    return f"{round(value * 1000)}m"
+    """A Kubernetes quantity for a metric value, in micro-units (a queue time in seconds
+    keeps microseconds; the HPA compares milli-values, i.e. whole milliseconds)."""
+    return f"{round(value * 1_000_000)}u"
 
 
 # --- the Autoscaling condition -----------------------------------------------------------
@@ -248,7 +260,7 @@ def autoscaling_condition(
             hpa_state.active_reason or "ScalingInactive",
             f"holding {_replicas(current)}, missing metrics never scale down: {why}",
         )
-    value = format_quantity(hpa_state.queue_time) if hpa_state.queue_time else None
+    value = milliseconds(hpa_state.queue_time) if hpa_state.queue_time else None
     seen = f"queue time {value} ms, target {target_ms}" if value else f"target {target_ms}"
     if desired > current:
         return (
@@ -285,15 +297,21 @@ def _replicas(n: int) -> str:
     return f"{n} replica" if n == 1 else f"{n} replicas"
 
 
-def format_quantity(raw: object) -> str:
-    """``"52300m"`` → ``"52.3"`` (a quantity as the HPA status reports it)."""
-    text = str(raw)
+_SUFFIXES = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def parse_quantity(text: str) -> float:
+    """A decimal Kubernetes quantity as a number: ``"52300u"`` → ``0.0523``."""
+    scale = _SUFFIXES.get(text[-1:], 1.0)
+    return float(text[:-1] if text[-1:] in _SUFFIXES else text) * scale
+
+
+def milliseconds(raw: object) -> str:
+    """A queue time in seconds as the HPA status reports it, in ms: ``"52300u"`` → ``"52.3"``."""
     try:
-        if text.endswith("m"):
-            return f"{float(text[:-1]) / 1000:g}"
-        return f"{float(text):g}"
+        return f"{parse_quantity(str(raw)) * 1000:.4g}"
     except ValueError:
-        return text
+        return str(raw)
 
 
 # --- scale to zero -----------------------------------------------------------------------

@@ -413,6 +413,21 @@ def _job_pod_base(target: Target, settings: OperatorSettings, component: str) ->
     }
 
 
+def _job_pod_spec(settings: OperatorSettings, container: Obj, volumes: list[Obj]) -> Obj:
+    """The pod of a sync or cleanup Job: restricted, no API token, the installation's
+    pull secrets for the tritonfleet image."""
+    spec: Obj = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.job_image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in settings.job_image_pull_secrets]
+    return spec
+
+
 def _tritonfleet_container(
     settings: OperatorSettings, args: list[str], mounts: list[Obj], env: list[Obj]
 ) -> Obj:
@@ -421,13 +436,11 @@ def _tritonfleet_container(
         "image": settings.effective_sync_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["tritonfleet"],
-        "args": args,
+        # The installation's one log format (the operator's and the gateway's too).
+        "args": [*args, "--log-format", settings.log_format],
         "env": [{"name": "HOME", "value": "/tmp"}, *env],  # noqa: S108 - an emptyDir
         "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"memory": "2Gi"},
-        },
+        "resources": settings.job_resources.model_dump(exclude_defaults=True),
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -491,13 +504,7 @@ def sync_job(target: Target, settings: OperatorSettings) -> Obj:
                 "ttlSecondsAfterFinished": settings.sync_ttl_seconds,
                 "template": {
                     "metadata": pod_meta,
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "automountServiceAccountToken": False,
-                        "securityContext": pod_security_context(),
-                        "containers": [container],
-                        "volumes": volumes,
-                    },
+                    "spec": _job_pod_spec(settings, container, volumes),
                 },
             },
         }
@@ -529,16 +536,14 @@ def cleanup_job(target: Target, settings: OperatorSettings) -> Obj:
                 "activeDeadlineSeconds": settings.cleanup_timeout_seconds,
                 "template": {
                     "metadata": _job_pod_base(target, settings, COMPONENT_CLEANUP),
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "automountServiceAccountToken": False,
-                        "securityContext": pod_security_context(),
-                        "containers": [container],
-                        "volumes": [
+                    "spec": _job_pod_spec(
+                        settings,
+                        container,
+                        [
                             _repository_volume(settings, read_only=False),
                             {"name": "tmp", "emptyDir": {}},
                         ],
-                    },
+                    ),
                 },
             },
         }
@@ -567,13 +572,15 @@ def triton_args(target: Target) -> list[str]:
     ]
 
 
-def _resources(serving: ServingSpec) -> Obj:
-    """Requests/limits from the spec; GPUs as requests == limits (extended resources)."""
+def _resources(serving: ServingSpec, settings: OperatorSettings) -> Obj:
+    """Requests/limits from the spec (else the installation's default); GPUs as
+    requests == limits (extended resources)."""
     requests: dict[str, Any] = {}
     limits: dict[str, Any] = {}
-    if serving.resources is not None:
-        requests.update(serving.resources.requests)
-        limits.update(serving.resources.limits)
+    chosen = serving.resources or settings.triton_default_resources
+    if chosen is not None:
+        requests.update(chosen.requests)
+        limits.update(chosen.limits)
     if serving.gpus > 0:
         requests[serving.gpu_resource] = serving.gpus
         limits[serving.gpu_resource] = serving.gpus
@@ -649,7 +656,7 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    resources = _resources(serving)
+    resources = _resources(serving, settings)
     if resources:
         container["resources"] = resources
     pod_spec: Obj = {
@@ -673,6 +680,12 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
         pod_spec["affinity"] = serving.affinity
     if serving.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in serving.image_pull_secrets]
+    if serving.priority_class_name:
+        pod_spec["priorityClassName"] = serving.priority_class_name
+    if serving.runtime_class_name:
+        pod_spec["runtimeClassName"] = serving.runtime_class_name
+    if serving.topology_spread_constraints:
+        pod_spec["topologySpreadConstraints"] = serving.topology_spread_constraints
     pod_labels = {**settings.triton_pod_labels, **common_labels(target, COMPONENT_SERVER)}
     spec_replicas: Obj = {"replicas": replicas(serving) if served_revision else 0}
     if served_revision and serving.autoscaling is not None:
@@ -702,7 +715,9 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
                 "template": {
                     "metadata": {
                         "labels": pod_labels,
+                        # The user's first: ours (the revision that rolls the pods) win.
                         "annotations": {
+                            **serving.pod_annotations,
                             REVISION_ANNOTATION: served_revision or "",
                             **target.extra_pod_annotations,
                         },

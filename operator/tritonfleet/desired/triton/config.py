@@ -1,12 +1,13 @@
 """Render a ``TritonModel``'s config into Triton's ``config.pbtxt``, and check it the way
 Triton 2.51 will when it loads the model.
 
-The config is built as Triton's own ``ModelConfig`` protobuf (the one shipped in
-tritonclient, through ``wire.fill``) and printed with ``text_format``, so only fields Triton
-knows can come out. ``extra`` is parsed into the same message: a tensor it names like a typed
-one amends that tensor in place, other tensors come after the typed ones, and every other
-field merges as protobuf text does (scalars override, lists append). Its mistakes are caught
-here, with line and column, instead of when Triton loads the model hours later.
+The config is built as Triton's own ``ModelConfig`` protobuf (``desired.triton.proto``,
+generated at build time from Triton's model_config.proto, through ``wire.fill``) and printed
+with ``text_format``, so only fields Triton knows can come out. ``extra`` is parsed into the
+same message: a tensor it names like a typed one amends that tensor in place, other tensors
+come after the typed ones, and every other field merges as protobuf text does (scalars
+override, lists append). Its mistakes are caught here, with line and column, instead of when
+Triton loads the model hours later.
 
 The checks are the ones Triton makes at load time that need no model files and no GPU
 (core src/model_config_utils.cc, release r24.10); each names the Triton function it mirrors.

@@ -79,23 +79,33 @@ def parse_triton_metrics(text: str) -> dict[str, ModelCounters]:
 GATEWAY_DEMAND_METRIC = "tritonfleet_gateway_last_request_timestamp_seconds"
 
 
+def samples(text: str, names: Iterable[str]) -> Iterable[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample of the metrics ``names`` in Prometheus text;
+    malformed lines and NaN values are skipped."""
+    wanted = frozenset(names)
+    prefixes = tuple(wanted)
+    for line in text.splitlines():
+        if not line.startswith(prefixes):
+            continue
+        m = _LINE.match(line)
+        if not m or m.group(1) not in wanted:
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        if value == value:
+            yield m.group(1), dict(_LABEL.findall(m.group(2) or "")), value
+
+
 def parse_gateway_demand(text: str) -> dict[str, float]:
     """A gateway's ``/metrics`` → {route (OpenAI model name): newest request, epoch s}.
 
     The activation signal for scale from zero (``desired.kube.autoscaling.zero_decision``)
     is the max of these over every gateway replica."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(GATEWAY_DEMAND_METRIC):
-            continue
-        m = _LINE.match(line)
-        if not m or m.group(1) != GATEWAY_DEMAND_METRIC:
-            continue
-        model = dict(_LABEL.findall(m.group(2) or "")).get("model")
-        try:
-            stamp = float(m.group(3))
-        except ValueError:
-            continue
+    for _, labels, stamp in samples(text, (GATEWAY_DEMAND_METRIC,)):
+        model = labels.get("model")
         if model is not None and stamp > 0:
             out[model] = max(stamp, out.get(model, 0.0))
     return out

@@ -2,48 +2,27 @@
 
 Every pure module that builds, parses or compares a ``config.pbtxt`` takes the
 message classes from here (``from tritonfleet.desired.triton.proto import mc``), so
-where the generated code comes from is decided in one place, and a test
-(``tests/unit/test_layout.py``) fails if any other module names ``tritonclient``.
+where the generated code comes from is decided in one place.
 
-The generated module ships inside the ``tritonclient`` wheel, under
-``tritonclient/grpc/``. Importing it the ordinary way would run
-``tritonclient.grpc``'s ``__init__``, which loads the gRPC runtime and numpy (tens
-of MB) that nothing here uses; so the file is loaded on its own, by path, as a
-private module. It needs only ``google.protobuf``.
+The module is generated when the package is built (``hatch_build.py``) from the
+compiled ``model_config.proto`` that ships in the ``tritonclient`` wheel, a build
+requirement only: at run time it needs ``google.protobuf`` and nothing of
+tritonclient, gRPC or numpy.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-_MODULE_NAME = "tritonfleet.desired.triton._model_config_pb2"
-
-
-def _load_model_config_pb2() -> ModuleType:
-    loaded = sys.modules.get(_MODULE_NAME)
-    if loaded is not None:
-        return loaded
-    package = importlib.util.find_spec("tritonclient")  # finds, does not import
-    locations = list(package.submodule_search_locations or ()) if package else []
-    for location in locations:
-        path = Path(location) / "grpc" / "model_config_pb2.py"
-        spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
-        if spec is None or spec.loader is None or not path.is_file():
-            continue
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[_MODULE_NAME] = module
-        spec.loader.exec_module(module)
-        return module
+try:
+    from tritonfleet.desired.triton import _model_config_pb2
+except ImportError as error:  # pragma: no cover - a broken install, not a code path
     raise ImportError(
-        "Triton's model_config_pb2 was not found: install the `tritonclient` package "
-        "(it ships the generated module under tritonclient/grpc/)"
-    )
+        "tritonfleet.desired.triton._model_config_pb2 is missing: it is generated when the "
+        "package is built or installed (hatch_build.py); reinstall it, e.g. `make venv` "
+        "or `pip install -e .`"
+    ) from error
 
-
-mc: Any = _load_model_config_pb2()
+mc: Any = _model_config_pb2
 
 __all__ = ["mc"]

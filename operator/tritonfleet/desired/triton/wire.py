@@ -116,8 +116,11 @@ def float32_value(value: float) -> float:
     packed = struct.pack("<f", value)
     for digits in range(1, 18):
         candidate = float(f"{value:.{digits}g}")
-        if struct.pack("<f", candidate) == packed:
-            return candidate
+        try:
+            if struct.pack("<f", candidate) == packed:
+                return candidate
+        except OverflowError:
+            continue  # rounding up near the float32 maximum left its range: more digits
     return value
 
 

@@ -1,8 +1,7 @@
 """``tritonfleet gateway``: command-line entry of the gateway process.
 
-:func:`add_parser` registers the subcommand on the umbrella ``tritonfleet``
-CLI; :func:`main` is the same command standalone (``python -m
-tritonfleet.gateway``). Reads the arguments, sets up logging with key
+:func:`add_parser` registers the subcommand on the ``tritonfleet`` CLI, the
+one entry point of every process. Reads the arguments, sets up logging with key
 redaction, loads the routing table once (so a bad file fails at start with
 every problem listed) and runs the aiohttp server until SIGINT/SIGTERM.
 """
@@ -11,24 +10,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tritonfleet.adapters.cli_args import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_cluster_arguments,
+    add_log_arguments,
+    namespaces_of,
+)
+from tritonfleet.adapters.logs import LogFormat, setup_process_logging
 from tritonfleet.api.settings import LISTEN_HOST_ENV, listen_host
 
 if TYPE_CHECKING:
     from tritonfleet.desired.gateway.routes import RouteTable
     from tritonfleet.gateway.sources import ClusterRouteSource, StaticRouteSource
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
 
 log = logging.getLogger("tritonfleet.gateway")
 
@@ -59,6 +60,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help=f"listen address (default ${LISTEN_HOST_ENV} or 0.0.0.0)",
     )
     parser.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve /metrics on this port only, not on --port (default 0: on --port)",
+    )
     parser.add_argument(
         "--auth-tokens-file",
         metavar="FILE",
@@ -111,11 +118,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between Triton /metrics scrapes for queueTimeAboveMs (default 1)",
     )
     cluster = parser.add_argument_group("in-cluster mode (without --routes)")
-    cluster.add_argument("--kubeconfig", help="default: $KUBECONFIG, in-cluster, ~/.kube/config")
-    cluster.add_argument(
-        "--namespace",
-        help="watch these namespaces (comma-separated; default: all)",
-    )
+    add_cluster_arguments(cluster, namespaces_help="route this namespace's models (default: all)")
     cluster.add_argument(
         "--poll-interval",
         type=float,
@@ -142,40 +145,30 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="in-cluster fallback: API-key Secrets projected as DIR/<namespace>/<name>/<key>, "
         "used only for keys the API server does not give",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    add_log_arguments(parser, default_format="text")
     parser.add_argument("--access-log", action="store_true", help="log every request (slower)")
 
 
-def setup_logging(level: str) -> None:
-    from tritonfleet.gateway.secrets import RedactingFormatter
+def setup_logging(level: str | None, log_format: LogFormat = "text") -> None:
+    """The installation's log format, every line passed through the key redactor."""
+    from tritonfleet.gateway.secrets import REDACTOR
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-def _event_loop_factory() -> Any:
-    # uvloop roughly halves the per-request CPU of aiohttp; optional.
-    if importlib.util.find_spec("uvloop") is None:
-        return None
-    import uvloop  # type: ignore[import-not-found,unused-ignore]
-
-    return uvloop.new_event_loop
+    setup_process_logging(log_format, level or "INFO", redact=REDACTOR)
 
 
 def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
     # Imported here, not at the top: `tritonfleet crds` and friends should not
     # pay for aiohttp, prometheus and the gateway at start.
-    from tritonfleet.adapters.kube import KubeClient, discover_endpoint
+    from tritonfleet.adapters.kube import (
+        CredentialError,
+        KubeClient,
+        check_access,
+        discover_endpoint,
+    )
     from tritonfleet.desired.gateway.prices import PriceTable
     from tritonfleet.desired.gateway.routes import RoutesError
-    from tritonfleet.gateway.app import Gateway, GatewaySettings
+    from tritonfleet.gateway.app import Gateway, GatewaySettings, serve
     from tritonfleet.gateway.secrets import ClientTokens, KeyStore, MissingKeyError
-    from tritonfleet.gateway.server import serve
     from tritonfleet.gateway.sources import (
         ClusterKeyStore,
         ClusterRouteSource,
@@ -183,13 +176,16 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         read_prices,
     )
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     secrets_dir = Path(args.secrets_dir) if args.secrets_dir else None
     keys: KeyStore
     source: StaticRouteSource | ClusterRouteSource
     table: RouteTable | None = None
     where: str
     if args.routes:
+        if not Path(args.routes).is_file():
+            print(f"error: {args.routes}: no such file", file=sys.stderr)
+            return EXIT_USAGE
         static = StaticRouteSource(Path(args.routes), Path(args.prices) if args.prices else None)
         try:
             table = static.load()
@@ -200,11 +196,18 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         keys = KeyStore(secrets_dir)
     else:
         try:
-            endpoint = discover_endpoint(args.kubeconfig)
+            endpoint = discover_endpoint(args.kubeconfig, args.context)
+            identity = asyncio.run(check_access(endpoint))
             prices = read_prices(Path(args.prices)) if args.prices else PriceTable()
-        except (ValueError, OSError, RoutesError) as err:
+        except (ValueError, OSError, RoutesError, CredentialError) as err:
             print(f"error: in-cluster mode: {err} (or run with --routes FILE)", file=sys.stderr)
             return EXIT_USAGE
+        log.info(
+            "API server %s as %s (%s)",
+            endpoint.server,
+            identity or "an unknown user",
+            endpoint.auth_kind,
+        )
         # Hosted API keys come from the referenced Secrets, read by the source.
         keys = cluster_keys = ClusterKeyStore(secrets_dir)
         source = ClusterRouteSource(
@@ -214,7 +217,7 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
                 field_manager="tritonfleet-gateway",
                 timeout=max(5.0, 3 * args.poll_interval),
             ),
-            [ns.strip() for ns in (args.namespace or "").split(",") if ns.strip()] or None,
+            list(namespaces_of(args.namespaces)) or None,
             prices=prices,
             poll_s=args.poll_interval,
             http_port=args.triton_http_port,
@@ -222,7 +225,8 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
             keys=cluster_keys,
             secret_refresh_s=args.secret_refresh,
         )
-        where = f"TritonModel/ModelEnsemble in {args.namespace or 'all namespaces'}"
+        watched = ", ".join(namespaces_of(args.namespaces)) or "all namespaces"
+        where = f"TritonModel/ModelEnsemble in {watched}"
     for route in table.routes.values() if table is not None else ():
         hosted = route.hosted
         if hosted is not None and hosted.api_key is not None:
@@ -242,6 +246,7 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         body_timeout_s=args.body_timeout,
         keepalive_timeout_s=args.keepalive_timeout,
         max_inflight_per_pod=max(0, args.max_inflight_per_pod),
+        metrics_port=args.metrics_port,
     )
     gateway = Gateway(table, source, settings=settings, tokens=tokens, keys=keys)
     log.info(
@@ -251,29 +256,11 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         where,
         " (client auth on)" if tokens.enabled else "",
     )
-    # Startup objects (modules, routes) live forever: keep them out of every
-    # collection, and collect young objects less often — the request path
-    # allocates plenty but makes no reference cycles, so refcounting frees it
-    # and the collector only adds latency spikes.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
-    factory = _event_loop_factory()
-    loop = factory() if factory is not None else asyncio.new_event_loop()
     serve(
-        gateway.app,
+        gateway,
         host=args.host,
         port=args.port,
-        loop=loop,
-        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
-        keepalive_timeout_s=settings.keepalive_timeout_s,
-        shutdown_timeout_s=5.0,
+        metrics_port=args.metrics_port,
+        access_log=bool(args.access_log),
     )
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tritonfleet gateway")
-    _arguments(parser)
-    args = parser.parse_args(argv)
-    return cmd_gateway(args, sys.stdout)
