@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -350,6 +351,60 @@ class Testbed:
             recycled.append(name)
         return recycled
 
+    # -- faults ----------------------------------------------------------------------
+    COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+    def component_pid(self, component: str) -> int:
+        """The running process of a control-plane component (kwokctl runs each as a
+        local process and writes its pid in <cluster dir>/pids/)."""
+        return int((self.cluster_dir / "pids" / f"{component}.pid").read_text().strip())
+
+    def restart_component(
+        self, component: str, *, down_s: float = 0.0, sig: int = signal.SIGKILL
+    ) -> float:
+        """Stop a control-plane component (``sig``; by default SIGKILL, a crash: a
+        SIGTERMed API server drains its watches for a minute first), keep it down
+        ``down_s`` seconds, start it again exactly as kwokctl did (same argv,
+        environment, directory and log) and wait until the API server is ready again.
+        Returns the seconds from the stop until the API server was ready.
+
+        The component's ports are free while it is down: keep ``down_s`` short on a
+        machine where other testbeds start (kwokctl picks free ports at start-up)."""
+        if component not in self.COMPONENTS:
+            raise ValueError(f"{component}: one of {', '.join(self.COMPONENTS)}")
+        pid = self.component_pid(component)
+        proc = Path(f"/proc/{pid}")
+        argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        env = dict(
+            item.decode().split("=", 1)
+            for item in (proc / "environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
+        cwd = (proc / "cwd").readlink()
+        log_path = self.cluster_dir / "logs" / f"{component}.log"
+        down_at = time.monotonic()
+        os.kill(pid, sig)
+        wait_for(lambda: not _pid_running(pid), timeout=60,
+                 what=f"{component} (pid {pid}) to exit", interval=0.05)  # fmt: skip
+        if down_s > 0:
+            time.sleep(down_s)  # the outage itself is what the test asked for
+        with log_path.open("ab") as log:
+            new = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        (self.cluster_dir / "pids" / f"{component}.pid").write_text(f"{new.pid}\n")
+
+        def ready() -> bool:
+            if new.poll() is not None:
+                raise TestbedError(f"{component} exited with {new.returncode} after a restart")
+            got = self.kubectl("get", "--raw", "/readyz", check=False, timeout=5)
+            return got.returncode == 0
+
+        wait_for(ready, timeout=120, what=f"the API server ready after restarting {component}",
+                 interval=0.1)  # fmt: skip
+        return time.monotonic() - down_at
+
     # -- health ----------------------------------------------------------------------
     def is_healthy(self) -> bool:
         """API server ready and all testbed nodes Ready."""
@@ -480,6 +535,16 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _pid_running(pid: int) -> bool:
+    """Alive and not a zombie (kwokctl detaches its processes; where nothing reaps
+    them, a dead one stays a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 class Sessions:
