@@ -29,9 +29,9 @@ import yaml
 
 from hack.devtools.gateway import GatewayProcess, start_gateway
 from hack.devtools.hosted_api import HostedAPI
+from hack.devtools.openai_load import Load, summary
 from hack.devtools.testbed import wait_for
 from hack.devtools.triton import TritonProcess, copy_model_repository
-from tests.chaos.load import Load, summary
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +204,7 @@ def test_hung_or_dripping_hosted_api_gives_a_bounded_clear_error(
                     stream=stream,
                 )
                 if stream:
-                    for _ in answer:  # type: ignore[union-attr]
+                    for _ in answer:
                         pass
             took = time.monotonic() - began
             print(

@@ -1,4 +1,4 @@
-"""Steady OpenAI SDK load for the chaos suite: what a user's clients see while a fault
+"""Steady OpenAI SDK load for the chaos suite and the soak: what a user's clients see while a fault
 is injected.
 
 Each worker is one ``openai`` client (no SDK retries: what it sees is what the gateway
@@ -67,21 +67,23 @@ class Load:
             began = time.monotonic()
             try:
                 if stream:
-                    raw = client.completions.with_raw_response.create(
+                    streamed = client.completions.with_raw_response.create(
                         model=model, prompt=f"w{i} x y", max_tokens=3, stream=True
                     )
-                    text = "".join(ch.choices[0].text for ch in raw.parse())
+                    headers = streamed.headers
+                    text = "".join(ch.choices[0].text for ch in streamed.parse())
                     if not text:
                         raise AssertionError("an empty stream")
                 else:
-                    raw = client.chat.completions.with_raw_response.create(
+                    whole = client.chat.completions.with_raw_response.create(
                         model=model, messages=[{"role": "user", "content": f"w{i} x y"}],
                         max_tokens=3,
                     )  # fmt: skip
-                    if not raw.parse().choices[0].message.content:
+                    headers = whole.headers
+                    if not whole.parse().choices[0].message.content:
                         raise AssertionError("an empty answer")
-                backend = raw.headers.get("x-tritonfleet-backend", "?")
-                pod = raw.headers.get("x-tritonfleet-pod")
+                backend = headers.get("x-tritonfleet-backend", "?")
+                pod = headers.get("x-tritonfleet-pod")
                 error = ""
             except Exception as exc:  # every failure is what a user would see
                 backend, pod, error = "error", None, f"{type(exc).__name__}: {exc}"[:300]
