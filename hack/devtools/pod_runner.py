@@ -1388,23 +1388,6 @@ class PodRunner:
                         c.no_restart = True
                     c.signal(signal.SIGKILL)
 
-    def pause(self, namespace: str, pod: str, container: str | None = None) -> None:
-        """SIGSTOP a pod's process(es): a hung server. The kernel still accepts its
-        connections (the listen backlog), nothing answers them, probes included:
-        what a wedged process or a stalled node looks like. :meth:`resume` ends it."""
-        self._send(namespace, pod, container, signal.SIGSTOP)
-
-    def resume(self, namespace: str, pod: str, container: str | None = None) -> None:
-        """SIGCONT what :meth:`pause` stopped."""
-        self._send(namespace, pod, container, signal.SIGCONT)
-
-    def _send(self, namespace: str, pod: str, container: str | None, sig: int) -> None:
-        p = self.pod(namespace, pod)
-        with p.lock:
-            for c in p.containers:
-                if container is None or c.name == container:
-                    c.signal(sig)
-
     def stop_pod(self, namespace: str, pod: str) -> None:
         """Kill a pod's processes for good: the pod stays, not Ready, nothing restarts."""
         self.kill(namespace, pod, restart=False)
