@@ -23,36 +23,18 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from hack.devtools.gateway import GatewayProcess, start_gateway
 from hack.devtools.hosted_api import HostedAPI
 from hack.devtools.openai_load import Load
-from hack.devtools.operator import OperatorProcess, apply_crds, delete_models
+from hack.devtools.operator import OperatorProcess, apply_crds, cpu_model, delete_models
 from hack.devtools.testbed import Testbed, start
 from hack.devtools.triton import TritonProcess, copy_model_repository
 
 CLIENT_TOKEN = "tf-soak-" + secrets.token_hex(8)
 HOSTED_KEY = "sk-soak-" + secrets.token_hex(8)
-
-
-def model(name: str, version: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "tritonfleet.io/v1alpha1",
-        "kind": "TritonModel",
-        "metadata": {"name": name},
-        "spec": {
-            "source": {"inline": {"files": {"1/model.py": f"# {name} v{version}\n"}}},
-            "config": {
-                "backend": "python",
-                "inputs": [{"name": "IN", "dataType": "TYPE_FP32", "dims": [1]}],
-                "outputs": [{"name": "OUT", "dataType": "TYPE_FP32", "dims": [1]}],
-            },
-            "serving": {"gpus": 0},
-        },
-    }
 
 
 def process_figures(pid: int) -> tuple[int, int]:
@@ -141,7 +123,7 @@ def soak(minutes: float, churn_s: float, kill_minutes: float, clients: int) -> i
                     edited = sorted(versions)[serial % len(versions)]
                     changed[edited] = versions[edited] + 1
                 versions.update(changed)
-                testbed.apply(yaml.safe_dump_all([model(n, v) for n, v in changed.items()]),
+                testbed.apply(yaml.safe_dump_all([cpu_model(n, v) for n, v in changed.items()]),
                               namespace=ns)  # fmt: skip
                 if len(versions) > 12:
                     gone = sorted(versions)[0]

@@ -8,32 +8,14 @@ from typing import Any
 
 import yaml
 
-from hack.devtools.operator import WRITE_VERBS, OperatorProcess
+from hack.devtools.operator import WRITE_VERBS, OperatorProcess, cpu_model
 from hack.devtools.testbed import Testbed
 
 CHILD_KINDS = ("deployments", "services", "configmaps")
 
 
-def model(name: str, version: int) -> dict[str, Any]:
-    """A CPU model whose source changes with ``version`` (an edit is a new revision)."""
-    return {
-        "apiVersion": "tritonfleet.io/v1alpha1",
-        "kind": "TritonModel",
-        "metadata": {"name": name},
-        "spec": {
-            "source": {"inline": {"files": {"1/model.py": f"# {name} v{version}\n"}}},
-            "config": {
-                "backend": "python",
-                "inputs": [{"name": "IN", "dataType": "TYPE_FP32", "dims": [1]}],
-                "outputs": [{"name": "OUT", "dataType": "TYPE_FP32", "dims": [1]}],
-            },
-            "serving": {"gpus": 0},
-        },
-    }
-
-
 def apply(testbed: Testbed, ns: str, models: dict[str, int]) -> None:
-    docs = [model(name, version) for name, version in models.items()]
+    docs = [cpu_model(name, version) for name, version in models.items()]
     testbed.apply(yaml.safe_dump_all(docs), namespace=ns)
 
 
