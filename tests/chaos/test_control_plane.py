@@ -170,3 +170,52 @@ def test_api_server_and_etcd_restarts_are_survived_by_the_operator_and_the_gatew
                         timeout=150)  # fmt: skip
     finally:
         operator.stop()
+
+
+@pytest.mark.usefixtures("crds")
+def test_api_server_throttling_and_failing_for_a_window_is_ridden_out(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    """429 with Retry-After and 500s for 15 s, every watch cut at its start, while
+    models are applied: all converge after the window, none twice."""
+    from hack.devtools.faulty_apiserver import FaultyApiServer
+
+    proxy = FaultyApiServer(testbed.kubeconfig).start()
+    prefix = f"fa{uuid.uuid4().hex[:4]}"
+    try:
+        with testbed.namespace(prefix) as ns:
+            env = {"KUBECONFIG": str(proxy.kubeconfig(tmp_path / "faulty.kubeconfig"))}
+            operator = OperatorProcess(testbed, [f"{prefix}-*"], env=env).start()
+            try:
+                first = {f"a{i:02d}": 1 for i in range(8)}
+                apply(testbed, ns, first)
+                testbed.wait_for(lambda: operator.writes() >= 5, timeout=60, interval=0.05,
+                                 what="the operator reconciling")  # fmt: skip
+                proxy.fail_for(15)
+                window_end = time.monotonic() + 15
+                second = {f"b{i:02d}": 1 for i in range(6)} | {"a00": 2}
+                apply(testbed, ns, second)  # through the real API server, not the proxy
+                live = set(first) | set(second)
+                testbed.wait_for(lambda: converged(testbed, ns, live), timeout=180,
+                                 what="every model converged after the window")  # fmt: skip
+                converge_s = time.monotonic() - window_end
+                assert children_problems(testbed, ns, live) == []
+                assert operator.proc is not None and operator.proc.poll() is None
+                before = operator.writes()
+                time.sleep(10)  # the quiet period being measured
+                rewrites = operator.writes() - before
+                print(
+                    f"\n[chaos] API server 429/500 for 15 s ({proxy.counts['429']} x 429, "
+                    f"{proxy.counts['500']} x 500, {proxy.counts['watches cut']} watches cut): "
+                    f"{len(live)} models converged {converge_s:.1f} s after the window; "
+                    f"{rewrites:.0f} writes in 10 s once converged"
+                )
+                assert proxy.counts["429"] > 0 and proxy.counts["500"] > 0
+                assert rewrites == 0, operator.requests_by_verb()
+                testbed.kubectl("delete", "tritonmodels", "--all", "-n", ns, "--timeout=120s",
+                                timeout=150)  # fmt: skip
+            finally:
+                operator.stop()
+        testbed.recycle_volumes()
+    finally:
+        proxy.stop()
