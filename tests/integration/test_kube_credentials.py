@@ -175,7 +175,9 @@ def test_exec_plugin_user_drives_the_operator_and_the_gateway(
     calls, token = tmp_path / "calls.jsonl", tmp_path / "token"
     token.write_text(bound_token(testbed, identity, "exec-token"))
     write_plugin(tmp_path)
-    # 31 s: inside the 30 s renewal margin after one second, so a later request runs it again.
+    # 30 s (whole seconds, rounded down): inside the 30 s renewal margin from the start, so
+    # every later request runs it again. (31 s left up to a second of validity, and the
+    # operator's writes for "second" could all fall inside it: a flake seen in CI.)
     # "./plugin" is found next to the kubeconfig, as kubectl finds it (the processes run
     # in the checkout).
     config = kubeconfig(
@@ -185,7 +187,7 @@ def test_exec_plugin_user_drives_the_operator_and_the_gateway(
             "exec": {
                 "apiVersion": "client.authentication.k8s.io/v1",
                 "command": "./plugin",
-                "args": [str(calls), str(token), "31"],
+                "args": [str(calls), str(token), "30"],
                 "env": [{"name": "PLUGIN_ENV", "value": "from-kubeconfig"}],
                 "provideClusterInfo": True,
                 "interactiveMode": "Never",
