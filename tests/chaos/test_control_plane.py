@@ -219,3 +219,41 @@ def test_api_server_throttling_and_failing_for_a_window_is_ridden_out(
         testbed.recycle_volumes()
     finally:
         proxy.stop()
+
+
+@pytest.mark.usefixtures("crds")
+def test_a_namespace_deleted_with_its_models_goes_quietly_while_another_churns(
+    testbed: Testbed,
+) -> None:
+    """20 converged models in a namespace that is deleted while the same operator is
+    busy in another: the namespace is gone within two minutes, without a storm of
+    warnings (the operator once fought the namespace controller: thousands)."""
+    prefix = f"nd{uuid.uuid4().hex[:4]}"
+    operator = OperatorProcess(testbed, [f"{prefix}-*"]).start()
+    try:
+        with testbed.namespace(prefix) as busy, testbed.namespace(prefix) as doomed:
+            models = {f"m{i:02d}": 1 for i in range(20)}
+            apply(testbed, doomed, models)
+            testbed.wait_for(lambda: converged(testbed, doomed, set(models)), timeout=240,
+                             what="20 models converged")  # fmt: skip
+            warnings_before = operator.log_path.read_text().count("level=warning")
+            deleted = time.monotonic()
+            testbed.kubectl("delete", "namespace", doomed, "--wait=false")
+            apply(testbed, busy, {f"b{i:02d}": 1 for i in range(8)})  # the load meanwhile
+            testbed.wait_for(
+                lambda: testbed.kubectl("get", "namespace", doomed, check=False).returncode != 0,
+                timeout=120,
+                what=f"namespace {doomed} gone",
+            )
+            gone_s = time.monotonic() - deleted
+            warnings = operator.log_path.read_text().count("level=warning") - warnings_before
+            print(
+                f"\n[chaos] namespace with 20 models deleted under load: gone in "
+                f"{gone_s:.1f} s, {warnings} operator warnings meanwhile"
+            )
+            assert warnings <= 2, operator.log_tail(40)
+            testbed.kubectl("delete", "tritonmodels", "--all", "-n", busy, "--timeout=120s",
+                            timeout=150)  # fmt: skip
+    finally:
+        operator.stop()
+    testbed.recycle_volumes()

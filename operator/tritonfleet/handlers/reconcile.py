@@ -365,6 +365,14 @@ class Reconciler:
         try:
             await self.client.post_event(body, type_=type_, reason=reason, message=message)
         except (TimeoutError, ApiError, OSError) as error:
-            # An event is not worth failing (or retrying) the reconcile for.
+            # An event is not worth failing (or retrying) the reconcile for, nor one
+            # refused because its namespace is going a warning per model.
             name = body["metadata"]["name"]
-            log.warning("could not post event %s on %s: %s", reason, name, error)
+            expected = isinstance(error, ApiError) and self._namespace_terminating(error)
+            log.log(
+                logging.DEBUG if expected else logging.WARNING,
+                "could not post event %s on %s: %s",
+                reason,
+                name,
+                error,
+            )
