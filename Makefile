@@ -64,7 +64,11 @@ integration: venv ## integration tests: real API server testbed, real tritonserv
 
 .PHONY: e2e
 e2e: venv ## end to end: helm install, the image's containers and real Triton pods via the pod runner
-	$(BIN)/python -m pytest tests/e2e $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest tests/e2e -m "not long" $(PYTEST_FLAGS)
+
+.PHONY: e2e-long
+e2e-long: venv ## the long end-to-end variants (a 3-step canary promoted, an ensemble's member updated, a canary steered by annotation)
+	$(BIN)/python -m pytest tests/e2e -m long $(PYTEST_FLAGS)
 
 N ?= 3
 TIER ?= integration
@@ -77,7 +81,7 @@ test-repeat: venv ## run one tier N times and list every test that failed in any
 .PHONY: test
 test: lint ## every check and every test (builds the testbed, Triton and the image on first run)
 	$(MAKE) --no-print-directory testbed-build triton image
-	$(BIN)/python -m pytest tests --ignore=tests/chaos $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest tests --ignore=tests/chaos -m "not long" $(PYTEST_FLAGS)
 
 SOAK_MINUTES ?= 30
 .PHONY: soak

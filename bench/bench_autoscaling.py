@@ -639,20 +639,10 @@ def main() -> int:
     args = parser.parse_args()
 
     prometheus_bin = ensure_prometheus()
-    bed = tb.Testbed.from_environment()
-    started = not bed.is_healthy()
-    if started:
-        print(f"starting testbed {bed.name} in {bed.state_dir} ...", flush=True)
-        bed = tb.start()
-    try:
+    with tb.for_a_run(keep=args.keep_testbed) as bed:
         apply_crds(bed)
         with PodRunner(bed.kubeconfig, bed.state_dir) as runner:
             return run(bed, runner, prometheus_bin, args)
-    finally:
-        if started and not args.keep_testbed:
-            tb.stop()
-        elif started:
-            print(f"testbed {bed.name} left running (KUBECONFIG={bed.kubeconfig})")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,12 @@ processes:
   RBAC is really exercised); a pod's fsGroup owns the volumes it writes to, as
   a kubelet makes it;
 * the pod status (phase, podIP, conditions, containerStatuses with restarts)
-  is written to pods/status from the real probes; on deletion the container is
-  SIGTERMed, SIGKILLed after the grace period, and the pod deleted for good;
+  is written to pods/status from the real probes, as a strategic-merge patch (so
+  conditions others set, like the operator's readiness gate, stay); Ready also
+  needs every ``readinessGates`` condition True, as a kubelet computes it; on
+  deletion a ``lifecycle.preStop.sleep`` runs first (the pod keeps running and
+  answering), then the container is SIGTERMed, SIGKILLed after the rest of the
+  grace period, and the pod deleted for good;
 * ClusterIP Services selecting runner pods are served on their (loopback,
   127.96.0.0/16) cluster IP by a TCP forwarder, and the ``kubernetes``
   Service forwards to the real API server. Only loopback targets are dialled.
@@ -454,7 +458,9 @@ class _Container:
             self.terminated["signal"] = -rc
         self.ready = False
         self.started = False
-        with self.log_path.open("ab") as logf:
+        # A pod reaped after the testbed went (a preStop sleep outlasting the run) has no
+        # directory left to note its exit in.
+        with contextlib.suppress(FileNotFoundError), self.log_path.open("ab") as logf:
             logf.write(f"=== {_now()} exited with {code}\n".encode())
         # Kill leftovers of the group (e.g. Triton's python backend stubs).
         return True
@@ -1136,14 +1142,41 @@ class _Pod:
             return "Running"
         return "Pending"
 
+    def gates_missing(self) -> list[str]:
+        """The pod's readiness gates whose condition (set by another controller) is not
+        True yet, from the latest copy of the pod the runner listed."""
+        gates = [g.get("conditionType") for g in self.obj["spec"].get("readinessGates") or []]
+        set_true = {
+            c.get("type")
+            for c in (self.obj.get("status") or {}).get("conditions") or []
+            if c.get("status") == "True"
+        }
+        return [str(g) for g in gates if g and g not in set_true]
+
+    def pre_stop_seconds(self) -> float:
+        """The longest ``lifecycle.preStop.sleep`` of the pod's containers (the other
+        hook kinds are not run here: said in the log)."""
+        longest = 0.0
+        for spec in self.obj["spec"].get("containers") or []:
+            hook = (spec.get("lifecycle") or {}).get("preStop") or {}
+            if "sleep" in hook:
+                longest = max(longest, float(hook["sleep"].get("seconds", 0)))
+            elif hook:
+                log.warning(
+                    "pod %s/%s: only preStop sleep hooks run here", self.namespace, self.name
+                )
+        return longest
+
     def status(self) -> Obj:
         with self.lock:
             phase = self.phase()
             statuses = [c.status() for c in self.containers]
-            ready = phase == "Running" and all(s["ready"] for s in statuses)
+            containers_ready = phase == "Running" and all(s["ready"] for s in statuses)
+            gates = self.gates_missing()
+            ready = containers_ready and not gates
             ts = self.start_time
 
-            def cond(kind: str, ok: bool, reason: str | None = None) -> Obj:
+            def cond(kind: str, ok: bool, reason: str | None = None, message: str = "") -> Obj:
                 out: Obj = {
                     "type": kind,
                     "status": "True" if ok else "False",
@@ -1152,7 +1185,19 @@ class _Pod:
                 }
                 if reason and not ok:
                     out["reason"] = reason
+                if message and not ok:
+                    out["message"] = message
                 return out
+
+            if containers_ready and gates:
+                # The kubelet's words when only readiness gates hold a pod back.
+                why = "ReadinessGatesNotReady"
+                message = "; ".join(
+                    f'corresponding condition of pod readiness gate "{g}" is not True'
+                    for g in gates
+                )
+            else:
+                why, message = "ContainersNotReady", ""
 
             status: Obj = {
                 "phase": phase,
@@ -1165,8 +1210,8 @@ class _Pod:
                 "conditions": [
                     cond("PodReadyToStartContainers", True),
                     cond("Initialized", self.initialized, "ContainersNotInitialized"),
-                    cond("Ready", ready, "ContainersNotReady"),
-                    cond("ContainersReady", ready, "ContainersNotReady"),
+                    cond("Ready", ready, why, message),
+                    cond("ContainersReady", containers_ready, "ContainersNotReady"),
                     cond("PodScheduled", True),
                 ],
                 "containerStatuses": statuses,
@@ -1188,11 +1233,13 @@ class _Pod:
                     c["lastTransitionTime"] = _now()
         if status == self.last_status:
             return
+        # Strategic merge, as a kubelet patches: conditions merge by type, so the ones
+        # other controllers set (readiness gates) are left as they are.
         self.api.request(
             "PATCH",
             f"/api/v1/namespaces/{self.namespace}/pods/{self.name}/status",
             {"status": status},
-            content_type="application/merge-patch+json",
+            content_type="application/strategic-merge-patch+json",
         )
         self.last_status = status
 
@@ -1561,14 +1608,21 @@ class PodRunner:
         self._sync_services()
 
     def _delete(self, pod: _Pod, grace: float) -> None:
-        pod.terminate(grace)
+        # preStop first, within the grace period; the pod keeps running (and its status
+        # reported) meanwhile, as under a kubelet.
+        hook = min(pod.pre_stop_seconds(), grace)
+        if hook > 0:
+            log.info("pod %s/%s: preStop sleep %.0fs", pod.namespace, pod.name, hook)
+            self._stop.wait(hook)  # cut short when the runner stops
+        pod.terminate(max(grace - hook, 0.0))
         with self._lock:
             self.pods.pop(pod.uid, None)
         self._finish_delete(pod.obj)
 
     def _finish_delete(self, pod: Obj) -> None:
         meta = pod["metadata"]
-        with contextlib.suppress(ApiError):
+        # (OSError: the API server went first, e.g. a testbed stopped during a preStop.)
+        with contextlib.suppress(ApiError, OSError):
             self.api.request(
                 "DELETE",
                 f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",

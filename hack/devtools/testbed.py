@@ -549,6 +549,25 @@ def stop(write: Callable[[str], None] = print) -> None:
         raise TestbedError(_failure_summary("down.sh", rc, tail))
 
 
+@contextlib.contextmanager
+def for_a_run(keep: bool = False) -> Iterator[Testbed]:
+    """The environment's testbed for one run of a tool (a benchmark): reused when it is
+    healthy and then left running; otherwise started, and stopped afterwards unless
+    ``keep``."""
+    bed = Testbed.from_environment()
+    started = not bed.is_healthy()
+    if started:
+        print(f"starting testbed {bed.name} in {bed.state_dir} ...", flush=True)
+        bed = start()
+    try:
+        yield bed
+    finally:
+        if started and not keep:
+            stop()
+        elif started:
+            print(f"testbed {bed.name} left running (KUBECONFIG={bed.kubeconfig})")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

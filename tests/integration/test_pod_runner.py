@@ -191,6 +191,85 @@ def test_triton_from_a_synced_pvc_serves_behind_its_service_and_restarts(
         assert "toy_llm" in pod_runner.logs(ns, name)
 
 
+def gated_triton(ns: str, drain: int) -> str:
+    """A Triton pod (no model) with a readiness gate and a preStop sleep, as the
+    operator's Triton pods have."""
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: gated, namespace: {ns}}}
+spec:
+  readinessGates: [{{conditionType: example.com/loaded}}]
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: triton
+    image: {TRITON_IMAGE}
+    command: [tritonserver]
+    args: [--model-repository=/models, --model-control-mode=explicit]
+    ports: [{{name: http, containerPort: 8000}}]
+    readinessProbe:
+      httpGet: {{path: /v2/health/ready, port: http}}
+      periodSeconds: 1
+    lifecycle: {{preStop: {{sleep: {{seconds: {drain}}}}}}}
+    volumeMounts: [{{name: models, mountPath: /models}}]
+  volumes: [{{name: models, emptyDir: {{}}}}]
+"""
+
+
+def conditions(pod: dict[str, Any] | None) -> dict[str, str]:
+    return {
+        c["type"]: c["status"] for c in ((pod or {}).get("status") or {}).get("conditions") or []
+    }
+
+
+def test_a_readiness_gate_holds_ready_and_pre_stop_keeps_the_pod_answering(
+    testbed: Testbed, pod_runner: PodRunner
+) -> None:
+    """What a rollout relies on: a pod is Ready only once the gate's condition is True
+    (set by another client; the runner's own status writes keep it), and a deleted pod
+    keeps running through its preStop sleep before it is stopped."""
+    drain = 4
+    with testbed.namespace("gates") as ns:
+        testbed.apply(gated_triton(ns, drain), namespace=ns)
+
+        def containers_ready() -> dict[str, Any] | None:
+            pod = testbed.get("pod", "gated", namespace=ns)
+            return pod if conditions(pod).get("ContainersReady") == "True" else None
+
+        pod = testbed.wait_for(containers_ready, 120, "Triton's container Ready")
+        ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False" and ready["reason"] == "ReadinessGatesNotReady"
+        testbed.kubectl(
+            "patch", "pod", "gated", "-n", ns, "--subresource=status", "--type=strategic", "-p",
+            json.dumps({"status": {"conditions": [{"type": "example.com/loaded",
+                                                   "status": "True"}]}}),
+        )  # fmt: skip
+        testbed.wait_for(
+            lambda: conditions(testbed.get("pod", "gated", namespace=ns)).get("Ready") == "True",
+            20,
+            "Ready once the gate's condition is True",
+        )
+        time.sleep(1.5)  # several status writes of the runner later, the gate is still set
+        assert conditions(testbed.get("pod", "gated", namespace=ns))["example.com/loaded"] == "True"
+
+        (proc,) = [p for p in pod_runner.processes() if p["pod"] == "gated"]
+        ip = testbed.get("pod", "gated", namespace=ns)["status"]["podIP"]
+        deleted = time.monotonic()
+        testbed.kubectl("delete", "pod", "gated", "-n", ns, "--wait=false")
+        answered_after = 0.0
+        while pid_alive(proc["pid"]) and time.monotonic() - deleted < 30:
+            try:
+                if http("GET", f"http://{ip}:8000/v2/health/live", timeout=1)[0] == 200:
+                    answered_after = time.monotonic() - deleted
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert answered_after >= drain - 1, answered_after  # it answered through the drain
+        testbed.wait_for(
+            lambda: testbed.get("pod", "gated", namespace=ns) is None, 60, "the pod gone"
+        )
+
+
 def test_the_pod_acts_with_its_service_account_token(
     testbed: Testbed, pod_runner: PodRunner
 ) -> None:

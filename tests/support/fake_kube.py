@@ -82,6 +82,17 @@ def _merge(into: dict[str, Any], patch: Mapping[str, Any]) -> None:
             into[key] = copy.deepcopy(value)
 
 
+def _merge_conditions(into: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """A strategic-merge patch of a status: ``conditions`` merge by ``type`` (their
+    patch merge key), other keys as a merge patch."""
+    rest = {k: v for k, v in patch.items() if k != "conditions"}
+    _merge(into, rest)
+    conditions = {c["type"]: c for c in into.get("conditions") or []}
+    for condition in patch.get("conditions") or []:
+        conditions[condition["type"]] = {**conditions.get(condition["type"], {}), **condition}
+    into["conditions"] = list(conditions.values())
+
+
 class FakeKube:
     """The API server's objects in a dict, and every call the operator made."""
 
@@ -191,7 +202,9 @@ class FakeKube:
             raise ApiError(409, "Conflict", "the object has been modified", "patch", "")
         patch = copy.deepcopy(patch)
         (patch.get("metadata") or {}).pop("resourceVersion", None)
-        if sub == "status":
+        if sub == "status" and patch_type == "strategic":
+            _merge_conditions(stored.setdefault("status", {}), patch.get("status") or {})
+        elif sub == "status":
             _merge(stored.setdefault("status", {}), patch.get("status") or {})
         else:
             spec_before = copy.deepcopy(stored.get("spec"))

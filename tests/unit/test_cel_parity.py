@@ -491,6 +491,32 @@ PARITY: dict[str, Parity] = {
             },
         },
     ),
+    "step weights must not decrease": Parity(
+        rule="self.steps.map(s, s.weight).isSorted()",
+        holds=lambda n: (
+            [s["weight"] for s in n["steps"]] == sorted(s["weight"] for s in n["steps"])
+        ),
+        valid={"steps": [{"weight": 10}, {"weight": 10}, {"weight": 100}]},
+        violations={
+            "down": {"steps": [{"weight": 50}, {"weight": 10}]},
+            "down-at-the-end": {"steps": [{"weight": 10}, {"weight": 60}, {"weight": 50}]},
+        },
+    ),
+    "strategy Canary needs canary (its steps)": Parity(
+        rule="self.strategy != 'Canary' || has(self.canary)",
+        holds=lambda n: n["strategy"] != "Canary" or "canary" in n,
+        valid={"strategy": "Canary", "canary": {"steps": [{"weight": 10}]}},
+        violations={"no-steps": {"strategy": "Canary"}},
+    ),
+    "canary may only be set with strategy Canary": Parity(
+        rule="self.strategy == 'Canary' || !has(self.canary)",
+        holds=lambda n: n["strategy"] == "Canary" or "canary" not in n,
+        valid={"strategy": "Rolling"},
+        violations={
+            "rolling": {"strategy": "Rolling", "canary": {"steps": [{"weight": 10}]}},
+            "defaulted": {"canary": {"steps": [{"weight": 10}]}},
+        },
+    ),
     "an ensemble needs at least one step": Parity(
         rule="size(self.steps) > 0",
         holds=lambda n: len(n["steps"]) > 0,
@@ -517,7 +543,10 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
 
 
 # Required fields of the objects place() creates on the way to a rule's node.
-_MINIMAL = {"controlInputs": {"name": "START"}}
+_MINIMAL: dict[str, Any] = {
+    "controlInputs": {"name": "START"},
+    "rollout": {"strategy": "Canary"},  # a canary's rules need the Canary strategy around them
+}
 _MAP_KEY = "x"  # the key place() uses for a rule on map values ("...inputs{*}")
 
 
@@ -541,7 +570,7 @@ def place(rule: Rule, node: Any) -> dict[str, Any]:
         elif last:
             target[name] = inner
         else:
-            target = target.setdefault(name, {})
+            target = target.setdefault(name, copy.deepcopy(_MINIMAL.get(name, {})))
             continue
         target = inner
     return doc

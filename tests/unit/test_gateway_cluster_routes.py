@@ -1,6 +1,7 @@
-"""Routes from TritonModel/ModelEnsemble objects (desired/gateway/cluster.py): only pods
-Ready at the current revision, mapping by annotation or convention, failover from
-spec.failover with the key in a Secret, problems reported per object."""
+"""Routes from TritonModel/ModelEnsemble objects (desired/gateway/cluster.py): every pod
+serving the model (whatever revision a rollout has it at), a canary's split, mapping by
+annotation or convention, failover from spec.failover with the key in a Secret,
+problems reported per object."""
 
 from __future__ import annotations
 
@@ -52,25 +53,31 @@ def llm_model(name: str = "chat", ns: str = "team-a", **extra: Any) -> TritonMod
     return TritonModel.from_object(doc)
 
 
-def test_cluster_routes_only_ready_pods_at_current_revision() -> None:
+def test_cluster_routes_every_pod_serving_the_model_whatever_its_revision() -> None:
     m = llm_model(
         status=status(
-            "r2",
+            "r1",
             [
-                ("p1", "10.0.0.1", "r2", "Ready"),
-                ("p2", "10.0.0.2", "r1", "Ready"),  # old revision
+                ("p1", "10.0.0.1", "r2", "Ready"),  # a rollout's new pod, loaded
+                ("p2", "10.0.0.2", "r1", "Ready"),  # the old revision answers meanwhile
                 ("p3", "10.0.0.3", "r2", "Loading"),
                 ("p4", None, "r2", "Ready"),  # no IP yet
                 ("p5", "fd00::5", "r2", "Ready"),
+                ("p6", "10.0.0.6", "r1", "Terminating"),  # removed: draining
             ],
         )
     )
     out = routes_from_cluster([m])
     assert out.problems == ()
     r = out.table.routes["chat"]
-    assert [e.name for e in r.endpoints] == ["p1", "p5"]
+    assert [(e.name, e.revision) for e in r.endpoints] == [
+        ("p1", "r2"),
+        ("p2", "r1"),
+        ("p5", "r2"),
+    ]
+    assert r.split == ()  # no canary: every endpoint takes requests
     assert r.endpoints[0].url == "http://10.0.0.1:8000"
-    assert r.endpoints[1].metrics_url == "http://[fd00::5]:8002/metrics"
+    assert r.endpoints[2].metrics_url == "http://[fd00::5]:8002/metrics"
     assert r.generate is not None and r.generate.decoupled
     # conventions: inputs and outputs the model has
     assert dict(r.generate.inputs) == {"max_tokens": "max_tokens"}
@@ -80,6 +87,19 @@ def test_cluster_routes_only_ready_pods_at_current_revision() -> None:
     assert r.hosted.api_key.describe() == "secret team-a/deepseek[api-key]"
     assert r.failover is not None and r.failover.queue_time_above_ms == 100
     assert r.origin == "TritonModel team-a/chat"
+
+
+def test_a_canary_split_comes_from_the_rollout_weights() -> None:
+    canary = status("r1", [("p1", "10.0.0.1", "r1", "Ready"), ("p2", "10.0.0.2", "r2", "Ready")])
+    canary["rollout"] = {
+        "targetRevision": "r2",
+        "phase": "Analyzing",
+        "weights": {"r1": 90, "r2": 10},
+    }
+    r = routes_from_cluster([llm_model(status=canary)]).table.routes["chat"]
+    assert r.split == (("r1", 90), ("r2", 10))
+    canary["rollout"] = {"targetRevision": "r2", "phase": "Promoting", "weights": {}}
+    assert routes_from_cluster([llm_model(status=canary)]).table.routes["chat"].split == ()
 
 
 def test_cluster_no_status_means_no_endpoints() -> None:

@@ -180,7 +180,7 @@ def test_the_table_follows_pods_revisions_and_deletions() -> None:
         kube.secrets[("team-a", "deepseek")] = {"api-key": "sk-first-0123456789abcdef"}
         kube.put(chat_model("r1", [("p1", "10.0.0.1", "r1"), ("p2", "10.0.0.2", "r0")]))
         async with cluster_source(kube) as (state, keys):
-            await until(lambda: endpoints(state) == ["p1"], "the pod at the current revision")
+            await until(lambda: endpoints(state) == ["p1", "p2"], "the pods serving the model")
             route: Route = state.routes["chat"].route
             assert route.origin == "TritonModel team-a/chat" and route.generate is not None
             hosted = route.hosted
@@ -196,12 +196,14 @@ def test_the_table_follows_pods_revisions_and_deletions() -> None:
             assert pods["http://10.0.0.1:8000"] is p1 and p1.breaker.state is BreakerState.OPEN
             assert pods["http://10.0.0.3:8000"].breaker.state is BreakerState.CLOSED
 
-            # a rollout: p3 reloads at r2 first; p1, still at r1, is no longer this model
-            kube.put(chat_model("r2", [("p1", "10.0.0.1", "r1"), ("p3", "10.0.0.3", "r2")]))
-            await until(lambda: endpoints(state) == ["p3"], "only the pod at the new revision")
-            assert state.routes["chat"].pods["http://10.0.0.3:8000"].endpoint == Endpoint(
-                "p3", "http://10.0.0.3:8000", "http://10.0.0.3:8002/metrics", "r2"
+            # a rollout: p4 serves r2 beside p1 at r1; both answer until p1 goes
+            kube.put(chat_model("r1", [("p1", "10.0.0.1", "r1"), ("p4", "10.0.0.4", "r2")]))
+            await until(lambda: endpoints(state) == ["p1", "p4"], "both revisions routed")
+            assert state.routes["chat"].pods["http://10.0.0.4:8000"].endpoint == Endpoint(
+                "p4", "http://10.0.0.4:8000", "http://10.0.0.4:8002/metrics", "r2"
             )
+            kube.put(chat_model("r2", [("p3", "10.0.0.3", "r2"), ("p4", "10.0.0.4", "r2")]))
+            await until(lambda: endpoints(state) == ["p3", "p4"], "the old pods gone")
 
             # a rotated key is read again without a restart
             kube.secrets[("team-a", "deepseek")] = {"api-key": "sk-second-0123456789abcdef"}
@@ -214,7 +216,7 @@ def test_the_table_follows_pods_revisions_and_deletions() -> None:
             kube.fail_status = 500
             seen = len(kube.requests)
             await until(lambda: len(kube.requests) >= seen + 3, "three failed polls")
-            assert endpoints(state) == ["p3"]
+            assert endpoints(state) == ["p3", "p4"]
             kube.fail_status = None
 
             kube.delete("TritonModel", "team-a", "chat")

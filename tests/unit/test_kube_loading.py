@@ -6,6 +6,7 @@ the ``dialPodNetworks`` setting that keeps the operator off fake pod IPs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from tritonfleet.api.status import Condition, ModelStatus, PodModelState, find_c
 from tritonfleet.desired.kube import objects as ko
 from tritonfleet.desired.kube.loading import (
     TritonPod,
+    gate_changes,
     in_order,
     load_target,
     loading_events,
@@ -28,6 +30,7 @@ from tritonfleet.desired.kube.loading import (
     select_pods,
     summarize_pod,
     unload_gate,
+    wanted_by,
 )
 from tritonfleet.desired.kube.views import render_model_object
 from tritonfleet.desired.triton.loading import (
@@ -49,17 +52,22 @@ def pod_body(
     phase: str = "Running",
     ready: bool = True,
     revision: str = "r2",
+    serves: str | None = None,  # default: the model at its revision (a pinned template)
     deleting: bool = False,
     kind: str = "tritonmodel",
     model: str = "m",
+    gate: str | None = None,
 ) -> dict[str, Any]:
+    annotations = {ko.REVISION_ANNOTATION: revision}
+    if serves != "":
+        annotations[ko.SERVES_ANNOTATION] = serves or f"{model}={revision}"
     meta: dict[str, Any] = {
         "name": name,
         "namespace": "ml",
         "uid": f"uid-{name}",
         "creationTimestamp": f"2026-12-01T10:00:0{name[-1]}Z",
         "labels": {ko.LABEL_KIND: kind, ko.LABEL_MODEL: model},
-        "annotations": {ko.REVISION_ANNOTATION: revision},
+        "annotations": annotations,
     }
     if deleting:
         meta["deletionTimestamp"] = NOW
@@ -67,9 +75,12 @@ def pod_body(
         "phase": phase,
         "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
     }
+    if gate is not None:
+        status["conditions"].append({"type": ko.LOADED_GATE, "status": gate})
     if ip:
         status["podIP"] = ip
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status}
+    spec = {"readinessGates": [{"conditionType": ko.LOADED_GATE}]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 
 def triton_pod(name: str = "p0", **kw: Any) -> TritonPod:
@@ -176,39 +187,73 @@ def test_an_ensemble_loads_its_members_at_their_revisions_then_itself() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pod", "deployed", "dialled", "acted"),
+    ("pod", "dialled", "acted"),
     [
-        (triton_pod(), "r2", True, True),
-        (triton_pod(), None, True, False),  # nothing synced: observe only
-        (triton_pod(), "r1", True, False),  # the new revision is not synced yet
-        (triton_pod(revision="r1"), "r2", True, False),  # old template: the rollout replaces it
-        (triton_pod(phase="Pending", ip=None), "r2", True, False),
-        (triton_pod(ip="10.244.0.7"), "r2", False, False),  # outside dialPodNetworks
+        (triton_pod(), True, True),
+        (triton_pod(revision="r1"), True, True),  # an old revision's pod: loads its own pin
+        (triton_pod(serves=""), True, False),  # a template from before rollouts: observe only
+        (triton_pod(phase="Pending", ip=None), True, False),
+        (triton_pod(ip="10.244.0.7"), False, False),  # outside dialPodNetworks
+        (triton_pod(deleting=True), False, False),  # terminating: reported, never dialled
     ],
 )
 def test_which_pods_are_dialled_and_which_get_loads(
-    pod: TritonPod, deployed: str | None, dialled: bool, acted: bool
+    pod: TritonPod, dialled: bool, acted: bool
 ) -> None:
     selection = select_pods(
-        [pod],
-        revision="r2",
-        deployed_revision=deployed,
-        may_dial=LOOPBACK_ONLY.may_dial,
-        networks=LOOPBACK_ONLY.dial_pod_networks,
+        [pod], may_dial=LOOPBACK_ONLY.may_dial, networks=LOOPBACK_ONLY.dial_pod_networks
     )
     assert (pod in selection.dial) is dialled
     assert (pod.name in selection.act) is acted
-    assert (len(selection.blocked) == 1) is not dialled
+    assert (len(selection.blocked) == 1) is (not dialled and not pod.deleting)
+    assert (len(selection.leaving) == 1) is pod.deleting
+
+
+def test_each_pod_is_wanted_at_what_its_template_names() -> None:
+    rendering = render_model_object(
+        {**model_doc("m"), "metadata": {"name": "m", "namespace": "ml", "uid": "u"}}
+    )
+    assert rendering.target is not None
+    assert wanted_by(triton_pod(revision="r1"), rendering.target) == LoadTarget.model("m", "r1")
+    legacy = triton_pod(revision="r0", serves="")
+    assert wanted_by(legacy, rendering.target) == LoadTarget.model("m", "r0")
+    ensemble = ko.Target(
+        kind="ModelEnsemble", name="rag", namespace="ml", uid="u", triton_name="rag",
+        revision="re", serving=ServingSpec(), load_models=("embed", "rag"), documents=(),
+        member_revisions=(("embed", "r-e"),),
+    )  # fmt: skip
+    pinned = triton_pod(kind="modelensemble", model="rag", serves="embed=old-e,rag=old")
+    assert wanted_by(pinned, ensemble) == LoadTarget.ensemble(
+        "rag", "old", [WantedModel("embed", "old-e")]
+    )
+    before = triton_pod(kind="modelensemble", model="rag", revision="old", serves="")
+    assert wanted_by(before, ensemble) == LoadTarget.ensemble(
+        "rag", "old", [WantedModel("embed", "")]
+    )
+
+
+def test_a_pods_gate_follows_what_status_pods_says_of_it() -> None:
+    opened, closed, ungated = triton_pod("p1"), triton_pod("p2", gate="True"), triton_pod("p3")
+    ungated = replace(ungated, gated=False)
+    states = [
+        PodModelState(name="p1", state="Ready", revision="r2"),
+        PodModelState(name="p2", state="Failed", message="boom"),
+        PodModelState(name="p3", state="Ready", revision="r2"),
+    ]
+    changes = gate_changes([opened, closed, ungated], states)
+    assert [(p.name, loaded, why) for p, loaded, why in changes] == [
+        ("p1", True, "serves revision r2"),
+        ("p2", False, "boom"),
+    ]
+    settled = [replace(opened, gate="True"), replace(closed, gate="False")]
+    assert gate_changes(settled, states[:2]) == []
+    assert summarize_pod(pod_body(gate="True")).gate == "True"
 
 
 def test_a_pod_outside_the_networks_is_reported_unreachable_never_dialled() -> None:
     fake, real = triton_pod("p1", ip="10.244.0.7"), triton_pod("p2")
     selection = select_pods(
-        [fake, real],
-        revision="r2",
-        deployed_revision="r2",
-        may_dial=LOOPBACK_ONLY.may_dial,
-        networks=LOOPBACK_ONLY.dial_pod_networks,
+        [fake, real], may_dial=LOOPBACK_ONLY.may_dial, networks=LOOPBACK_ONLY.dial_pod_networks
     )
     assert selection.dial == (real,)
     observed = [PodObservation("p2", real.ip, True, {"m": ModelObservation("READY", "", "r2")})]

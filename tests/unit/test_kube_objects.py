@@ -41,6 +41,15 @@ def target_of(doc: dict[str, Any]) -> ko.Target:
     return ko.model_target(model, render_model(model).revision)
 
 
+def deployed(
+    target: ko.Target, settings: OperatorSettings = SETTINGS, revision: str | None = "r"
+) -> dict[str, Any]:
+    """The stable Deployment serving ``target``'s models with its own at ``revision``
+    (None: nothing synced yet)."""
+    serves = () if revision is None else (*target.member_revisions, (target.triton_name, revision))
+    return ko.deployment(target, settings, serves)
+
+
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
@@ -97,7 +106,7 @@ def test_every_child_is_owned_hashed_and_labelled(doc: dict[str, Any]) -> None:
         ko.model_configmap(target),
         ko.sync_job(target, SETTINGS),
         ko.cleanup_job(target, SETTINGS),
-        ko.deployment(target, SETTINGS, target.revision),
+        deployed(target, SETTINGS, target.revision),
         ko.service(target),
     ]
     for child in children:
@@ -124,7 +133,7 @@ def test_every_child_is_owned_hashed_and_labelled(doc: dict[str, Any]) -> None:
 
 def test_spec_hash_ignores_itself_and_follows_content() -> None:
     target = target_of(model_doc("toy"))
-    dep = ko.deployment(target, SETTINGS, target.revision)
+    dep = deployed(target, SETTINGS, target.revision)
     again = ko.with_spec_hash(dep)
     assert again == dep
     changed = copy.deepcopy(dep)
@@ -134,7 +143,7 @@ def test_spec_hash_ignores_itself_and_follows_content() -> None:
 
 def test_building_twice_gives_identical_objects() -> None:
     target = target_of(sample_docs("tensorrt-llm-plan")[0])
-    assert ko.deployment(target, SETTINGS, "r1") == ko.deployment(target, SETTINGS, "r1")
+    assert deployed(target, SETTINGS, "r1") == deployed(target, SETTINGS, "r1")
     assert ko.sync_job(target, SETTINGS) == ko.sync_job(target, SETTINGS)
 
 
@@ -143,12 +152,14 @@ def test_building_twice_gives_identical_objects() -> None:
 
 def test_deployment_runs_triton_in_explicit_mode_loading_its_model() -> None:
     target = target_of(sample_docs("pytorch-classifier")[0])
-    dep = ko.deployment(target, SETTINGS, target.revision)
+    dep = deployed(target, SETTINGS, target.revision)
     c = container(dep)
     assert c["image"] == DEFAULT_TRITON_IMAGE
     assert c["command"] == ["tritonserver"]
-    # The volume is mounted at /models; the repository is a directory inside it.
-    assert "--model-repository=/models/repository" in c["args"]
+    # The volume is mounted at /models; each pod reads its revision's pin (a one-model
+    # repository beside /models/repository), whatever the live link says by then.
+    pin = f"/models/.tritonfleet/repository/pins/resnet50-classifier/{target.revision}"
+    assert f"--model-repository={pin}" in c["args"]
     assert "--model-control-mode=explicit" in c["args"]
     assert "--load-model=resnet50-classifier" in c["args"]
     assert "--strict-readiness=true" in c["args"]
@@ -161,7 +172,7 @@ def test_deployment_runs_triton_in_explicit_mode_loading_its_model() -> None:
 
 def test_probes_live_ready_and_a_long_startup_budget() -> None:
     target = target_of(model_doc("toy"))
-    c = container(ko.deployment(target, OperatorSettings(startup_seconds=3600), "r"))
+    c = container(deployed(target, OperatorSettings(startup_seconds=3600), "r"))
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     startup = c["startupProbe"]
@@ -182,7 +193,7 @@ def test_gpus_are_requested_and_limited_with_the_gpu_toleration(
     serving: dict[str, Any], resource: str, count: int
 ) -> None:
     target = target_of(model_doc("toy", serving=serving))
-    dep = ko.deployment(target, SETTINGS, "r")
+    dep = deployed(target, SETTINGS, "r")
     res = container(dep)["resources"]
     assert res["requests"][resource] == count
     assert res["limits"][resource] == count
@@ -202,7 +213,7 @@ def test_triton_pods_take_priority_runtime_spread_and_annotations() -> None:
         "topologySpreadConstraints": [spread],
         "podAnnotations": {"sidecar.istio.io/inject": "false", "tritonfleet.io/revision": "x"},
     }
-    dep = ko.deployment(target_of(model_doc("toy", serving=serving)), SETTINGS, "r1")
+    dep = deployed(target_of(model_doc("toy", serving=serving)), SETTINGS, "r1")
     template = dep["spec"]["template"]
     pod = template["spec"]
     assert (pod["priorityClassName"], pod["runtimeClassName"]) == ("serving-critical", "nvidia")
@@ -210,14 +221,14 @@ def test_triton_pods_take_priority_runtime_spread_and_annotations() -> None:
     assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     # The revision annotation is the operator's: it rolls the pods, a user's cannot override it.
     assert template["metadata"]["annotations"]["tritonfleet.io/revision"] == "r1"
-    plain = ko.deployment(target_of(model_doc("toy")), SETTINGS, "r1")["spec"]["template"]
+    plain = deployed(target_of(model_doc("toy")), SETTINGS, "r1")["spec"]["template"]
     assert not {"priorityClassName", "runtimeClassName", "topologySpreadConstraints"} & set(
         plain["spec"]
     )
 
 
 def test_cpu_only_models_get_no_gpu_and_no_gpu_toleration() -> None:
-    dep = ko.deployment(target_of(model_doc("toy", serving={"gpus": 0})), SETTINGS, "r")
+    dep = deployed(target_of(model_doc("toy", serving={"gpus": 0})), SETTINGS, "r")
     assert "resources" not in container(dep)
     assert "tolerations" not in dep["spec"]["template"]["spec"]
 
@@ -237,7 +248,7 @@ def test_user_resources_scheduling_env_and_pull_secrets_are_passed_through() -> 
         }
     }
     doc = with_path(doc, "spec.serving.affinity", affinity)
-    dep = ko.deployment(target_of(doc), SETTINGS, "r")
+    dep = deployed(target_of(doc), SETTINGS, "r")
     pod = dep["spec"]["template"]["spec"]
     c = container(dep)
     assert c["resources"]["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 1}
@@ -251,7 +262,7 @@ def test_user_resources_scheduling_env_and_pull_secrets_are_passed_through() -> 
 
 
 def test_shm_is_a_memory_emptydir_sized_from_the_spec_and_the_repository_is_read_only() -> None:
-    dep = ko.deployment(target_of(sample_docs("tensorrt-llm-plan")[0]), SETTINGS, "r")
+    dep = deployed(target_of(sample_docs("tensorrt-llm-plan")[0]), SETTINGS, "r")
     pod = dep["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
@@ -266,7 +277,7 @@ def test_shm_is_a_memory_emptydir_sized_from_the_spec_and_the_repository_is_read
 
 
 def test_security_context_is_restricted() -> None:
-    dep = ko.deployment(target_of(model_doc("toy")), SETTINGS, "r")
+    dep = deployed(target_of(model_doc("toy")), SETTINGS, "r")
     pod = dep["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 1000
@@ -280,8 +291,8 @@ def test_security_context_is_restricted() -> None:
 
 def test_rolls_without_downtime_and_on_a_new_revision_only() -> None:
     target = target_of(model_doc("toy"))
-    first = ko.deployment(target, SETTINGS, "rev1")
-    second = ko.deployment(target, SETTINGS, "rev2")
+    first = deployed(target, SETTINGS, "rev1")
+    second = deployed(target, SETTINGS, "rev2")
     strategy = first["spec"]["strategy"]
     assert strategy == {
         "type": "RollingUpdate",
@@ -289,19 +300,62 @@ def test_rolls_without_downtime_and_on_a_new_revision_only() -> None:
     }
     annotations = first["spec"]["template"]["metadata"]["annotations"]
     assert annotations[ko.REVISION_ANNOTATION] == "rev1"
+    assert annotations[ko.SERVES_ANNOTATION] == "toy=rev1"
     assert first["spec"]["template"] != second["spec"]["template"]
     assert first["spec"]["selector"] == second["spec"]["selector"]
+    # Available only once the operator confirmed the model and published it to the
+    # gateways; removed, a pod answers for drainSeconds before Triton is told to stop.
+    pod = first["spec"]["template"]["spec"]
+    assert pod["readinessGates"] == [{"conditionType": ko.LOADED_GATE}]
+    assert container(first)["lifecycle"] == {"preStop": {"sleep": {"seconds": 10}}}
+    assert pod["terminationGracePeriodSeconds"] >= 10 + 30
+
+
+def test_the_surge_of_a_rollout_is_the_deployments_rolling_update() -> None:
+    target = target_of(model_doc("toy"))
+    dep = ko.deployment(target, SETTINGS, target.serves, ko.Surge(max_surge=0, max_unavailable=1))
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    no_drain = deployed(target, OperatorSettings(drain_seconds=0))
+    assert "lifecycle" not in container(no_drain)
+
+
+def test_the_canary_runs_the_target_beside_the_stable_pods_under_a_name_of_its_own() -> None:
+    target = target_of(model_doc("toy"))
+    canary = ko.canary_deployment(target, SETTINGS, 2)
+    stable = ko.deployment(target, SETTINGS, (("toy", "old"),))
+    assert canary["metadata"]["name"] == "tmc-toy" != stable["metadata"]["name"]
+    assert ko.child_name("TritonModel", "toy-canary") != canary["metadata"]["name"]
+    assert canary["spec"]["replicas"] == 2
+    selector = canary["spec"]["selector"]["matchLabels"]
+    assert selector[ko.LABEL_TRACK] == "canary"
+    # The stable selector is older and broader: it selects the canary pods too, which
+    # ReplicaSet ownership keeps apart; the headless Service and the loader see both.
+    assert stable["spec"]["selector"]["matchLabels"].items() < selector.items()
+    template = canary["spec"]["template"]
+    assert selector.items() <= template["metadata"]["labels"].items()
+    assert template["metadata"]["annotations"][ko.SERVES_ANNOTATION] == f"toy={target.revision}"
+    assert f"pins/toy/{target.revision}" in " ".join(container(canary)["args"])
+    assert "pins/toy/old" in " ".join(container(stable)["args"])
+
+
+def test_serves_round_trips_and_refuses_what_it_cannot_read() -> None:
+    serves = (("embed", "a1"), ("llm", "b2"), ("rag", "c3"))
+    assert ko.parse_serves(ko.format_serves(serves)) == serves
+    assert ko.parse_serves("") == ()
+    assert ko.parse_serves("embed") == ()
 
 
 def test_before_any_sync_the_deployment_exists_with_zero_replicas() -> None:
     target = target_of(model_doc("toy", serving={"replicas": {"min": 2, "max": 3}}))
-    assert ko.deployment(target, SETTINGS, None)["spec"]["replicas"] == 0
-    assert ko.deployment(target, SETTINGS, "r")["spec"]["replicas"] == 2
+    empty = deployed(target, SETTINGS, None)
+    assert empty["spec"]["replicas"] == 0
+    assert ko.SERVES_ANNOTATION not in empty["spec"]["template"]["metadata"]["annotations"]
+    assert deployed(target, SETTINGS, "r")["spec"]["replicas"] == 2
 
 
 def test_selector_labels_are_a_subset_of_the_pod_labels_plus_extra_pod_labels() -> None:
     settings = OperatorSettings(triton_pod_labels={"team": "search"})
-    dep = ko.deployment(target_of(model_doc("toy")), settings, "r")
+    dep = deployed(target_of(model_doc("toy")), settings, "r")
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pod_labels["team"] == "search"
@@ -317,8 +371,8 @@ def test_a_model_and_an_ensemble_of_the_same_name_never_share_pods() -> None:
         {"toy": parsed(model_doc("toy"))},
         "r",
     )
-    a = ko.deployment(model, SETTINGS, "r")["spec"]["selector"]["matchLabels"]
-    b = ko.deployment(ensemble, SETTINGS, "r")["spec"]["selector"]["matchLabels"]
+    a = deployed(model, SETTINGS, "r")["spec"]["selector"]["matchLabels"]
+    b = deployed(ensemble, SETTINGS, "r")["spec"]["selector"]["matchLabels"]
     assert a != b
     assert ko.child_name("TritonModel", "same") != ko.child_name("ModelEnsemble", "same")
 
@@ -333,13 +387,22 @@ def test_an_ensemble_deployment_loads_every_member_then_the_ensemble() -> None:
     ensemble = ModelEnsemble.model_validate(
         {**ensemble_raw, "metadata": {"name": "rag", "namespace": "ml", "uid": "e1"}}
     )
-    target = ko.ensemble_target(ensemble, members, "rev")
-    args = container(ko.deployment(target, SETTINGS, "rev"))["args"]
+    revisions = {name: f"m-{name}" for name in members}
+    target = ko.ensemble_target(ensemble, members, "rev", revisions)
+    args = container(deployed(target, SETTINGS, "rev"))["args"]
     loads = [a.removeprefix("--load-model=") for a in args if a.startswith("--load-model=")]
     assert loads == ["rag-embedder", "rag-retriever", "rag-generator", "rag"]
+    # Every model from the pin of the revision this pod serves, members included.
+    repositories = [a.split("/pins/")[1] for a in args if a.startswith("--model-repository=")]
+    assert repositories == [
+        "rag-embedder/m-rag-embedder",
+        "rag-retriever/m-rag-retriever",
+        "rag-generator/m-rag-generator",
+        "rag/rev",
+    ]
     documents = list(yaml.safe_load_all(ko.model_configmap(target)["data"]["model.yaml"]))
     assert [d["kind"] for d in documents] == ["ModelEnsemble", *["TritonModel"] * 3]
-    assert ko.deployment(target, SETTINGS, "rev")["metadata"]["ownerReferences"][0]["kind"] == (
+    assert deployed(target, SETTINGS, "rev")["metadata"]["ownerReferences"][0]["kind"] == (
         "ModelEnsemble"
     )
 
@@ -410,6 +473,15 @@ def test_sync_job_runs_tritonfleet_sync_on_the_revision_configmap_under_its_revi
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert job["metadata"]["labels"][ko.LABEL_REVISION] == target.revision
     assert target.revision in job["metadata"]["name"]
+
+
+def test_a_sync_during_a_rollout_keeps_the_files_of_the_revisions_still_served() -> None:
+    target = target_of(model_doc("toy"))
+    args = ko.sync_job(target, SETTINGS, ("stable1", "older2"))["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert " ".join(args).count("--keep-revision") == 2
+    assert args[args.index("--keep-revision") + 1] == "stable1"
 
 
 def test_sync_image_setting_wins_over_the_operator_image() -> None:
@@ -501,7 +573,7 @@ def test_repository_claim_is_rwx_with_class_and_size_from_settings() -> None:
 def test_an_existing_claim_in_settings_means_none_is_created_and_it_is_mounted() -> None:
     settings = OperatorSettings(repository_claim="shared-models")
     assert ko.repository_claim("ml", settings) is None
-    dep = ko.deployment(target_of(model_doc("toy")), settings, "r")
+    dep = deployed(target_of(model_doc("toy")), settings, "r")
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "shared-models"
 
@@ -511,7 +583,7 @@ def test_ports_name_every_merge_key_so_ownership_checks_match_the_server(
     doc: dict[str, Any],
 ) -> None:
     target = target_of(doc)
-    for port in container(ko.deployment(target, SETTINGS, "r"))["ports"]:
+    for port in container(deployed(target, SETTINGS, "r"))["ports"]:
         assert port["protocol"] == "TCP"
     for port in ko.service(target)["spec"]["ports"]:
         assert port["protocol"] == "TCP"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,7 @@ class Pods(PodRepositories):
         self.gate.set()
         self.broken: Exception | None = None
         self.observed = 0
+        self.error = ""  # what every pod answers instead (e.g. connection refused)
         self.loads: list[str] = []
         self.unloads: list[tuple[str, ...]] = []
 
@@ -49,8 +51,8 @@ class Pods(PodRepositories):
         self, pods: Sequence[PodEndpoint], names: Sequence[str]
     ) -> tuple[PodObservation, ...]:
         state = ModelObservation("READY", revision=self.serving) if self.serving else None
-        models = {n: state for n in names if state is not None}
-        return tuple(PodObservation(p.name, p.ip, p.ready, models) for p in pods)
+        models = {n: state for n in names if state is not None and not self.error}
+        return tuple(PodObservation(p.name, p.ip, p.ready, models, self.error) for p in pods)
 
     async def observe(
         self, pods: Sequence[PodEndpoint], names: Sequence[str]
@@ -101,8 +103,18 @@ class Harness:
         self.pod = TritonPod(
             "ml", "tm-toy-abc", "pod-uid", pod_key_of(self.target), "10.0.0.7", "Running",
             ready=True, revision=self.target.revision,
+            serves=f"toy={self.target.revision}", gated=True,
+        )  # fmt: skip
+        self.kube.put(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": self.pod.name,
+             "namespace": "ml"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}
         )  # fmt: skip
         watch(self.world, self.kube, [self.pod])
+
+    def gate(self) -> dict[str, str]:
+        """The pod's conditions by type, as the API server keeps them."""
+        pod = self.kube.objects[("Pod", "ml", self.pod.name)]
+        return {c["type"]: c["status"] for c in pod["status"]["conditions"]}
 
     def status(self) -> dict[str, Any]:
         return dict(self.kube.objects[KEY].get("status") or {})
@@ -127,7 +139,7 @@ async def idle(loader: Loader) -> None:
 
 def test_a_pass_loads_the_revision_and_writes_loaded_once() -> None:
     async def test(h: Harness) -> None:
-        h.loader.track(KEY, h.target, h.target.revision)
+        h.loader.track(KEY, h.target)
         await idle(h.loader)
         assert h.pods.loads == ["toy"]
         loaded = {c["type"]: c for c in h.status()["conditions"]}["Loaded"]
@@ -135,7 +147,7 @@ def test_a_pass_loads_the_revision_and_writes_loaded_once() -> None:
         assert h.status()["pods"][0]["name"] == "tm-toy-abc"
         assert h.reconciles == [KEY]  # Ready follows Loaded
         assert h.events == [("Normal", "Loaded")]
-        watch(h.world, h.kube, [h.pod])
+        watch(h.world, h.kube, [replace(h.pod, gate="True")])  # the gate's watch event
         mark = len(h.kube.calls)
         h.loader.poke(KEY)
         await idle(h.loader)
@@ -147,11 +159,11 @@ def test_a_pass_loads_the_revision_and_writes_loaded_once() -> None:
 def test_pokes_during_a_pass_make_one_more_pass_not_many() -> None:
     async def test(h: Harness) -> None:
         h.pods.gate.clear()
-        h.loader.track(KEY, h.target, h.target.revision)
+        h.loader.track(KEY, h.target)
         await until(lambda: h.pods.observed == 1)
         for _ in range(5):
             h.loader.poke(KEY)
-            h.loader.track(KEY, h.target, h.target.revision)
+            h.loader.track(KEY, h.target)
         h.pods.gate.set()
         await until(lambda: h.pods.observed == 2)
         await idle(h.loader)
@@ -162,7 +174,7 @@ def test_pokes_during_a_pass_make_one_more_pass_not_many() -> None:
 
 def test_a_pod_event_wakes_only_the_object_the_pod_serves() -> None:
     async def test(h: Harness) -> None:
-        h.loader.track(KEY, h.target, h.target.revision)
+        h.loader.track(KEY, h.target)
         await idle(h.loader)
         h.loader.pod_changed("ml", TritonPod("ml", "other", "u2", ("ml", "tritonmodel", "x")))
         await asyncio.sleep(0)
@@ -174,15 +186,72 @@ def test_a_pod_event_wakes_only_the_object_the_pod_serves() -> None:
     run(test)
 
 
-def test_no_load_before_the_deployment_serves_the_revision() -> None:
-    """Pods of an older pod template are observed and reported, never reloaded."""
+def test_a_pod_from_before_rollouts_is_observed_and_reported_never_loaded() -> None:
+    """Its template names no pinned revisions: a load could reach other files."""
 
     async def test(h: Harness) -> None:
-        h.loader.track(KEY, h.target, deployed="older")
+        old = TritonPod("ml", "tm-toy-old", "u0", h.pod.owner, "10.0.0.8", "Running",
+                        ready=True, revision="older")  # fmt: skip
+        watch(h.world, h.kube, [old])
+        h.loader.track(KEY, h.target)
         await idle(h.loader)
         assert h.pods.observed == 1 and h.pods.loads == []
         loaded = {c["type"]: c for c in h.status()["conditions"]}["Loaded"]
-        assert loaded["status"] == "False"
+        assert loaded["status"] == "False" and "wanted older" not in loaded["message"]
+        assert h.status()["pods"][0]["wanted"] == "older"
+
+    run(test)
+
+
+def test_the_readiness_gate_opens_once_status_pods_says_the_pod_serves() -> None:
+    """The gateways read status.pods: only once it lists the pod as Ready may the
+    Deployment count it available (and remove an old pod)."""
+
+    async def test(h: Harness) -> None:
+        h.pods.gate.clear()
+        h.loader.track(KEY, h.target)
+        await until(lambda: h.pods.observed == 1)
+        assert "tritonfleet.io/loaded" not in h.gate()
+        h.pods.gate.set()
+        await idle(h.loader)
+        assert h.status()["pods"][0]["state"] == "Ready"
+        assert h.gate() == {"Ready": "False", "tritonfleet.io/loaded": "True"}  # kubelet's kept
+        writes = [c for c in h.kube.calls if c[1] == "Pod"]
+        assert writes == [("patch-status", "Pod", "tm-toy-abc")]
+        # The pod says it is gated open now: nothing more to write.
+        watch(h.world, h.kube, [replace(h.pod, gate="True")])
+        h.loader.poke(KEY)
+        await idle(h.loader)
+        assert [c for c in h.kube.calls if c[1] == "Pod"] == writes
+        # Triton stops answering on it (crashed, restarting): the gate closes again.
+        h.pods.error = "connection refused"
+        h.loader.poke(KEY)
+        await idle(h.loader)
+        assert h.status()["pods"][0]["state"] == "Unavailable"
+        assert h.gate()["tritonfleet.io/loaded"] == "False"
+
+    run(test)
+
+
+def test_the_readiness_gate_stays_shut_while_status_pods_could_not_be_written() -> None:
+    """A status write that conflicts (the reconcile wrote the rollout meanwhile) leaves
+    status.pods without the pod: its gate must wait for the pass that writes it."""
+
+    async def test(h: Harness) -> None:
+        h.pods.gate.clear()
+        h.loader.track(KEY, h.target)
+        await until(lambda: h.pods.observed == 1)
+        h.kube.objects[KEY]["metadata"]["resourceVersion"] = str(10**9)  # the reconcile wrote
+        h.pods.gate.set()
+        await until(lambda: h.pods.observed >= 2)  # the conflict makes it plan again
+        assert not h.status().get("pods")
+        assert "tritonfleet.io/loaded" not in h.gate()
+        h.world.remember_owner(h.kube.objects[KEY])  # the watch brings the newer object
+        h.loader.poke(KEY)
+        await until(lambda: bool(h.status().get("pods")))
+        await idle(h.loader)
+        assert h.status()["pods"][0]["state"] == "Ready"
+        assert h.gate()["tritonfleet.io/loaded"] == "True"
 
     run(test)
 
@@ -193,7 +262,7 @@ def test_a_failing_pass_is_retried_sooner_than_the_interval(
     async def test(h: Harness) -> None:
         h.pods.broken = OSError("connection refused")
         with caplog.at_level(logging.WARNING, "tritonfleet.loading"):
-            h.loader.track(KEY, h.target, h.target.revision)
+            h.loader.track(KEY, h.target)
             await idle(h.loader)
         assert "connection refused; again in 2s" in caplog.text  # not the hour's interval
         h.pods.broken = None
@@ -203,7 +272,7 @@ def test_a_failing_pass_is_retried_sooner_than_the_interval(
 
 def test_deletion_waits_for_every_pod_to_unload() -> None:
     async def test(h: Harness) -> None:
-        h.loader.track(KEY, h.target, h.target.revision)
+        h.loader.track(KEY, h.target)
         await idle(h.loader)
         body = h.kube.objects[KEY]
         assert h.loader.unloaded(KEY, h.target, body) is False  # started, not confirmed

@@ -283,10 +283,51 @@ def test_not_ready_pod_is_listed_and_gets_no_actions() -> None:
     plan = plan_loading(M, [pod("p1", ready=False), pod("p2", m=ready_at("rev-b"))])
     assert plan.pods[0].actions == ()
     assert plan.states[0] == PodModelState(
-        name="p1", ip="10.0.0.1", state="Unavailable", message="pod is not ready"
+        name="p1", ip="10.0.0.1", wanted="rev-b", state="Unavailable", message="pod is not ready"
     )
     assert plan.condition.status == "True"
     assert "not ready: p1" in plan.condition.message
+
+
+def test_pods_of_two_revisions_are_each_judged_against_their_own() -> None:
+    """A rollout: the old pod serves rev-a as it was started to, the new one rev-b."""
+    old, new = pod("p1", m=ready_at("rev-a")), pod("p2", m=ready_at("rev-b"))
+    plan = plan_loading(M, [old, new], wanted={"p1": LoadTarget.model("m", "rev-a")})
+    assert plan.pods[0].actions == () and plan.pods[1].actions == ()
+    assert [(s.state, s.revision, s.wanted) for s in plan.states] == [
+        ("Ready", "rev-a", "rev-a"),
+        ("Ready", "rev-b", "rev-b"),
+    ]
+    assert plan.condition.status == "True"
+    assert "at the revision each was started for (rev-a on 1, rev-b on 1)" in plan.condition.message
+
+
+def test_a_pod_of_the_new_revision_failing_quotes_triton_while_the_old_one_serves() -> None:
+    failing = pod("p2", m=ModelObservation(state="UNAVAILABLE", reason="boom: no such file"))
+    plan = plan_loading(
+        M, [pod("p1", m=ready_at("rev-a")), failing], wanted={"p1": LoadTarget.model("m", "rev-a")}
+    )
+    assert plan.states[0].state == "Ready"
+    assert (plan.states[1].state, plan.states[1].wanted) == ("Failed", "rev-b")
+    assert plan.condition.reason == "LoadFailed" and "boom: no such file" in plan.condition.message
+
+
+def test_a_terminating_pod_is_draining_not_loaded_and_not_counted() -> None:
+    leaving = PodObservation("p1", "10.0.0.1", False, terminating=True)
+    plan = plan_loading(M, [leaving, pod("p2", m=ready_at("rev-b"))])
+    assert plan.pods[0].actions == ()
+    assert plan.states[0].state == "Terminating"
+    assert plan.condition.status == "True" and "p1" not in plan.condition.message
+
+
+def test_a_pod_whose_template_names_no_member_revisions_accepts_any() -> None:
+    """Pods from before rollouts: the ensemble's revision is known, its members' not."""
+    members = [WantedModel("a", ""), WantedModel("b", "")]
+    old = LoadTarget.ensemble("e", "rev-a", members)
+    seen = pod("p1", a=ready_at("whatever"), b=ready_at("whichever"), e=ready_at("rev-a"))
+    plan = plan_loading(LoadTarget.ensemble("e", "rev-b", []), [seen], wanted={"p1": old})
+    assert plan.states[0].state == "Ready" and plan.pods[0].actions == ()
+    assert set(plan.names) == {"a", "b", "e"}
 
 
 def test_unreachable_ready_pod_blocks_loaded() -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.support.builders import ensemble_doc, model_doc
 from tests.support.fake_kube import server_object
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.api.status import find_condition
+from tritonfleet.api.status import ModelStatus, find_condition
 from tritonfleet.desired.kube import objects as ko
 from tritonfleet.desired.kube.drift import (
     applied_paths,
@@ -251,7 +251,7 @@ def test_fields_v1_paths_drop_item_markers() -> None:
 @pytest.mark.parametrize(
     "build",
     [
-        lambda t: ko.deployment(t, SETTINGS, "r"),
+        lambda t: ko.deployment(t, SETTINGS, t.serves),
         lambda t: ko.sync_job(t, SETTINGS),
         lambda t: ko.service(t),
         lambda t: ko.model_configmap(t),
@@ -351,9 +351,9 @@ def test_an_autoscaled_model_gets_an_hpa_that_owns_the_replica_count() -> None:
     # the Deployment leaves replicas to the HPA once a revision is served
     rendering = render_model_object(body)
     assert rendering.target is not None
-    dep = ko.deployment(rendering.target, SETTINGS, body["status"]["revision"])
+    dep = ko.deployment(rendering.target, SETTINGS, rendering.target.serves)
     assert "replicas" not in dep["spec"]
-    assert ko.deployment(rendering.target, SETTINGS, None)["spec"]["replicas"] == 0
+    assert ko.deployment(rendering.target, SETTINGS, ())["spec"]["replicas"] == 0
     # autoscaling switched off: the HPA goes
     body["spec"]["serving"].pop("autoscaling")
     off = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
@@ -479,12 +479,17 @@ def test_a_spec_change_makes_a_new_revision_synced_before_the_rollout() -> None:
     body["metadata"]["generation"] = 2
     decided = plan(render_model_object(body), children, claim_state(), SETTINGS, NOW)
     assert {(a.verb, a.kind) for a in decided.actions} == {("apply", "ConfigMap"), ("apply", "Job")}
-    assert decided.status is not None
-    assert decided.status.revision != old_revision
+    assert decided.status is not None and decided.status.rollout is not None
+    # status.revision is what every pod serves: the old revision, until the new one is
+    # rolled out; the rollout says where it goes.
+    assert decided.status.revision == old_revision
+    assert decided.status.rollout.target_revision != old_revision
+    assert decided.status.rollout.phase == "Progressing"
     # The Deployment keeps serving the old revision until the new one is synced.
     body, children, _ = converge(body)
     dep = children[("Deployment", "ml", "tm-toy")]
     assert dep.revision == body["status"]["revision"] != old_revision
+    assert body["status"]["rollout"]["phase"] == "Succeeded"
 
 
 def test_a_serving_change_rolls_without_a_new_revision() -> None:
@@ -677,8 +682,21 @@ def test_an_ensemble_invalid_at_deletion_still_cleans_its_files() -> None:
 
 def test_status_patch_nulls_what_disappears() -> None:
     body, _, _ = converge(owner_body(model_doc("toy")))
-    from tritonfleet.api.status import ModelStatus
-
     old = ModelStatus.model_validate(body["status"])
     new = old.model_copy(update={"deployment": None})
     assert status_patch(old, new)["deployment"] is None
+
+
+def test_status_patch_nulls_what_disappears_inside_objects_too() -> None:
+    """A merge patch merges nested objects: the rollout's split going away, or a finished
+    rollout's end time when a new one starts, must be named to go."""
+    old = ModelStatus.model_validate(
+        {"rollout": {"targetRevision": "a", "phase": "Analyzing",
+                     "weights": {"s": 90, "a": 10}, "finishedAt": "2026-01-01T00:00:00Z"}}
+    )  # fmt: skip
+    new = ModelStatus.model_validate(
+        {"rollout": {"targetRevision": "a", "phase": "Promoting", "weights": {}}}
+    )
+    patch = status_patch(old, new)["rollout"]
+    assert patch["weights"] == {"s": None, "a": None}
+    assert patch["finishedAt"] is None and patch["phase"] == "Promoting"

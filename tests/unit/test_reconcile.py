@@ -109,7 +109,8 @@ def test_a_new_model_gets_its_children_status_and_one_event() -> None:
         # writes; its status write then waits for the next reconcile, as in a cluster.
         await op.converge(key)
         owner = op.owner(key)
-        revision = owner["status"]["revision"]
+        revision = owner["status"]["rollout"]["targetRevision"]
+        assert "revision" not in owner["status"]  # nothing is rolled out yet
         assert owner["metadata"]["finalizers"] == [FINALIZER]
         assert conditions(owner)["Valid"] == ("True", "SpecValid")
         assert conditions(owner)["Synced"] == ("False", "Syncing")
@@ -142,7 +143,7 @@ def test_a_spec_change_reaches_the_reconcile_through_the_cache() -> None:
     async def test(op: Operator) -> None:
         key = op.apply(model_doc("toy"))
         await op.converge(key)
-        first = op.owner(key)["status"]["revision"]
+        first = op.owner(key)["status"]["rollout"]["targetRevision"]
 
         def new_code(spec: dict[str, Any]) -> None:
             spec["source"]["inline"]["files"]["1/model.py"] = "# version two\n"
@@ -150,7 +151,7 @@ def test_a_spec_change_reaches_the_reconcile_through_the_cache() -> None:
         op.edit(key, new_code)
         assert await op.reconcile(key) == "changed"
         await op.converge(key)
-        second = op.owner(key)["status"]["revision"]
+        second = op.owner(key)["status"]["rollout"]["targetRevision"]
         assert second != first
         assert f"tm-toy-sync-{second}" in named(op.kube.of_kind("Job"))
 

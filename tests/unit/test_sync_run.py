@@ -84,11 +84,53 @@ def test_a_directory_made_by_hand_is_swapped_out_and_kept(repo: Path) -> None:
     assert (kept / "1" / "model.py").read_text() == "by hand"
 
 
+def pinned(repo: Path, revision: str) -> Path:
+    """The one-model repository a Triton pod of ``revision`` loads ``m`` from."""
+    return Path(layout_for(repo).pin_repository("m", revision))
+
+
+def test_each_revision_is_pinned_whatever_the_live_link_says(repo: Path) -> None:
+    sync_model(request(repo, "v1", "r1"))
+    sync_model(request(repo, "v2", "r2"))
+    assert live(repo) == "r2"
+    # A pod of r1 (a canary's stable side, a rollout's old pods) still loads r1's files.
+    assert (pinned(repo, "r1") / "m" / "1" / "model.py").read_text() == "v1"
+    assert (pinned(repo, "r2") / "m" / "1" / "model.py").read_text() == "v2"
+    assert [p.name for p in pinned(repo, "r1").iterdir()] == ["m"]  # Triton lists only m
+
+
+def test_a_lost_pin_is_made_again_by_a_sync_at_the_same_revision(repo: Path) -> None:
+    sync_model(request(repo, "v1", "r1"))
+    (pinned(repo, "r1") / "m").unlink()
+    again = sync_model(request(repo, "v1", "r1"))
+    assert not again.changed and (pinned(repo, "r1") / "m" / "1" / "model.py").exists()
+
+
+def test_a_repaired_revision_moves_its_pin_to_the_fresh_copy(repo: Path) -> None:
+    sync_model(request(repo, "v1", "r1"))
+    (repo / "m" / "1" / "model.py").write_text("tampered, and longer")
+    sync_model(request(repo, "v1", "r1"))
+    assert (pinned(repo, "r1") / "m").resolve().name == "r1.1"
+
+
+def test_a_revision_still_served_is_kept_and_pins_of_collected_ones_go(repo: Path) -> None:
+    sync_model(request(repo, "v1", "r1"))
+    sync_model(request(repo, "v2", "r2"))
+    third = sync_model(request(repo, "v3", "r3", keep=("r1",)))
+    assert third.collected == ()  # r1 is the stable revision of a canary of r2
+    assert (pinned(repo, "r1") / "m" / "1" / "model.py").read_text() == "v1"
+    fourth = sync_model(request(repo, "v4", "r4"))
+    assert fourth.collected == ("r1", "r2")
+    assert not pinned(repo, "r1").exists() and not pinned(repo, "r2").exists()
+    assert (pinned(repo, "r3") / "m").exists()
+
+
 def test_remove_takes_the_model_and_its_revisions(repo: Path) -> None:
     sync_model(request(repo, "v1", "r1"))
     assert remove_model(layout_for(repo), "m") is True
     assert not (repo / "m").is_symlink() and not (repo / "m").exists()
     assert Repository(layout_for(repo)).revision_names("m") == []
+    assert not pinned(repo, "r1").exists()
     assert remove_model(layout_for(repo), "m") is False
 
 

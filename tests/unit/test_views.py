@@ -96,9 +96,17 @@ def test_an_invalid_object_still_has_its_name_and_failover() -> None:
 
 def synced(member: dict[str, Any], revision: str) -> dict[str, Any]:
     out = copy.deepcopy(member)
+    generation = out["metadata"].get("generation", 1)
     out["status"] = {
         "revision": revision,
-        "conditions": [{"type": "Synced", "status": "True", "reason": "SyncSucceeded"}],
+        "conditions": [
+            {
+                "type": "Synced",
+                "status": "True",
+                "reason": "SyncSucceeded",
+                "observedGeneration": generation,
+            }
+        ],
     }
     return out
 

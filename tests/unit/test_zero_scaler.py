@@ -68,7 +68,7 @@ class Harness:
         owner = self.kube.put(doc)
         target = self.views.of(owner).target
         assert target is not None
-        applied = deployment(target, SETTINGS, target.revision)
+        applied = deployment(target, SETTINGS, target.serves)
         applied["spec"]["replicas"] = 1  # the API server's default; the HPA's from here
         self.kube.objects[DEPLOYMENT] = server_object(applied, readyReplicas=1)
         self.kube.put(

@@ -74,12 +74,10 @@ true
 - apiGroups: ["tritonfleet.io"]
   resources: ["tritonmodels/finalizers", "modelensembles/finalizers"]
   verbs: ["update"]
+# (delete: a canary's Deployment goes once the canary is promoted or rolled back)
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -95,10 +93,14 @@ true
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Read-only: the loader finds every Triton pod (IP, readiness) of each model.
+# The loader finds every Triton pod (IP, readiness) of each model ...
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# ... and sets its readiness gate (tritonfleet.io/loaded) once the model is loaded.
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]

@@ -473,8 +473,8 @@ async def converge(
     timeouts = timeouts or Timeouts()
     budget = _Budget(retries, backoff, max_backoff, time.monotonic() + deadline)
     by_name = {p.pod: p for p in plan.pods}
-    names = list(plan.target.names) + [
-        a.model for p in plan.pods for a in p.actions if a.model not in plan.target.names
+    names = list(plan.names) + [
+        a.model for p in plan.pods for a in p.actions if a.model not in plan.names
     ]
     names = list(dict.fromkeys(names))
     limit = asyncio.Semaphore(max(1, concurrency))

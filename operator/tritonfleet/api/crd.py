@@ -118,6 +118,13 @@ _COMMON_COLUMNS: list[dict[str, Any]] = [
     {"name": "Replicas", "type": "string", "jsonPath": ".status.replicaSummary"},
     {"name": "Revision", "type": "string", "jsonPath": ".status.revision"},
     {"name": "Served-By", "type": "string", "jsonPath": ".status.servedBy"},
+    {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"},
+    {
+        "name": "Target",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.rollout.targetRevision",
+    },
     {
         "name": "Reason",
         "type": "string",

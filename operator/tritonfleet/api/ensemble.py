@@ -20,6 +20,7 @@ from tritonfleet.api.model import (
     ObjectName,
     ServingSpec,
 )
+from tritonfleet.api.rollout import RolloutSpec
 from tritonfleet.api.status import ModelStatus
 from tritonfleet.api.triton_config import (
     MAX_TENSORS,
@@ -89,6 +90,11 @@ class ModelEnsembleSpec(ApiModel):
         default=None,
         description="Failover of the whole pipeline to a hosted OpenAI-compatible API through "
         "the gateway.",
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec,
+        description="How a new revision (also one a member update causes) replaces the "
+        "served one: Rolling (default) or Canary.",
     )
 
 

@@ -28,6 +28,7 @@ from tritonfleet.api.base import (
     cel,
     exactly_one,
 )
+from tritonfleet.api.rollout import RolloutSpec
 from tritonfleet.api.status import ModelStatus
 from tritonfleet.api.triton_config import DataType, Dim, ModelConfigSpec, ModelInput, ModelOutput
 
@@ -430,6 +431,10 @@ class TritonModelSpec(ApiModel):
     )
     failover: FailoverSpec | None = Field(
         default=None, description="Failover to a hosted OpenAI-compatible API through the gateway."
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec,
+        description="How a new revision replaces the served one: Rolling (default) or Canary.",
     )
 
 

@@ -140,6 +140,12 @@ class OperatorSettings(BaseModel):
         "in TRITONFLEET_DIAL_POD_NETWORKS). Empty: every pod IP. A safety for clusters with "
         "fake nodes (kwok): pods outside these networks are reported unreachable, never dialled.",
     )
+    drain_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
+        default=10,
+        description="How long a Triton pod that is being removed keeps answering before it "
+        "is told to stop (preStop sleep): long enough for the loader to mark it terminating "
+        "and every gateway replica to stop choosing it (they re-read routes every 2 s).",
+    )
     unload_timeout_seconds: Annotated[int, Field(ge=1)] = Field(
         default=60,
         description="How long deletion waits for every pod to unload a model before its "

@@ -23,6 +23,7 @@ LOADED = "Loaded"
 AVAILABLE = "Available"
 AUTOSCALING = "Autoscaling"
 READY = "Ready"
+ROLLED_BACK = "RolledBack"
 
 
 class Condition(ApiModel):
@@ -77,13 +78,93 @@ class PodModelState(ApiModel):
 
     name: str = Field(description="Name of the Triton pod.")
     ip: str | None = Field(default=None, description="Its pod IP.")
-    revision: str | None = Field(default=None, description="The model revision that pod serves.")
-    state: Literal["Pending", "Loading", "Ready", "Unavailable", "Failed", "Unloading"] = Field(
+    revision: str | None = Field(
+        default=None, description="The model revision that pod serves (its model READY at it)."
+    )
+    wanted: str | None = Field(
+        default=None,
+        description="The revision the pod was started for (its pod template): during a rollout "
+        "pods of two revisions serve side by side.",
+    )
+    state: Literal[
+        "Pending", "Loading", "Ready", "Unavailable", "Failed", "Unloading", "Terminating"
+    ] = Field(
         default="Pending",
-        description="The model on that pod: Pending, Loading, Ready, Unavailable, Failed or "
-        "Unloading.",
+        description="The model on that pod: Pending, Loading, Ready, Unavailable, Failed, "
+        "Unloading, or Terminating (the pod is being removed: it finishes what it has, takes "
+        "no new request).",
     )
     message: str = Field(default="", description="Triton's error or why the pod is not serving it.")
+
+
+class RevisionNumbers(ApiModel):
+    """One revision's measurements over a canary step's window (the gateway's attempts at
+    its pods, and Triton's queue time on them)."""
+
+    requests: int = Field(description="Triton attempts at the revision's pods in the window.")
+    errors: int = Field(description="Of those, failed (5xx, timeout, broken) or refused (4xx).")
+    error_rate: float | None = Field(default=None, description="errors / requests.")
+    p99_latency_ms: float | None = Field(
+        default=None,
+        description="p99 latency of the answered attempts, in ms: to the whole answer, or to "
+        "the first token of a stream.",
+    )
+    queue_time_ms: float | None = Field(
+        default=None, description="Triton's mean queue time per request on its pods, in ms."
+    )
+
+
+class RolloutAnalysis(ApiModel):
+    """The numbers of the latest judgement of a canary step, and what they decided."""
+
+    window_seconds: int = Field(description="Seconds of the step judged so far.")
+    canary: RevisionNumbers | None = Field(default=None, description="The target revision's.")
+    stable: RevisionNumbers | None = Field(default=None, description="The stable revision's.")
+    verdict: Literal["Pending", "Passed", "Failed"] = Field(
+        default="Pending",
+        description="Pending: too few canary requests yet; Passed: within every limit so far; "
+        "Failed: a limit crossed (the rollout is rolled back).",
+    )
+    reason: str = Field(default="", description="Why, with the numbers that decided.")
+
+
+class RolloutStatus(ApiModel):
+    """Where the latest rollout is: what it rolls out, how far, and the traffic split."""
+
+    target_revision: str = Field(description="The revision being rolled out (the spec's).")
+    stable_revision: str | None = Field(
+        default=None, description="The revision fully rolled out when this rollout started."
+    )
+    strategy: Literal["Rolling", "Canary"] = Field(
+        default="Rolling", description="The strategy the rollout follows (spec.rollout)."
+    )
+    phase: Literal["Progressing", "Analyzing", "Promoting", "Succeeded", "RolledBack"] = Field(
+        description="Progressing: pods of the target start and load. Analyzing: a canary step "
+        "takes its share of traffic and is judged. Promoting: the stable pods are replaced "
+        "by the target's. Succeeded: every pod serves the target. RolledBack: the target was "
+        "judged bad or aborted; the stable revision serves, the target is not retried until "
+        "the spec changes."
+    )
+    step: int | None = Field(default=None, description="Canary step (1-based) in progress.")
+    steps: int | None = Field(default=None, description="Canary steps in all.")
+    weights: dict[str, int] = Field(
+        default_factory=dict,
+        description="Revision → percent of requests while a split is in force (a revision at "
+        "0 answers only when no other has a pod to take the request). Empty: every loaded "
+        "pod takes requests, whatever its revision.",
+    )
+    started_at: str | None = Field(default=None, description="When the rollout began.")
+    step_started_at: str | None = Field(
+        default=None, description="When the current canary step's traffic began."
+    )
+    finished_at: str | None = Field(
+        default=None, description="When it succeeded or was rolled back."
+    )
+    reason: str = Field(default="", description="Why the rollout is where it is, in one word.")
+    message: str = Field(default="", description="Where the rollout is, in words.")
+    analysis: RolloutAnalysis | None = Field(
+        default=None, description="The latest judgement of a canary step."
+    )
 
 
 class ModelStatus(ApiModel):
@@ -98,7 +179,9 @@ class ModelStatus(ApiModel):
         "messages.",
     )
     revision: str | None = Field(
-        default=None, description="Digest of the source and rendered config being served."
+        default=None,
+        description="The revision fully rolled out: every Triton pod serves it (a digest of "
+        "the source and rendered config). A rollout in progress is in `rollout`.",
     )
     replicas: int | None = Field(default=None, description="Triton replicas wanted.")
     ready_replicas: int | None = Field(default=None, description="Triton replicas ready.")
@@ -111,4 +194,9 @@ class ModelStatus(ApiModel):
     deployment: str | None = Field(default=None, description="The Triton Deployment serving it.")
     pods: list[PodModelState] = Field(
         default_factory=list, description="The model's state on each Triton pod."
+    )
+    rollout: RolloutStatus | None = Field(
+        default=None,
+        description="The latest rollout: its target revision, phase, canary step and traffic "
+        "split, and the numbers it was judged on.",
     )

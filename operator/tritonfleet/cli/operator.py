@@ -8,9 +8,10 @@ kopf is run with the registry :func:`compose` builds.
 The composition: one memory of the cluster (``handlers.state.World``, filled by the
 watches), one parsed view of every object (``desired.kube.views.OwnerViews``), the
 reconciler and its loader (``handlers``), and the queue-time collector, external
-metrics API and scale to zero (``scaling.in_operator``). ``handlers`` and
-``scaling`` are sibling layers that never import each other; both are handed the
-same World and views here.
+metrics API, scale to zero and canary measurements (``scaling.in_operator``).
+``handlers`` and ``scaling`` are sibling layers that never import each other; both
+are handed the same World and views here, and the reconciler the scaling side's
+``measure`` (what canary steps are judged on).
 
 With ``leader_election`` (several replicas), the watches run on every replica
 but the work only on the holder of the Lease (``handlers.leadership``):
@@ -122,11 +123,19 @@ def compose(settings: OperatorSettings, endpoint: Endpoint) -> Operator:
 
     world = World()
     views = OwnerViews()
-    reconciler = Reconciler(KubeClient(endpoint), world, views, settings, PodRepositories())
     registry = kopf.OperatorRegistry()
     alone = not settings.leader_election
-    handlers.register(registry, world, views, reconciler, endpoint, start_reconciler=alone)
     queue_scaling = scaling.register(registry, world, views, settings, endpoint, autostart=alone)
+    # Canary steps are judged on what the scaling side measured (memory only).
+    reconciler = Reconciler(
+        KubeClient(endpoint),
+        world,
+        views,
+        settings,
+        PodRepositories(),
+        measure=queue_scaling.rollouts.measure,
+    )
+    handlers.register(registry, world, views, reconciler, endpoint, start_reconciler=alone)
     operator = Operator(registry, world, views, reconciler, queue_scaling)
     if alone:
         return operator

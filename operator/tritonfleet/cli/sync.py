@@ -117,7 +117,9 @@ def _epilog() -> str:
         "",
         "layout: <repository>/<model> is a relative symlink to",
         "  <state-dir>/revisions/<model>/<revision>/ (config.pbtxt, version folders,",
-        "  .tritonfleet-manifest.json); <state-dir> defaults to",
+        "  .tritonfleet-manifest.json); <state-dir>/pins/<model>/<revision>/ is a",
+        "  one-model repository fixed at that revision (what the operator's Triton",
+        "  pods load with --model-repository); <state-dir> defaults to",
         "  <repository>/../.tritonfleet/<repository name>, outside the directory Triton scans",
         "  (Triton lists every sub-directory, dot-directories too, as a model). When the",
         "  repository is the root of its volume it falls back to <repository>/.tritonfleet.",
@@ -170,6 +172,15 @@ def add_parser(subparsers: Any) -> None:
         help="publish under this revision: the one the operator computed (its sync Jobs "
         "pass it) or a name of your own; a warning shows when it differs from the "
         "revision computed here (default: that digest of the spec)",
+    )
+    parser.add_argument(
+        "--keep-revision",
+        action="append",
+        type=_revision,
+        default=[],
+        metavar="REVISION",
+        help="a revision still served (e.g. the stable one during a canary): its files are "
+        "not garbage-collected (repeatable)",
     )
     parser.add_argument(
         "--force", action="store_true", help="fetch again even if already at the revision"
@@ -368,6 +379,7 @@ def _request(args: argparse.Namespace, layout: RepositoryLayout, target: Target)
             progress_interval=args.progress_interval,
         ),
         force=args.force,
+        keep=tuple(args.keep_revision),
         verify=args.verify,
         lock_timeout=args.lock_timeout,
     )

@@ -14,10 +14,23 @@ from typing import Any
 
 from aiohttp import web
 
+from tritonfleet.desired.gateway.routes import Endpoint
+
 BACKEND_HEADER = "x-tritonfleet-backend"
 POD_HEADER = "x-tritonfleet-pod"
+REVISION_HEADER = "x-tritonfleet-revision"  # the revision of the pod that answered
 ESTIMATED_HEADER = "x-tritonfleet-usage-estimated"
 REASON_HEADER = "x-tritonfleet-failover-reason"
+
+
+def pod_headers(endpoint: Endpoint) -> dict[str, str]:
+    """The headers naming the Triton pod that answered, and its revision (during a
+    rollout two answer side by side)."""
+    out = {POD_HEADER: endpoint.name}
+    if endpoint.revision:
+        out[REVISION_HEADER] = endpoint.revision
+    return out
+
 
 _TYPES = {
     400: "invalid_request_error",

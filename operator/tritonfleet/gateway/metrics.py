@@ -44,6 +44,7 @@ from prometheus_client.registry import Collector
 
 from tritonfleet import __version__
 from tritonfleet.desired.gateway.prices import Cost
+from tritonfleet.gateway.revision_metrics import RevisionMetrics
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -232,6 +233,10 @@ class GatewayMetrics:
         self.stats: dict[tuple[str, str], _Stats] = {}
         self.model_stats: dict[str, _ModelStats] = {}
         r.register(_HotCollector(self))
+        # Per-revision attempts and latency, what a canary is judged on (bounded to the
+        # revisions routes serve): gateway.revision_metrics.
+        self.revisions = RevisionMetrics(LATENCY_BUCKETS)
+        r.register(self.revisions)
         self.errors = Counter(
             p + "errors_total",
             "Failed attempts at a backend (connect, timeout, disconnected, http_5xx, "

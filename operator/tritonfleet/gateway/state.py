@@ -8,7 +8,10 @@ that runtime across table updates for pods and models that stay, so a reload
 does not forget that a pod is down.
 
 ``plan_for`` turns that runtime into the pure
-:func:`~tritonfleet.desired.gateway.plan.plan` decision for one request.
+:func:`~tritonfleet.desired.gateway.plan.plan` decision for one request; while a
+route has a canary split it first picks the request's revision
+(:func:`~tritonfleet.desired.gateway.plan.next_revision`, whose credits the route's
+runtime keeps while the split stays the same).
 
 Requests in flight are counted per pod URL (a pod serves several models), and
 ``max_inflight_per_pod`` caps them: a request that finds every pod of its model
@@ -25,7 +28,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 
-from tritonfleet.desired.gateway.plan import Plan, PodView, plan
+from tritonfleet.desired.gateway.plan import Plan, PodView, next_revision, plan
 from tritonfleet.desired.gateway.routes import Endpoint, Route, RouteTable
 from tritonfleet.gateway.breaker import BreakerState, CircuitBreaker, RetryBudget
 from tritonfleet.gateway.metrics import GatewayMetrics, PodSample
@@ -48,7 +51,15 @@ class PodRuntime:
 
 
 class RouteRuntime:
-    __slots__ = ("budget", "hosted_breaker", "model_breaker", "pods", "rotation", "route")
+    __slots__ = (
+        "budget",
+        "credits",
+        "hosted_breaker",
+        "model_breaker",
+        "pods",
+        "rotation",
+        "route",
+    )
 
     def __init__(
         self,
@@ -64,6 +75,7 @@ class RouteRuntime:
         self.hosted_breaker = hosted_breaker
         self.budget = budget
         self.rotation = 0
+        self.credits: dict[str, int] = {}  # the split's round-robin (next_revision)
 
 
 class GatewayState:
@@ -170,10 +182,18 @@ class GatewayState:
                     CircuitBreaker(route.breaker, on_change=self._watch(name, "hosted", "*")),
                     RetryBudget(route.retry.budget_percent, route.retry.min_retries_per_s),
                 )
+            if prev is not None and prev.route.split == route.split:
+                runtime.credits = prev.credits
             new[name] = runtime
             self.metrics.ready_pods.labels(name).set(len(pods))
         for name in set(old) - set(new):
             self.metrics.ready_pods.remove(name)
+        self.metrics.revisions.keep(
+            {
+                name: {ep.revision for ep in r.endpoints if ep.revision} | {v for v, _ in r.split}
+                for name, r in table.routes.items()
+            }
+        )
         self.table = table
         self.routes = new
         self.metrics.routes.set(len(new))
@@ -206,4 +226,13 @@ class GatewayState:
                 PodView(p.endpoint, n, p.healthy, p.breaker.admits(), p.queue_ms, n >= cap)
             )
         rr.rotation += 1
-        return plan(rr.route, views, model_admits=rr.model_breaker.admits(), rotation=rr.rotation)
+        revision = None
+        if rr.route.split:
+            revision, rr.credits = next_revision(rr.route.split, rr.credits)
+        return plan(
+            rr.route,
+            views,
+            model_admits=rr.model_breaker.admits(),
+            rotation=rr.rotation,
+            revision=revision,
+        )

@@ -13,6 +13,11 @@ pod outside ``dialPodNetworks``), observes and converges the reachable ones
 writes ``status.pods`` and ``Loaded`` only when they changed, then asks for a
 reconcile so ``Ready`` follows. A failing object is retried with backoff.
 
+Each pod is judged against what its own template names (a rollout runs pods of
+two revisions side by side), and once ``status.pods`` is written the pods' readiness
+gate ``tritonfleet.io/loaded`` follows it (a strategic-merge patch of pods/status):
+a Deployment counts a pod available only once the gateways can route to it.
+
 On deletion :meth:`Loader.unloaded` starts one background unload from every
 pod (bounded by ``unloadTimeoutSeconds``) and says, from memory, whether the
 cleanup Job may remove the files yet.
@@ -35,6 +40,7 @@ from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.kube.loading import (
     PodKey,
     TritonPod,
+    gate_changes,
     in_order,
     load_target,
     loading_events,
@@ -44,8 +50,9 @@ from tritonfleet.desired.kube.loading import (
     restrict,
     select_pods,
     unload_gate,
+    wanted_by,
 )
-from tritonfleet.desired.kube.objects import Target
+from tritonfleet.desired.kube.objects import LOADED_GATE, Target
 from tritonfleet.desired.kube.views import owner_of
 from tritonfleet.desired.triton.loading import LoadTarget, plan_loading, plan_unloading
 from tritonfleet.handlers.state import Key, World
@@ -59,7 +66,6 @@ MAX_BACKOFF = 300.0
 class Wanted:
     target: Target
     load: LoadTarget
-    deployed: str | None  # the revision the Deployment's pod template serves
 
 
 @dataclass
@@ -103,12 +109,12 @@ class Loader:
 
     # --- what the reconcile and the watches tell us ----------------------------------
 
-    def track(self, key: Key, target: Target | None, deployed: str | None) -> None:
+    def track(self, key: Key, target: Target | None) -> None:
         """The reconcile's view of a live object (memory only, never waits)."""
         if target is None:
             self.forget(key)
             return
-        wanted = Wanted(target, load_target(target), deployed or None)
+        wanted = Wanted(target, load_target(target))
         if self._wanted.get(key) != wanted:
             self._wanted[key] = wanted
             self._by_pods[pod_key_of(target)] = key
@@ -209,20 +215,25 @@ class Loader:
             return
         pods = pods_of(wanted.target, self._pods())
         selection = select_pods(
-            pods,
-            revision=wanted.target.revision,
-            deployed_revision=wanted.deployed,
-            may_dial=self.settings.may_dial,
-            networks=self.settings.dial_pod_networks,
+            pods, may_dial=self.settings.may_dial, networks=self.settings.dial_pod_networks
         )
+        per_pod = {p.name: wanted_by(p, wanted.target) for p in selection.dial}
+        names = dict.fromkeys(wanted.load.names)
+        for load in per_pod.values():
+            names.update(dict.fromkeys(load.names))
         endpoints = self._endpoints(selection.dial)
-        observed = await self.repositories.observe(endpoints, wanted.load.names)
+        observed = await self.repositories.observe(endpoints, tuple(names))
         body = self.world.owner(*key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
         generation = owner_of(body).generation
         decided = restrict(
-            plan_loading(wanted.load, in_order(selection, observed), generation=generation),
+            plan_loading(
+                wanted.load,
+                in_order(selection, observed),
+                generation=generation,
+                wanted=per_pod,
+            ),
             selection.act,
         )
         if decided.has_work:
@@ -238,19 +249,51 @@ class Loader:
                     )
             observed = await self.repositories.converge(endpoints, decided)
             decided = plan_loading(
-                wanted.load, in_order(selection, observed), generation=generation
+                wanted.load, in_order(selection, observed), generation=generation, wanted=per_pod
             )
-        await self._write(key, decided)
+        if await self._write(key, decided):
+            await self._gates(pods, decided.states)
+        # else status.pods does not say it yet (a conflict: the pass runs again): a gate
+        # opened now would let the Deployment remove an old pod before any gateway can
+        # route to the new one.
 
-    async def _write(self, key: Key, decided: Any) -> None:
+    async def _gates(self, pods: Collection[TritonPod], states: Any) -> None:
+        """Each pod's readiness gate after status.pods says what it serves: a new pod
+        becomes available to its Deployment only once the gateways can know it."""
+        now = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for pod, loaded, why in gate_changes(list(pods), states):
+            condition = {
+                "type": LOADED_GATE,
+                "status": "True" if loaded else "False",
+                "reason": "Loaded" if loaded else "NotLoaded",
+                "message": why,
+                "lastTransitionTime": now,
+            }
+            try:
+                # Strategic merge: conditions merge by type, the kubelet's stay as they are.
+                await self.client.patch(
+                    "Pod",
+                    pod.namespace,
+                    pod.name,
+                    {"status": {"conditions": [condition]}},
+                    patch_type="strategic",
+                    sub="status",
+                )
+            except ApiError as error:
+                if not error.not_found:  # a pod that went needs no gate
+                    log.warning("readiness gate of pod %s/%s: %s", pod.namespace, pod.name, error)
+
+    async def _write(self, key: Key, decided: Any) -> bool:
+        """Write what the pass decided to the owner's status; whether the status says it
+        now (written, or already so)."""
         body = self.world.owner(*key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return
+            return False
         owner = owner_of(body)
         now = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         new = loading_status(owner.status, decided, now, generation=owner.generation)
         if new is None:
-            return
+            return True
         wire = new.to_wire()
         patch = {
             "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
@@ -261,12 +304,13 @@ class Loader:
         except ApiError as error:
             if error.conflict or error.not_found:
                 self._dirty.add(key)  # changed under us: plan again on the newer object
-                return
+                return False
             raise
         self.world.remember_owner(updated)
         for event in loading_events(owner.status, new, decided):
             self.post_event(updated, event.type, event.reason, event.message)
         self.request_reconcile(key)  # Ready follows Loaded
+        return True
 
     # --- deletion --------------------------------------------------------------------
 
@@ -303,11 +347,7 @@ class Loader:
         try:
             pods = pods_of(target, self._pods())
             selection = select_pods(
-                pods,
-                revision=target.revision,
-                deployed_revision=None,
-                may_dial=self.settings.may_dial,
-                networks=self.settings.dial_pod_networks,
+                pods, may_dial=self.settings.may_dial, networks=self.settings.dial_pod_networks
             )
             endpoints = [e for e in self._endpoints(selection.dial) if e.url]
             observed = await self.repositories.unload_everywhere(

@@ -27,7 +27,10 @@ from typing import Any
 from tritonfleet.adapters.kube import ApiError, KubeApi
 from tritonfleet.adapters.triton_repository import PodRepositories
 from tritonfleet.api.settings import OperatorSettings
-from tritonfleet.desired.kube.objects import FINALIZER
+from tritonfleet.desired.gateway.cluster import OPENAI_NAME_ANNOTATION
+from tritonfleet.desired.kube.analysis import Measure, MeasureQuery
+from tritonfleet.desired.kube.loading import pods_of
+from tritonfleet.desired.kube.objects import FINALIZER, Target
 from tritonfleet.desired.kube.plan import (
     Action,
     Plan,
@@ -37,7 +40,7 @@ from tritonfleet.desired.kube.plan import (
     plan_deletion,
     status_patch,
 )
-from tritonfleet.desired.kube.views import OwnerViews, owner_of
+from tritonfleet.desired.kube.views import OwnerViews, Rendering, owner_of
 from tritonfleet.handlers import metrics
 from tritonfleet.handlers.loading import Loader
 from tritonfleet.handlers.state import Key, World
@@ -62,6 +65,7 @@ class Reconciler:
         *,
         workers: int = 32,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        measure: Measure | None = None,
     ) -> None:
         self.client = client
         self.world = world
@@ -69,6 +73,9 @@ class Reconciler:
         self.settings = settings
         self.workers = workers
         self.clock = clock
+        # Canary numbers per revision (the gateways' and Triton's, kept by the scaling
+        # side of the process; composed in cli.operator). None: steps are never judged.
+        self.measure = measure
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._running: set[Key] = set()
@@ -213,21 +220,48 @@ class Reconciler:
                 unloaded = self.loader.unloaded(key, target, body)
             decided = plan_deletion(rendering, children, self.settings, now, unloaded=unloaded)
         else:
-            if target is not None:
-                deployed = children.get(("Deployment", namespace, target.deployment_name))
-                self.loader.track(key, target, deployed.revision if deployed else None)
-            else:
-                self.loader.track(key, None, None)
+            self.loader.track(key, target)
             claim = None
             if self.settings.creates_repository_claim:
                 claim = self.world.claim(namespace, self.settings.repository_claim_name)
-            decided = plan(rendering, children, claim, self.settings, now)
+            measured = self._measured(rendering, target) if target is not None else {}
+            decided = plan(rendering, children, claim, self.settings, now, measured)
         if not decided.actions and decided.status is None and not decided.events:
             if decided.requeue_after:
                 self.request(key, decided.requeue_after)
             return "noop"
         await self._execute(key, body, decided)
         return "changed"
+
+    def _measured(self, rendering: Rendering, target: Target) -> Mapping[str, Any]:
+        """The revisions' numbers over the canary step being judged (memory only)."""
+        rollout = rendering.owner.status.rollout
+        if self.measure is None or rollout is None or rollout.phase != "Analyzing":
+            return {}
+        started = rollout.step_started_at
+        if not started:
+            return {}
+        since = datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        pods: dict[str, list[str]] = {}
+        for pod in pods_of(target, self.world.triton_pods()):
+            if pod.revision and not pod.deleting:
+                pods.setdefault(pod.revision, []).append(pod.name)
+        body = self.world.owner(target.kind, target.namespace, target.name) or {}
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        query = MeasureQuery(
+            namespace=target.namespace,
+            route=str(annotations.get(OPENAI_NAME_ANNOTATION) or target.triton_name),
+            model=target.triton_name,
+            pods={revision: tuple(names) for revision, names in pods.items()},
+            since=since.timestamp(),
+        )
+        try:
+            return self.measure(query)
+        except Exception:  # numbers missing make the step wait, never fail it
+            log.exception(
+                "measuring the canary of %s %s/%s", target.kind, target.namespace, target.name
+            )
+            return {}
 
     async def _reconcile_claim(self, namespace: str, name: str) -> str:
         owners_left = sum(1 for k in self.world.owner_keys() if k[1] == namespace)
@@ -288,6 +322,11 @@ class Reconciler:
             body = updated
         for event in decided.events:
             self._post(body, event.type, event.reason, event.message)
+        if decided.consume:
+            # A one-shot command (tritonfleet.io/rollout) was acted on and recorded in the
+            # status: remove it so it does not act again on the next rollout.
+            patch = {"metadata": {"annotations": {decided.consume: None}}}
+            self.world.remember_owner(await self.client.patch(key[0], key[1], key[2], patch))
         if decided.requeue_after:
             self.request(key, decided.requeue_after)
 

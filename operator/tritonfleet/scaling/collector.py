@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -195,6 +195,24 @@ class QueueMetricsCollector:
 
     def result(self, model: str, namespace: str | None = None) -> QueueResult | None:
         return self._results.get((namespace or self.namespace, model))
+
+    def queue_ms_of(
+        self, namespace: str, model: str, pods: Collection[str], window: float | None = None
+    ) -> float | None:
+        """Mean queue time per request of ``model`` on the named pods only (one revision
+        of a rollout), over ``window`` seconds at most (the history kept); None without
+        data."""
+        targets = [t for t in self._last_targets.get((namespace, model), []) if t[0] in pods]
+        histories = [
+            PodHistory(tuple(self._pods[t].samples), self._pods[t].up)
+            for t in targets
+            if t in self._pods
+        ]
+        if not histories:
+            return None
+        span = min(window or self.window, self.interval * (self._history_len - 1))
+        result = window_signal(model, histories, now=self.clock(), window=span)
+        return result.queue_ms if isinstance(result, QueueSignal) else None
 
     # -- lifecycle ----------------------------------------------------------------------
 

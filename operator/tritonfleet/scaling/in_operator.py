@@ -15,8 +15,9 @@ the owners' parsed specs (once per generation, like the reconcile's); the pure
 names into collector targets (only pod IPs inside ``dial_pod_networks``);
 ``scaling.collector`` scrapes; ``scaling.metrics_api`` answers the aggregator over
 TLS when ``metrics_api_port`` is set; ``scaling.zero`` takes idle ``min: 0`` models
-to zero and back. The collector's gauges are on the default Prometheus registry,
-i.e. the operator's ``/metrics``.
+to zero and back; ``scaling.rollout_signals`` gathers what canary steps are judged on.
+The collector's gauges are on the default Prometheus registry, i.e. the operator's
+``/metrics``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from tritonfleet.desired.kube.objects import METRICS_PORT
 from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.scaling.collector import QueueMetricsCollector
 from tritonfleet.scaling.metrics_api import build_app, reload_certificate, serve, ssl_context
+from tritonfleet.scaling.rollout_signals import RolloutSignals
 from tritonfleet.scaling.zero import SCALER_FIELD_MANAGER, ScalerView, ZeroScaler
 
 log = logging.getLogger("tritonfleet.scaling")
@@ -68,6 +70,12 @@ class Scaling:
         self.zero = ZeroScaler(
             world, views, lambda: self.collector.results, settings, client,
             interval=self.collector.interval,
+        )  # fmt: skip
+        # The canary numbers the reconcile judges steps on (cli.operator hands it
+        # rollouts.measure): the gateways' per-revision series, the collector's queue time.
+        self.rollouts = RolloutSignals(
+            world, views, settings, KubeClient(endpoint) if endpoint else None,
+            self.collector.queue_ms_of, interval=self.collector.interval,
         )  # fmt: skip
         self._runner: web.AppRunner | None = None
         self._reloader: asyncio.Task[None] | None = None
@@ -121,6 +129,7 @@ class Scaling:
     async def start(self) -> None:
         self.collector.start()
         self.zero.start()
+        self.rollouts.start()
         port = self.settings.metrics_api_port
         if not port:
             return
@@ -157,6 +166,7 @@ class Scaling:
         return ca, names
 
     async def stop(self) -> None:
+        await self.rollouts.stop()
         if self._reloader is not None:
             self._reloader.cancel()
             self._reloader = None

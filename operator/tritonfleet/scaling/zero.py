@@ -14,7 +14,8 @@ zero — each gateway replica's newest request per model from its ``/metrics``
 (``tritonfleet_gateway_last_request_timestamp_seconds``, through
 ``adapters.metrics_scrape``; the max over replicas, so any number of gateway replicas
 is safe and none needs write access). The pure
-``desired.kube.autoscaling.zero_decision`` decides; this module only carries the
+``desired.kube.autoscaling.zero_decision`` decides (the gateway pages are read by
+``scaling.gateways``); this module only carries the
 decision out: one merge patch of the Deployment (``spec.replicas`` and the
 ``tritonfleet.io/scaled-to-zero`` record, field manager ``tritonfleet-scaler``, never
 fighting the reconciler's server-side apply, which leaves ``replicas`` to the HPA) and
@@ -25,9 +26,7 @@ says in the status when and why the model is at zero.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
@@ -43,11 +42,12 @@ from tritonfleet.desired.kube.objects import Target
 from tritonfleet.desired.kube.observed import ChildState
 from tritonfleet.desired.kube.views import OwnerView, OwnerViews
 from tritonfleet.desired.triton.metrics import QueueResult, QueueSignal, parse_gateway_demand
+from tritonfleet.scaling.gateways import GatewayPages
+from tritonfleet.scaling.rounds import RoundLoop
 
 log = logging.getLogger("tritonfleet.scaling.zero")
 
 SCALER_FIELD_MANAGER = "tritonfleet-scaler"
-GATEWAY_RELIST_S = 30.0  # how often the gateway pods are listed (they rarely change)
 
 
 class ScalerView(Protocol):
@@ -68,8 +68,11 @@ def route_name(body: Mapping[str, Any], view: OwnerView) -> str:
     return str(annotations.get(OPENAI_NAME_ANNOTATION) or view.triton_name)
 
 
-class ZeroScaler:
+class ZeroScaler(RoundLoop):
     """The scale-to-zero loop of one operator process (see the module docstring)."""
+
+    task_name = "zero-scaler"
+    log = log
 
     def __init__(
         self,
@@ -99,35 +102,8 @@ class ZeroScaler:
         # what was observed, so the idle clock starts when its pods could be scraped.
         self._observed: dict[tuple[str, str], float] = {}
         self._demand: dict[str, float] = {}
-        self._gateways: list[str] = []
-        self._gateways_listed = -math.inf
+        self._gateways = GatewayPages(settings, client, self._scraper, clock)
         self._task: asyncio.Task[None] | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="zero-scaler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._scraper.close()
-        if self._client is not None:
-            await self._client.close()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad round must not stop scaling for good
-                log.exception("scale-to-zero round failed")
-            await asyncio.sleep(self.interval)
 
     # -- one round ----------------------------------------------------------------------
 
@@ -217,33 +193,7 @@ class ZeroScaler:
     # -- the gateways' activation signal --------------------------------------------------
 
     async def _refresh_demand(self) -> None:
-        selector = self.settings.gateway_pod_selector
-        if not selector or self._client is None:
-            return
-        now = self.clock()
-        if now - self._gateways_listed >= GATEWAY_RELIST_S:
-            try:
-                pods = await self._client.list(
-                    "Pod", self.settings.gateway_namespace or None, label_selector=selector
-                )
-            except (ApiError, OSError, TimeoutError) as error:
-                log.warning("listing the gateway pods (%s): %s", selector, error)
-            else:
-                self._gateways = self._gateway_urls(pods)
-                self._gateways_listed = now
-        scrapes = await asyncio.gather(*(self._scraper.scrape(url) for url in self._gateways))
-        for scraped in scrapes:
-            # A replica that does not answer says nothing this round; the others may.
-            for route, stamp in parse_gateway_demand(scraped.text or "").items():
+        for text in (await self._gateways.fetch()).values():
+            for route, stamp in parse_gateway_demand(text).items():
                 # The max ever seen: a restarted gateway forgets, the demand stays true.
                 self._demand[route] = max(stamp, self._demand.get(route, 0.0))
-
-    def _gateway_urls(self, pods: list[dict[str, Any]]) -> list[str]:
-        port = self.settings.gateway_metrics_port
-        urls = []
-        for pod in pods:
-            ip = str((pod.get("status") or {}).get("podIP") or "")
-            if ip and self.settings.may_dial(ip):
-                host = f"[{ip}]" if ":" in ip else ip
-                urls.append(f"http://{host}:{port}/metrics")
-        return urls

@@ -9,7 +9,11 @@ with a complete model:
 3. a new relative symlink is made in ``tmp/`` and ``rename(2)``-d over
    ``<repo>/<model>`` — Triton sees the old revision or the new one, never a
    mix, never nothing; the repository directory is fsynced;
-4. revisions other than the live one and the one it replaced are deleted.
+4. the revision's *pin* (``pins/<model>/<revision>/<model>``, the one-model
+   repository Triton pods of that revision read) is made or re-pointed the same
+   way, with a rename over the old link;
+5. revisions other than the live one, the one it replaced and those still served
+   (``keep``: their pins) are deleted, and pins left pointing at nothing go too.
 
 A crash after 2 leaves a complete unpublished revision, which the next sync of
 the same revision publishes without fetching again. Stale staging directories
@@ -99,7 +103,7 @@ class Repository:
     def ensure_dirs(self) -> None:
         try:
             self.repository.mkdir(parents=True, exist_ok=True)
-            for sub in ("revisions", "staging", "tmp", "locks"):
+            for sub in ("revisions", "staging", "tmp", "locks", "pins"):
                 (self.state / sub).mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise local_error(error, f"creating {error.filename}", self.repository) from None
@@ -306,11 +310,50 @@ class Repository:
         )
         return keep_as.name
 
-    def collect(self, model: str, live: str, previous: str | None) -> list[str]:
+    def pin(self, model: str, revision: str, dirname: str) -> None:
+        """Make ``pins/<model>/<revision>/<model>`` point at revision directory ``dirname``
+        (atomically replacing an older pin of that revision, e.g. a damaged copy's)."""
+        repository = Path(self.layout.pin_repository(model, revision))
+        link = repository / model
+        text = str(self.layout.pin_target(model, revision, dirname))
+        with contextlib.suppress(OSError):
+            if _link_text(link) == text:
+                return
+        tmp = Path(self.layout.tmp_dir) / f"pin-{model}.{uuid.uuid4().hex[:8]}"
+        try:
+            repository.mkdir(parents=True, exist_ok=True)
+            tmp.symlink_to(text)
+            tmp.rename(link)
+            fsync_dir(repository)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise local_error(error, f"pinning {link}", self.state) from None
+
+    def pinned_dirname(self, model: str, revision: str) -> str | None:
+        """The revision directory the pin of ``revision`` points at, if it has one."""
+        link = Path(self.layout.pin_repository(model, revision)) / model
+        try:
+            target = PurePosixPath(_link_text(link))
+        except OSError:
+            return None
+        return target.name if target.parent.name == model else None
+
+    def collect(
+        self, model: str, live: str, previous: str | None, keep: tuple[str, ...] = ()
+    ) -> list[str]:
+        """Delete the revision directories nothing needs any more, then the pins that
+        pointed at them. ``keep``: revisions still served (their pins' directories stay)."""
+        kept_dirs = [d for r in keep if (d := self.pinned_dirname(model, r)) is not None]
         removed = []
-        for name in revisions_to_collect(self.revision_names(model), live, previous):
+        for name in revisions_to_collect(self.revision_names(model), live, previous, kept_dirs):
             shutil.rmtree(self.revision_path(model, name), ignore_errors=True)
             removed.append(name)
+        pins = Path(self.layout.pins_dir(model))
+        with contextlib.suppress(FileNotFoundError):
+            for pinned in pins.iterdir():
+                if not (pinned / model).exists():  # a dangling link: its revision went
+                    shutil.rmtree(pinned, ignore_errors=True)
         return removed
 
     # -- removal -----------------------------------------------------------------------
@@ -335,6 +378,7 @@ class Repository:
         found = now.kind in ("ours", "foreign-link")
         for path in (
             Path(self.layout.revisions_dir(model)),
+            Path(self.layout.pins_dir(model)),
             Path(self.layout.staging_dir(model)),
             Path(self.layout.lock_path(model)),
         ):

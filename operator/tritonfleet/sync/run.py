@@ -1,7 +1,7 @@
 """One model sync, start to finish: the sequence behind ``tritonfleet sync``.
 
 check → lock → already there? → fetch into staging (adapters) → config.pbtxt +
-manifest → fsync → promote → atomic switch → garbage-collect. The decisions
+manifest → fsync → promote → atomic switch → pin → garbage-collect. The decisions
 (layout, versions, revision names) come from ``desired.triton.repository``; the I/O
 from ``adapters.sources`` (fetching) and :mod:`tritonfleet.sync.publish`
 (moving into place). Errors are ``SyncError`` subclasses carrying exit codes;
@@ -51,6 +51,7 @@ class SyncRequest:
     layout: RepositoryLayout
     options: FetchOptions = field(default_factory=FetchOptions)
     force: bool = False  # fetch again even if already at the revision
+    keep: tuple[str, ...] = ()  # revisions still served elsewhere: never collected
     verify: bool = False  # re-hash the published files before trusting them
     lock_timeout: float = 3600.0
 
@@ -102,6 +103,8 @@ def sync_model(request: SyncRequest) -> SyncOutcome:
             damaged = repo.problems(live_path, live_manifest, deep=request.verify)
             if not damaged and not request.force:
                 emit(log, f"already at revision {request.revision}", model=name)
+                assert live.dirname is not None  # live_path is set
+                repo.pin(name, request.revision, live.dirname)
                 return SyncOutcome(name, request.revision, changed=False, directory=live.dirname)
             for file, problem in list(damaged.items())[:20]:
                 emit(
@@ -129,10 +132,11 @@ def sync_model(request: SyncRequest) -> SyncOutcome:
         _check_complete(repo, name, directory, manifest)
 
         before = repo.switch(name, directory)
+        repo.pin(name, request.revision, directory)
         removed_versions = (
             sorted(set(live_manifest.versions) - set(manifest.versions)) if live_manifest else []
         )
-        collected = repo.collect(name, directory, before)
+        collected = repo.collect(name, directory, before, request.keep)
         seconds = time.monotonic() - started
         emit(
             log,

@@ -1,8 +1,10 @@
 """Routes from the cluster: the in-cluster gateway's table, built from the objects it lists.
 
 Each ``TritonModel``/``ModelEnsemble`` becomes one route. Its endpoints are
-the pods of its ``status.pods`` that hold the model Ready at the object's
-current revision (:func:`ready_endpoints`); its failover is ``spec.failover``
+the pods of its ``status.pods`` that serve the model (Ready, each at the revision it
+was started for: during a rollout pods of the old and the new revision answer side by
+side, :func:`ready_endpoints`); while a canary runs, ``status.rollout.weights`` is the
+route's split (:func:`route_split`); its failover is ``spec.failover``
 with the key in a Secret of the object's namespace; its OpenAI mapping is the
 ``tritonfleet.io/openai-mapping`` annotation, else derived from the model's
 tensors. The gateway's cluster source
@@ -34,6 +36,7 @@ from tritonfleet.desired.gateway.routes import (
     Kind,
     Route,
     RouteTable,
+    Split,
 )
 from tritonfleet.desired.gateway.routes_file import (
     MappingSpec,
@@ -73,15 +76,15 @@ def ready_endpoints(
     http_port: int = DEFAULT_TRITON_HTTP_PORT,
     metrics_port: int = DEFAULT_TRITON_METRICS_PORT,
 ) -> tuple[Endpoint, ...]:
-    """The pods of a status that hold the model Ready at the current revision."""
+    """The pods of a status that serve the model: Ready at the revision each was started
+    for, whichever revisions a rollout has running (a pod being removed is Terminating,
+    a pod still loading or failing is not Ready: neither is routed to)."""
     if status is None:
         return ()
     out = []
     for pod in status.pods:
         if pod.state != "Ready" or not pod.ip:
             continue
-        if status.revision is not None and pod.revision != status.revision:
-            continue  # still on the old revision (or not yet reloaded): not this model
         host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
         out.append(
             Endpoint(
@@ -92,6 +95,15 @@ def ready_endpoints(
             )
         )
     return tuple(out)
+
+
+def route_split(status: ModelStatus | None) -> Split:
+    """The canary's traffic split from ``status.rollout.weights`` (revision order as
+    written); () when none is in force."""
+    rollout = status.rollout if status is not None else None
+    if rollout is None or not rollout.weights:
+        return ()
+    return tuple((revision, max(0, weight)) for revision, weight in rollout.weights.items())
 
 
 class _Tensors(NamedTuple):
@@ -223,6 +235,7 @@ def routes_from_cluster(
             kind=kind,
             triton_model=obj.triton_name,
             endpoints=ready_endpoints(obj.status, http_port=http_port, metrics_port=metrics_port),
+            split=route_split(obj.status),
             generate=generate,
             embedding=embedding,
             failover=_failover(obj, ns),

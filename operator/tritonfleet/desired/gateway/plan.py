@@ -9,14 +9,22 @@ decides in two steps: which pods may take the request at all
 to try them in (:func:`_order`). Queue time, one of the views' inputs, is
 computed here from two scrapes of Triton's ``/metrics``
 (:func:`queue_counters`, :func:`average_queue_ms`).
+
+While a canary runs the route has a split (revision → percent). The gateway first
+picks the request's revision with :func:`next_revision` - a smooth weighted
+round-robin: deterministic, so over any run of requests each revision gets its share
+to within one request, and a test measures exactly what it set - and :func:`plan`
+puts that revision's pods first and the other served revisions' after them: when the
+chosen revision has no pod that can take the request, another revision answers
+before the hosted provider is asked (continuity before failover).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
-from tritonfleet.desired.gateway.routes import Endpoint, Route
+from tritonfleet.desired.gateway.routes import Endpoint, Route, Split
 from tritonfleet.desired.triton.metrics import parse_triton_metrics
 
 Reason = Literal[
@@ -52,15 +60,43 @@ class Plan(NamedTuple):
         return self.reason == "no_ready_replica"
 
 
+def next_revision(split: Split, credits: Mapping[str, int]) -> tuple[str | None, dict[str, int]]:
+    """The revision the next request goes to, and the credits to keep for the one after.
+
+    Smooth weighted round-robin: each revision earns its weight per request, the one
+    with the most credit is picked and pays the total back. Over any ``total``
+    consecutive requests each revision gets exactly its weight; in between its count
+    is within one request of its share, and picks of a small share are spread out,
+    never bunched. A revision at weight 0 is never picked (it only answers as a
+    fallback). None: no revision has a weight."""
+    total = sum(weight for _, weight in split if weight > 0)
+    if total <= 0:
+        return None, dict(credits)
+    earned = {rev: credits.get(rev, 0) + weight for rev, weight in split if weight > 0}
+    picked = max(earned, key=lambda rev: earned[rev])  # first of equals, in split order
+    earned[picked] -= total
+    return picked, earned
+
+
 def plan(
-    route: Route, pods: Sequence[PodView], *, model_admits: bool = True, rotation: int = 0
+    route: Route,
+    pods: Sequence[PodView],
+    *,
+    model_admits: bool = True,
+    rotation: int = 0,
+    revision: str | None = None,
 ) -> Plan:
     """Which pods to try, least outstanding requests first, and whether the
     hosted provider backs them up. ``rotation`` breaks ties between equally
-    loaded pods so they share traffic."""
+    loaded pods so they share traffic. ``revision``: while the route has a split,
+    the revision picked for this request (:func:`next_revision`); pods of revisions
+    outside the split are never tried."""
     can_host = route.can_host
     if route.mode == "hosted":
         return Plan((), can_host, "mode_hosted")
+    if route.split:
+        served = {rev for rev, _ in route.split}
+        pods = [p for p in pods if p.endpoint.revision in served]
     candidates, reason = _candidates(route, pods, model_admits, can_host)
     if not candidates:
         fo = route.failover
@@ -73,6 +109,11 @@ def plan(
             host = can_host and (unavailable or reason != "no_ready_replica")
         return Plan((), host, reason)
     tries = max(1, route.retry.max_triton_attempts)
+    if route.split and revision is not None:
+        chosen = [p for p in candidates if p.endpoint.revision == revision]
+        others = [p for p in candidates if p.endpoint.revision != revision]
+        ordered = _order(chosen, rotation) + _order(others, rotation)
+        return Plan(ordered[:tries], can_host, "triton")
     return Plan(_order(candidates, rotation)[:tries], can_host, "triton")
 
 

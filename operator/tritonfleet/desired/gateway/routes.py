@@ -40,7 +40,10 @@ class Endpoint:
     name: str
     url: str  # base URL of Triton's HTTP endpoint, no trailing slash
     metrics_url: str | None = None
-    revision: str | None = None
+    revision: str | None = None  # the revision it serves (a rollout runs two side by side)
+
+
+Split = tuple[tuple[str, int], ...]  # (revision, percent of requests) while a canary runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,8 @@ class Route:
     breaker: BreakerSettings = BreakerSettings()
     retry: RetrySettings = RetrySettings()
     origin: str = "static"  # "static" or "TritonModel ns/name" (for messages)
+    # While a canary runs: each revision's share. Empty: every endpoint takes requests.
+    split: Split = ()
 
     @property
     def hosted(self) -> HostedTarget | None:

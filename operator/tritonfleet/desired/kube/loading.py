@@ -11,15 +11,24 @@ the dialable ones through ``adapters.triton_repository``, and plans with
 :func:`loading_status` and :func:`loading_events`, so an unchanged fleet means
 an identical status and no write. No I/O here.
 
-Which pods are acted on (loads/reloads) and which only observed:
+Each pod is judged against what its own template names (``tritonfleet.io/serves``:
+the models and revisions it loads from their pinned repositories, see
+``desired.kube.objects``), so during a rollout the old pods serve the old revision
+and the new pods the new one, both Ready. Which pods are acted on (loads, i.e.
+retries of the pod's own revision) and which only observed:
 
-* the Deployment must serve the wanted revision (its files are synced), else
-  the pods are observed and reported, nothing is loaded;
-* a pod created from an older pod template (its ``tritonfleet.io/revision``
-  annotation) is on its way out: the rollout replaces it, and reloading it in
-  place would need room for two copies of the model on its GPU. It is observed
-  and reported, never reloaded;
+* a pod whose template names what it serves is acted on: a load re-reads its own
+  pinned revision, never another (no second copy of a model on its GPU);
+* a pod from before rollouts (no such annotation) is observed and reported against
+  its template's revision, never loaded: the next rollout replaces it;
+* a terminating pod is reported as such (the gateways stop choosing it at once) and
+  never dialled;
 * a pod outside ``dialPodNetworks`` is never dialled at all.
+
+The readiness gate ``tritonfleet.io/loaded`` of each pod follows its state
+(:func:`gate_changes`): True once it serves its revision and ``status.pods`` says so,
+which is when the gateways can route to it; only then may a Deployment count it
+available and remove an old pod.
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ from tritonfleet.api.status import (
     SYNCED,
     VALID,
     ModelStatus,
+    PodModelState,
     find_condition,
     set_condition,
 )
+from tritonfleet.desired.kube.events import Event
 from tritonfleet.desired.kube.objects import (
     COMPONENT_SERVER,
     FIELD_MANAGER,
@@ -45,11 +56,13 @@ from tritonfleet.desired.kube.objects import (
     LABEL_KIND,
     LABEL_MANAGED_BY,
     LABEL_MODEL,
+    LOADED_GATE,
     REVISION_ANNOTATION,
+    SERVES_ANNOTATION,
     Target,
     label_value,
+    parse_serves,
 )
-from tritonfleet.desired.kube.plan import Event
 from tritonfleet.desired.triton.loading import (
     REASON_LOAD_FAILED,
     LoadPlan,
@@ -79,6 +92,9 @@ class TritonPod:
     deleting: bool = False
     revision: str = ""  # the pod template's tritonfleet.io/revision
     created: str = ""
+    serves: str = ""  # the pod template's tritonfleet.io/serves
+    gated: bool = False  # the pod has our readiness gate
+    gate: str = ""  # its condition's status: "True", "False", "" (not set yet)
 
     @property
     def usable(self) -> bool:
@@ -94,11 +110,11 @@ def summarize_pod(body: Mapping[str, Any]) -> TritonPod:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
     status = body.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or ()
-        if isinstance(c, Mapping)
-    )
+    conditions = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    gate = next((str(c.get("status")) for c in conditions if c.get("type") == LOADED_GATE), "")
+    gates = (body.get("spec") or {}).get("readinessGates") or ()
+    annotations = meta.get("annotations") or {}
     namespace = str(meta.get("namespace") or "")
     return TritonPod(
         namespace=namespace,
@@ -109,8 +125,11 @@ def summarize_pod(body: Mapping[str, Any]) -> TritonPod:
         phase=str(status.get("phase") or ""),
         ready=ready,
         deleting=bool(meta.get("deletionTimestamp")),
-        revision=str((meta.get("annotations") or {}).get(REVISION_ANNOTATION, "")),
+        revision=str(annotations.get(REVISION_ANNOTATION, "")),
         created=str(meta.get("creationTimestamp") or ""),
+        serves=str(annotations.get(SERVES_ANNOTATION, "")),
+        gated=any(isinstance(g, Mapping) and g.get("conditionType") == LOADED_GATE for g in gates),
+        gate=gate,
     )
 
 
@@ -145,37 +164,55 @@ def load_target(target: Target) -> LoadTarget:
     return LoadTarget.model(target.triton_name, target.revision)
 
 
+def wanted_by(pod: TritonPod, target: Target) -> LoadTarget:
+    """What ``pod`` was started to serve: its template's ``tritonfleet.io/serves``; for a
+    pod from before rollouts, the target's models at its template's revision (members
+    at any revision: its template does not say)."""
+    serves = parse_serves(pod.serves)
+    if serves:
+        *members, (name, revision) = serves
+        if target.kind == "ModelEnsemble":
+            return LoadTarget.ensemble(name, revision, [WantedModel(m, r) for m, r in members])
+        return LoadTarget.model(name, revision)
+    revision = pod.revision or target.revision
+    if target.kind == "ModelEnsemble":
+        members_any = [WantedModel(name, "") for name in target.load_models[:-1]]
+        return LoadTarget.ensemble(target.triton_name, revision, members_any)
+    return LoadTarget.model(target.triton_name, revision)
+
+
 # --- which pods to dial, which to act on ------------------------------------------------
 
 
 @dataclass(frozen=True)
 class PodSelection:
     """``dial``: pods to observe; ``act``: names of those whose plan is carried out;
-    ``blocked``: observations of pods the operator must not dial (said why)."""
+    ``blocked``: observations of pods the operator must not dial (said why);
+    ``leaving``: terminating pods (reported, never dialled)."""
 
     dial: tuple[TritonPod, ...]
     act: frozenset[str]
     blocked: tuple[PodObservation, ...]
     order: tuple[str, ...]  # every pod, in status order
+    leaving: tuple[PodObservation, ...] = ()
 
 
 def select_pods(
     pods: Sequence[TritonPod],
     *,
-    revision: str,
-    deployed_revision: str | None,
     may_dial: Callable[[str], bool],
     networks: Sequence[str] = (),
 ) -> PodSelection:
-    """Split ``pods`` into dialled, acted on and blocked (see the module docstring).
-
-    ``deployed_revision`` is the revision the Deployment's pod template serves
-    (None: nothing synced yet).
-    """
+    """Split ``pods`` into dialled, acted on, blocked and leaving (see the module
+    docstring)."""
     dial: list[TritonPod] = []
     act: set[str] = set()
     blocked: list[PodObservation] = []
+    leaving: list[PodObservation] = []
     for pod in pods:
+        if pod.deleting:
+            leaving.append(PodObservation(pod.name, pod.ip, False, terminating=True))
+            continue
         if pod.ip and pod.usable and not may_dial(pod.ip):
             allowed = ", ".join(networks) or "none"
             blocked.append(
@@ -189,17 +226,46 @@ def select_pods(
             )
             continue
         dial.append(pod)
-        if pod.usable and deployed_revision == revision and pod.revision == revision:
+        if pod.usable and pod.serves:
             act.add(pod.name)
-    return PodSelection(tuple(dial), frozenset(act), tuple(blocked), tuple(p.name for p in pods))
+    return PodSelection(
+        tuple(dial),
+        frozenset(act),
+        tuple(blocked),
+        tuple(p.name for p in pods),
+        tuple(leaving),
+    )
 
 
 def in_order(
     selection: PodSelection, observed: Sequence[PodObservation]
 ) -> tuple[PodObservation, ...]:
-    """Observed and blocked pods together, in the selection's pod order."""
-    by_name = {o.name: o for o in (*observed, *selection.blocked)}
+    """Observed, blocked and leaving pods together, in the selection's pod order."""
+    by_name = {o.name: o for o in (*observed, *selection.blocked, *selection.leaving)}
     return tuple(by_name[n] for n in selection.order if n in by_name)
+
+
+def gate_changes(
+    pods: Sequence[TritonPod], states: Sequence[PodModelState]
+) -> list[tuple[TritonPod, bool, str]]:
+    """(pod, loaded, why) for each gated pod whose ``tritonfleet.io/loaded`` condition must
+    change: True once the pod serves what it was started for (and ``status.pods``, which
+    the gateways read, says so), False when it stops."""
+    by_name = {s.name: s for s in states}
+    out = []
+    for pod in pods:
+        state = by_name.get(pod.name)
+        if not pod.gated or pod.deleting or state is None:
+            continue
+        loaded = state.state == "Ready"
+        if (pod.gate == "True") != loaded:
+            why = (
+                f"serves revision {state.revision}"
+                if loaded
+                else (state.message or state.state)[:512]
+            )
+            out.append((pod, loaded, why))
+    return out
 
 
 def restrict(plan: LoadPlan, act: frozenset[str]) -> LoadPlan:
@@ -262,18 +328,15 @@ def loading_events(old: ModelStatus, new: ModelStatus, plan: LoadPlan) -> tuple[
     ]
     events: list[Event] = []
     if fresh:
-        groups: dict[str, list[str]] = {}
+        by_revision: dict[str, dict[str, list[str]]] = {}
         for pod in fresh:
-            groups.setdefault(pod.message, []).append(pod.name)
-        what = plan.target.primary
-        text = "; ".join(f"{', '.join(names)}: {message}" for message, names in groups.items())
-        events.append(
-            Event(
-                "Warning",
-                REASON_LOAD_FAILED,
-                f"loading {what.name} revision {what.revision} failed on {text}"[:1024],
-            )
-        )
+            revision = pod.wanted or plan.target.primary.revision
+            by_revision.setdefault(revision, {}).setdefault(pod.message, []).append(pod.name)
+        name = plan.target.primary.name
+        for revision, groups in by_revision.items():
+            text = "; ".join(f"{', '.join(pods)}: {message}" for message, pods in groups.items())
+            message = f"loading {name} revision {revision} failed on {text}"
+            events.append(Event("Warning", REASON_LOAD_FAILED, message[:1024]))
     was = find_condition(old.conditions, LOADED)
     now = find_condition(new.conditions, LOADED)
     if now is not None and now.status == "True" and (was is None or was.status != "True"):

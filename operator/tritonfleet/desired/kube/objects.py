@@ -12,7 +12,17 @@ call these functions, and only apply what differs). Every object carries
   comparing one string it already holds in memory - no write, no dry run.
 
 A ``ModelEnsemble`` gets one Deployment that loads its members and then the
-ensemble, so a pipeline never crosses the network. No I/O here.
+ensemble, so a pipeline never crosses the network.
+
+Each Triton pod loads exactly the revisions its pod template names (annotation
+``tritonfleet.io/serves``), from the repository's pins
+(``desired.triton.repository``), so pods of two revisions can serve side by side:
+during a Rolling update (one Deployment, ``maxUnavailable: 0``) and during a canary
+(a second Deployment, :func:`canary_deployment`, ``tmc-``/``mec-`` + the name). A pod
+counts as available only once the operator confirmed it serves its revision and
+published it to the gateways (readiness gate ``tritonfleet.io/loaded``), and a pod
+being removed keeps answering for ``drainSeconds`` (``preStop`` sleep) while every
+gateway stops choosing it. No I/O here.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import yaml
@@ -31,6 +42,7 @@ from tritonfleet.api.base import API_VERSION
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import ModelSource, ServingSpec, TritonModel
 from tritonfleet.api.settings import OperatorSettings
+from tritonfleet.desired.triton.repository import RepositoryLayout
 
 Obj = dict[str, Any]
 Kind = Literal["TritonModel", "ModelEnsemble"]
@@ -40,6 +52,12 @@ FINALIZER = "tritonfleet.io/cleanup"
 
 SPEC_HASH_ANNOTATION = "tritonfleet.io/spec-hash"
 REVISION_ANNOTATION = "tritonfleet.io/revision"
+# On a Triton pod template: every model the pod loads and its revision, in load order
+# (members first, the object's own model last): "member=rev,...,model=rev".
+SERVES_ANNOTATION = "tritonfleet.io/serves"
+# The pod condition the loader sets once the pod serves its revision (readiness gate).
+LOADED_GATE = "tritonfleet.io/loaded"
+LABEL_TRACK = "tritonfleet.io/track"  # "canary" on the canary Deployment's pods
 LABEL_MODEL = "tritonfleet.io/model"
 LABEL_KIND = "tritonfleet.io/kind"
 LABEL_REVISION = "tritonfleet.io/revision"
@@ -62,6 +80,7 @@ REPOSITORY_MOUNT = "/models"
 # sync` keeps its revisions and staging next to the repository, and Triton's
 # index would list anything inside it as a model.
 REPOSITORY_PATH = f"{REPOSITORY_MOUNT}/repository"
+REPOSITORY_LAYOUT = RepositoryLayout.for_repository(PurePosixPath(REPOSITORY_PATH))
 MODEL_YAML_DIR = "/etc/tritonfleet/model"
 MODEL_YAML_KEY = "model.yaml"
 MODEL_YAML_PATH = f"{MODEL_YAML_DIR}/{MODEL_YAML_KEY}"
@@ -76,6 +95,9 @@ GPU_TOLERATION: Obj = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": 
 # dotted names are shortened and disambiguated with a digest of the full name.
 _MAX_NAME = 63
 _PREFIX: dict[str, str] = {"TritonModel": "tm", "ModelEnsemble": "me"}
+# A canary Deployment's prefix: never the prefix of another object's children, so a
+# model named "x-canary" cannot collide with the canary of model "x".
+_CANARY_PREFIX: dict[str, str] = {"TritonModel": "tmc", "ModelEnsemble": "mec"}
 _LABEL_SAFE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -84,10 +106,11 @@ def _short_digest(text: str, length: int = 6) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def child_name(kind: Kind, name: str, suffix: str = "") -> str:
-    """``tm-<name>[-suffix]`` (``me-`` for ensembles), a DNS-1035 label of ≤ 63 chars."""
+def child_name(kind: Kind, name: str, suffix: str = "", *, canary: bool = False) -> str:
+    """``tm-<name>[-suffix]`` (``me-`` for ensembles; ``tmc-``/``mec-`` for a canary),
+    a DNS-1035 label of ≤ 63 chars."""
     tail = f"-{suffix}" if suffix else ""
-    base = f"{_PREFIX[kind]}-{name}"
+    base = f"{(_CANARY_PREFIX if canary else _PREFIX)[kind]}-{name}"
     if len(base) + len(tail) <= _MAX_NAME and _LABEL_SAFE.match(base):
         return base + tail
     digest = _short_digest(f"{kind}/{name}")
@@ -106,6 +129,23 @@ def label_value(value: str) -> str:
 
 
 # --- what one Deployment serves ---------------------------------------------------------
+
+Serves = tuple[tuple[str, str], ...]  # (Triton model name, revision), in load order
+
+
+def format_serves(serves: Serves) -> str:
+    return ",".join(f"{model}={revision}" for model, revision in serves)
+
+
+def parse_serves(text: str) -> Serves:
+    """The ``tritonfleet.io/serves`` annotation back to pairs; () when absent or malformed."""
+    out = []
+    for item in text.split(","):
+        model, sep, revision = item.partition("=")
+        if not sep or not model or not revision:
+            return ()
+        out.append((model, revision))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -135,6 +175,15 @@ class Target:
     @property
     def deployment_name(self) -> str:
         return child_name(self.kind, self.name)
+
+    @property
+    def canary_deployment_name(self) -> str:
+        return child_name(self.kind, self.name, canary=True)
+
+    @property
+    def serves(self) -> Serves:
+        """What a pod of this revision loads: (Triton name, revision), members first."""
+        return (*self.member_revisions, (self.triton_name, self.revision))
 
     @property
     def service_name(self) -> str:
@@ -446,11 +495,13 @@ def _tritonfleet_container(
     }
 
 
-def sync_job(target: Target, settings: OperatorSettings) -> Obj:
+def sync_job(target: Target, settings: OperatorSettings, keep: tuple[str, ...] = ()) -> Obj:
     """The Job that copies this revision's files into the shared repository.
 
     It runs ``tritonfleet sync --revision <revision>`` (stage, checksum, atomic
-    publish), so a Job killed half-way leaves the previous revision intact.
+    publish, pin), so a Job killed half-way leaves the previous revision intact.
+    ``keep``: revisions still served (the stable one of a rollout), whose files the
+    sync must not garbage-collect.
     """
     mounts: list[Obj] = [
         {"name": "models", "mountPath": REPOSITORY_MOUNT},
@@ -483,6 +534,7 @@ def sync_job(target: Target, settings: OperatorSettings) -> Obj:
             target.triton_name,
             "--revision",
             target.revision,
+            *(arg for revision in keep for arg in ("--keep-revision", revision)),
             "--repository",
             REPOSITORY_PATH,
         ],
@@ -553,12 +605,16 @@ def cleanup_job(target: Target, settings: OperatorSettings) -> Obj:
 # --- serving: Deployment + Service -----------------------------------------------------
 
 
-def triton_args(target: Target) -> list[str]:
-    """tritonserver's arguments: explicit model control, the models to load at start."""
+def triton_args(serves: Serves) -> list[str]:
+    """tritonserver's arguments: one pinned repository per model (so the pod loads exactly
+    these revisions), explicit model control, the models to load at start."""
     return [
-        f"--model-repository={REPOSITORY_PATH}",
+        *(
+            f"--model-repository={REPOSITORY_LAYOUT.pin_repository(model, revision)}"
+            for model, revision in serves
+        ),
         "--model-control-mode=explicit",
-        *(f"--load-model={name}" for name in target.load_models),
+        *(f"--load-model={model}" for model, _ in serves),
         # Ready only once every model is loaded, so traffic never meets a cold replica.
         "--strict-readiness=true",
         # A model that fails to load at start must not kill the server: the pod stays
@@ -617,22 +673,35 @@ def replicas(serving: ServingSpec) -> int:
     return max(serving.replicas.min, 1)
 
 
-def deployment(target: Target, settings: OperatorSettings, served_revision: str | None) -> Obj:
-    """The Triton Deployment, rolled (annotation change) when ``served_revision`` changes.
+@dataclass(frozen=True)
+class Surge:
+    """The Deployment's RollingUpdate: new pods beyond the replicas, and old pods that may
+    go before their replacement is available."""
 
-    ``served_revision`` is the newest revision whose files are fully synced:
-    pods never start on a revision that is still being copied. Until a first
-    revision is synced (None) the Deployment exists with zero replicas, so
-    every child is visible from the start and nothing crash-loops on missing files.
-    """
+    max_surge: int = 1
+    max_unavailable: int = 0
+
+    def strategy(self) -> Obj:
+        return {
+            "type": "RollingUpdate",
+            "rollingUpdate": {
+                "maxUnavailable": self.max_unavailable,
+                "maxSurge": self.max_surge,
+            },
+        }
+
+
+def _pod_template(
+    target: Target, settings: OperatorSettings, serves: Serves, labels: Mapping[str, str]
+) -> Obj:
+    """The Triton pod: its args load ``serves`` (or nothing yet: an empty ``serves``)."""
     serving = target.serving
-    selector = selector_labels(target, COMPONENT_SERVER)
     container: Obj = {
         "name": "triton",
         "image": serving.image or settings.triton_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["tritonserver"],
-        "args": triton_args(target),
+        "args": triton_args(serves),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -656,6 +725,11 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if settings.drain_seconds:
+        # Removed from a rollout (or scaled in), the pod keeps answering while the
+        # loader marks it terminating and every gateway stops choosing it; only then
+        # is Triton told to stop (it finishes what is in flight, up to 30 s).
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.drain_seconds}}}
     resources = _resources(serving, settings)
     if resources:
         container["resources"] = resources
@@ -663,7 +737,11 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
         "securityContext": pod_security_context(),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 60,
+        # The drain, then Triton's own exit timeout for in-flight requests (30 s), then slack.
+        "terminationGracePeriodSeconds": settings.drain_seconds + 60,
+        # Available only once the loader confirmed the model (at this pod's revision)
+        # and the gateways can know it: a Deployment never removes an old pod before.
+        "readinessGates": [{"conditionType": LOADED_GATE}],
         "containers": [container],
         "volumes": [
             _repository_volume(settings, read_only=True),
@@ -686,46 +764,102 @@ def deployment(target: Target, settings: OperatorSettings, served_revision: str 
         pod_spec["runtimeClassName"] = serving.runtime_class_name
     if serving.topology_spread_constraints:
         pod_spec["topologySpreadConstraints"] = serving.topology_spread_constraints
-    pod_labels = {**settings.triton_pod_labels, **common_labels(target, COMPONENT_SERVER)}
-    spec_replicas: Obj = {"replicas": replicas(serving) if served_revision else 0}
-    if served_revision and serving.autoscaling is not None:
-        # The HPA owns the count (server-side apply without the field; when it was
-        # ours at 0 the API server defaults it to 1 and the HPA takes it from there).
-        spec_replicas = {}
+    revision = serves[-1][1] if serves else ""
+    # The user's first: ours (the revision that rolls the pods) win.
+    annotations = {
+        **serving.pod_annotations,
+        REVISION_ANNOTATION: revision,
+        **target.extra_pod_annotations,
+    }
+    if serves:
+        annotations[SERVES_ANNOTATION] = format_serves(serves)
+    return {
+        "metadata": {
+            "labels": {**settings.triton_pod_labels, **labels},
+            "annotations": annotations,
+        },
+        "spec": pod_spec,
+    }
+
+
+def _server_deployment(
+    target: Target,
+    settings: OperatorSettings,
+    name: str,
+    serves: Serves,
+    selector: Mapping[str, str],
+    spec_replicas: Obj,
+    surge: Surge,
+) -> Obj:
+    revision = serves[-1][1] if serves else ""
     return with_spec_hash(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": _metadata(
                 target,
-                target.deployment_name,
+                name,
                 COMPONENT_SERVER,
-                {LABEL_REVISION: served_revision} if served_revision else {},
+                {**selector, **({LABEL_REVISION: revision} if revision else {})},
             ),
             "spec": {
                 **spec_replicas,
                 "revisionHistoryLimit": 3,
                 "progressDeadlineSeconds": settings.startup_seconds + 600,
-                "selector": {"matchLabels": selector},
-                # Zero downtime: a new pod must be Ready (models loaded) before an old one goes.
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-                },
-                "template": {
-                    "metadata": {
-                        "labels": pod_labels,
-                        # The user's first: ours (the revision that rolls the pods) win.
-                        "annotations": {
-                            **serving.pod_annotations,
-                            REVISION_ANNOTATION: served_revision or "",
-                            **target.extra_pod_annotations,
-                        },
-                    },
-                    "spec": pod_spec,
-                },
+                "selector": {"matchLabels": dict(selector)},
+                # Zero downtime: a new pod must be available (its model loaded and
+                # published to the gateways) before an old one goes.
+                "strategy": surge.strategy(),
+                "template": _pod_template(
+                    target,
+                    settings,
+                    serves,
+                    {**common_labels(target, COMPONENT_SERVER), **selector},
+                ),
             },
         }
+    )
+
+
+def deployment(
+    target: Target, settings: OperatorSettings, serves: Serves, surge: Surge | None = None
+) -> Obj:
+    """The (stable) Triton Deployment, serving ``serves``; rolled when that changes.
+
+    ``serves`` only ever names synced revisions: pods never start on a revision that
+    is still being copied. Until a first revision is synced (empty) the Deployment
+    exists with zero replicas, so every child is visible from the start and nothing
+    crash-loops on missing files. ``surge``: the rollout's RollingUpdate (default: one
+    new pod at a time, none removed before its replacement is available).
+    """
+    serving = target.serving
+    spec_replicas: Obj = {"replicas": replicas(serving) if serves else 0}
+    if serves and serving.autoscaling is not None:
+        # The HPA owns the count (server-side apply without the field; when it was
+        # ours at 0 the API server defaults it to 1 and the HPA takes it from there).
+        spec_replicas = {}
+    selector = selector_labels(target, COMPONENT_SERVER)
+    return _server_deployment(
+        target, settings, target.deployment_name, serves, selector, spec_replicas, surge or Surge()
+    )
+
+
+def canary_deployment(target: Target, settings: OperatorSettings, count: int) -> Obj:
+    """The canary: ``count`` pods of the target revision beside the stable Deployment.
+
+    Its selector adds ``tritonfleet.io/track: canary`` (the stable selector, fixed at
+    creation, selects a superset; ReplicaSets own their pods, so the two never fight).
+    No HPA scales it: the rollout sizes it from the step's weight.
+    """
+    selector = {**selector_labels(target, COMPONENT_SERVER), LABEL_TRACK: "canary"}
+    return _server_deployment(
+        target,
+        settings,
+        target.canary_deployment_name,
+        target.serves,
+        selector,
+        {"replicas": count},
+        Surge(),
     )
 
 

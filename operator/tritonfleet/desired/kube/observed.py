@@ -24,6 +24,7 @@ from tritonfleet.desired.kube.objects import (
     FIELD_MANAGER,
     LABEL_REVISION,
     REVISION_ANNOTATION,
+    SERVES_ANNOTATION,
     SPEC_HASH_ANNOTATION,
 )
 
@@ -54,10 +55,12 @@ class ChildState:
     generation: int = 0
     observed_generation: int = 0
     replicas: int = 0
+    status_replicas: int = 0  # every pod, the old template's included
     ready_replicas: int = 0
     updated_replicas: int = 0
     available_replicas: int = 0
     problem: str = ""  # a Deployment/Job condition message worth showing to the user
+    serves: str = ""  # the pod template's tritonfleet.io/serves (what its pods load)
     scaled_to_zero: str = ""  # the scaler's annotation (desired.kube.autoscaling.ZeroMark)
     activated_at: str = ""  # when the scaler last brought it back from zero (RFC 3339)
     # Job
@@ -106,10 +109,12 @@ def _deployment_fields(body: Mapping[str, Any]) -> dict[str, Any]:
         "generation": int(body["metadata"].get("generation") or 0),
         "observed_generation": int(status.get("observedGeneration") or 0),
         "replicas": int(spec["replicas"]) if spec.get("replicas") is not None else 1,
+        "status_replicas": int(status.get("replicas") or 0),
         "ready_replicas": int(status.get("readyReplicas") or 0),
         "updated_replicas": int(status.get("updatedReplicas") or 0),
         "available_replicas": int(status.get("availableReplicas") or 0),
         "revision": str((template_meta.get("annotations") or {}).get(REVISION_ANNOTATION, "")),
+        "serves": str((template_meta.get("annotations") or {}).get(SERVES_ANNOTATION, "")),
         "problem": problem,
         "scaled_to_zero": str(annotations.get(SCALED_TO_ZERO_ANNOTATION) or ""),
         "activated_at": str(annotations.get(ACTIVATED_AT_ANNOTATION) or ""),

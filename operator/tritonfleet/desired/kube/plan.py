@@ -7,6 +7,11 @@ views of ``desired.kube.views``) and carry out the :class:`Plan`; everything tha
 decides lives here and is unit-tested without a cluster. An object whose desired
 state is already in place yields an empty plan and the status it already has - the
 basis of "no writes when idle".
+
+How a new revision replaces the served one (which Deployments run which revision,
+the traffic split, ``status.rollout``) is the rollout state machine's call
+(``desired.kube.rollout``); this module feeds it and carries its decision into the
+children and the status.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from tritonfleet.api.status import (
     AVAILABLE,
     LOADED,
     READY,
+    ROLLED_BACK,
     SYNCED,
     VALID,
     Condition,
     ModelStatus,
+    RevisionNumbers,
     find_condition,
     set_condition,
 )
@@ -37,24 +44,36 @@ from tritonfleet.desired.kube.autoscaling import (
     hpa_name,
 )
 from tritonfleet.desired.kube.drift import applied_paths, describe_path, missing_paths
+from tritonfleet.desired.kube.events import Event
 from tritonfleet.desired.kube.objects import (
     FINALIZER,
     Obj,
     Target,
+    canary_deployment,
     cleanup_job,
     cleanup_target,
     deployment,
     model_configmap,
     object_key,
+    parse_serves,
     replicas,
     repository_claim,
     service,
     sync_job,
 )
 from tritonfleet.desired.kube.observed import ChildState
+from tritonfleet.desired.kube.rollout import (
+    COMMAND_ANNOTATION,
+    FleetPods,
+    RolloutDecision,
+    RolloutInput,
+    ServerDeployment,
+    decide,
+)
 from tritonfleet.desired.kube.views import Owner, OwnerView, Rendering
 
 Verb = Literal["apply", "create", "delete", "add-finalizer", "release"]
+Measurements = Mapping[str, RevisionNumbers]  # revision → its numbers in a canary step
 Key = tuple[str, str, str]
 
 # Condition reasons a user must act on: they make the event a Warning.
@@ -80,18 +99,12 @@ class Action:
 
 
 @dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...] = ()
     status: ModelStatus | None = None  # None: leave status alone
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None  # seconds; when something will change without an event
+    consume: str | None = None  # an owner annotation to remove once the status is written
 
 
 # --- the plan ------------------------------------------------------------------------
@@ -136,9 +149,10 @@ class _Facts:
     synced: bool = False
     sync_job: ChildState | None = None
     waiting_for_old_syncs: list[str] = field(default_factory=list)
-    served_revision: str | None = None
     deployment: ChildState | None = None
+    canary: ChildState | None = None
     claim_deleting: bool = False
+    serving: bool = False  # the stable Deployment runs (or is about to run) a synced revision
 
 
 def _claim_actions(
@@ -181,13 +195,12 @@ def _sync_actions(
     current = observed.get(("Job", target.namespace, target.sync_job_name()))
     facts.sync_job = current
     facts.deployment = observed.get(("Deployment", target.namespace, target.deployment_name))
-    deployed = facts.deployment.revision if facts.deployment else ""
-    own_synced = (current is not None and current.succeeded) or deployed == target.revision
+    facts.canary = observed.get(("Deployment", target.namespace, target.canary_deployment_name))
+    running = {d.revision for d in (facts.deployment, facts.canary) if d is not None}
+    own_synced = (current is not None and current.succeeded) or target.revision in running
     facts.synced = own_synced and not rendering.members_pending
     if own_synced:
-        facts.served_revision = target.revision if facts.synced else (deployed or None)
         return
-    facts.served_revision = deployed or None
     # An older revision's sync still running could publish stale files after ours:
     # stop it first (Foreground: the Job goes only once its pods are gone).
     for job in jobs:
@@ -206,7 +219,9 @@ def _sync_actions(
                 )
     _apply_if_needed(model_configmap(target), observed, out)
     if not facts.waiting_for_old_syncs and not facts.claim_deleting and current is None:
-        # Jobs are immutable once created: only ever created, never re-applied.
+        # Jobs are immutable once created: only ever created, never re-applied. The
+        # revisions pods serve now must survive its garbage collection.
+        served = {rendering.owner.status.revision, *running} - {None, "", target.revision}
         out.append(
             Action(
                 "apply",
@@ -214,7 +229,7 @@ def _sync_actions(
                 target.namespace,
                 target.sync_job_name(),
                 "missing",
-                sync_job(target, settings),
+                sync_job(target, settings, tuple(sorted(r for r in served if r))),
             )
         )
 
@@ -238,12 +253,13 @@ def _autoscaler_actions(
 
 
 def _garbage_actions(
-    target: Target, observed: Mapping[Key, ChildState], facts: _Facts, out: list[Action]
+    target: Target,
+    observed: Mapping[Key, ChildState],
+    decision: RolloutDecision,
+    out: list[Action],
 ) -> None:
-    """Once the current revision is served, the ConfigMaps and Jobs of older ones go."""
-    if facts.served_revision != target.revision or facts.deployment is None:
-        return
-    if facts.deployment.revision != target.revision:
+    """Once the current revision is rolled out, the ConfigMaps and Jobs of older ones go."""
+    if decision.revision != target.revision:
         return
     for child in [*_children_of("ConfigMap", observed), *_children_of("Job", observed)]:
         if child.name == target.cleanup_job_name or child.deleting:
@@ -319,7 +335,7 @@ def _sync_condition(rendering: Rendering, target: Target, facts: _Facts, gen: in
 
 def _available_condition(target: Target, facts: _Facts, gen: int) -> Condition:
     dep = facts.deployment
-    if dep is None or facts.served_revision is None:
+    if dep is None or not facts.serving:
         return _condition(
             AVAILABLE,
             False,
@@ -330,12 +346,14 @@ def _available_condition(target: Target, facts: _Facts, gen: int) -> Condition:
     mark = ZeroMark.parse(dep.scaled_to_zero) if dep.scaled_to_zero else None
     if mark is not None and dep.replicas == 0:
         return _condition(AVAILABLE, False, "ScaledToZero", mark.describe(), gen)
-    if dep.ready_replicas > 0:
+    canary = facts.canary if facts.canary is not None and not facts.canary.deleting else None
+    if dep.ready_replicas > 0 or (canary is not None and canary.ready_replicas > 0):
+        extra = f" (+{canary.ready_replicas} canary)" if canary is not None else ""
         return _condition(
             AVAILABLE,
             True,
             "MinimumReplicasAvailable",
-            f"{dep.ready_replicas}/{dep.replicas} Triton replicas ready",
+            f"{dep.ready_replicas}/{dep.replicas} Triton replicas ready{extra}",
             gen,
         )
     hint = (
@@ -356,7 +374,7 @@ def _autoscaling_condition(
     decided = autoscaling_condition(
         target,
         hpa_child.hpa if hpa_child is not None else None,
-        dep.replicas if dep is not None and facts.served_revision is not None else 0,
+        dep.replicas if dep is not None and facts.serving else 0,
         dep.scaled_to_zero if dep is not None else "",
     )
     if decided is None:
@@ -367,7 +385,11 @@ def _autoscaling_condition(
 
 
 def _ready_condition(
-    conditions: Sequence[Condition], target: Target, facts: _Facts, gen: int
+    conditions: Sequence[Condition],
+    target: Target,
+    facts: _Facts,
+    decision: RolloutDecision,
+    gen: int,
 ) -> Condition:
     for type_ in (VALID, SYNCED, AVAILABLE, LOADED):
         cond = find_condition(conditions, type_)
@@ -385,20 +407,12 @@ def _ready_condition(
         )
     dep = facts.deployment
     assert dep is not None  # Available is True
-    rolled = (
-        dep.revision == target.revision
-        and dep.observed_generation >= dep.generation
-        and dep.updated_replicas >= dep.replicas
-    )
-    if not rolled:
-        return _condition(
-            READY,
-            False,
-            "RollingOut",
-            f"rolling out revision {target.revision}: {dep.updated_replicas}/{dep.replicas} "
-            "replicas updated; the old ones serve until the new ones are ready",
-            gen,
-        )
+    rollout = decision.status
+    if decision.revision != target.revision:
+        phase = rollout.phase if rollout is not None else "Progressing"
+        reason = "RolledBack" if phase == "RolledBack" else "RollingOut"
+        message = rollout.message if rollout is not None else f"rolling out {target.revision}"
+        return _condition(READY, False, reason, message, gen)
     return _condition(
         READY,
         True,
@@ -486,14 +500,91 @@ def _add_finalizer(owner: Owner, out: list[Action]) -> None:
         )
 
 
+def _server(child: ChildState | None, target: Target) -> ServerDeployment | None:
+    """A Triton Deployment as the rollout sees it. A template from before rollouts names
+    no ``serves``: a TritonModel's is its one model at the template's revision."""
+    if child is None:
+        return None
+    serves = parse_serves(child.serves)
+    if not serves and child.revision and target.kind == "TritonModel":
+        serves = ((target.triton_name, child.revision),)
+    return ServerDeployment(
+        serves=serves,
+        revision=child.revision,
+        replicas=child.replicas,
+        pods=child.status_replicas,
+        updated=child.updated_replicas,
+        available=child.available_replicas,
+        current=child.observed_generation >= child.generation,
+        deleting=child.deleting,
+    )
+
+
+def _rollout(
+    rendering: Rendering,
+    target: Target,
+    facts: _Facts,
+    now: datetime,
+    measured: Measurements,
+) -> RolloutDecision:
+    owner = rendering.owner
+    return decide(
+        RolloutInput(
+            spec=rendering.view.rollout,
+            target=target.serves,
+            synced=facts.synced,
+            revision=owner.status.revision,
+            status=owner.status.rollout,
+            stable=_server(facts.deployment, target),
+            canary=_server(facts.canary, target),
+            pods=FleetPods.of(owner.status.pods),
+            now=now,
+            command=owner.rollout_command,
+            numbers=measured,
+        )
+    )
+
+
+def _deployment_actions(
+    target: Target,
+    settings: OperatorSettings,
+    decision: RolloutDecision,
+    facts: _Facts,
+    observed: Mapping[Key, ChildState],
+    out: list[Action],
+) -> None:
+    """The stable Deployment at the revision the rollout names, and the canary Deployment
+    while the rollout wants one (deleted once it does not)."""
+    if decision.stable_serves is not None:
+        stable = deployment(target, settings, decision.stable_serves, decision.surge)
+        _apply_if_needed(stable, observed, out)
+    canary = facts.canary
+    if decision.canary is not None:
+        _apply_if_needed(canary_deployment(target, settings, decision.canary), observed, out)
+    elif canary is not None and not canary.deleting:
+        why = "the canary is over" if decision.status is not None else "no canary is wanted"
+        out.append(Action("delete", "Deployment", canary.namespace, canary.name, why))
+
+
+def _rolled_back_condition(decision: RolloutDecision, gen: int) -> Condition | None:
+    if decision.rolled_back is None:
+        return None
+    reason, message = decision.rolled_back
+    return _condition(ROLLED_BACK, True, reason, message, gen)
+
+
 def plan(
     rendering: Rendering,
     observed: Mapping[Key, ChildState],
     claim: ChildState | None,
     settings: OperatorSettings,
     now: datetime,
+    measured: Measurements | None = None,
 ) -> Plan:
-    """The writes, status and event of one reconcile of a live (not deleting) object."""
+    """The writes, status and event of one reconcile of a live (not deleting) object.
+
+    ``measured``: the gateways' numbers of each revision over the current canary step
+    (only while one is judged; ``scaling.rollout_signals`` through the reconcile)."""
     owner = rendering.owner
     stamp = _now_iso(now)
     gen = owner.generation
@@ -517,7 +608,6 @@ def plan(
             [valid, *unknown, ready],
             stamp,
             observed_generation=gen,
-            revision=None,
             served_by=_served_by(rendering.view, False),
         )
         return _finish(owner, status, actions)
@@ -527,10 +617,14 @@ def plan(
     facts.claim_deleting = _claim_actions(target, settings, claim, actions)
     _sync_actions(rendering, target, settings, observed, facts, actions)
     _apply_if_needed(service(target), observed, actions)
+    decision = _rollout(rendering, target, facts, now, measured or {})
+    facts.serving = bool(decision.stable_serves) or (
+        decision.stable_serves is None and facts.deployment is not None
+    )
     if not facts.claim_deleting:
-        _apply_if_needed(deployment(target, settings, facts.served_revision), observed, actions)
+        _deployment_actions(target, settings, decision, facts, observed, actions)
         _autoscaler_actions(target, settings, observed, actions)
-    _garbage_actions(target, observed, facts, actions)
+    _garbage_actions(target, observed, decision, actions)
     conditions = [
         _condition(VALID, True, "SpecValid", "the spec renders a valid Triton config", gen),
         _sync_condition(rendering, target, facts, gen),
@@ -539,37 +633,58 @@ def plan(
     autoscaling = _autoscaling_condition(target, observed, facts, gen)
     if autoscaling is not None:
         conditions.append(autoscaling)
+    rolled_back = _rolled_back_condition(decision, gen)
+    if rolled_back is not None:
+        conditions.append(rolled_back)
     merged = _with_conditions(owner.status, conditions, stamp)
-    conditions.append(_ready_condition(merged.conditions, target, facts, gen))
+    conditions.append(_ready_condition(merged.conditions, target, facts, decision, gen))
     dep = facts.deployment
-    serving = dep is not None and facts.served_revision is not None
-    want = dep.replicas if dep is not None and serving else replicas(target.serving)
+    canary = facts.canary if facts.canary is not None and not facts.canary.deleting else None
+    want = dep.replicas if dep is not None and facts.serving else replicas(target.serving)
     ready_count = dep.ready_replicas if dep is not None else 0
+    summary = f"{ready_count}/{want}"
+    if canary is not None:
+        summary += f" +{canary.ready_replicas}/{canary.replicas} canary"
+        ready_count += canary.ready_replicas
     status = _with_conditions(
         owner.status,
         conditions,
         stamp,
         observed_generation=gen,
-        revision=target.revision,
+        revision=decision.revision,
+        rollout=decision.status,
         replicas=want,
         ready_replicas=ready_count,
-        replica_summary=f"{ready_count}/{want}",
+        replica_summary=summary,
         served_by=_served_by(rendering.view, ready_count > 0),
         deployment=target.deployment_name if dep is not None else None,
     )
-    if autoscaling is None and find_condition(status.conditions, AUTOSCALING) is not None:
-        kept = [c for c in status.conditions if c.type != AUTOSCALING]  # autoscaling is off
+    dropped = {AUTOSCALING} if autoscaling is None else set()
+    if rolled_back is None:
+        dropped.add(ROLLED_BACK)  # a new rollout: the last one's verdict no longer holds
+    if any(c.type in dropped for c in status.conditions):
+        kept = [c for c in status.conditions if c.type not in dropped]
         status = status.model_copy(update={"conditions": kept})
-    return _finish(owner, status, actions)
+    consume = COMMAND_ANNOTATION if decision.command_done else None
+    return _finish(owner, status, actions, decision.events, decision.requeue_after, consume)
 
 
-def _finish(owner: Owner, status: ModelStatus, actions: list[Action]) -> Plan:
+def _finish(
+    owner: Owner,
+    status: ModelStatus,
+    actions: list[Action],
+    more: Sequence[Event] = (),
+    requeue_after: float | None = None,
+    consume: str | None = None,
+) -> Plan:
     changed = status.to_wire() != owner.status.to_wire()
     event = _transition_event(owner.status, status, actions) if (changed or actions) else None
     return Plan(
         actions=tuple(actions),
         status=status if changed else None,
-        events=(event,) if event else (),
+        events=(*((event,) if event else ()), *more),
+        requeue_after=requeue_after,
+        consume=consume,
     )
 
 
@@ -706,11 +821,22 @@ def _deletion_steps(
 
 
 def status_patch(old: ModelStatus, new: ModelStatus) -> Obj:
-    """Merge-patch body turning ``old`` into ``new`` (fields that disappear become null)."""
-    old_wire, new_wire = old.to_wire(), new.to_wire()
-    patch: Obj = dict(new_wire)
-    for key in old_wire:
-        if key not in new_wire:
+    """Merge-patch body turning ``old`` into ``new``: fields that disappear become null,
+    at every depth (a merge patch merges nested objects: ``rollout.weights`` going from
+    a split to ``{}`` must name each revision that goes)."""
+    return _merge_patch(old.to_wire(), new.to_wire())
+
+
+def _merge_patch(old: Obj, new: Obj) -> Obj:
+    patch: Obj = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = _merge_patch(before, value)
+        else:
+            patch[key] = value
+    for key in old:
+        if key not in new:
             patch[key] = None
     return patch
 

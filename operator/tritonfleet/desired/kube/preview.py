@@ -41,7 +41,7 @@ def _objects_of(target: Target, settings: OperatorSettings) -> list[Obj]:
     out = [
         model_configmap(target),
         sync_job(target, settings),
-        deployment(target, settings, target.revision),
+        deployment(target, settings, target.serves),
         service(target),
     ]
     autoscaler = hpa(target, settings.scale_down_stabilization_seconds)

@@ -34,8 +34,10 @@ from pydantic import ValidationError
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import Autoscaling, TritonModel
 from tritonfleet.api.problems import Problem, problems_from_validation_error
+from tritonfleet.api.rollout import RolloutSpec
 from tritonfleet.api.status import SYNCED, ModelStatus, find_condition
 from tritonfleet.desired.kube.objects import Kind, Target, ensemble_target, model_target
+from tritonfleet.desired.kube.rollout import COMMAND_ANNOTATION as ROLLOUT_COMMAND_ANNOTATION
 from tritonfleet.desired.triton.render import render_ensemble, render_model
 
 DEFAULT_MAX_ENTRIES = 4096
@@ -58,6 +60,7 @@ class Owner:
     finalizers: tuple[str, ...]
     deletion_timestamp: str | None
     status: ModelStatus
+    rollout_command: str | None = None  # the tritonfleet.io/rollout annotation
 
 
 def owner_of(body: Body) -> Owner:
@@ -75,6 +78,7 @@ def owner_of(body: Body) -> Owner:
         finalizers=tuple(meta.get("finalizers") or ()),
         deletion_timestamp=meta.get("deletionTimestamp"),
         status=status,
+        rollout_command=(meta.get("annotations") or {}).get(ROLLOUT_COMMAND_ANNOTATION),
     )
 
 
@@ -105,6 +109,10 @@ class OwnerView:
     def member_names(self) -> tuple[str, ...]:
         """The TritonModels an ensemble's steps use (first use first); () otherwise."""
         return self.parsed.member_names if isinstance(self.parsed, ModelEnsemble) else ()
+
+    @property
+    def rollout(self) -> RolloutSpec:
+        return self.parsed.spec.rollout if self.parsed is not None else RolloutSpec()
 
     @property
     def autoscaling(self) -> Autoscaling | None:
@@ -179,11 +187,17 @@ def parse_owner(body: Body) -> OwnerView:
     return replace(view, problems=rendered.problems, revision=rendered.revision, target=target)
 
 
-def member_synced(member_body: Body, revision: str) -> bool:
-    """A member is ready to be hosted when its own status says this revision is synced."""
-    status = owner_of(member_body).status
-    synced = find_condition(status.conditions, SYNCED)
-    return status.revision == revision and synced is not None and synced.status == "True"
+def member_synced(member_body: Body) -> bool:
+    """A member is ready to be hosted when its own status says its spec's revision is in
+    the repository (``Synced`` True for its current generation). Not its rollout: the
+    ensemble's pods load the member themselves, from the member revision's pin."""
+    owner = owner_of(member_body)
+    synced = find_condition(owner.status.conditions, SYNCED)
+    return (
+        synced is not None
+        and synced.status == "True"
+        and (synced.observed_generation or 0) >= owner.generation
+    )
 
 
 def _check_ensemble(
@@ -265,9 +279,7 @@ class OwnerViews:
             if member_body is None or (member_body.get("metadata") or {}).get("deletionTimestamp"):
                 continue  # reported as missing by the ensemble checks
             member_view = members[name] = self.of(member_body)
-            if member_view.target is not None and not member_synced(
-                member_body, member_view.revision
-            ):
+            if member_view.target is not None and not member_synced(member_body):
                 pending.append(name)
         ensemble = view.parsed
         if view.uid and all(m.uid for m in members.values()):

@@ -29,6 +29,12 @@ condition. Triton runs with ``--strict-readiness``, so a pod whose load failed
 turns NotReady (verified: ``/v2/health/ready`` answers 400 once a model failed
 to load and has no READY version), and filtering on that condition would hide
 exactly the failures status must show.
+
+Each pod is judged against what *it* was started for: during a rollout pods of two
+revisions serve side by side, each from its own pinned repository, so ``plan_loading``
+takes the wanted models per pod (``wanted``) besides the object's target. ``Loaded``
+says whether every ready pod serves what it was started for; whether the target has
+reached every pod is the rollout's business (``desired.kube.rollout``).
 """
 
 from __future__ import annotations
@@ -64,10 +70,14 @@ _BENIGN_REASONS = frozenset({"", "unloaded"})
 
 @dataclass(frozen=True)
 class WantedModel:
-    """One Triton model name and the revision every pod must serve."""
+    """One Triton model name and the revision a pod must serve ("" : any revision,
+    for a pod whose template does not say, from before rollouts)."""
 
     name: str
     revision: str
+
+    def served_by(self, seen: ModelObservation) -> bool:
+        return seen.state == "READY" and (not self.revision or seen.revision == self.revision)
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,7 @@ class PodObservation:
     ready: bool
     models: Mapping[str, ModelObservation] = field(default_factory=dict)
     error: str = ""
+    terminating: bool = False  # being removed: draining, never loaded or routed to again
 
     def model(self, name: str) -> ModelObservation:
         return self.models.get(name, ModelObservation())
@@ -228,8 +239,7 @@ def _clip(text: str, limit: int) -> str:
 
 def _model_verdict(wanted: WantedModel, seen: ModelObservation) -> tuple[PodState, str]:
     """State and message for one wanted model on one reachable pod."""
-    at_revision = seen.state == "READY" and seen.revision == wanted.revision
-    if at_revision:
+    if wanted.served_by(seen):
         return "Ready", ""
     if seen.error:
         still = (
@@ -258,11 +268,22 @@ def pod_model_state(target: LoadTarget, pod: PodObservation) -> PodModelState:
     ensemble), and the revision the primary model actually serves."""
     primary = pod.model(target.primary.name)
     revision = primary.revision if primary.state == "READY" else None
+    started_for = target.primary.revision or None
+    if pod.terminating:
+        return PodModelState(
+            name=pod.name,
+            ip=pod.ip,
+            revision=revision,
+            wanted=started_for,
+            state="Terminating",
+            message="being removed: answers what it has in flight, takes no new requests",
+        )
     if not pod.ready:
         return PodModelState(
             name=pod.name,
             ip=pod.ip,
             revision=revision,
+            wanted=started_for,
             state="Unavailable",
             message=_clip(
                 f"pod is not ready{': ' + pod.error if pod.error else ''}", MAX_POD_MESSAGE
@@ -273,6 +294,7 @@ def pod_model_state(target: LoadTarget, pod: PodObservation) -> PodModelState:
             name=pod.name,
             ip=pod.ip,
             revision=None,
+            wanted=started_for,
             state="Unavailable",
             message=_clip(pod.error, MAX_POD_MESSAGE),
         )
@@ -288,6 +310,7 @@ def pod_model_state(target: LoadTarget, pod: PodObservation) -> PodModelState:
         name=pod.name,
         ip=pod.ip,
         revision=revision,
+        wanted=started_for,
         state=worst,
         message=_clip("; ".join(messages), MAX_POD_MESSAGE),
     )
@@ -338,6 +361,15 @@ class LoadPlan:
     states: tuple[PodModelState, ...]
     condition: Condition
     failures: tuple[LoadFailure, ...]
+    wanted: Mapping[str, LoadTarget] = field(default_factory=dict)  # per pod, if not target
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every model any pod of the plan must hold (the target's first)."""
+        names = dict.fromkeys(self.target.names)
+        for load in self.wanted.values():
+            names.update(dict.fromkeys(load.names))
+        return tuple(names)
 
     @property
     def loaded(self) -> bool:
@@ -351,12 +383,12 @@ class LoadPlan:
 def _pod_actions(
     target: LoadTarget, pod: PodObservation, retire: Sequence[str]
 ) -> tuple[ModelAction, ...]:
-    if not pod.ready or pod.error:
+    if not pod.ready or pod.error or pod.terminating:
         return ()
     actions: list[ModelAction] = []
     for wanted in target.models:
         seen = pod.model(wanted.name)
-        if seen.state == "READY" and seen.revision == wanted.revision:
+        if wanted.served_by(seen):
             continue
         if seen.state == "LOADING":
             # Someone (the pod's own --load-model at start, another reconcile) is
@@ -412,6 +444,20 @@ def _join_capped(head: str, parts: Sequence[str], limit: int) -> str:
     return text
 
 
+def _serving_what(target: LoadTarget, ready: Sequence[PodModelState]) -> str:
+    """The target's model and revision, or the revisions the ready pods were started for
+    when a rollout has pods of more than one."""
+    primary = target.primary
+    counts: dict[str, int] = {}
+    for state in ready:
+        key = state.wanted or primary.revision
+        counts[key] = counts.get(key, 0) + 1
+    if len(counts) <= 1:
+        return f"{primary.name} revision {next(iter(counts), primary.revision)}"
+    each = ", ".join(f"{rev} on {n}" for rev, n in counts.items())
+    return f"{primary.name} at the revision each was started for ({each})"
+
+
 def loaded_condition(
     target: LoadTarget,
     observations: Sequence[PodObservation],
@@ -419,24 +465,25 @@ def loaded_condition(
     *,
     generation: int | None = None,
 ) -> Condition:
-    """``Loaded``: True only when every ready pod serves every wanted model
-    READY at the wanted revision. Otherwise False, naming the pods that do not
-    and quoting Triton's error for failed loads. Pods that are not ready are
-    named too; they do not hold the condition back.
+    """``Loaded``: True only when every ready pod serves every model it was started
+    for, READY at its revision. Otherwise False, naming the pods that do not and
+    quoting Triton's error for failed loads. Pods that are not ready are named too;
+    they do not hold the condition back; terminating pods are left out.
     """
     if states is None:
         states = [pod_model_state(target, pod) for pod in observations]
-    primary = target.primary
-    what = f"{primary.name} revision {primary.revision}"
-    ready = [s for pod, s in zip(observations, states, strict=True) if pod.ready]
-    not_ready = [s for pod, s in zip(observations, states, strict=True) if not pod.ready]
+    kept = [(pod, s) for pod, s in zip(observations, states, strict=True) if not pod.terminating]
+    ready = [s for pod, s in kept if pod.ready]
+    not_ready = [s for pod, s in kept if not pod.ready]
+    what = _serving_what(target, [s for s in ready if s.state == "Ready"] or ready)
     lagging = [s for s in ready if s.state != "Ready"]
     # Not-ready pods are named, never hidden; the list is capped so that a
     # large fleet cannot push the failures out of the message.
     tail = _clip(f"; not ready: {', '.join(s.name for s in not_ready)}", 2048) if not_ready else ""
 
     if not ready:
-        message = f"no ready Triton pod to load {what} on" if observations else "no Triton pods"
+        what = f"{target.primary.name} revision {target.primary.revision}"
+        message = f"no ready Triton pod to load {what} on" if kept else "no Triton pods"
         status, reason = "False", REASON_NO_READY_PODS
         message += tail
     elif not lagging:
@@ -470,24 +517,30 @@ def plan_loading(
     *,
     retire: Sequence[str] = (),
     generation: int | None = None,
+    wanted: Mapping[str, LoadTarget] | None = None,
 ) -> LoadPlan:
-    """Per pod, the loads/reloads that make it serve ``target`` (members before
-    the ensemble), plus unloads of ``retire`` (e.g. a member dropped from an
-    ensemble) after them; and the status entries and ``Loaded`` condition for
-    the observations as they are.
+    """Per pod, the loads/reloads that make it serve what it was started for
+    (``wanted[pod]``, else ``target``; members before the ensemble), plus unloads of
+    ``retire`` (e.g. a member dropped from an ensemble) after them; and the status
+    entries and ``Loaded`` condition for the observations as they are.
 
-    Pods that are not ready or could not be observed get no actions. Failed
-    loads are planned again: the executor bounds retries within one pass, and
+    Pods that are not ready, terminating or could not be observed get no actions.
+    Failed loads are planned again: the executor bounds retries within one pass, and
     the reconciler's backoff bounds them across passes.
     """
-    states = tuple(pod_model_state(target, pod) for pod in observations)
+    per_pod = dict(wanted or {})
+
+    def of(pod: PodObservation) -> LoadTarget:
+        return per_pod.get(pod.name, target)
+
+    states = tuple(pod_model_state(of(pod), pod) for pod in observations)
     pods = tuple(
-        PodPlan(pod.name, pod.ip, pod.ready, _pod_actions(target, pod, retire))
+        PodPlan(pod.name, pod.ip, pod.ready, _pod_actions(of(pod), pod, retire))
         for pod in observations
     )
-    failures = tuple(f for pod in observations for f in _failures(target, pod))
+    failures = tuple(f for pod in observations for f in _failures(of(pod), pod))
     condition = loaded_condition(target, observations, states, generation=generation)
-    return LoadPlan(target, pods, states, condition, failures)
+    return LoadPlan(target, pods, states, condition, failures, per_pod)
 
 
 # --- deletion -------------------------------------------------------------------------------

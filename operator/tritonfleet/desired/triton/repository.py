@@ -364,10 +364,18 @@ class RepositoryLayout:
             staging/<model>/<revision>.<id>/      being written; never linked
             tmp/                                  symlinks before their rename into <repo>
             locks/<model>.lock                    one sync per model at a time
+            pins/<model>/<revision>/<model> -> ../../../revisions/<model>/<dirname>
 
-    The link is relative so it resolves wherever the volume is mounted, as long
+    The links are relative so they resolve wherever the volume is mounted, as long
     as the mount holds both ``<repo>`` and the state directory (the volume root,
     not a subPath into ``<repo>``).
+
+    A *pin* is a one-model repository fixed at one revision: Triton pods run with
+    ``--model-repository=<pins>/<model>/<revision>`` (one per model they host), so a
+    pod loads exactly the revision its Deployment names, whatever ``<repo>/<model>``
+    points at by then. That is what lets two revisions serve side by side (a rollout,
+    a canary) and a restarted or added pod of the old revision still load the old
+    files after the new ones were published.
     """
 
     repository: PurePosixPath
@@ -406,6 +414,19 @@ class RepositoryLayout:
 
     def lock_path(self, model: str) -> PurePosixPath:
         return self.state / "locks" / f"{model}.lock"
+
+    def pins_dir(self, model: str) -> PurePosixPath:
+        return self.state / "pins" / model
+
+    def pin_repository(self, model: str, revision: str) -> PurePosixPath:
+        """The one-model repository Triton reads ``model`` at ``revision`` from."""
+        return self.pins_dir(model) / revision
+
+    def pin_target(self, model: str, revision: str, dirname: str) -> PurePosixPath:
+        """What ``pins/<model>/<revision>/<model>`` points at: relative to its directory."""
+        return relative_path(
+            self.revision_dir(model, dirname), self.pin_repository(model, revision)
+        )
 
     def link_target(self, model: str, dirname: str) -> PurePosixPath:
         """What ``<repo>/<model>`` points at: relative to the repository."""
@@ -448,11 +469,15 @@ def revision_dirname(revision: str, taken: Iterable[str]) -> str:
     return f"{revision}.{n}"
 
 
-def revisions_to_collect(names: Iterable[str], live: str | None, previous: str | None) -> list[str]:
-    """Revision directories to delete after a publish: all but the live one and
-    the one it replaced (kept so a rollback is a symlink swap, and so a replica
-    still reading the old files is not cut off)."""
-    return sorted(n for n in names if n not in {live, previous})
+def revisions_to_collect(
+    names: Iterable[str], live: str | None, previous: str | None, keep: Iterable[str] = ()
+) -> list[str]:
+    """Revision directories to delete after a publish: all but the live one, the
+    one it replaced (kept so a rollback is a symlink swap, and so a replica still
+    reading the old files is not cut off) and ``keep``, the directories of revisions
+    still served (a canary's stable revision: its pods must be able to restart)."""
+    kept = {live, previous, *keep}
+    return sorted(n for n in names if n not in kept)
 
 
 # --- manifest -----------------------------------------------------------------

@@ -25,6 +25,10 @@ from tritonfleet.desired.triton.proto import mc
 
 REVISION_LENGTH = 10
 REVISION_PARAMETER = "tritonfleet.revision"
+# The repository layout Triton pods read (``desired.triton.repository``: a pin per
+# revision). It is part of every revision, so an operator whose pods need another
+# layout re-syncs each model once (hard-linking unchanged files) before rolling to it.
+REPOSITORY_LAYOUT = "pins-1"
 
 
 def _digest(parts: Iterable[str]) -> str:
@@ -37,11 +41,11 @@ def _digest(parts: Iterable[str]) -> str:
 
 def model_revision(model: TritonModel, pbtxt: str) -> str:
     source = json.dumps(model.spec.source.to_wire(), sort_keys=True, separators=(",", ":"))
-    return _digest(["model", model.triton_name, source, pbtxt])
+    return _digest(["model", REPOSITORY_LAYOUT, model.triton_name, source, pbtxt])
 
 
 def ensemble_revision(triton_name: str, pbtxt: str, member_revisions: Iterable[str]) -> str:
-    return _digest(["ensemble", triton_name, pbtxt, *member_revisions])
+    return _digest(["ensemble", REPOSITORY_LAYOUT, triton_name, pbtxt, *member_revisions])
 
 
 def stamp_revision(pbtxt: str, revision: str) -> str:

@@ -25,7 +25,7 @@ from tritonfleet.gateway.metrics import GatewayMetrics
 class Ledger:
     """The metrics of one request, timed from its arrival (``t0``)."""
 
-    __slots__ = ("_hosted_model", "_metrics", "_prices", "model", "t0")
+    __slots__ = ("_hosted_model", "_metrics", "_prices", "first_token_at", "model", "t0")
 
     def __init__(self, metrics: GatewayMetrics, prices: PriceTable, route: Route) -> None:
         self._metrics = metrics
@@ -34,6 +34,7 @@ class Ledger:
         self._hosted_model = hosted.model if hosted is not None else None
         self.model = route.name
         self.t0 = time.perf_counter()
+        self.first_token_at: float | None = None
 
     def demand(self, activation: bool) -> None:
         """A request arrived; ``activation``: it found no ready replica."""
@@ -44,7 +45,18 @@ class Ledger:
         self._metrics.answered(self.model, backend, status, time.perf_counter() - self.t0)
 
     def first_token(self, backend: Backend) -> None:
-        self._metrics.first_token(self.model, backend, time.perf_counter() - self.t0)
+        self.first_token_at = time.perf_counter()
+        self._metrics.first_token(self.model, backend, self.first_token_at - self.t0)
+
+    def attempt(self, revision: str | None, outcome: str, started: float) -> None:
+        """One Triton attempt at a pod of ``revision``: ok, failed or rejected; an ok
+        one's latency runs from ``started`` to its first token, or to its whole answer."""
+        if not revision:
+            return
+        seconds = None
+        if outcome == "ok":
+            seconds = (self.first_token_at or time.perf_counter()) - started
+        self._metrics.revisions.attempt(self.model, revision, outcome, seconds)
 
     def tokens(self, backend: Backend, prompt: int, completion: int, estimated: bool) -> None:
         """The tokens of the answer, and their cost from the price table."""

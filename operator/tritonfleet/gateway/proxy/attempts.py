@@ -43,7 +43,7 @@ from aiohttp import web
 from tritonfleet.adapters.triton_http import UpstreamError
 from tritonfleet.desired.gateway.plan import Plan
 from tritonfleet.desired.gateway.routes import Endpoint, Route
-from tritonfleet.gateway.errors import BACKEND_HEADER, POD_HEADER, error_response
+from tritonfleet.gateway.errors import BACKEND_HEADER, error_response, pod_headers
 from tritonfleet.gateway.proxy.accounting import Ledger
 from tritonfleet.gateway.secrets import REDACTOR, KeyStore, MissingKeyError
 from tritonfleet.gateway.state import GatewayState, PodRuntime, RouteRuntime
@@ -187,6 +187,7 @@ class AttemptPolicy:
                 ledger.retried()
             attempted += 1
             state.acquire(ep.url)
+            started = time.perf_counter()
             try:
                 resp, broken = await attempt(pod)
             except DeadlineExceeded:
@@ -195,24 +196,27 @@ class AttemptPolicy:
                 raise
             except UpstreamError as err:
                 _pod_failed(rr.route, pod, err, ledger)
+                ledger.attempt(ep.revision, "failed", started)
                 notes.append(f"Triton pod {ep.name}: {_why(err)}")
                 continue
             except TritonRejectedError as rej:
                 pod.breaker.release()
                 rr.model_breaker.release()
+                ledger.attempt(ep.revision, "rejected", started)
                 ledger.answered("triton", 400)
                 return error_response(
                     400,
                     f"Triton rejected the request: {rej.message}",
                     code="triton_rejected",
                     backend="triton",
-                    headers={POD_HEADER: ep.name},
+                    headers=pod_headers(ep),
                 )
             except Exception as exc:
                 # A bug or an answer we cannot read: count it against the pod
                 # and try the next one rather than fail the request.
                 log.exception("model %s, pod %s: unexpected error", rr.route.name, ep.name)
                 _pod_failed(rr.route, pod, UpstreamError(type(exc).__name__), ledger)
+                ledger.attempt(ep.revision, "failed", started)
                 notes.append(f"Triton pod {ep.name}: error")
                 continue
             except BaseException:
@@ -229,6 +233,7 @@ class AttemptPolicy:
             else:
                 pod.breaker.success()
                 rr.model_breaker.success()
+            ledger.attempt(ep.revision, "failed" if broken is not None else "ok", started)
             return resp
         if attempted:
             rr.model_breaker.failure()

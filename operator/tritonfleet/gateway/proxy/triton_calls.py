@@ -36,7 +36,7 @@ from tritonfleet.desired.gateway.openai_mapping import (
     parse_generate_response,
     parse_infer_embeddings,
 )
-from tritonfleet.gateway.errors import BACKEND_HEADER, ESTIMATED_HEADER, POD_HEADER
+from tritonfleet.gateway.errors import BACKEND_HEADER, ESTIMATED_HEADER, pod_headers
 from tritonfleet.gateway.proxy.attempts import Attempt, TritonRejectedError
 from tritonfleet.gateway.proxy.jobs import EmbeddingJob, GenerateJob
 from tritonfleet.gateway.proxy.relay import relay_triton
@@ -125,7 +125,7 @@ class TritonCalls:
                 raise UpstreamDisconnectedError(f"triton {url}: answer is not JSON") from None
             gen = parse_generate_response(data, mapping, treq)
         payload = completion_body(job.rid, job.created, route.name, gen, chat=treq.chat)
-        headers = {BACKEND_HEADER: "triton", POD_HEADER: pod.endpoint.name}
+        headers = {BACKEND_HEADER: "triton", **pod_headers(pod.endpoint)}
         if gen.estimated:
             headers[ESTIMATED_HEADER] = "true"
         job.ledger.tokens("triton", gen.prompt_tokens, gen.completion_tokens, gen.estimated)
@@ -151,7 +151,7 @@ class TritonCalls:
                         ended = True
                         break
                     first = asm.feed(event)
-                headers = {**SSE_HEADERS, BACKEND_HEADER: "triton", POD_HEADER: pod.endpoint.name}
+                headers = {**SSE_HEADERS, BACKEND_HEADER: "triton", **pod_headers(pod.endpoint)}
                 if not mapping.counts_tokens or treq.stops:
                     headers[ESTIMATED_HEADER] = "true"
                 return await relay_triton(job, headers, asm, events, first, ended)
@@ -183,7 +183,7 @@ class TritonCalls:
         job.ledger.answered("triton", 200)
         headers = {
             BACKEND_HEADER: "triton",
-            POD_HEADER: pod.endpoint.name,
+            **pod_headers(pod.endpoint),
             ESTIMATED_HEADER: "true",
         }
         return web.Response(
