@@ -34,6 +34,11 @@ from tritonfleet.gateway.sources import read_prices
 pytestmark = pytest.mark.integration
 
 CHART = REPO_ROOT / "charts" / "tritonfleet"
+CRDS = (
+    "tritonmodels.tritonfleet.io",
+    "modelensembles.tritonfleet.io",
+    "tritonserverpools.tritonfleet.io",
+)
 KUBE_VERSION = "1.34.0"
 
 # Every request the operator makes, as (verb, resource[, subresource]).
@@ -47,6 +52,10 @@ NAMESPACED_USES = [
     ("watch", "modelensembles.tritonfleet.io"),
     ("patch", "modelensembles.tritonfleet.io"),
     ("patch", "modelensembles.tritonfleet.io", "status"),
+    ("watch", "tritonserverpools.tritonfleet.io"),
+    ("list", "tritonserverpools.tritonfleet.io"),
+    ("patch", "tritonserverpools.tritonfleet.io", "status"),
+    ("update", "tritonserverpools.tritonfleet.io", "finalizers"),
     ("watch", "deployments.apps"),
     ("create", "deployments.apps"),
     ("patch", "deployments.apps"),
@@ -81,9 +90,12 @@ FORBIDDEN = [
     ("create", "pods"),
     ("patch", "pods"),
     ("delete", "pods"),
-    ("delete", "deployments.apps"),
+    # (delete deployments is granted: a canary's Deployment goes once it is promoted or rolled
+    # back, and a model moving into a pool leaves its own)
     ("delete", "services"),
     ("delete", "tritonmodels.tritonfleet.io"),
+    ("patch", "tritonserverpools.tritonfleet.io"),
+    ("delete", "tritonserverpools.tritonfleet.io"),
     ("create", "roles.rbac.authorization.k8s.io"),
     ("update", "deployments.apps"),
 ]
@@ -419,7 +431,7 @@ def release(testbed: Testbed, namespace: str, *sets: str, adopt_crds: bool) -> I
     if adopt_crds:
         # The suite applies crds/ with kubectl; let this release adopt them, as an
         # upgrade from a kubectl install to Helm would.
-        for crd in ("tritonmodels.tritonfleet.io", "modelensembles.tritonfleet.io"):
+        for crd in CRDS:
             testbed.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
             testbed.kubectl(
                 "annotate",
@@ -450,7 +462,7 @@ def release(testbed: Testbed, namespace: str, *sets: str, adopt_crds: bool) -> I
             timeout=180,
         )
         if adopt_crds:
-            for crd in ("tritonmodels.tritonfleet.io", "modelensembles.tritonfleet.io"):
+            for crd in CRDS:
                 testbed.kubectl(
                     "annotate",
                     "crd",

@@ -1,7 +1,7 @@
 """The generated CRDs on the real API server: they install with server-side
 apply, accept every sample, and refuse bad objects with the field named.
 
-The violating objects are the CEL parity table of tests/unit/test_cel_parity.py,
+The violating objects are the CEL parity table of tests/support/cel_cases.py,
 so every rule is proven twice: pydantic refuses it offline (unit), and the real
 API server refuses it at ``kubectl apply`` time (here).
 """
@@ -19,7 +19,7 @@ import yaml
 
 from hack.devtools.operator import apply_crds
 from hack.devtools.testbed import Testbed
-from tests.unit.test_cel_parity import PARITY, RULES, VIOLATIONS, Rule, place
+from tests.support.cel_cases import PARITY, RULES, VIOLATIONS, Rule, place
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_api_server_refuses_each_cel_violation_naming_the_field(
 def test_api_server_accepts_what_each_rule_allows(
     crds: Testbed, namespace: str, rule: Rule
 ) -> None:
-    code, output = _dry_run(crds, place(rule, PARITY[rule.message].valid), namespace)
+    code, output = _dry_run(crds, place(rule, PARITY[rule.message].valid_in(rule.kind)), namespace)
     assert code == 0, output
 
 
@@ -124,6 +124,7 @@ def test_printer_columns_show_status(crds: Testbed, namespace: str) -> None:
             "replicaSummary": "2/2",
             "revision": "ad1c6ed3fa",
             "servedBy": "triton",
+            "rollout": {"targetRevision": "0bc51de2aa", "phase": "Analyzing", "step": 1},
         }
     }
     crds.kubectl(
@@ -139,8 +140,13 @@ def test_printer_columns_show_status(crds: Testbed, namespace: str) -> None:
     )
     table = crds.kubectl("get", "tm", "-n", namespace, "-o", "wide").stdout.splitlines()
     header, row = table[0].split(), table[1].split()
-    assert header[:6] == ["NAME", "READY", "REPLICAS", "REVISION", "SERVED-BY", "REASON"]
-    assert row[:6] == ["minilm-embedding", "True", "2/2", "ad1c6ed3fa", "triton", "Serving"]
+    assert header[:8] == [
+        "NAME", "READY", "REPLICAS", "REVISION", "SERVED-BY", "ROLLOUT", "TARGET", "REASON"
+    ]  # fmt: skip
+    assert row[:8] == [
+        "minilm-embedding", "True", "2/2", "ad1c6ed3fa", "triton", "Analyzing", "0bc51de2aa",
+        "Serving",
+    ]  # fmt: skip
     # The status subresource is separate: a spec apply never clobbers it.
     crds.kubectl(
         "apply", "-n", namespace, "-f", str(REPO / "manifests/samples/onnx-embedding.yaml")

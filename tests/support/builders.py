@@ -88,6 +88,19 @@ def ensemble_doc(name: str = "pipe", namespace: str | None = None, **spec: Any) 
     }
 
 
+def pool_doc(name: str = "shared", namespace: str | None = None, **spec: Any) -> dict[str, Any]:
+    """A valid ``TritonServerPool``: 16Gi of GPU memory per replica unless ``spec`` says."""
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": "tritonfleet.io/v1alpha1",
+        "kind": "TritonServerPool",
+        "metadata": metadata,
+        "spec": {"gpuMemory": "16Gi", **spec},
+    }
+
+
 _MISSING = object()
 
 

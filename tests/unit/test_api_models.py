@@ -21,6 +21,7 @@ from tests.support.builders import (
 )
 from tritonfleet.api import ModelConfigSpec, ModelEnsemble, TritonModel
 from tritonfleet.api.model import MAX_INLINE_FILES
+from tritonfleet.api.pool import TritonServerPool
 
 
 def parse(doc: dict[str, Any]) -> TritonModel:
@@ -564,7 +565,12 @@ def _contains(wire: Any, written: Any, path: str = "") -> None:
     ids=lambda d: f"{d['kind']}-{d['metadata']['name']}",
 )
 def test_to_wire_round_trips_every_sample(doc: dict[str, Any]) -> None:
-    kind = TritonModel if doc["kind"] == "TritonModel" else ModelEnsemble
+    kinds: dict[str, Any] = {
+        "TritonModel": TritonModel,
+        "ModelEnsemble": ModelEnsemble,
+        "TritonServerPool": TritonServerPool,
+    }
+    kind = kinds[doc["kind"]]
     obj = kind.model_validate(doc)
     wire = obj.to_wire()
     assert kind.model_validate(wire) == obj

@@ -66,7 +66,7 @@ def test_crds_writes_only_into_a_checkout(
     assert list(tmp_path.iterdir()) == []
     assert main(["crds", "-o", "json"]) == 0
     kinds = [crd["spec"]["names"]["kind"] for crd in json.loads(capsys.readouterr().out)]
-    assert kinds == ["TritonModel", "ModelEnsemble"]
+    assert kinds == ["TritonModel", "ModelEnsemble", "TritonServerPool"]
 
 
 def test_render_objects_in_a_namespace(capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,8 +50,8 @@ def _node_ids(items: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return [p for p, _ in items]
 
 
-def test_there_are_two_crds_in_the_tritonfleet_group() -> None:
-    assert set(BY_KIND) == {"TritonModel", "ModelEnsemble"}
+def test_there_are_three_crds_in_the_tritonfleet_group() -> None:
+    assert set(BY_KIND) == {"TritonModel", "ModelEnsemble", "TritonServerPool"}
     for crd in CRDS:
         assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
         assert crd["spec"]["group"] == "tritonfleet.io"
@@ -64,7 +64,12 @@ def test_there_are_two_crds_in_the_tritonfleet_group() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "plural"), [("TritonModel", "tritonmodels"), ("ModelEnsemble", "modelensembles")]
+    ("kind", "plural"),
+    [
+        ("TritonModel", "tritonmodels"),
+        ("ModelEnsemble", "modelensembles"),
+        ("TritonServerPool", "tritonserverpools"),
+    ],
 )
 def test_names(kind: str, plural: str) -> None:
     names = BY_KIND[kind]["spec"]["names"]
@@ -88,6 +93,7 @@ def test_short_names_exist_and_do_not_collide() -> None:
     singulars = {crd["spec"]["names"]["singular"] for crd in CRDS}
     assert not seen & (plurals | singulars)
     assert "tm" in BY_KIND["TritonModel"]["spec"]["names"]["shortNames"]
+    assert BY_KIND["TritonServerPool"]["spec"]["names"]["shortNames"] == ["tsp"]
 
 
 @pytest.mark.parametrize("kind", sorted(BY_KIND))
@@ -96,11 +102,18 @@ def test_status_subresource(kind: str) -> None:
     assert version["subresources"] == {"status": {}}
 
 
+COLUMNS = {
+    "TritonModel": ("Ready", "Replicas", "Revision", "Served-By", "Age"),
+    "ModelEnsemble": ("Ready", "Replicas", "Revision", "Served-By", "Age"),
+    "TritonServerPool": ("Ready", "Models", "Replicas", "Memory", "Age"),
+}
+
+
 @pytest.mark.parametrize("kind", sorted(BY_KIND))
 def test_printer_columns(kind: str) -> None:
     (version,) = BY_KIND[kind]["spec"]["versions"]
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    for name in ("Ready", "Replicas", "Revision", "Served-By", "Age"):
+    for name in COLUMNS[kind]:
         assert name in columns, f"{kind} has no {name} column"
         assert columns[name].get("priority", 0) == 0, f"{name} is hidden from plain kubectl get"
     assert columns["Age"] == {
@@ -247,7 +260,7 @@ def test_crds_check_fails_when_a_file_is_edited(
 ) -> None:
     assert main(["crds", "--check", "--root", str(checkout)]) == 0
     path = checkout / relative
-    path.write_text(path.read_text().replace("maxBatchSize", "maxBatchSize2", 1))
+    path.write_text(path.read_text().replace("description:", "description: edited", 1))
     capsys.readouterr()
     assert main(["crds", "--check", "--root", str(checkout)]) != 0
     err = capsys.readouterr().err

@@ -296,6 +296,15 @@ def test_stream_stop_split_across_events() -> None:
     assert "".join(released) == "one " and asm.done and asm.result().finish_reason == "stop"
 
 
+def test_the_stop_completed_first_cuts_streamed_and_whole_alike() -> None:
+    """Generation stops when a stop sequence is complete: "a" completes before "XaX" in "XXaX"
+    (found by the property test below, when the cut was chosen by where a stop began)."""
+    req = _req(stop=["a", "XaX"])
+    assert parse_generate_response({"text_output": "XXaX"}, MAPPING, req).text == "XX"
+    asm = StreamAssembler(MAPPING, req)
+    assert asm.feed({"text_output": "XXa"}) + asm.feed({"text_output": "X"}) == "XX"
+
+
 def test_stream_held_text_released_when_no_stop_follows() -> None:
     asm = StreamAssembler(MAPPING, _req(stop="STOP"))
     assert asm.feed({"text_output": "abc ST"}) == "abc "

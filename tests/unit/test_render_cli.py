@@ -17,6 +17,7 @@ from tests.support.builders import (
     SAMPLE_FILES,
     ensemble_doc,
     model_doc,
+    pool_doc,
     sample_docs,
     with_path,
 )
@@ -71,7 +72,7 @@ def test_every_sample_renders(path: Path, capsys: pytest.CaptureFixture[str]) ->
     code, out, err = run(capsys, "-f", str(path))
     assert code == 0, err
     assert err == ""
-    docs = sample_docs(path.stem)
+    docs = [d for d in sample_docs(path.stem) if d["kind"] != "TritonServerPool"]
     found = sections(out)
     expected = {
         (d["kind"], d["metadata"].get("namespace", "default"), d["metadata"]["name"]) for d in docs
@@ -88,7 +89,39 @@ def test_all_samples_at_once(capsys: pytest.CaptureFixture[str]) -> None:
     args = [arg for path in SAMPLE_FILES for arg in ("-f", str(path))]
     code, out, _ = run(capsys, *args)
     assert code == 0
-    assert len(sections(out)) == sum(len(sample_docs(p.stem)) for p in SAMPLE_FILES)
+    models = [
+        d for p in SAMPLE_FILES for d in sample_docs(p.stem) if d["kind"] != "TritonServerPool"
+    ]
+    assert len(sections(out)) == len(models)
+
+
+def test_a_pool_with_its_models_previews_their_placement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = [
+        pool_doc("shared", gpuMemory="16Gi", replicas={"min": 2, "max": 2}),
+        model_doc("small", serving={"pool": {"name": "shared", "memory": "4Gi"}}),
+        model_doc("big", modelName="big", serving={"pool": {"name": "shared", "memory": "14Gi"}}),
+        model_doc("elsewhere", modelName="elsewhere"),
+    ]
+    code, out, err = run(capsys, "-f", write(tmp_path, docs))
+    assert code == 0, err
+    assert len(sections(out)) == 3  # the pool has no config of its own
+    preview = out[out.index("# --- TritonServerPool default/shared") :]
+    assert "2 replica(s) x 16Gi of GPU memory (gpuMemory)" in preview
+    # New models are placed largest first: big takes its room, small is refused.
+    assert "#   replica 0: 14Gi used, 2Gi free: big" in preview
+    assert "#   TritonModel small: DoesNotFit: needs 4Gi on 2 replicas; free: 2Gi, 2Gi" in preview
+    assert "elsewhere" not in preview
+
+
+def test_an_invalid_pool_is_refused_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "-f", write(tmp_path, [pool_doc(gpuMemory="lots")]))
+    assert code == 1
+    assert "TritonServerPool default/shared is invalid" in err
+    assert "spec.gpuMemory" in err
 
 
 def test_members_and_ensemble_in_separate_files(
@@ -425,6 +458,15 @@ def test_a_directory_renders_all_its_documents_together(capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "ModelEnsemble default/toy-rag: toy_rag/config.pbtxt" in out
     assert out.count("# --- ") == 5
+
+
+def test_the_pool_sample_renders_with_its_placement(capsys: pytest.CaptureFixture[str]) -> None:
+    """The pool sample's directory: its models, the ensemble and the pool's placement."""
+    pool = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "runnable" / "pool"
+    assert main(["render", "-f", str(pool)]) == 0
+    out = capsys.readouterr().out
+    assert "TritonServerPool default/toy-pool: 2 replica(s) x 16Gi" in out
+    assert out.count("used, 8Gi free: toy_embed, toy_llm, toy_rag, vector_search") == 2
 
 
 def test_the_operator_process_loads_no_grpc_numpy_or_kubernetes_client() -> None:

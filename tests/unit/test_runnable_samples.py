@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNABLE = ROOT / "manifests" / "samples" / "runnable"
 TOY_MODELS = ROOT / "hack" / "devtools" / "triton_models"
 
+# The pool sample (pool/) serves the same toys from one shared pool; its own directory,
+# as its models share names with the per-model samples.
 INLINE = {
     doc["spec"]["modelName"]: doc["spec"]["source"]["inline"]["files"]
-    for path in sorted(RUNNABLE.glob("*.yaml"))
+    for path in sorted([*RUNNABLE.glob("*.yaml"), *RUNNABLE.glob("pool/*.yaml")])
     for doc in yaml.safe_load_all(path.read_text())
     if doc and doc["kind"] == "TritonModel"
 }

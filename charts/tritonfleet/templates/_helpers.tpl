@@ -68,11 +68,16 @@ true
 - apiGroups: ["tritonfleet.io"]
   resources: ["tritonmodels", "modelensembles"]
   verbs: ["get", "list", "watch", "patch"]
+# Pools: watched, their status written; no finalizer of ours (their children go with them).
 - apiGroups: ["tritonfleet.io"]
-  resources: ["tritonmodels/status", "modelensembles/status"]
+  resources: ["tritonserverpools"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["tritonfleet.io"]
+  resources: ["tritonmodels/status", "modelensembles/status", "tritonserverpools/status"]
   verbs: ["get", "patch"]
+# Children's owner references block their owner's deletion (blockOwnerDeletion).
 - apiGroups: ["tritonfleet.io"]
-  resources: ["tritonmodels/finalizers", "modelensembles/finalizers"]
+  resources: ["tritonmodels/finalizers", "modelensembles/finalizers", "tritonserverpools/finalizers"]
   verbs: ["update"]
 # (delete: a canary's Deployment goes once the canary is promoted or rolled back)
 - apiGroups: ["apps"]

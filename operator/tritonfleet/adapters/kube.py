@@ -124,6 +124,7 @@ RESOURCES: dict[str, Resource] = {
     "Lease": Resource("coordination.k8s.io/v1", "leases"),
     "TritonModel": Resource("tritonfleet.io/v1alpha1", "tritonmodels"),
     "ModelEnsemble": Resource("tritonfleet.io/v1alpha1", "modelensembles"),
+    "TritonServerPool": Resource("tritonfleet.io/v1alpha1", "tritonserverpools"),
     "SelfSubjectReview": Resource(
         "authentication.k8s.io/v1", "selfsubjectreviews", namespaced=False
     ),

@@ -7,7 +7,9 @@ in Python and camelCase on the wire, as Kubernetes users expect.
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
@@ -56,6 +58,65 @@ def check_quantity(value: str | int) -> str | int:
     if not QUANTITY_RE.match(value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 512Mi, 2, 500m)")
     return value
+
+
+_BINARY: dict[str, int] = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+_DECIMAL: dict[str, Decimal | int] = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+}
+
+
+def quantity_bytes(value: str | int) -> int:
+    """A memory quantity (``16Gi``, ``1.5G``, ``512Mi``, ``1e9``) in whole bytes, rounded up,
+    as the API server reads it. Raises ValueError for what is not a quantity."""
+    check_quantity(value)
+    if isinstance(value, int):
+        return value
+    text = value.removeprefix("+")
+    number, unit = text, ""
+    for suffix in (*_BINARY, *_DECIMAL):
+        if text.endswith(suffix) and not text.endswith(("e" + suffix, "E" + suffix)):
+            number, unit = text[: -len(suffix)], suffix
+            break
+    try:
+        amount = Decimal(number)
+    except InvalidOperation as error:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity") from error
+    scale: Decimal | int = _BINARY.get(unit) or _DECIMAL.get(unit) or 1
+    return math.ceil(amount * scale)
+
+
+def format_bytes(amount: int) -> str:
+    """Bytes as the largest binary unit that keeps it readable: ``12Gi``, ``1.5Gi``,
+    ``640Mi`` (at most one decimal; an exact quantity when it has none)."""
+    if amount < 0:
+        return "-" + format_bytes(-amount)
+    for unit in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        size = _BINARY[unit]
+        if amount >= size:
+            whole, rest = divmod(amount, size)
+            if rest == 0:
+                return f"{whole}{unit}"
+            tenths = round(amount * 10 / size)
+            if tenths % 10 == 0:
+                return f"{tenths // 10}{unit}"
+            return f"{tenths / 10:.1f}{unit}"
+    return str(amount)
 
 
 Quantity = Annotated[

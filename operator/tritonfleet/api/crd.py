@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from tritonfleet.api.base import GROUP, VERSION
 from tritonfleet.api.ensemble import ModelEnsembleSpec
 from tritonfleet.api.model import TritonModelSpec
+from tritonfleet.api.pool import PoolStatus, TritonServerPoolSpec
 from tritonfleet.api.status import ModelStatus
 
 # Keywords Kubernetes' structural schemas accept; everything else is dropped.
@@ -113,6 +114,7 @@ def _condition_column(type_: str) -> dict[str, str]:
     }
 
 
+_AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 _COMMON_COLUMNS: list[dict[str, Any]] = [
     _condition_column("Ready"),
     {"name": "Replicas", "type": "string", "jsonPath": ".status.replicaSummary"},
@@ -131,7 +133,20 @@ _COMMON_COLUMNS: list[dict[str, Any]] = [
         "priority": 1,
         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
     },
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    _AGE_COLUMN,
+]
+_POOL_COLUMNS: list[dict[str, Any]] = [
+    _condition_column("Ready"),
+    {"name": "Models", "type": "string", "jsonPath": ".status.modelSummary"},
+    {"name": "Replicas", "type": "string", "jsonPath": ".status.replicaSummary"},
+    {"name": "Memory", "type": "string", "jsonPath": ".status.memorySummary"},
+    {
+        "name": "Reason",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+    },
+    _AGE_COLUMN,
 ]
 
 
@@ -146,6 +161,10 @@ def _crd(
     spec_model: type[BaseModel],
     doc: str,
     spec_doc: str,
+    status_model: type[BaseModel] = ModelStatus,
+    columns: list[dict[str, Any]] = _COMMON_COLUMNS,
+    status_doc: str = "What the operator observed: conditions, revision, replicas, per-pod "
+    "model state.",
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -171,7 +190,7 @@ def _crd(
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": _COMMON_COLUMNS,
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
@@ -187,9 +206,8 @@ def _crd(
                                     "description": spec_doc,
                                 },
                                 "status": {
-                                    **structural_schema(ModelStatus),
-                                    "description": "What the operator observed: conditions, "
-                                    "revision, replicas, per-pod model state.",
+                                    **structural_schema(status_model),
+                                    "description": status_doc,
                                 },
                             },
                         }
@@ -218,6 +236,20 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
             ModelEnsembleSpec,
             "A Triton ensemble of TritonModel members, served co-located on one Deployment.",
             "The pipeline: its tensors and the member TritonModels it runs, in steps.",
+        ),
+        _crd(
+            "TritonServerPool",
+            "tritonserverpools",
+            ["tsp"],
+            TritonServerPoolSpec,
+            "A Deployment of Triton replicas shared by many models, placed within each "
+            "replica's GPU memory.",
+            "The pool's Triton servers (how many, on what GPUs, with how much GPU memory "
+            "each) and their autoscaling.",
+            PoolStatus,
+            _POOL_COLUMNS,
+            "What the operator observed: conditions, the placement per replica (models, "
+            "memory used and free) and per model (which pods hold it).",
         ),
     ]
 

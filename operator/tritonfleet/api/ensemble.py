@@ -13,11 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from tritonfleet.api.base import INT32_MAX, MAX_SAFE_INT, ApiModel, ObjectMeta, cel
+from tritonfleet.api.base import INT32_MAX, MAX_SAFE_INT, ApiModel, ObjectMeta, Quantity, cel
 from tritonfleet.api.model import (
     FailoverSpec,
     ModelName,
     ObjectName,
+    PoolRef,
     ServingSpec,
 )
 from tritonfleet.api.rollout import RolloutSpec
@@ -44,6 +45,23 @@ class EnsembleStep(ApiModel):
     )
     output_map: Annotated[dict[TensorName, TensorName], Field(min_length=1)] = Field(
         description="Member output name → ensemble tensor it produces."
+    )
+
+
+class EnsemblePoolRef(PoolRef):
+    """A pooled ensemble: loaded on pool replicas that hold its members, never duplicating
+    them (its members are pooled TritonModels of the same pool)."""
+
+    memory: Quantity = Field(
+        default="0",
+        description="GPU memory the ensemble itself takes, beyond its members' (usually 0).",
+    )
+
+
+class EnsembleServingSpec(ServingSpec):
+    pool: EnsemblePoolRef | None = Field(
+        default=None,
+        description="Serve the ensemble on the TritonServerPool its members are pooled in.",
     )
 
 
@@ -82,9 +100,10 @@ class ModelEnsembleSpec(ApiModel):
         description="Raw config.pbtxt text merged last into the ensemble's config (e.g. "
         "response_cache, metric_tags); steps come from spec.steps only.",
     )
-    serving: ServingSpec = Field(
-        default_factory=ServingSpec,
-        description="How the ensemble's Deployment (members and ensemble together) is served.",
+    serving: EnsembleServingSpec = Field(
+        default_factory=EnsembleServingSpec,
+        description="How the ensemble's Deployment (members and ensemble together) is served, "
+        "or the pool it is placed on.",
     )
     failover: FailoverSpec | None = Field(
         default=None,

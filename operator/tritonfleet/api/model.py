@@ -194,13 +194,18 @@ class ReplicaRange(ApiModel):
         return self
 
 
-class Autoscaling(ApiModel):
+class QueueTimeAutoscaling(ApiModel):
+    """Queue-time autoscaling of a Deployment of Triton replicas (a model's or a pool's)."""
+
     queue_time_target_ms: Annotated[float, Field(gt=0)] = Field(
         default=50.0, description="Target average queue time per request, in milliseconds."
     )
     window_seconds: Annotated[int, Field(ge=5, le=3600)] = Field(
         default=30, description="Window the queue time is averaged over."
     )
+
+
+class Autoscaling(QueueTimeAutoscaling):
     scale_to_zero_after_seconds: Annotated[int, Field(ge=30)] | None = Field(
         default=None, description="Scale to zero after this long without requests (min: 0 only)."
     )
@@ -264,25 +269,22 @@ GPU_RESOURCE_PATTERN = (
 )
 
 
-class ServingSpec(ApiModel):
+POD_ANNOTATIONS_RULE = cel(
+    "!has(self.podAnnotations) || self.podAnnotations.all(k, k.matches('"
+    + QUALIFIED_NAME_PATTERN.replace("\\", "\\\\")
+    + "'))",
+    "podAnnotations keys must be qualified names ([prefix/]name)",
+    ".podAnnotations",
+)
+
+
+class TritonServing(ApiModel):
+    """The fields of a Deployment of Triton replicas: a model's own (``spec.serving``) or a
+    pool's (``TritonServerPool.spec``)."""
+
+    # A subclass's own rules replace these: each repeats POD_ANNOTATIONS_RULE.
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!has(self.autoscaling) || !has(self.autoscaling.scaleToZeroAfterSeconds)"
-                    " || (has(self.replicas) && self.replicas.min == 0)",
-                    "autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0",
-                    ".autoscaling.scaleToZeroAfterSeconds",
-                ),
-                cel(
-                    "!has(self.podAnnotations) || self.podAnnotations.all(k, k.matches('"
-                    + QUALIFIED_NAME_PATTERN.replace("\\", "\\\\")
-                    + "'))",
-                    "podAnnotations keys must be qualified names ([prefix/]name)",
-                    ".podAnnotations",
-                ),
-            ]
-        }
+        json_schema_extra={"x-kubernetes-validations": [POD_ANNOTATIONS_RULE]}
     )
 
     image: str | None = Field(default=None, description="Triton image; operator default if unset.")
@@ -296,7 +298,7 @@ class ServingSpec(ApiModel):
     replicas: ReplicaRange = Field(
         default_factory=ReplicaRange, description="How many Triton replicas serve it: min and max."
     )
-    autoscaling: Autoscaling | None = Field(
+    autoscaling: QueueTimeAutoscaling | None = Field(
         default=None,
         description="Scale on Triton's queue time (an HPA per model); fixed at replicas.min if "
         "unset.",
@@ -344,6 +346,108 @@ class ServingSpec(ApiModel):
         description="Annotations on the Triton pods (e.g. for a service mesh or a log shipper).",
     )
 
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not QUALIFIED_NAME_RE.match(k)]
+        if bad:
+            raise ValueError(
+                f"podAnnotations keys must be qualified names ([prefix/]name): {', '.join(bad)}"
+            )
+        return value
+
+
+class PoolRef(ApiModel):
+    """Where a pooled model is served: a ``TritonServerPool`` of the same namespace."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                # The schema of an int-or-string cannot say "quantity"; the twin is the
+                # Quantity type's own check.
+                cel(
+                    "isQuantity(string(self.memory))"
+                    " && !quantity(string(self.memory)).isLessThan(quantity('0'))",
+                    "memory must be a quantity such as 6Gi",
+                    ".memory",
+                )
+            ]
+        }
+    )
+
+    name: ObjectName = Field(description="The TritonServerPool (same namespace) serving it.")
+    memory: Quantity = Field(
+        description="GPU memory the model takes when loaded (e.g. 6Gi): what placement checks "
+        "against each pool replica's gpuMemory."
+    )
+    replicas: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None,
+        description="On how many of the pool's replicas it is loaded (default: every replica).",
+    )
+    scale_to_zero_after_seconds: Annotated[int, Field(ge=30)] | None = Field(
+        default=None,
+        description="Unload it from the pool after this long without requests (its memory is "
+        "freed, no pod restarts); the next request through the gateway loads it again.",
+    )
+
+
+# Per-model serving fields that a pool's spec sets instead: a pooled model leaves them
+# at their defaults (a field equal to its default cannot be told from an unset one once
+# the API server has applied the schema's defaults, or once a spec went to the wire).
+POOL_EXCLUSIVE_FIELDS = (
+    "image, gpus, gpuResource, replicas, autoscaling, resources, nodeSelector, tolerations, "
+    "affinity, shmSize, env, imagePullSecrets, priorityClassName, runtimeClassName, "
+    "topologySpreadConstraints, podAnnotations"
+)
+_POOL_RULE_MESSAGE = (
+    f"pool replaces the per-model serving fields: leave {POOL_EXCLUSIVE_FIELDS} to the "
+    "TritonServerPool"
+)
+
+
+class ServingSpec(TritonServing):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.autoscaling) || !has(self.autoscaling.scaleToZeroAfterSeconds)"
+                    " || (has(self.replicas) && self.replicas.min == 0)",
+                    "autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0",
+                    ".autoscaling.scaleToZeroAfterSeconds",
+                ),
+                POD_ANNOTATIONS_RULE,
+                cel(
+                    "!has(self.pool) || (!has(self.image) && self.gpus == 1"
+                    " && self.gpuResource == 'nvidia.com/gpu'"
+                    " && (!has(self.replicas)"
+                    " || (self.replicas.min == 1 && self.replicas.max == 1))"
+                    " && !has(self.autoscaling) && !has(self.resources)"
+                    " && (!has(self.nodeSelector) || size(self.nodeSelector) == 0)"
+                    " && (!has(self.tolerations) || size(self.tolerations) == 0)"
+                    " && !has(self.affinity) && string(self.shmSize) == '1Gi'"
+                    " && (!has(self.env) || size(self.env) == 0)"
+                    " && (!has(self.imagePullSecrets) || size(self.imagePullSecrets) == 0)"
+                    " && !has(self.priorityClassName) && !has(self.runtimeClassName)"
+                    " && (!has(self.topologySpreadConstraints)"
+                    " || size(self.topologySpreadConstraints) == 0)"
+                    " && (!has(self.podAnnotations) || size(self.podAnnotations) == 0))",
+                    _POOL_RULE_MESSAGE,
+                    ".pool",
+                ),
+            ]
+        }
+    )
+
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="Scale on Triton's queue time (an HPA per model); fixed at replicas.min if "
+        "unset.",
+    )
+    pool: PoolRef | None = Field(
+        default=None,
+        description="Serve the model on a shared TritonServerPool instead of its own Deployment.",
+    )
+
     @model_validator(mode="after")
     def _scale_to_zero_needs_min_zero(self) -> ServingSpec:
         if (
@@ -354,15 +458,35 @@ class ServingSpec(ApiModel):
             raise ValueError("autoscaling.scaleToZeroAfterSeconds needs replicas.min: 0")
         return self
 
-    @field_validator("pod_annotations")
-    @classmethod
-    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not QUALIFIED_NAME_RE.match(k)]
-        if bad:
-            raise ValueError(
-                f"podAnnotations keys must be qualified names ([prefix/]name): {', '.join(bad)}"
+    @model_validator(mode="after")
+    def _pool_replaces_serving_fields(self) -> ServingSpec:
+        if self.pool is None:
+            return self
+        set_here = [
+            name
+            for name, taken in (
+                ("image", self.image is not None),
+                ("gpus", self.gpus != 1),
+                ("gpuResource", self.gpu_resource != "nvidia.com/gpu"),
+                ("replicas", self.replicas != ReplicaRange()),
+                ("autoscaling", self.autoscaling is not None),
+                ("resources", self.resources is not None),
+                ("nodeSelector", bool(self.node_selector)),
+                ("tolerations", bool(self.tolerations)),
+                ("affinity", self.affinity is not None),
+                ("shmSize", str(self.shm_size) != "1Gi"),
+                ("env", bool(self.env)),
+                ("imagePullSecrets", bool(self.image_pull_secrets)),
+                ("priorityClassName", self.priority_class_name is not None),
+                ("runtimeClassName", self.runtime_class_name is not None),
+                ("topologySpreadConstraints", bool(self.topology_spread_constraints)),
+                ("podAnnotations", bool(self.pod_annotations)),
             )
-        return value
+            if taken
+        ]
+        if set_here:
+            raise ValueError(f"{_POOL_RULE_MESSAGE} (set here: {', '.join(set_here)})")
+        return self
 
 
 # --- failover ---------------------------------------------------------------

@@ -19,6 +19,7 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 # Condition types, in the order a model progresses through them.
 VALID = "Valid"
 SYNCED = "Synced"
+PLACED = "Placed"  # pooled models: placed on pool replicas within their GPU memory
 LOADED = "Loaded"
 AVAILABLE = "Available"
 AUTOSCALING = "Autoscaling"

@@ -1,8 +1,9 @@
 """``tritonfleet render``: print the ``config.pbtxt`` each TritonModel/ModelEnsemble
 renders to, like ``helm template``: a preview of what Triton will be given, with
-every problem listed when anything is invalid (exit 1). ``--objects`` prints every
-Kubernetes object the operator would create for them instead (``desired.kube.preview``);
-``-o json|yaml`` gives the rendered configs as data.
+every problem listed when anything is invalid (exit 1). A TritonServerPool given
+with its pooled models gets a preview of where they go (or why they do not fit).
+``--objects`` prints every Kubernetes object the operator would create for them
+instead (``desired.kube.preview``); ``-o json|yaml`` gives the rendered configs as data.
 """
 
 from __future__ import annotations
@@ -54,13 +55,53 @@ def add_parser(subparsers: Any) -> None:
 
 def _print_rendered(results: list[Rendered], out: TextIO) -> None:
     for item in results:
-        if not item.ok:
-            continue
+        if not item.ok or not item.pbtxt:
+            continue  # invalid, or a pool (previewed after the models)
         out.write(
             f"# --- {item.resource}: {item.triton_name}/config.pbtxt (revision {item.revision})\n"
         )
         out.write(item.pbtxt if item.pbtxt.endswith("\n") else item.pbtxt + "\n")
         out.write("\n")
+
+
+def _pool_previews(docs: list[dict[str, Any]], results: list[Rendered], out: TextIO) -> None:
+    """For each valid TritonServerPool, where the valid pooled models given with it go."""
+    from tritonfleet.api.base import quantity_bytes
+    from tritonfleet.api.ensemble import ModelEnsemble
+    from tritonfleet.api.model import TritonModel
+    from tritonfleet.api.pool import TritonServerPool
+    from tritonfleet.desired.kube.pool import PooledObject, preview
+
+    valid = [doc for doc, r in zip(docs, results, strict=True) if r.ok]
+    for doc in valid:
+        if doc.get("kind") != "TritonServerPool":
+            continue
+        pool = TritonServerPool.from_object(doc)
+        namespace = pool.metadata.namespace or "default"
+        objects = []
+        for other in valid:
+            if other.get("kind") not in ("TritonModel", "ModelEnsemble"):
+                continue
+            obj = (TritonModel if other["kind"] == "TritonModel" else ModelEnsemble).from_object(
+                other
+            )
+            ref = obj.spec.serving.pool
+            if ref is None or ref.name != pool.metadata.name:
+                continue
+            if (obj.metadata.namespace or "default") != namespace:
+                continue
+            members = obj.member_names if isinstance(obj, ModelEnsemble) else ()
+            objects.append(
+                PooledObject(
+                    obj.kind,
+                    obj.metadata.name,
+                    obj.triton_name,
+                    quantity_bytes(ref.memory),
+                    ref.replicas,
+                    members,
+                )
+            )
+        out.write("\n".join(preview(pool, objects)) + "\n\n")
 
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
@@ -72,7 +113,7 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     from tritonfleet.desired.triton.render import render_documents
 
     try:
-        docs = read_documents(args.filename)
+        docs = [d for d in read_documents(args.filename) if d]
         settings = OperatorSettings.from_env(os.environ)
     except (ManifestError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -109,6 +150,7 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
         write_data(rendered, args.output, out)
     else:
         _print_rendered(results, out)
+        _pool_previews(docs, results, out)
     for item in invalid:
         print(f"{item.resource} is invalid:", file=sys.stderr)
         for problem in item.problems:

@@ -46,15 +46,29 @@ from tritonfleet.desired.kube.loading import (
     loading_events,
     loading_status,
     pod_key_of,
-    pods_of,
     restrict,
     select_pods,
     unload_gate,
     wanted_by,
 )
 from tritonfleet.desired.kube.objects import LOADED_GATE, Target
+from tritonfleet.desired.kube.placement import PooledPlacement
+from tritonfleet.desired.kube.pool import pool_pod_key
+from tritonfleet.desired.kube.pool_loading import (
+    away_names,
+    holds,
+    is_pool_pod,
+    may_unload_away,
+    split_pods,
+    with_away,
+)
 from tritonfleet.desired.kube.views import owner_of
-from tritonfleet.desired.triton.loading import LoadTarget, plan_loading, plan_unloading
+from tritonfleet.desired.triton.loading import (
+    LoadPlan,
+    LoadTarget,
+    plan_loading,
+    plan_unloading,
+)
 from tritonfleet.handlers.state import Key, World
 
 log = logging.getLogger("tritonfleet.loading")
@@ -66,12 +80,16 @@ MAX_BACKOFF = 300.0
 class Wanted:
     target: Target
     load: LoadTarget
+    pool: PooledPlacement | None = None  # a pooled object: where its pool placed it
+    synced: bool = True  # a pooled object: its revision's files are in the repository
 
 
 @dataclass
 class _Unload:
     started: float
     uid: str
+    pool: PooledPlacement | None = None  # pooled: every pod of its pool may hold it
+    listed: tuple[str, ...] = ()  # the pods its status listed
     task: asyncio.Task[None] | None = None
     done: bool | None = None
     waiting: tuple[str, ...] = ()
@@ -100,7 +118,7 @@ class Loader:
         self.post_event = post_event
         self.clock = clock
         self._wanted: dict[Key, Wanted] = {}
-        self._by_pods: dict[PodKey, Key] = {}  # pod index key -> the object its pods serve
+        self._by_pods: dict[PodKey, set[Key]] = {}  # pod index key -> the objects on its pods
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
@@ -109,31 +127,56 @@ class Loader:
 
     # --- what the reconcile and the watches tell us ----------------------------------
 
-    def track(self, key: Key, target: Target | None) -> None:
-        """The reconcile's view of a live object (memory only, never waits)."""
+    def track(
+        self,
+        key: Key,
+        target: Target | None,
+        pool: PooledPlacement | None = None,
+        *,
+        synced: bool = True,
+    ) -> None:
+        """The reconcile's view of a live object (memory only, never waits).
+
+        ``pool``: a pooled object's placement (its pool's status); its loads go to the
+        pool pods of its replicas once its revision is ``synced``.
+        """
         if target is None:
             self.forget(key)
             return
-        wanted = Wanted(target, load_target(target))
+        wanted = Wanted(target, load_target(target), pool, synced)
         if self._wanted.get(key) != wanted:
+            self.forget(key, keep_timer=True)
             self._wanted[key] = wanted
-            self._by_pods[pod_key_of(target)] = key
+            for pod_key in self._pod_keys(wanted):
+                self._by_pods.setdefault(pod_key, set()).add(key)
             self.poke(key)
         elif key not in self._tasks and key not in self._timers:
             self.poke(key)
 
-    def forget(self, key: Key) -> None:
+    @staticmethod
+    def _pod_keys(wanted: Wanted) -> list[PodKey]:
+        """Whose pods' events wake this object's loader: its own, and its pool's."""
+        keys = [pod_key_of(wanted.target)]
+        if wanted.pool is not None:
+            keys.append(pool_pod_key(wanted.target.namespace, wanted.pool.pool))
+        return keys
+
+    def forget(self, key: Key, keep_timer: bool = False) -> None:
         wanted = self._wanted.pop(key, None)
         if wanted is not None:
-            self._by_pods.pop(pod_key_of(wanted.target), None)
-        timer = self._timers.pop(key, None)
+            for pod_key in self._pod_keys(wanted):
+                keys = self._by_pods.get(pod_key)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._by_pods[pod_key]
+        timer = None if keep_timer else self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
 
     def pod_changed(self, namespace: str, pod: TritonPod) -> None:
-        """A Triton pod appeared, changed readiness/IP, or went: re-check its owner."""
-        key = self._by_pods.get(pod.owner)
-        if key is not None:
+        """A Triton pod appeared, changed readiness/IP, or went: re-check the objects on it."""
+        for key in list(self._by_pods.get(pod.owner, ())):
             self.poke(key)
 
     def poke(self, key: Key, delay: float = 0.0) -> None:
@@ -209,15 +252,28 @@ class Loader:
     def _endpoints(self, pods: Collection[TritonPod]) -> list[PodEndpoint]:
         return [PodEndpoint.from_ip(p.name, p.ip, ready=p.usable) for p in pods]
 
+    def _listed(self, key: Key) -> list[str]:
+        """The pods the object's status lists now (it may still be loaded there)."""
+        body = self.world.owner(*key)
+        return [p.name for p in owner_of(body).status.pods] if body is not None else []
+
     async def _pass(self, key: Key) -> None:
         wanted = self._wanted.get(key)
         if wanted is None:
             return
-        pods = pods_of(wanted.target, self._pods())
+        split = split_pods(wanted.target, wanted.pool, self._pods(), self._listed(key))
         selection = select_pods(
-            pods, may_dial=self.settings.may_dial, networks=self.settings.dial_pod_networks
+            split.home,
+            may_dial=self.settings.may_dial,
+            networks=self.settings.dial_pod_networks,
+            pooled_synced=None if wanted.pool is None else wanted.synced,
         )
-        per_pod = {p.name: wanted_by(p, wanted.target) for p in selection.dial}
+        # A pool's pods are started for no model: each serves the object's revision
+        # (an ensemble's members at theirs), loaded from the shared repository.
+        per_pod = {
+            p.name: wanted_by(p, wanted.target) if wanted.pool is None else wanted.load
+            for p in selection.dial
+        }
         names = dict.fromkeys(wanted.load.names)
         for load in per_pod.values():
             names.update(dict.fromkeys(load.names))
@@ -251,8 +307,10 @@ class Loader:
             decided = plan_loading(
                 wanted.load, in_order(selection, observed), generation=generation, wanted=per_pod
             )
+        if split.away:
+            decided = await self._away(key, wanted, split.away, decided)
         if await self._write(key, decided):
-            await self._gates(pods, decided.states)
+            await self._gates(split.home, decided.states)
         # else status.pods does not say it yet (a conflict: the pass runs again): a gate
         # opened now would let the Deployment remove an old pod before any gateway can
         # route to the new one.
@@ -282,6 +340,35 @@ class Loader:
             except ApiError as error:
                 if not error.not_found:  # a pod that went needs no gate
                     log.warning("readiness gate of pod %s/%s: %s", pod.namespace, pod.name, error)
+
+    async def _away(
+        self, key: Key, wanted: Wanted, away: tuple[TritonPod, ...], decided: LoadPlan
+    ) -> LoadPlan:
+        """Pods the object left (desired.kube.pool_loading): reported while they still
+        hold it, unloaded (pool pods only: a Deployment it left goes as a whole) once
+        its home serves it, or at once when it is to be served nowhere."""
+        reachable = [p for p in away if not p.ip or self.settings.may_dial(p.ip)]
+        endpoints = self._endpoints(reachable)
+        observed = await self.repositories.observe(endpoints, wanted.load.names)
+        names = away_names(wanted.target)
+        shared = {p.name for p in reachable if is_pool_pod(p)}
+        leaving = [
+            e
+            for e, o in zip(endpoints, observed, strict=True)
+            if e.name in shared and holds(o, names)
+        ]
+        if leaving and may_unload_away(decided, wanted.pool):
+            log.info(
+                "%s %s/%s: unloading %s from %s",
+                *key,
+                ", ".join(names),
+                ", ".join(e.name for e in leaving),
+            )
+            await self.repositories.unload_everywhere(
+                leaving, names, wait=float(self.settings.unload_timeout_seconds)
+            )
+            observed = await self.repositories.observe(endpoints, wanted.load.names)
+        return with_away(decided, wanted.target, observed, wanted.pool)
 
     async def _write(self, key: Key, decided: Any) -> bool:
         """Write what the pass decided to the owner's status; whether the status says it
@@ -328,7 +415,13 @@ class Loader:
             return True
         state = self._unloads.get(key)
         if state is None or state.uid != target.uid:  # (a re-created object starts afresh)
-            state = _Unload(started=time.monotonic(), uid=target.uid)
+            pool = target.serving.pool
+            state = _Unload(
+                started=time.monotonic(),
+                uid=target.uid,
+                pool=PooledPlacement(pool.name, found=True) if pool is not None else None,
+                listed=tuple(p.name for p in owner_of(body).status.pods),
+            )
             self._unloads[key] = state
             state.task = asyncio.create_task(self._unload(key, state, target))
         gate = unload_gate(
@@ -343,24 +436,39 @@ class Loader:
         return gate.proceed
 
     async def _unload(self, key: Key, state: _Unload, target: Target) -> None:
-        names = load_target(target).unload_order
+        # From a pool's pods only the object itself goes: they are shared, and an
+        # ensemble's members there are pooled objects of their own.
+        shared = away_names(target)
+        own = shared if target.serving.pool is not None else load_target(target).unload_order
         try:
-            pods = pods_of(target, self._pods())
+            split = split_pods(target, state.pool, self._pods(), state.listed)
             selection = select_pods(
-                pods, may_dial=self.settings.may_dial, networks=self.settings.dial_pod_networks
+                (*split.home, *split.away),
+                may_dial=self.settings.may_dial,
+                networks=self.settings.dial_pod_networks,
             )
             endpoints = [e for e in self._endpoints(selection.dial) if e.url]
-            observed = await self.repositories.unload_everywhere(
-                endpoints, names, wait=float(self.settings.unload_timeout_seconds)
-            )
-            result = plan_unloading(names, observed)
+            pooled = {p.name for p in selection.dial if is_pool_pod(p)}
+            wait = float(self.settings.unload_timeout_seconds)
+            waiting: list[str] = []
+            done = True
+            for names, group in (
+                (own, [e for e in endpoints if e.name not in pooled]),
+                (shared, [e for e in endpoints if e.name in pooled]),
+            ):
+                if not group:
+                    continue
+                observed = await self.repositories.unload_everywhere(group, names, wait=wait)
+                result = plan_unloading(names, observed)
+                waiting.extend(result.waiting)
+                done = done and result.done
             blocked = [f"{o.name} ({o.error})" for o in selection.blocked]
-            state.waiting = (*result.waiting, *blocked)
-            state.done = result.done and not blocked
+            state.waiting = (*waiting, *blocked)
+            state.done = done and not blocked
             log.info(
                 "%s %s/%s: unloaded %s from %d pod(s)%s",
                 *key,
-                ", ".join(names),
+                ", ".join(own),
                 len(endpoints),
                 "" if state.done else f"; not confirmed: {'; '.join(state.waiting)}",
             )

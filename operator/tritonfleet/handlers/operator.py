@@ -27,7 +27,7 @@ from typing import Any
 import kopf
 
 from tritonfleet.adapters.kube import Endpoint, traced_session
-from tritonfleet.desired.kube.loading import TRITON_POD_SELECTOR, summarize_pod
+from tritonfleet.desired.kube.loading import TRITON_POD_SELECTOR, owner_of_pod, summarize_pod
 from tritonfleet.desired.kube.objects import (
     COMPONENT_SERVER,
     LABEL_COMPONENT,
@@ -35,10 +35,18 @@ from tritonfleet.desired.kube.objects import (
     MANAGED_SELECTOR,
 )
 from tritonfleet.desired.kube.observed import summarize
+from tritonfleet.desired.kube.pool import POOL_KIND
 from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.handlers import metrics
 from tritonfleet.handlers.reconcile import Reconciler
-from tritonfleet.handlers.state import POD_INDEX, World, child_index_key, compact_owner
+from tritonfleet.handlers.state import (
+    MODEL_KINDS,
+    OWNER_INDEXES,
+    POD_INDEX,
+    World,
+    child_index_key,
+    compact_owner,
+)
 
 log = logging.getLogger("tritonfleet.operator")
 
@@ -59,6 +67,7 @@ POD_LABELS = {LABEL_MANAGED_BY: "tritonfleet", LABEL_COMPONENT: COMPONENT_SERVER
 OWNER_RESOURCES = (
     ("TritonModel", "tritonmodels", "tf_models"),
     ("ModelEnsemble", "modelensembles", "tf_ensembles"),
+    (POOL_KIND, "tritonserverpools", "tf_pools"),
 )
 
 
@@ -88,6 +97,18 @@ def _triggers_for_member(
         for name, body in world.owners_in("ModelEnsemble", namespace).items()
         if model in views.of(body).member_names
     ]
+
+
+def _pools_in(world: World, namespace: str) -> list[tuple[str, str, str]]:
+    """Every pool of ``namespace``: a pooled object's change may move its placement
+    (a few pools per namespace; a pool with nothing to do reconciles in memory)."""
+    return [(POOL_KIND, namespace, name) for name in world.owners_in(POOL_KIND, namespace)]
+
+
+def _pool_of_pod(world: World, namespace: str, pod: Any) -> tuple[str, str, str] | None:
+    names = [(POOL_KIND, name) for name in world.owners_in(POOL_KIND, namespace)]
+    found = owner_of_pod(pod, names)
+    return (POOL_KIND, namespace, found[1]) if found is not None else None
 
 
 def register(
@@ -145,6 +166,9 @@ def register(
         else:
             seen_pods[key] = fingerprint
         reconciler.loader.pod_changed(pod.namespace, pod)
+        pool = _pool_of_pod(world, pod.namespace, pod)
+        if pool is not None:
+            reconciler.request(pool)  # its replicas are bound to pods
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -169,6 +193,14 @@ def register(
                 # A member changed (or went away): its ensembles re-check themselves.
                 for key in _triggers_for_member(world, views, namespace, name):
                     reconciler.request(key)
+            if _kind in MODEL_KINDS:
+                for key in _pools_in(world, namespace):
+                    reconciler.request(key)
+            elif type in ("ADDED", "DELETED"):
+                # A pool came or went: the objects of its namespace re-check their placement.
+                for key in world.owner_keys():
+                    if key[1] == namespace:
+                        reconciler.request(key)
             if type == "DELETED":
                 world.forget_owner(_kind, namespace, name)
                 reconciler.request_claim_check(namespace)
@@ -204,7 +236,7 @@ def register(
                 if body.get("kind") == "PersistentVolumeClaim":
                     # The shared repository claim went away: every model of the
                     # namespace needs it re-created (rare; owners are not listed on it).
-                    for key in world.owner_keys():
+                    for key in world.owner_keys(OWNER_INDEXES):
                         if key[1] == namespace:
                             reconciler.request(key)
             # The controller owns a child; the shared claim has every model as a plain owner.

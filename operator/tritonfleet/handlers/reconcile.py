@@ -31,6 +31,7 @@ from tritonfleet.desired.gateway.cluster import OPENAI_NAME_ANNOTATION
 from tritonfleet.desired.kube.analysis import Measure, MeasureQuery
 from tritonfleet.desired.kube.loading import pods_of
 from tritonfleet.desired.kube.objects import FINALIZER, Target
+from tritonfleet.desired.kube.placement import PooledPlacement, placement_of
 from tritonfleet.desired.kube.plan import (
     Action,
     Plan,
@@ -39,11 +40,14 @@ from tritonfleet.desired.kube.plan import (
     plan_claim,
     plan_deletion,
     status_patch,
+    synced_in_status,
 )
+from tritonfleet.desired.kube.pool import POOL_KIND
 from tritonfleet.desired.kube.views import OwnerViews, Rendering, owner_of
 from tritonfleet.handlers import metrics
 from tritonfleet.handlers.loading import Loader
-from tritonfleet.handlers.state import Key, World
+from tritonfleet.handlers.pools import PoolReconciler
+from tritonfleet.handlers.state import OWNER_INDEXES, Key, World
 
 log = logging.getLogger("tritonfleet.reconcile")
 
@@ -91,6 +95,15 @@ class Reconciler:
             settings,
             repositories,
             request_reconcile=self.request,
+            post_event=self._post,
+            clock=clock,
+        )
+        self.pools = PoolReconciler(
+            client,
+            world,
+            views,
+            settings,
+            request=self.request,
             post_event=self._post,
             clock=clock,
         )
@@ -144,7 +157,7 @@ class Reconciler:
         await self.loader.stop()
 
     def _request_everything(self) -> None:
-        for key in list(self.world.owner_keys()):
+        for key in list(self.world.owner_keys(OWNER_INDEXES)):
             self.request(key)
         for namespace in self.world.claim_namespaces():
             self.request_claim_check(namespace)
@@ -204,6 +217,8 @@ class Reconciler:
         kind, namespace, name = key
         if kind == CLAIM:
             return await self._reconcile_claim(namespace, name)
+        if kind == POOL_KIND:
+            return await self.pools.reconcile(key)
         body = self.world.owner(kind, namespace, name)
         if body is None:
             self.loader.deleted(key)
@@ -220,18 +235,32 @@ class Reconciler:
                 unloaded = self.loader.unloaded(key, target, body)
             decided = plan_deletion(rendering, children, self.settings, now, unloaded=unloaded)
         else:
-            self.loader.track(key, target)
+            pool = self._placement(rendering)
+            if target is not None and pool is not None:
+                synced = synced_in_status(owner.status, target.revision)
+                self.loader.track(key, target, pool, synced=synced)
+            else:
+                self.loader.track(key, target)
             claim = None
             if self.settings.creates_repository_claim:
                 claim = self.world.claim(namespace, self.settings.repository_claim_name)
             measured = self._measured(rendering, target) if target is not None else {}
-            decided = plan(rendering, children, claim, self.settings, now, measured)
+            decided = plan(rendering, children, claim, self.settings, now, measured, pool=pool)
         if not decided.actions and decided.status is None and not decided.events:
             if decided.requeue_after:
                 self.request(key, decided.requeue_after)
             return "noop"
         await self._execute(key, body, decided)
         return "changed"
+
+    def _placement(self, rendering: Rendering) -> PooledPlacement | None:
+        """A pooled object's placement, as its pool's status says (None: not pooled)."""
+        target = rendering.target
+        if target is None or target.serving.pool is None:
+            return None
+        name = target.serving.pool.name
+        body = self.world.owner(POOL_KIND, target.namespace, name)
+        return placement_of(name, body, target.kind, target.name)
 
     def _measured(self, rendering: Rendering, target: Target) -> Mapping[str, Any]:
         """The revisions' numbers over the canary step being judged (memory only)."""
@@ -264,7 +293,7 @@ class Reconciler:
             return {}
 
     async def _reconcile_claim(self, namespace: str, name: str) -> str:
-        owners_left = sum(1 for k in self.world.owner_keys() if k[1] == namespace)
+        owners_left = sum(1 for k in self.world.owner_keys(OWNER_INDEXES) if k[1] == namespace)
         decided = plan_claim(
             namespace, owners_left, self.world.claim(namespace, name), self.settings
         )

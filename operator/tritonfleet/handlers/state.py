@@ -34,7 +34,12 @@ CHILD_INDEXES = (
     "tf_claims",
     "tf_hpas",
 )
-OWNER_INDEXES = {"TritonModel": "tf_models", "ModelEnsemble": "tf_ensembles"}
+OWNER_INDEXES = {
+    "TritonModel": "tf_models",
+    "ModelEnsemble": "tf_ensembles",
+    "TritonServerPool": "tf_pools",
+}
+MODEL_KINDS = ("TritonModel", "ModelEnsemble")  # what the loader, scaler and collector serve
 POD_INDEX = "tf_pods"  # the Triton pods, for the loader (handlers.loading)
 
 # What of an owner body the reconciler needs; managedFields and the rest are dropped
@@ -136,9 +141,10 @@ class World:
     def forget_owner(self, kind: str, namespace: str, name: str) -> None:
         self._owners.pop((kind, namespace, name), None)
 
-    def owner_keys(self) -> Iterator[Key]:
-        for kind, index_name in OWNER_INDEXES.items():
-            index = self.indexes.get(index_name)
+    def owner_keys(self, kinds: Collection[str] = MODEL_KINDS) -> Iterator[Key]:
+        """Every TritonModel and ModelEnsemble (``kinds``: also TritonServerPools)."""
+        for kind in kinds:
+            index = self.indexes.get(OWNER_INDEXES[kind])
             if index is None:
                 continue
             for namespace, name in list(index):

@@ -36,6 +36,7 @@ from tritonfleet.adapters.kube import Endpoint, KubeClient
 from tritonfleet.api.settings import OperatorSettings, listen_host
 from tritonfleet.desired.kube.loading import scrape_targets
 from tritonfleet.desired.kube.objects import METRICS_PORT
+from tritonfleet.desired.kube.pool import POOL_KIND, loaded_models, parse_pool
 from tritonfleet.desired.kube.views import OwnerViews
 from tritonfleet.scaling.collector import QueueMetricsCollector
 from tritonfleet.scaling.metrics_api import build_app, reload_certificate, serve, ssl_context
@@ -111,12 +112,34 @@ class Scaling:
                 members.append(member_view.triton_name)
             else:
                 out[(kind, ns, name)] = [*members, view.triton_name]
+        for key, (models, window) in self._pools().items():
+            out[key] = models
+            if window is not None:
+                for model in models:
+                    windows.setdefault((key[1], model), window)
         self._windows = windows
+        return out
+
+    def _pools(self) -> dict[tuple[str, str, str], tuple[list[str], float | None]]:
+        """(TritonServerPool, ns, pool) → the Triton models loaded on its pods (as its
+        status places them), and the pool's own queue-time window, if it autoscales."""
+        out: dict[tuple[str, str, str], tuple[list[str], float | None]] = {}
+        for key in list(self.world.owner_keys((POOL_KIND,))):
+            body = self.world.owner(*key)
+            if body is None:
+                continue
+            pool, _ = parse_pool(body)
+            auto = pool.spec.autoscaling if pool is not None else None
+            out[key] = (loaded_models(body), auto.window_seconds if auto is not None else None)
         return out
 
     def _targets(self) -> Mapping[Any, Sequence[tuple[str, str]]]:
         pods = self.world.triton_pods()
         return scrape_targets(pods, self._models(), self.settings.may_dial, METRICS_PORT)
+
+    def pools(self) -> dict[tuple[str, str], list[str]]:
+        """(ns, pool) → the Triton models it holds loaded, for the metrics API's max."""
+        return {(ns, name): models for (_, ns, name), (models, _) in self._pools().items()}
 
     def ensembles(self) -> dict[tuple[str, str], list[str]]:
         """(ns, ensemble Triton name) → member Triton names, for the metrics API's max."""
@@ -137,7 +160,9 @@ class Scaling:
         client_ca, allowed = await self._front_proxy_ca()
         cert, key = f"{cert_dir}/tls.crt", f"{cert_dir}/tls.key"
         ctx = ssl_context(cert, key, client_ca)
-        app = build_app(lambda: self.collector.results, self.ensembles, allowed_names=allowed)
+        app = build_app(
+            lambda: self.collector.results, self.ensembles, pools=self.pools, allowed_names=allowed
+        )
         self._runner = await serve(app, listen_host(os.environ), port, ctx)
         self._reloader = asyncio.create_task(reload_certificate(ctx, cert, key))
         log.info(

@@ -113,6 +113,7 @@ def build_app(
     results: ResultsSource,
     ensembles: EnsemblesSource,
     *,
+    pools: EnsemblesSource = dict,
     allowed_names: Sequence[str] = (),
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> web.Application:
@@ -153,7 +154,7 @@ def build_app(
         selector = parse_selector(request.query.get("labelSelector", ""))
         if selector is None:
             return _status(400, "BadRequest", "only equality label selectors are supported")
-        answer = select_metric(name, namespace, selector, results(), ensembles())
+        answer = select_metric(name, namespace, selector, results(), ensembles(), pools())
         if not isinstance(answer, MetricValue):
             # Not 404: "no data" is a temporary failure, and the HPA holds its replicas.
             return _status(503, "ServiceUnavailable", f"no data for {name}: {answer.reason}")

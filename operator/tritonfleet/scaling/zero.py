@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -36,7 +37,14 @@ from tritonfleet.adapters.kube import ApiError, KubeApi
 from tritonfleet.adapters.metrics_scrape import MetricsScraper
 from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.gateway.cluster import OPENAI_NAME_ANNOTATION
-from tritonfleet.desired.kube.autoscaling import Activity, ScaleChange, zero_decision
+from tritonfleet.desired.kube.autoscaling import (
+    ACTIVATED_AT_ANNOTATION,
+    SCALED_TO_ZERO_ANNOTATION,
+    Activity,
+    ScaleChange,
+    pooled_zero_decision,
+    zero_decision,
+)
 from tritonfleet.desired.kube.loading import TritonPod
 from tritonfleet.desired.kube.objects import Target
 from tritonfleet.desired.kube.observed import ChildState
@@ -53,7 +61,7 @@ SCALER_FIELD_MANAGER = "tritonfleet-scaler"
 class ScalerView(Protocol):
     """What the scaler reads of (and tells) the operator's memory (``handlers.state.World``)."""
 
-    def owner_keys(self) -> Iterator[tuple[str, str, str]]: ...
+    def owner_keys(self, kinds: Collection[str] = ...) -> Iterator[tuple[str, str, str]]: ...
     def owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     def children(self, owner_uid: str) -> Mapping[tuple[str, str, str], ChildState]: ...
     def remember_child(self, body: Mapping[str, Any]) -> ChildState: ...
@@ -66,6 +74,24 @@ def route_name(body: Mapping[str, Any], view: OwnerView) -> str:
     body: it changes without a new generation, so the cached view may not have it."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     return str(annotations.get(OPENAI_NAME_ANNOTATION) or view.triton_name)
+
+
+@dataclass(frozen=True)
+class _Pooled:
+    """A pooled object the scaler looks at: its key, body, Triton and OpenAI names, its
+    pool's idle time (None: off) and its records on itself."""
+
+    key: tuple[str, str, str]
+    body: Mapping[str, Any]
+    triton_name: str
+    route: str
+    after: int | None
+    mark: str
+    activated_at: str
+
+    @property
+    def marked(self) -> bool:
+        return bool(self.mark)
 
 
 class ZeroScaler(RoundLoop):
@@ -121,25 +147,61 @@ class ZeroScaler(RoundLoop):
         for model in [m for m in self._observed if m not in results]:
             del self._observed[model]
         candidates = list(self._candidates())
-        if not candidates:
+        pooled = list(self._pooled())
+        if not candidates and not pooled:
             return []
-        if any(dep.scaled_to_zero for *_, dep in candidates):
+        if any(dep.scaled_to_zero for *_, dep in candidates) or any(p.marked for p in pooled):
             await self._refresh_demand()  # only a model at zero needs the gateways' word
         made = []
         for key, body, target, route, dep in candidates:
-            model = (target.namespace, target.triton_name)
-            activity = Activity(
-                signal=results.get(model),
-                busy_at=self._busy.get(model),
-                demand_at=self._demand.get(route),
-                since=max(self.since, self._observed.get(model, now)),
-            )
+            activity = self._activity(results, target.namespace, target.triton_name, route, now)
             change = zero_decision(
                 target, dep.replicas, dep.scaled_to_zero, dep.activated_at, activity, now
             )
             if change is not None and await self._carry_out(key, body, dep, change):
                 made.append((key, change))
+        for found in pooled:
+            activity = self._activity(results, found.key[1], found.triton_name, found.route, now)
+            change = pooled_zero_decision(
+                found.after, found.mark, found.activated_at, activity, now
+            )
+            if change is not None and await self._patch_owner(found.key, found.body, change):
+                made.append((found.key, change))
         return made
+
+    def _activity(
+        self,
+        results: Mapping[tuple[str, str], QueueResult],
+        namespace: str,
+        triton_name: str,
+        route: str,
+        now: float,
+    ) -> Activity:
+        model = (namespace, triton_name)
+        return Activity(
+            signal=results.get(model),
+            busy_at=self._busy.get(model),
+            demand_at=self._demand.get(route),
+            since=max(self.since, self._observed.get(model, now)),
+        )
+
+    def _pooled(self) -> Iterator[_Pooled]:
+        """Every pooled object that may scale to zero inside its pool, or is at zero."""
+        for key in list(self.world.owner_keys()):
+            body = self.world.owner(*key)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                continue
+            view = self.views.of(body)
+            pool = view.pool
+            annotations = (body.get("metadata") or {}).get("annotations") or {}
+            mark = str(annotations.get(SCALED_TO_ZERO_ANNOTATION) or "")
+            after = pool.scale_to_zero_after_seconds if pool is not None else None
+            if pool is None or (after is None and not mark):
+                continue
+            activated = str(annotations.get(ACTIVATED_AT_ANNOTATION) or "")
+            yield _Pooled(
+                key, body, view.triton_name, route_name(body, view), after, mark, activated
+            )
 
     def _candidates(
         self,
@@ -164,6 +226,33 @@ class ZeroScaler(RoundLoop):
             if dep is not None and not dep.deleting:
                 yield key, body, target, route_name(body, view), dep
 
+    async def _patch_owner(
+        self, key: tuple[str, str, str], body: Mapping[str, Any], change: ScaleChange
+    ) -> bool:
+        """A pooled object's change: the record on the object itself (its pool's placement
+        and its loader follow it)."""
+        if self._client is None:
+            return False
+        try:
+            await self._client.patch(*key, change.patch())
+        except ApiError as error:
+            log.warning("%s %s/%s: could not %s: %s", *key, change.reason, error)
+            return False
+        log.info("%s %s/%s: %s", *key, change.message)
+        await self._event(key, body, change)
+        return True
+
+    async def _event(
+        self, key: tuple[str, str, str], body: Mapping[str, Any], change: ScaleChange
+    ) -> None:
+        assert self._client is not None
+        try:
+            await self._client.post_event(
+                body, type_="Normal", reason=change.reason, message=change.message
+            )
+        except (TimeoutError, ApiError, OSError) as error:
+            log.warning("could not post event %s on %s: %s", change.reason, key[2], error)
+
     async def _carry_out(
         self,
         key: tuple[str, str, str],
@@ -182,12 +271,7 @@ class ZeroScaler(RoundLoop):
             return False
         self.world.remember_child(updated)  # next round must not act on the old copy
         log.info("%s %s/%s: %s", *key, change.message)
-        try:
-            await self._client.post_event(
-                body, type_="Normal", reason=change.reason, message=change.message
-            )
-        except (TimeoutError, ApiError, OSError) as error:
-            log.warning("could not post event %s on %s: %s", change.reason, key[2], error)
+        await self._event(key, body, change)
         return True
 
     # -- the gateways' activation signal --------------------------------------------------

@@ -421,8 +421,15 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+    """Cut before the stop sequence that is completed first, as generation would have stopped
+    there: in "XXaX" with stops "a" and "XaX", "a" ends first, so the answer is "XX" even though
+    "XaX" starts earlier. (Choosing by start made a streamed answer, which sees "XXa" first,
+    differ from the same text answered whole.) Among stops ending together the longer one wins."""
+    ends = [(i + len(s), i) for i, s in ((text.find(s), s) for s in stops) if i >= 0]
+    if not ends:
+        return text, False
+    _, cut = min(ends)
+    return text[:cut], True
 
 
 @dataclass(slots=True)

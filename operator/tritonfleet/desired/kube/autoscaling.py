@@ -53,10 +53,13 @@ def metric_labels(target: Target) -> dict[str, str]:
     """The External metric selector that names this Deployment's signal.
 
     A TritonModel selects its Triton model; an ensemble selects itself, which the
-    metrics API answers with the worst (max) queue time among its members.
+    metrics API answers with the worst (max) queue time among its members; a pool
+    selects itself too, answered with the worst queue time among the models it holds.
     """
     if target.kind == "ModelEnsemble":
         return {"ensemble": target.triton_name, "namespace": target.namespace}
+    if target.kind == "TritonServerPool":
+        return {"pool": target.name, "namespace": target.namespace}
     return {"model": target.triton_name, "namespace": target.namespace}
 
 
@@ -169,12 +172,14 @@ def select_metric(
     selector: Mapping[str, str],
     results: Mapping[tuple[str, str], QueueResult],
     ensembles: Mapping[tuple[str, str], Sequence[str]],
+    pools: Mapping[tuple[str, str], Sequence[str]] | None = None,
 ) -> MetricValue | NoData:
     """The value of ``metric`` for a query in ``namespace`` with label ``selector``.
 
     ``model=m`` selects one Triton model; ``ensemble=e`` the members of ensemble ``e``
     (``ensembles[(ns, e)]``, Triton names) and answers the max over them (the worst
-    queue). Any selected model without data → :class:`NoData` (never a smaller number).
+    queue); ``pool=p`` the models pool ``p`` holds loaded (``pools[(ns, p)]``), the
+    same way. Any selected model without data → :class:`NoData` (never a smaller number).
     """
     ns = selector.get("namespace", namespace)
     if ns != namespace:
@@ -184,10 +189,15 @@ def select_metric(
         members = tuple(ensembles.get((ns, name), ()))
         if not members:
             return NoData(name, f"no ensemble {name!r} with members known in {ns}")
+    elif "pool" in selector:
+        name = selector["pool"]
+        members = tuple((pools or {}).get((ns, name), ()))
+        if not members:
+            return NoData(name, f"pool {name!r} holds no loaded model in {ns}")
     elif "model" in selector:
         members = (selector["model"],)
     else:
-        return NoData("?", "the selector must name a model or an ensemble")
+        return NoData("?", "the selector must name a model, an ensemble or a pool")
     values: list[float] = []
     for model in members:
         result = results.get((ns, model))
@@ -442,20 +452,67 @@ def zero_decision(
         return None
     if not enabled or replicas == 0:
         return None
-    signal = activity.signal
-    if not isinstance(signal, QueueSignal) or not signal.idle:
-        return None
     auto = target.serving.autoscaling
     assert auto is not None and auto.scale_to_zero_after_seconds is not None
-    after = auto.scale_to_zero_after_seconds
-    seen = [activity.since, activity.busy_at, activity.demand_at, parse_iso(activated_at)]
-    last = max(t for t in seen if t is not None)
-    if now - last < after:
+    why = _idle(auto.scale_to_zero_after_seconds, activity, activated_at, now)
+    if why is None:
         return None
-    why = f"no request for {after} s (scaleToZeroAfterSeconds), last activity {iso(last)}"
     return ScaleChange(
         0,
         {SCALED_TO_ZERO_ANNOTATION: ZeroMark(now, why).encode(), ACTIVATED_AT_ANNOTATION: None},
         "ScaledToZero",
         f"scaled to zero: {why}",
+    )
+
+
+def _idle(after: int, activity: Activity, activated_at: str, now: float) -> str | None:
+    """Why it may go to zero now (``after`` seconds of observed idleness), or None."""
+    signal = activity.signal
+    if not isinstance(signal, QueueSignal) or not signal.idle:
+        return None
+    seen = [activity.since, activity.busy_at, activity.demand_at, parse_iso(activated_at)]
+    last = max(t for t in seen if t is not None)
+    if now - last < after:
+        return None
+    return f"no request for {after} s (scaleToZeroAfterSeconds), last activity {iso(last)}"
+
+
+def pooled_zero_decision(
+    after: int | None, scaled_to_zero: str, activated_at: str, activity: Activity, now: float
+) -> ScaleChange | None:
+    """Scale to zero inside a pool: unload an idle pooled model (its memory freed, no pod
+    restarted), load it again on the first request through the gateway.
+
+    The same evidence as :func:`zero_decision`, ``after`` being the model's
+    ``spec.serving.pool.scaleToZeroAfterSeconds`` (None: off). The record is on the
+    model itself (it has no Deployment): the pool's placement leaves a marked model
+    out, and its loader unloads it; clearing the mark places and loads it again.
+    """
+    mark = ZeroMark.parse(scaled_to_zero) if scaled_to_zero else None
+    if mark is not None:
+        cleared: dict[str, str | None] = {
+            SCALED_TO_ZERO_ANNOTATION: None,
+            ACTIVATED_AT_ANNOTATION: iso(now),
+        }
+        if after is None:
+            return ScaleChange(None, cleared, "Activated", "scale to zero is off: loading it again")
+        if activity.demand_at is not None and activity.demand_at > mark.at:
+            return ScaleChange(
+                None,
+                cleared,
+                "Activated",
+                f"a request arrived through the gateway at {iso(activity.demand_at)}: loading "
+                f"it again in its pool, unloaded since {iso(mark.at)}",
+            )
+        return None
+    if after is None:
+        return None
+    why = _idle(after, activity, activated_at, now)
+    if why is None:
+        return None
+    return ScaleChange(
+        None,
+        {SCALED_TO_ZERO_ANNOTATION: ZeroMark(now, why).encode(), ACTIVATED_AT_ANNOTATION: None},
+        "ScaledToZero",
+        f"unloaded from its pool: {why}",
     )

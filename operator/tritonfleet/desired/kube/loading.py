@@ -40,6 +40,7 @@ from typing import Any
 from tritonfleet.api.status import (
     AVAILABLE,
     LOADED,
+    PLACED,
     READY,
     SYNCED,
     VALID,
@@ -202,9 +203,16 @@ def select_pods(
     *,
     may_dial: Callable[[str], bool],
     networks: Sequence[str] = (),
+    pooled_synced: bool | None = None,
 ) -> PodSelection:
     """Split ``pods`` into dialled, acted on, blocked and leaving (see the module
-    docstring)."""
+    docstring).
+
+    ``pooled_synced``: None for a model's own pods, acted on when their template names
+    what they serve; for a pooled model, whether its revision is synced: a pool's pods
+    are tied to no model's revision and load the repository's current one, so every
+    usable one is acted on once the files are there.
+    """
     dial: list[TritonPod] = []
     act: set[str] = set()
     blocked: list[PodObservation] = []
@@ -226,7 +234,7 @@ def select_pods(
             )
             continue
         dial.append(pod)
-        if pod.usable and pod.serves:
+        if pod.usable and (pod.serves if pooled_synced is None else pooled_synced):
             act.add(pod.name)
     return PodSelection(
         tuple(dial),
@@ -293,7 +301,7 @@ def loading_status(
         # explains it), so that it finds nothing left to write.
         first = next(
             c
-            for t in (VALID, SYNCED, AVAILABLE, LOADED)
+            for t in (VALID, SYNCED, PLACED, AVAILABLE, LOADED)
             if (c := find_condition(conditions, t)) is not None and c.status != "True"
         )
         conditions = set_condition(

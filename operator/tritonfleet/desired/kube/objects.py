@@ -45,7 +45,7 @@ from tritonfleet.api.settings import OperatorSettings
 from tritonfleet.desired.triton.repository import RepositoryLayout
 
 Obj = dict[str, Any]
-Kind = Literal["TritonModel", "ModelEnsemble"]
+Kind = Literal["TritonModel", "ModelEnsemble", "TritonServerPool"]
 
 FIELD_MANAGER = "tritonfleet"
 FINALIZER = "tritonfleet.io/cleanup"
@@ -94,7 +94,7 @@ GPU_TOLERATION: Obj = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": 
 # labels of at most 63 characters (Job names become pod labels), so long or
 # dotted names are shortened and disambiguated with a digest of the full name.
 _MAX_NAME = 63
-_PREFIX: dict[str, str] = {"TritonModel": "tm", "ModelEnsemble": "me"}
+_PREFIX: dict[str, str] = {"TritonModel": "tm", "ModelEnsemble": "me", "TritonServerPool": "tsp"}
 # A canary Deployment's prefix: never the prefix of another object's children, so a
 # model named "x-canary" cannot collide with the canary of model "x".
 _CANARY_PREFIX: dict[str, str] = {"TritonModel": "tmc", "ModelEnsemble": "mec"}
@@ -605,18 +605,25 @@ def cleanup_job(target: Target, settings: OperatorSettings) -> Obj:
 # --- serving: Deployment + Service -----------------------------------------------------
 
 
-def triton_args(serves: Serves) -> list[str]:
+def triton_args(serves: Serves, *, pooled: bool = False) -> list[str]:
     """tritonserver's arguments: one pinned repository per model (so the pod loads exactly
-    these revisions), explicit model control, the models to load at start."""
+    these revisions), explicit model control, the models to load at start.
+
+    A pool's server (``pooled``) starts empty on the namespace's shared repository (the
+    loader loads what is placed on it, each model at its current revision) and is ready
+    once it answers: one model failing to load must not take the others' server out.
+    """
+    repositories = (
+        [REPOSITORY_PATH]
+        if pooled
+        else [str(REPOSITORY_LAYOUT.pin_repository(model, revision)) for model, revision in serves]
+    )
     return [
-        *(
-            f"--model-repository={REPOSITORY_LAYOUT.pin_repository(model, revision)}"
-            for model, revision in serves
-        ),
+        *(f"--model-repository={repository}" for repository in repositories),
         "--model-control-mode=explicit",
         *(f"--load-model={model}" for model, _ in serves),
         # Ready only once every model is loaded, so traffic never meets a cold replica.
-        "--strict-readiness=true",
+        f"--strict-readiness={'false' if pooled else 'true'}",
         # A model that fails to load at start must not kill the server: the pod stays
         # up (NotReady), so the loader can read Triton's error, report it and retry.
         "--exit-on-error=false",
@@ -696,12 +703,13 @@ def _pod_template(
 ) -> Obj:
     """The Triton pod: its args load ``serves`` (or nothing yet: an empty ``serves``)."""
     serving = target.serving
+    pooled = target.kind == "TritonServerPool"
     container: Obj = {
         "name": "triton",
         "image": serving.image or settings.triton_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["tritonserver"],
-        "args": triton_args(serves),
+        "args": triton_args(serves, pooled=pooled),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -741,7 +749,8 @@ def _pod_template(
         "terminationGracePeriodSeconds": settings.drain_seconds + 60,
         # Available only once the loader confirmed the model (at this pod's revision)
         # and the gateways can know it: a Deployment never removes an old pod before.
-        "readinessGates": [{"conditionType": LOADED_GATE}],
+        # A pool's pod holds many models, each routed to once loaded there (status.pods).
+        **({} if pooled else {"readinessGates": [{"conditionType": LOADED_GATE}]}),
         "containers": [container],
         "volumes": [
             _repository_volume(settings, read_only=True),

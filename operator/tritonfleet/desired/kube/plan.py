@@ -26,6 +26,7 @@ from tritonfleet.api.status import (
     AUTOSCALING,
     AVAILABLE,
     LOADED,
+    PLACED,
     READY,
     ROLLED_BACK,
     SYNCED,
@@ -62,6 +63,7 @@ from tritonfleet.desired.kube.objects import (
     sync_job,
 )
 from tritonfleet.desired.kube.observed import ChildState
+from tritonfleet.desired.kube.placement import PooledPlacement
 from tritonfleet.desired.kube.rollout import (
     COMMAND_ANNOTATION,
     FleetPods,
@@ -78,7 +80,15 @@ Key = tuple[str, str, str]
 
 # Condition reasons a user must act on: they make the event a Warning.
 FAILURE_REASONS = frozenset(
-    {"InvalidSpec", "SyncFailed", "ReplicaFailure", "CleanupFailed", "ApplyFailed"}
+    {
+        "InvalidSpec",
+        "SyncFailed",
+        "ReplicaFailure",
+        "CleanupFailed",
+        "ApplyFailed",
+        "DoesNotFit",
+        "PoolNotFound",
+    }
 )
 
 
@@ -384,6 +394,21 @@ def _autoscaling_condition(
     return _condition(AUTOSCALING, ok, reason, message, gen)
 
 
+def _not_ready(
+    conditions: Sequence[Condition], types: Sequence[str], waiting: str, gen: int
+) -> Condition | None:
+    """Ready=False from the first of ``types`` not True, or while the loader has not
+    confirmed Loaded for this generation of the spec (``waiting`` says for what)."""
+    for type_ in types:
+        cond = find_condition(conditions, type_)
+        if cond is not None and cond.status != "True":
+            return _condition(READY, False, cond.reason, f"{type_}: {cond.message}", gen)
+    loaded = find_condition(conditions, LOADED)
+    if loaded is None or (loaded.observed_generation or 0) < gen:
+        return _condition(READY, False, "Loading", waiting, gen)
+    return None
+
+
 def _ready_condition(
     conditions: Sequence[Condition],
     target: Target,
@@ -391,20 +416,10 @@ def _ready_condition(
     decision: RolloutDecision,
     gen: int,
 ) -> Condition:
-    for type_ in (VALID, SYNCED, AVAILABLE, LOADED):
-        cond = find_condition(conditions, type_)
-        if cond is not None and cond.status != "True":
-            return _condition(READY, False, cond.reason, f"{type_}: {cond.message}", gen)
-    loaded = find_condition(conditions, LOADED)
-    if loaded is None or (loaded.observed_generation or 0) < gen:
-        # Ready requires Loaded, confirmed by the loader for this generation of the spec.
-        return _condition(
-            READY,
-            False,
-            "Loading",
-            f"waiting for every Triton pod to confirm it serves revision {target.revision}",
-            gen,
-        )
+    waiting = f"waiting for every Triton pod to confirm it serves revision {target.revision}"
+    not_ready = _not_ready(conditions, (VALID, SYNCED, AVAILABLE, LOADED), waiting, gen)
+    if not_ready is not None:
+        return not_ready
     dep = facts.deployment
     assert dep is not None  # Available is True
     rollout = decision.status
@@ -580,11 +595,15 @@ def plan(
     settings: OperatorSettings,
     now: datetime,
     measured: Measurements | None = None,
+    *,
+    pool: PooledPlacement | None = None,
 ) -> Plan:
     """The writes, status and event of one reconcile of a live (not deleting) object.
 
     ``measured``: the gateways' numbers of each revision over the current canary step
-    (only while one is judged; ``scaling.rollout_signals`` through the reconcile)."""
+    (only while one is judged; ``scaling.rollout_signals`` through the reconcile).
+    ``pool``: for a pooled object, what its pool's status says of it (:func:`plan_pooled`).
+    """
     owner = rendering.owner
     stamp = _now_iso(now)
     gen = owner.generation
@@ -612,6 +631,10 @@ def plan(
         )
         return _finish(owner, status, actions)
     target = rendering.target
+    if target.serving.pool is not None:
+        name = target.serving.pool.name
+        found = pool if pool is not None else PooledPlacement(name, found=False)
+        return plan_pooled(rendering, target, observed, claim, settings, now, found)
     _add_finalizer(owner, actions)
     facts = _Facts()
     facts.claim_deleting = _claim_actions(target, settings, claim, actions)
@@ -667,6 +690,168 @@ def plan(
         status = status.model_copy(update={"conditions": kept})
     consume = COMMAND_ANNOTATION if decision.command_done else None
     return _finish(owner, status, actions, decision.events, decision.requeue_after, consume)
+
+
+# --- pooled objects ------------------------------------------------------------------------
+
+
+def synced_in_status(status: ModelStatus, revision: str) -> bool:
+    """The object's own status says ``revision`` was synced (its sync Job may be gone:
+    finished Jobs are deleted after ``syncTtlSeconds``, and a pooled object has no
+    Deployment whose pod template would say it)."""
+    synced = find_condition(status.conditions, SYNCED)
+    return status.revision == revision and synced is not None and synced.status == "True"
+
+
+def _placed_condition(target: Target, owner: Owner, pool: PooledPlacement, gen: int) -> Condition:
+    where = f"TritonServerPool {pool.pool}"
+    entry = pool.entry
+    if not pool.found:
+        return _condition(
+            PLACED,
+            False,
+            "PoolNotFound",
+            f"{where} does not exist in namespace {target.namespace} "
+            f"(`kubectl get tsp -n {target.namespace}`)",
+            gen,
+        )
+    if owner.zero_mark:
+        mark = ZeroMark.parse(owner.zero_mark)
+        text = mark.describe() if mark is not None else owner.zero_mark
+        return _condition(PLACED, False, "ScaledToZero", f"unloaded from {where}: {text}", gen)
+    if entry is None:
+        return _condition(PLACED, False, "WaitingForPool", f"{where} has not placed it yet", gen)
+    if entry.state == "DoesNotFit":
+        return _condition(
+            PLACED, False, "DoesNotFit", f"{where}: {entry.message}; not loaded anywhere", gen
+        )
+    if entry.state in ("ScaledToZero", "Leaving"):
+        return _condition(PLACED, False, entry.state, f"{where}: {entry.message}", gen)
+    pods = f" (pods {', '.join(entry.pods)})" if entry.pods else " (no pods yet)"
+    on = ", ".join(str(r) for r in entry.replicas)
+    message = f"{entry.memory} on replica(s) {on} of {where}{pods}"
+    if entry.state == "FewerReplicas":
+        return _condition(PLACED, True, "FewerReplicas", f"{message}; {entry.message}", gen)
+    return _condition(PLACED, True, "Placed", message, gen)
+
+
+def _pooled_available(
+    placed: Condition, pool: PooledPlacement, own: ChildState | None, gen: int
+) -> Condition:
+    ready = len(pool.ready_pods)
+    if placed.status == "True" and ready:
+        return _condition(
+            AVAILABLE,
+            True,
+            "MinimumReplicasAvailable",
+            f"{ready}/{len(pool.pods)} pool pods of its replicas are ready",
+            gen,
+        )
+    if own is not None and own.ready_replicas > 0:
+        # Moving into the pool: its own Deployment serves until the pool's pods do.
+        return _condition(
+            AVAILABLE,
+            True,
+            "MovingToPool",
+            f"its own Deployment serves ({own.ready_replicas} ready) until the pool's pods do",
+            gen,
+        )
+    if placed.status != "True":
+        return _condition(AVAILABLE, False, placed.reason, placed.message, gen)
+    return _condition(
+        AVAILABLE,
+        False,
+        "NoReplicasReady",
+        f"no ready pod holds its replicas in TritonServerPool {pool.pool} yet",
+        gen,
+    )
+
+
+def _pooled_ready(conditions: Sequence[Condition], target: Target, gen: int) -> Condition:
+    waiting = f"waiting for the pool's pods to confirm they serve revision {target.revision}"
+    types = (VALID, SYNCED, PLACED, AVAILABLE, LOADED)
+    not_ready = _not_ready(conditions, types, waiting, gen)
+    if not_ready is not None:
+        return not_ready
+    return _condition(READY, True, "Ready", f"revision {target.revision} served", gen)
+
+
+def _leave_own_deployment(
+    target: Target, observed: Mapping[Key, ChildState], loaded: bool, out: list[Action]
+) -> None:
+    """A model that moved into a pool keeps its own Deployment, Service and HPA until
+    the pool's pods serve it (no outage in between), then they go; so do ConfigMaps
+    and Jobs of revisions no longer served."""
+    if not loaded:
+        return
+    for child in observed.values():
+        if child.deleting or child.name == target.cleanup_job_name:
+            continue
+        if child.kind in ("Deployment", "Service", HPA_KIND):
+            why = "served by its pool now"
+        elif child.kind in ("ConfigMap", "Job") and child.revision != target.revision:
+            why = f"revision {child.revision} is no longer served"
+        else:
+            continue
+        out.append(Action("delete", child.kind, child.namespace, child.name, why))
+
+
+def plan_pooled(
+    rendering: Rendering,
+    target: Target,
+    observed: Mapping[Key, ChildState],
+    claim: ChildState | None,
+    settings: OperatorSettings,
+    now: datetime,
+    pool: PooledPlacement,
+) -> Plan:
+    """One reconcile of a pooled object (``spec.serving.pool``): its files are synced as
+    any model's, its pool's pods load it where the pool placed it (the loader), and it
+    has no Deployment of its own. Placed says where (or why not, with the numbers)."""
+    owner = rendering.owner
+    gen = owner.generation
+    actions: list[Action] = []
+    _add_finalizer(owner, actions)
+    facts = _Facts()
+    facts.claim_deleting = _claim_actions(target, settings, claim, actions)
+    if synced_in_status(owner.status, target.revision) and not rendering.members_pending:
+        facts.synced = True
+        facts.deployment = observed.get(("Deployment", target.namespace, target.deployment_name))
+    else:
+        _sync_actions(rendering, target, settings, observed, facts, actions)
+    loaded = find_condition(owner.status.conditions, LOADED)
+    at_home = (
+        loaded is not None
+        and loaded.status == "True"
+        and (loaded.observed_generation or 0) >= gen
+        and owner.status.revision == target.revision
+    )
+    _leave_own_deployment(target, observed, at_home, actions)
+    placed = _placed_condition(target, owner, pool, gen)
+    conditions = [
+        _condition(VALID, True, "SpecValid", "the spec renders a valid Triton config", gen),
+        _sync_condition(rendering, target, facts, gen),
+        placed,
+        _pooled_available(placed, pool, facts.deployment, gen),
+    ]
+    merged = _with_conditions(owner.status, conditions, _now_iso(now))
+    conditions.append(_pooled_ready(merged.conditions, target, gen))
+    ready = len(pool.ready_pods)
+    status = _with_conditions(
+        owner.status,
+        conditions,
+        _now_iso(now),
+        observed_generation=gen,
+        revision=target.revision,
+        replicas=len(pool.pods),
+        ready_replicas=ready,
+        replica_summary=f"{ready}/{len(pool.pods)}",
+        served_by=_served_by(rendering.view, ready > 0),
+        deployment=pool.deployment,
+    )
+    kept = [c for c in status.conditions if c.type != AUTOSCALING]  # the pool autoscales
+    status = status.model_copy(update={"conditions": kept})
+    return _finish(owner, status, actions)
 
 
 def _finish(
@@ -767,7 +952,7 @@ def _deletion_steps(
     ever_synced = any(
         c.kind in ("Job", "Deployment") and c.name != target.cleanup_job_name
         for c in observed.values()
-    )
+    ) or synced_in_status(owner.status, owner.status.revision or "")
     if not ever_synced and cleanup is None:
         return Plan(actions=(_release(owner, "nothing was synced"),))
     waited = _seconds_since(owner.deletion_timestamp, now)

@@ -32,10 +32,11 @@ from typing import Any, TypeVar, cast
 from pydantic import ValidationError
 
 from tritonfleet.api.ensemble import ModelEnsemble
-from tritonfleet.api.model import Autoscaling, TritonModel
+from tritonfleet.api.model import Autoscaling, PoolRef, TritonModel
 from tritonfleet.api.problems import Problem, problems_from_validation_error
 from tritonfleet.api.rollout import RolloutSpec
 from tritonfleet.api.status import SYNCED, ModelStatus, find_condition
+from tritonfleet.desired.kube.autoscaling import SCALED_TO_ZERO_ANNOTATION
 from tritonfleet.desired.kube.objects import Kind, Target, ensemble_target, model_target
 from tritonfleet.desired.kube.rollout import COMMAND_ANNOTATION as ROLLOUT_COMMAND_ANNOTATION
 from tritonfleet.desired.triton.render import render_ensemble, render_model
@@ -60,6 +61,9 @@ class Owner:
     finalizers: tuple[str, ...]
     deletion_timestamp: str | None
     status: ModelStatus
+    # A pooled model's scale-to-zero record (desired.kube.autoscaling.ZeroMark), written
+    # on the object itself by the scaler: a pooled model has no Deployment of its own.
+    zero_mark: str = ""
     rollout_command: str | None = None  # the tritonfleet.io/rollout annotation
 
 
@@ -78,6 +82,7 @@ def owner_of(body: Body) -> Owner:
         finalizers=tuple(meta.get("finalizers") or ()),
         deletion_timestamp=meta.get("deletionTimestamp"),
         status=status,
+        zero_mark=str((meta.get("annotations") or {}).get(SCALED_TO_ZERO_ANNOTATION) or ""),
         rollout_command=(meta.get("annotations") or {}).get(ROLLOUT_COMMAND_ANNOTATION),
     )
 
@@ -117,6 +122,11 @@ class OwnerView:
     @property
     def autoscaling(self) -> Autoscaling | None:
         return self.parsed.spec.serving.autoscaling if self.parsed is not None else None
+
+    @property
+    def pool(self) -> PoolRef | None:
+        """Where a pooled object is served (``spec.serving.pool``); None otherwise."""
+        return self.parsed.spec.serving.pool if self.parsed is not None else None
 
     @property
     def may_scale_to_zero(self) -> bool:
@@ -223,6 +233,24 @@ def _check_ensemble(
         problems.append(
             Problem("spec.steps", f"member(s) {', '.join(unreadable)} are invalid; fix them first")
         )
+    pool = ensemble.spec.serving.pool
+    if pool is not None:
+        # A pooled ensemble runs on pool replicas that hold its members: they must be
+        # pooled in the same pool (loaded once per replica, never a copy of their own).
+        elsewhere = [
+            name
+            for name, model in parsed.items()
+            if model.spec.serving.pool is None or model.spec.serving.pool.name != pool.name
+        ]
+        if elsewhere:
+            problems.append(
+                Problem(
+                    "spec.serving.pool",
+                    f"member(s) {', '.join(elsewhere)} are not pooled in {pool.name!r}: set "
+                    f"their spec.serving.pool.name to {pool.name!r} (or serve the ensemble "
+                    "on its own Deployment)",
+                )
+            )
     if problems:
         return None, tuple(problems)
     return ensemble_target(ensemble, parsed, rendered.revision, revisions), ()

@@ -1,5 +1,6 @@
 """Render a set of YAML documents (TritonModels and ModelEnsembles, as a user
-would ``kubectl apply`` them) into what Triton will be given.
+would ``kubectl apply`` them) into what Triton will be given; TritonServerPools
+among them are validated (the CLI previews their placement).
 
 This is what ``tritonfleet render`` prints: the ``helm template`` of the
 project, a preview before apply. Ensembles are checked against the members in
@@ -16,13 +17,14 @@ from pydantic import ValidationError
 
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import ModelConfigSpec, TritonModel
+from tritonfleet.api.pool import TritonServerPool
 from tritonfleet.api.problems import Problem, clip, problems_from_validation_error
 from tritonfleet.desired.triton.config import merge_extra, render_config
 from tritonfleet.desired.triton.ensemble import render_ensemble_config
 from tritonfleet.desired.triton.proto import mc
 from tritonfleet.desired.triton.revision import ensemble_revision, model_revision
 
-KINDS = ("ModelEnsemble", "TritonModel")
+KINDS = ("ModelEnsemble", "TritonModel", "TritonServerPool")
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
                 Rendered(kind, namespace, name, problems=(Problem("kind", _unknown_kind(kind)),))
             )
             continue
+        if kind == "TritonServerPool":
+            results.append(_validate_pool(doc, namespace, name))
+            continue
         try:
             if kind == "TritonModel":
                 model = TritonModel.from_object(doc)
@@ -164,6 +169,16 @@ def render_documents(docs: Iterable[Mapping[str, Any] | None]) -> list[Rendered]
         invalid_here = {n for ns, n in invalid if ns == namespace}
         out.append(render_ensemble(item, members, member_revisions, invalid_here))
     return out
+
+
+def _validate_pool(doc: Mapping[str, Any], namespace: str, name: str) -> Rendered:
+    """A pool has no config of its own: it is valid or not (its placement is the CLI's)."""
+    try:
+        TritonServerPool.from_object(doc)
+    except ValidationError as error:
+        problems = tuple(problems_from_validation_error(error))
+        return Rendered("TritonServerPool", namespace, name, problems=problems)
+    return Rendered("TritonServerPool", namespace, name)
 
 
 def _checks_anyway(kind: str, doc: Mapping[str, Any], known: list[Problem]) -> list[Problem]:
