@@ -220,6 +220,25 @@ def delete_models(testbed: Testbed, namespace: str) -> None:
     )
 
 
+def cpu_model(name: str, version: int = 1) -> dict[str, Any]:
+    """A small CPU TritonModel whose source changes with ``version`` (an edit is a
+    new revision): the chaos suite's and the soak's churn."""
+    return {
+        "apiVersion": "tritonfleet.io/v1alpha1",
+        "kind": "TritonModel",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"inline": {"files": {"1/model.py": f"# {name} v{version}\n"}}},
+            "config": {
+                "backend": "python",
+                "inputs": [{"name": "IN", "dataType": "TYPE_FP32", "dims": [1]}],
+                "outputs": [{"name": "OUT", "dataType": "TYPE_FP32", "dims": [1]}],
+            },
+            "serving": {"gpus": 0},
+        },
+    }
+
+
 def manifest(obj: dict[str, Any]) -> str:
     import json
 

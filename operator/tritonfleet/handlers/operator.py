@@ -117,8 +117,14 @@ def register(
     views: OwnerViews,
     reconciler: Reconciler,
     endpoint: Endpoint,
+    *,
+    start_reconciler: bool = True,
 ) -> None:
-    """Register every kopf handler of the operator on ``registry``."""
+    """Register every kopf handler of the operator on ``registry``.
+
+    ``start_reconciler=False``: the watches only, the reconciler is started (and
+    stopped) by the leader election (``handlers.leadership``) instead.
+    """
     metrics.collect_model_status(world.owner_bodies)  # per-model series on /metrics
 
     @kopf.on.login(registry=registry)
@@ -136,7 +142,8 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
-        reconciler.start()
+        if start_reconciler:
+            reconciler.start()
 
     @kopf.index(*POD_RESOURCE, id=POD_INDEX, labels=POD_LABELS, registry=registry)
     async def pod_index(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], Any]:

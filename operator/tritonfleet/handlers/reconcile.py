@@ -134,28 +134,39 @@ class Reconciler:
         self.request(key)
 
     def start(self) -> None:
+        """Start the workers, and re-check every object already known (the
+        watches of a standby replica taking over have filled the memory)."""
         for _ in range(self.workers):
             self._tasks.append(asyncio.create_task(self._worker()))
         self._tasks.append(asyncio.create_task(self._resync()))
+        self._request_everything()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Stop every worker, timer and loading pass (a replica standing by: it
+        must not write); :meth:`start` again picks up from the memory."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for handle in self._timers.values():
             handle.cancel()
+        self._timers.clear()
+        self._failures.clear()
         await self.loader.stop()
+
+    def _request_everything(self) -> None:
+        for key in list(self.world.owner_keys(OWNER_INDEXES)):
+            self.request(key)
+        for namespace in self.world.claim_namespaces():
+            self.request_claim_check(namespace)
 
     async def _resync(self) -> None:
         """Level-based safety net: every object is re-checked every interval."""
         while True:
             await asyncio.sleep(self.settings.reconcile_interval_seconds)
-            for key in list(self.world.owner_keys(OWNER_INDEXES)):
-                self.request(key)
-            for namespace in self.world.claim_namespaces():
-                self.request_claim_check(namespace)
+            self._request_everything()
             for kind, count in self.world.counts().items():
                 metrics.MANAGED.labels(kind).set(count)
 
@@ -422,6 +433,14 @@ class Reconciler:
         try:
             await self.client.post_event(body, type_=type_, reason=reason, message=message)
         except (TimeoutError, ApiError, OSError) as error:
-            # An event is not worth failing (or retrying) the reconcile for.
+            # An event is not worth failing (or retrying) the reconcile for, nor one
+            # refused because its namespace is going a warning per model.
             name = body["metadata"]["name"]
-            log.warning("could not post event %s on %s: %s", reason, name, error)
+            expected = isinstance(error, ApiError) and self._namespace_terminating(error)
+            log.log(
+                logging.DEBUG if expected else logging.WARNING,
+                "could not post event %s on %s: %s",
+                reason,
+                name,
+                error,
+            )
