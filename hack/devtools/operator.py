@@ -171,6 +171,14 @@ class OperatorProcess:
         return 0
 
 
+def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The status condition ``type_`` of an object (empty when it has none)."""
+    for cond in ((body or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
 def apply_crds(testbed: Testbed) -> None:
     testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
 
