@@ -285,8 +285,10 @@ def test_a_seventh_model_that_does_not_fit_is_refused_with_the_numbers(fleet: Fl
     after = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
              for p in fleet.pods()}  # fmt: skip
     assert after == before
+    # Its files may be synced to the shared repository, which Triton's index lists as
+    # unavailable; what matters is that no pod ever loaded it.
     for pod in fleet.pods():
-        assert "toy_big" not in index(pod)
+        assert "READY" not in index(pod).get("toy_big", []), index(pod)
     client = fleet.client()
     for model in LLMS:
         assert ask(client, model)[1] == "triton"
