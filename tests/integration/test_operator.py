@@ -105,7 +105,9 @@ def test_sample_model_gets_every_child_scheduled_on_a_gpu_node(testbed: Testbed,
 
     # The printer columns say the same.
     table = testbed.kubectl("get", "tritonmodels", "-n", ns).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "REPLICAS", "REVISION", "SERVED-BY", "AGE"]
+    assert table[0].split() == [
+        "NAME", "READY", "REPLICAS", "REVISION", "SERVED-BY", "ROLLOUT", "AGE"
+    ]  # fmt: skip
     assert table[1].split()[:5] == [
         "resnet50-classifier",
         "False",
