@@ -201,6 +201,12 @@ def setup(
                    f"{name} Ready on the 2 pool pods")  # fmt: skip
     print(f"pool of 2 replicas with 6 models and the ensemble Ready in "
           f"{time.monotonic() - started:.1f} s")  # fmt: skip
+    # The gateways read Ready from the models' status on their own poll: wait until each
+    # chat model is routed to the pool (not answered by the failover) before the tests ask.
+    client = fleet.client()
+    for model in (*LLMS, "toy_rag"):
+        fleet.wait(lambda m=model: ask(client, m)[1] == "triton", 60,
+                   f"the gateway routing {model} to the pool")  # fmt: skip
     return fleet
 
 
