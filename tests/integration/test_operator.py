@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from hack.devtools.operator import OperatorProcess
+from hack.devtools.operator import OperatorProcess, condition
 from hack.devtools.testbed import GPU_NODES, REPO_ROOT, Testbed
-from tests.support.models import apply, condition, inline_model, wait_condition, wait_settled
+from tests.support.models import apply, inline_model, wait_condition, wait_settled
 
 pytestmark = pytest.mark.integration
 
