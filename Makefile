@@ -76,10 +76,21 @@ TIER ?= integration
 test-repeat: venv ## run one tier N times and list every test that failed in any run (N=3 TIER=integration)
 	$(BIN)/python hack/test_repeat.py --runs $(N) tests/$(TIER) -- $(PYTEST_FLAGS)
 
+# The chaos suite (tests/chaos) injects faults for minutes at a time: its own target,
+# not part of `make test` (CI's time budget).
 .PHONY: test
 test: lint ## every check and every test (builds the testbed, Triton and the image on first run)
 	$(MAKE) --no-print-directory testbed-build triton image
-	$(BIN)/python -m pytest tests -m "not long" $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest tests --ignore=tests/chaos -m "not long" $(PYTEST_FLAGS)
+
+SOAK_MINUTES ?= 30
+.PHONY: soak
+soak: venv testbed-build triton ## steady load, model churn and Triton kills for SOAK_MINUTES (30): RSS, fds, writes/min, failed requests
+	$(BIN)/python -m hack.soak --minutes $(SOAK_MINUTES)
+
+.PHONY: chaos
+chaos: venv testbed-build triton ## faults under load: hung Triton and hosted API, operator kills, API server and etcd restarts, leader failover
+	$(BIN)/python -m pytest tests/chaos -s -p no:cacheprovider $(PYTEST_FLAGS)
 
 .PHONY: testbed-build
 testbed-build: ## build/cache kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm

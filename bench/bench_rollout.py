@@ -51,7 +51,7 @@ os.environ.setdefault("TESTBED_DIR", str(ROOT / ".bench" / f"testbed-{os.environ
 import yaml  # noqa: E402
 
 from hack.devtools import testbed as tb  # noqa: E402
-from hack.devtools.chart import installed  # noqa: E402
+from hack.devtools.chart import serving  # noqa: E402
 from hack.devtools.image import ensure_image  # noqa: E402
 from hack.devtools.operator import apply_crds, delete_models  # noqa: E402
 from hack.devtools.pod_runner import PodRunner  # noqa: E402
@@ -198,11 +198,8 @@ def overhead(bed: tb.Testbed, url: str, ns: str, rounds: int) -> dict[str, dict[
 def run(bed: tb.Testbed, runner: PodRunner, args: argparse.Namespace) -> int:
     suffix = uuid.uuid4().hex[:5]
     system, ns = f"tfb-system-{suffix}", f"tfb-roll-{suffix}"
-    with installed(bed, system):
-        runner.wait_ready(system, "app.kubernetes.io/component=operator", 1, timeout=180)
-        runner.wait_ready(system, "app.kubernetes.io/component=gateway", 1, timeout=180)
-        service = bed.get("service", "tf-tritonfleet-gateway", namespace=system)
-        url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
+    with serving(bed, runner, system) as chart:
+        url = chart.gateway_url
         bed.kubectl("create", "namespace", ns)
         try:
             print(f"load average before: {load_average()}", flush=True)

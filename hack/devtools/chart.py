@@ -10,11 +10,15 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hack.devtools.testbed import REPO_ROOT, Testbed
+
+if TYPE_CHECKING:
+    from hack.devtools.pod_runner import PodRunner
 
 CHART = REPO_ROOT / "charts" / "tritonfleet"
 # Label selector of the Triton pods the operator creates.
@@ -49,6 +53,28 @@ def installed(testbed: Testbed, namespace: str, *sets: str) -> Iterator[str]:
             testbed.helm("uninstall", release, "-n", namespace, "--no-hooks", "--wait",
                          "--timeout", "120s", check=False, timeout=180)  # fmt: skip
         testbed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The chart installed, its operator and gateway pods Ready."""
+
+    namespace: str
+    release: str
+    gateway_url: str  # the gateway Service's OpenAI base URL (.../v1)
+
+
+@contextlib.contextmanager
+def serving(
+    testbed: Testbed, runner: PodRunner, namespace: str, *sets: str, timeout: float = 180
+) -> Iterator[Serving]:
+    """:func:`installed`, then its operator and gateway running through ``runner``."""
+    with installed(testbed, namespace, *sets) as release:
+        runner.wait_ready(namespace, "app.kubernetes.io/component=operator", 1, timeout=timeout)
+        runner.wait_ready(namespace, "app.kubernetes.io/component=gateway", 1, timeout=timeout)
+        service = testbed.get("service", f"{release}-tritonfleet-gateway", namespace=namespace)
+        url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
+        yield Serving(namespace, release, url)
 
 
 def template(*args: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ can be told to misbehave:
 * ``fail_status``: answer 5xx (or any status) — for ``fail_count`` requests or until reset;
 * ``rate_limit``: answer 429 with ``Retry-After`` (seconds) for ``rate_limit_count`` requests;
 * ``delay_ms`` before answering, ``token_delay_ms`` between streamed tokens;
+* ``drip_ms``: send the answer (whole or streamed) one byte at a time, this long apart;
 * ``break_after_tokens``: cut a stream's connection after N tokens;
 * ``die()``/``revive()``: stop listening altogether (connection refused) and come back.
 
@@ -55,6 +56,7 @@ class Behaviour:
     token_delay_ms: float = 0.0
     break_after_tokens: int | None = None
     echo_key_in_errors: bool = False  # like providers that echo the key they got
+    drip_ms: float = 0.0  # send every answer byte by byte, this long apart
 
 
 @dataclass
@@ -105,7 +107,8 @@ class HostedServer:
         self.api_key = api_key
         self.behaviour = Behaviour()
         self.requests: list[Recorded] = []
-        self.app = web.Application()
+        self.cancelled = 0  # requests whose caller hung up before the answer was complete
+        self.app = web.Application(middlewares=[self._count_cancelled])
         r = self.app.router
         r.add_post("/v1/chat/completions", self.chat)
         r.add_post("/v1/completions", self.completions)
@@ -115,7 +118,28 @@ class HostedServer:
         r.add_post("/admin/reset", self.admin_reset)
         r.add_get("/admin/requests", self.admin_requests)
 
+    @web.middleware
+    async def _count_cancelled(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
     # -- misbehaviour ---------------------------------------------------------------
+
+    async def _drip(
+        self, request: web.Request, body: bytes, content_type: str
+    ) -> web.StreamResponse:
+        """``body`` one byte at a time, ``drip_ms`` apart (headers at once)."""
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        for i in range(len(body)):
+            await resp.write(body[i : i + 1])
+            await asyncio.sleep(self.behaviour.drip_ms / 1000)
+        await resp.write_eof()
+        return resp
 
     def _take(self, count_attr: str) -> bool:
         count = getattr(self.behaviour, count_attr)
@@ -188,16 +212,17 @@ class HostedServer:
                 else {"index": 0, "text": text, "logprobs": None}
             )
             choice["finish_reason"] = "length"
-            return web.json_response(
-                {
-                    "id": rid,
-                    "object": "chat.completion" if chat else "text_completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [choice],
-                    "usage": usage,
-                }
-            )
+            answer = {
+                "id": rid,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+            }
+            if self.behaviour.drip_ms:
+                return await self._drip(request, json.dumps(answer).encode(), "application/json")
+            return web.json_response(answer)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -206,6 +231,11 @@ class HostedServer:
                 assert request.transport is not None
                 request.transport.close()
                 return resp
+            if self.behaviour.drip_ms:
+                for i in range(len(chunk)):
+                    await resp.write(chunk[i : i + 1])
+                    await asyncio.sleep(self.behaviour.drip_ms / 1000)
+                continue
             await resp.write(chunk)
         await resp.write_eof()
         return resp

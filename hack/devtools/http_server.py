@@ -2,9 +2,10 @@
 
 Each route serves bytes or a file from disk, and can be told to answer with a status,
 to stop after N bytes while promising more in ``Content-Length`` (a truncated transfer),
-to omit ``Content-Length``, or to trickle at a set rate (so a test can kill a sync
-mid-download). It is ``http.server``'s threading server in a daemon thread: a real TCP
-server and a real HTTP/1.1 exchange, nothing patched.
+to omit ``Content-Length``, to send more bytes than ``Content-Length`` says, or to
+trickle at a set rate (so a test can kill a sync mid-download). It is ``http.server``'s
+threading server in a daemon thread: a real TCP server and a real HTTP/1.1 exchange,
+nothing patched.
 
 * :class:`ModelHttpServer` (``add``, ``add_file``, ``url``, ``hits``, ``stop``);
 * pytest fixture ``http_server`` (function scope): import it into a test module or list
@@ -32,6 +33,7 @@ class Route:
     truncate_at: int | None = None  # close the connection after this many body bytes
     send_length: bool = True  # send Content-Length (of the full body)
     rate: float | None = None  # bytes per second, None = as fast as possible
+    extra_bytes: bytes = b""  # sent after the body, beyond what Content-Length announced
 
     @property
     def size(self) -> int:
@@ -68,6 +70,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self.connection.sendfile(handle)
             else:
                 self._stream(route, limit)
+            if route.extra_bytes:
+                self.wfile.write(route.extra_bytes)
+                self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away (a killed sync): nothing to do
         self.close_connection = True

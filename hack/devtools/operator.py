@@ -191,6 +191,14 @@ class OperatorProcess:
         return 0
 
 
+def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The status condition ``type_`` of an object (empty when it has none)."""
+    for cond in ((body or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
 def apply_crds(testbed: Testbed) -> None:
     testbed.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
 
@@ -230,6 +238,25 @@ def delete_models(testbed: Testbed, namespace: str) -> None:
         timeout=180,
         what="every model released by the operator",
     )
+
+
+def cpu_model(name: str, version: int = 1) -> dict[str, Any]:
+    """A small CPU TritonModel whose source changes with ``version`` (an edit is a
+    new revision): the chaos suite's and the soak's churn."""
+    return {
+        "apiVersion": "tritonfleet.io/v1alpha1",
+        "kind": "TritonModel",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"inline": {"files": {"1/model.py": f"# {name} v{version}\n"}}},
+            "config": {
+                "backend": "python",
+                "inputs": [{"name": "IN", "dataType": "TYPE_FP32", "dims": [1]}],
+                "outputs": [{"name": "OUT", "dataType": "TYPE_FP32", "dims": [1]}],
+            },
+            "serving": {"gpus": 0},
+        },
+    }
 
 
 def manifest(obj: dict[str, Any]) -> str:

@@ -97,6 +97,8 @@ LISTEN_HOST_ENV = "TRITONFLEET_LISTEN_HOST"
 API_SERVICE_NAME = "kubernetes.default.svc"
 #: Label on every container a runner starts (value: the runner's id) for clean-up.
 RUNNER_CONTAINER_LABEL = "io.tritonfleet.pod-runner"
+# A pod whose volumes cannot be set up yet (a ConfigMap not created) is retried this often.
+SETUP_RETRY_SECONDS = 2.0
 POD_NETWORK = ipaddress.ip_network("127.1.0.0/16")
 #: Address of the FQDN EndpointSlices the runner writes (EndpointSlices refuse loopback IPs).
 FQDN_ENDPOINT = "local-runner.localhost"
@@ -1022,15 +1024,31 @@ class _Pod:
         return False
 
     # -- lifecycle -------------------------------------------------------------------------
-    def _run(self) -> None:
+    def _prepare(self) -> None:
+        """Volumes and mounts; on failure the containers wait in CreateContainerConfigError."""
         try:
             self.prepare()
         except (_StartError, ApiError, OSError, KeyError) as err:
             self.setup_error = str(err)
             for c in self.containers:
                 c.waiting_reason, c.waiting_message = "CreateContainerConfigError", str(err)
+            return
+        if self.setup_error is not None:
+            self.setup_error = None
+            for c in self.containers:
+                c.waiting_reason, c.waiting_message = "ContainerCreating", None
+
+    def _run(self) -> None:
+        self._prepare()
+        retry_at = time.monotonic()
         while not self.stop_event.is_set():
             try:
+                # As a kubelet does: a ConfigMap or Secret created after its pod (an
+                # operator may write them in any order) lets the pod start on a retry.
+                if self.setup_error is not None and time.monotonic() >= retry_at:
+                    retry_at = time.monotonic() + SETUP_RETRY_SECONDS
+                    with self.lock:
+                        self._prepare()
                 with self.lock:
                     if self.setup_error is None and not self.deleting.is_set():
                         self._step()

@@ -25,6 +25,7 @@ from typing import Any, cast
 from openai import APIConnectionError, APIError, APIStatusError, APITimeoutError, OpenAI, omit
 from openai.types.chat import ChatCompletionChunk
 
+from hack.devtools.operator import condition
 from hack.devtools.testbed import Testbed
 
 
@@ -208,13 +209,6 @@ class RolloutWatch:
             until = self.seen[i + 1][0] if i + 1 < len(self.seen) else time.monotonic()
             out.append((step, weights, at, until))
         return out
-
-
-def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for cond in ((body or {}).get("status") or {}).get("conditions") or ():
-        if cond["type"] == type_:
-            return dict(cond)
-    return {}
 
 
 def rolled_out(

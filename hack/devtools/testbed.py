@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -350,6 +351,114 @@ class Testbed:
             recycled.append(name)
         return recycled
 
+    # -- faults ----------------------------------------------------------------------
+    COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+    def component_pid(self, component: str) -> int:
+        """The running process of a control-plane component (kwokctl runs each as a
+        local process and writes its pid in <cluster dir>/pids/)."""
+        return int((self.cluster_dir / "pids" / f"{component}.pid").read_text().strip())
+
+    @property
+    def etcd_url(self) -> str:
+        """etcd's client URL, as the API server is told it (``--etcd-servers``)."""
+        config = (self.cluster_dir / "kwok.yaml").read_text()
+        match = re.search(r"--etcd-servers=(\S+)", config)
+        if not match:
+            raise TestbedError(f"no --etcd-servers in {self.cluster_dir / 'kwok.yaml'}")
+        return match.group(1).split(",")[0]
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to now, as the API server does every five minutes,
+        so that a watch from an older resourceVersion is answered "410 Gone" (a testbed
+        younger than that still has its whole history). Returns the revision."""
+        import base64
+        import urllib.request
+
+        def call(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            request = urllib.request.Request(
+                self.etcd_url + path,
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                result: dict[str, Any] = json.load(answer)
+                return result
+
+        # etcd's JSON gateway: a count-only range read says the current revision.
+        key = base64.b64encode(b"/registry/").decode()
+        revision = int(call("/v3/kv/range", {"key": key, "count_only": True})["header"]["revision"])
+        call("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    def restart_component(self, component: str, *, down_s: float = 0.0) -> float:
+        """Crash a control-plane component (SIGKILL), keep it down ``down_s``
+        seconds, start it again exactly as kwokctl did (same argv, environment,
+        directory and log) and wait until the API server is ready again. Returns the
+        seconds from the kill until the API server was ready.
+
+        After the API server or etcd, the controller manager and the scheduler are
+        restarted too, as a kubelet restarts static pods that lost their leader
+        election during the outage (kwokctl supervises nothing): the cluster's own
+        controllers working again is the testbed's business, not the test's.
+        SIGKILL, not SIGTERM: a SIGTERMed API server drains its watches for a minute.
+        Ports are fixed per testbed (up.sh), so a restarted component gets its own."""
+        if component not in self.COMPONENTS:
+            raise ValueError(f"{component}: one of {', '.join(self.COMPONENTS)}")
+        down_at = time.monotonic()
+        names = [component]
+        if component in ("etcd", "kube-apiserver"):
+            names += ["kube-controller-manager", "kube-scheduler"]
+        how = {name: self._stop_component(name, down_s if name == component else 0.0)
+               for name in names}  # fmt: skip
+        procs = {name: self._launch(name, *how[name]) for name in names}
+
+        def ready() -> bool:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    # A killed process's other threads can hold its sockets a moment
+                    # after its main thread is a zombie: "address already in use".
+                    procs[name] = self._launch(name, *how[name])
+                    return False
+            got = self.kubectl("get", "--raw", "/readyz", check=False, timeout=5)
+            return got.returncode == 0
+
+        wait_for(ready, timeout=120, what=f"the API server ready after restarting {component}",
+                 interval=0.25)  # fmt: skip
+        return time.monotonic() - down_at
+
+    def _stop_component(
+        self, component: str, down_s: float
+    ) -> tuple[list[str], dict[str, str], Path]:
+        """SIGKILL a component; how to start it again (argv, environment, directory)."""
+        pid = self.component_pid(component)
+        proc = Path(f"/proc/{pid}")
+        argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        env = dict(
+            item.decode().split("=", 1)
+            for item in (proc / "environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
+        cwd = (proc / "cwd").readlink()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not _pid_running(pid), timeout=60,
+                 what=f"{component} (pid {pid}) to exit", interval=0.05)  # fmt: skip
+        if down_s > 0:
+            time.sleep(down_s)  # the outage itself is what the test asked for
+        return argv, env, cwd
+
+    def _launch(
+        self, component: str, argv: list[str], env: dict[str, str], cwd: Path
+    ) -> subprocess.Popen[bytes]:
+        with (self.cluster_dir / "logs" / f"{component}.log").open("ab") as log:
+            started = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        (self.cluster_dir / "pids" / f"{component}.pid").write_text(f"{started.pid}\n")
+        return started
+
     # -- health ----------------------------------------------------------------------
     def is_healthy(self) -> bool:
         """API server ready and all testbed nodes Ready."""
@@ -499,6 +608,24 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _pid_running(pid: int) -> bool:
+    """Some thread of it alive and not a zombie (kwokctl detaches its processes; where
+    nothing reaps them, a dead one stays a zombie, and a killed multi-threaded
+    process's main thread is a zombie while the others still close its sockets)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 class Sessions:

@@ -328,6 +328,20 @@ class TritonProcess:
         self._kill_group()
         return self.proc.returncode
 
+    def pause(self) -> None:
+        """SIGSTOP the server and its stubs: a hung server. The kernel still accepts
+        connections (the listen backlog); nothing answers them, probes included."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT what :meth:`pause` stopped."""
+        self._signal_group(signal.SIGCONT)
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc is None:
+            raise TritonError("never started")
+        os.killpg(self.proc.pid, sig)
+
     def restart(self, timeout: float | None = None) -> TritonProcess:
         """stop() (if running) and start again with the same repository, address and ports."""
         if not self._start_kwargs:

@@ -38,6 +38,8 @@ else
 fi
 TESTBED_SERVICE_CIDR=127.$((96 + TESTBED_NET_INDEX)).0.0/16
 TESTBED_RUNNER_POD_CIDR=127.$((1 + TESTBED_NET_INDEX)).0.0/16
+# Control-plane ports of this testbed: 21000 + 10 x index, six of them (up.sh).
+TESTBED_PORT_BASE=$((21000 + 10 * TESTBED_NET_INDEX))
 TESTBED_KUBECONFIG=$TESTBED_DIR/kubeconfig
 TESTBED_VOLUMES_DIR=$TESTBED_DIR/volumes
 # Marker proving a directory was created by up.sh (down.sh only deletes such dirs).

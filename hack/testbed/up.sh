@@ -153,6 +153,15 @@ options:
   kwokControllerBinary: $KWOK_BIN
   quietPull: true
   securePort: true
+  # Fixed ports per testbed, below kwokctl's own pick (free ports from 32767 down)
+  # and below Linux's ephemeral range: a component restarted by the chaos suite
+  # finds its port free again, never taken by another testbed starting meanwhile.
+  kubeApiserverPort: $((TESTBED_PORT_BASE))
+  etcdPort: $((TESTBED_PORT_BASE + 1))
+  etcdPeerPort: $((TESTBED_PORT_BASE + 2))
+  kubeControllerManagerPort: $((TESTBED_PORT_BASE + 3))
+  kubeSchedulerPort: $((TESTBED_PORT_BASE + 4))
+  kwokControllerPort: $((TESTBED_PORT_BASE + 5))
   kubeAuthorization: true
   kubeAdmission: true
   cacheDir: $KWOK_WORKDIR/cache

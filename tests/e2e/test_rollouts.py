@@ -41,13 +41,12 @@ import yaml
 
 from hack.devtools.chart import TRITON_PODS, installed
 from hack.devtools.hosted_api import HostedAPI
-from hack.devtools.operator import apply_crds, delete_models
+from hack.devtools.operator import apply_crds, condition, delete_models
 from hack.devtools.pod_runner import PodRunner
 from hack.devtools.rollout_load import (
     Load,
     RolloutWatch,
     by_revision,
-    condition,
     failures,
     rolled_out,
     summary,

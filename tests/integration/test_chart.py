@@ -264,15 +264,21 @@ def test_operator_pod_is_pod_security_restricted(testbed: Testbed) -> None:
     assert c["resources"]["limits"]["memory"]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["TRITONFLEET_PEERING"] == ""  # one replica: standalone
+    assert "TRITONFLEET_LEADER_ELECTION" not in env  # one replica: alone
+    assert not [d for d in docs if d["metadata"]["name"] == "t-tritonfleet-leader-election"]
     ha = rendered(testbed, "operator.replicaCount=2")
     ha_dep = named(ha, "Deployment", "t-tritonfleet")
-    ha_env = {
-        e["name"]: e.get("value")
-        for e in ha_dep["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
-    assert ha_env["TRITONFLEET_PEERING"] == "t-tritonfleet"
-    assert any(d["kind"] == "ClusterKopfPeering" for d in ha)
+    assert ha_dep["spec"]["replicas"] == 2
+    ha_env = {e["name"]: e for e in ha_dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert ha_env["TRITONFLEET_LEADER_ELECTION"]["value"] == "true"
+    assert ha_env["TRITONFLEET_LEASE_NAME"]["value"] == "t-tritonfleet"
+    pod_name = ha_env["TRITONFLEET_POD_NAME"]["valueFrom"]
+    assert pod_name == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # Least privilege: its own Lease by name (create cannot be limited by name).
+    role = named(ha, "Role", "t-tritonfleet-leader-election")
+    by_verbs = {tuple(r["verbs"]): r for r in role["rules"]}
+    assert by_verbs[("get", "patch")]["resourceNames"] == ["t-tritonfleet"]
+    assert not any(d["kind"] == "ClusterKopfPeering" for d in ha)
 
 
 def test_gateway_deployment_is_pod_security_restricted_with_service_and_pdb(

@@ -1,7 +1,7 @@
 """The generated CRDs on the real API server: they install with server-side
 apply, accept every sample, and refuse bad objects with the field named.
 
-The violating objects are the CEL parity table of tests/unit/test_cel_parity.py,
+The violating objects are the CEL parity table of tests/support/cel_cases.py,
 so every rule is proven twice: pydantic refuses it offline (unit), and the real
 API server refuses it at ``kubectl apply`` time (here).
 """
@@ -19,7 +19,7 @@ import yaml
 
 from hack.devtools.operator import apply_crds
 from hack.devtools.testbed import Testbed
-from tests.unit.test_cel_parity import PARITY, RULES, VIOLATIONS, Rule, place
+from tests.support.cel_cases import PARITY, RULES, VIOLATIONS, Rule, place
 
 pytestmark = pytest.mark.integration
 

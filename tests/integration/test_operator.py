@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from hack.devtools.operator import OperatorProcess
+from hack.devtools.operator import OperatorProcess, condition
 from hack.devtools.testbed import GPU_NODES, REPO_ROOT, Testbed
-from tests.support.models import apply, condition, inline_model, wait_condition, wait_settled
+from tests.support.models import apply, inline_model, wait_condition, wait_settled
 
 pytestmark = pytest.mark.integration
 
@@ -106,14 +106,8 @@ def test_sample_model_gets_every_child_scheduled_on_a_gpu_node(testbed: Testbed,
     # The printer columns say the same.
     table = testbed.kubectl("get", "tritonmodels", "-n", ns).stdout.splitlines()
     assert table[0].split() == [
-        "NAME",
-        "READY",
-        "REPLICAS",
-        "REVISION",
-        "SERVED-BY",
-        "ROLLOUT",
-        "AGE",
-    ]
+        "NAME", "READY", "REPLICAS", "REVISION", "SERVED-BY", "ROLLOUT", "AGE"
+    ]  # fmt: skip
     assert table[1].split()[:5] == [
         "resnet50-classifier",
         "False",

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hack.devtools.operator import OperatorProcess, delete_models
+from hack.devtools.operator import OperatorProcess, condition, delete_models
 from hack.devtools.pod_runner import PodRunner
 from hack.devtools.testbed import REPO_ROOT, Testbed
 
@@ -55,13 +55,6 @@ def ns(
 
 def apply(testbed: Testbed, ns: str, *objs: dict[str, Any]) -> None:
     testbed.apply(yaml.safe_dump_all(list(objs)), namespace=ns)
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or ():
-        if cond["type"] == type_:
-            return dict(cond)
-    return {}
 
 
 def events(testbed: Testbed, ns: str, name: str) -> list[dict[str, Any]]:

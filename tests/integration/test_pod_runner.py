@@ -119,6 +119,33 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def job_complete(testbed: Testbed, ns: str, name: str) -> dict[str, Any] | None:
+    job = testbed.get("job", name, namespace=ns)
+    conditions = ((job or {}).get("status") or {}).get("conditions") or []
+    done = any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
+    return dict(job) if job and done else None
+
+
+def test_a_pod_created_before_its_configmap_starts_once_the_configmap_exists(
+    testbed: Testbed, pod_runner: PodRunner
+) -> None:
+    """As under a kubelet, which retries a pod's volumes: an operator may create a Job
+    before the ConfigMap its pod mounts."""
+    with testbed.namespace("late") as ns:
+        testbed.apply(sync_job(), namespace=ns)
+
+        def waiting() -> str:
+            pods = testbed.get("pods", "-l", "job-name=sync", namespace=ns)["items"]
+            statuses = [s for p in pods for s in p["status"].get("containerStatuses") or []]
+            return "".join(s["state"].get("waiting", {}).get("reason", "") for s in statuses)
+
+        testbed.wait_for(lambda: waiting() == "CreateContainerConfigError", 60,
+                         "the pod waiting for its ConfigMap")  # fmt: skip
+        testbed.kubectl("create", "configmap", "toy-llm", f"--from-file={TOY_LLM}", "-n", ns)
+        job = testbed.wait_for(lambda: job_complete(testbed, ns, "sync"), 120, "the sync Job done")
+        assert job["status"]["succeeded"] == 1
+
+
 def test_triton_from_a_synced_pvc_serves_behind_its_service_and_restarts(
     testbed: Testbed, pod_runner: PodRunner
 ) -> None:
@@ -127,18 +154,7 @@ def test_triton_from_a_synced_pvc_serves_behind_its_service_and_restarts(
         testbed.apply(sync_job(), namespace=ns)
 
         # The sync Job (project image) completes through the real Job controller.
-        job = testbed.wait_for(
-            lambda: (
-                (j := testbed.get("job", "sync", namespace=ns))
-                and any(
-                    c["type"] == "Complete" and c["status"] == "True"
-                    for c in j.get("status", {}).get("conditions") or []
-                )
-                and j
-            ),
-            120,
-            "the sync Job to complete",
-        )
+        job = testbed.wait_for(lambda: job_complete(testbed, ns, "sync"), 120, "the sync Job done")
         assert job["status"]["succeeded"] == 1
         testbed.apply(triton(ns), namespace=ns)
 

@@ -185,11 +185,19 @@ def make_tar(members: list[tuple[str, Any]], gz: bool = True) -> bytes:
     return buffer.getvalue()
 
 
-def make_zip(members: list[tuple[str, bytes]], symlinks: dict[str, str] | None = None) -> bytes:
+def make_zip(
+    members: list[tuple[str, bytes]],
+    symlinks: dict[str, str] | None = None,
+    *,
+    deflate: bool = False,
+) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in members:
-            archive.writestr(zipfile.ZipInfo(name), data)
+            info = zipfile.ZipInfo(name)
+            if deflate:
+                info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
         for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name)
             info.external_attr = (0o120777 << 16) | 0
@@ -578,6 +586,78 @@ def test_member_count_limit(env: Env, http_server: ModelHttpServer) -> None:
     result = env.sync(model_doc({"http": {"url": url, "archive": "tgz"}}), "--max-members", "10")
     assert result.rc == 6
     assert "more than 10 members" in result.err and "'1/f10'" in result.err
+
+
+def test_an_archive_expanding_beyond_the_ratio_is_refused_by_default(
+    env: Env, http_server: ModelHttpServer, http_published: tuple[dict[str, bytes], str]
+) -> None:
+    """A 100 KiB zip of 100 MiB of zeros (1000:1): refused at the default ratio 100
+    once past the 64 MiB floor, without any flag, and nothing changes."""
+    before = env.files(), env.link()
+    data = make_zip(
+        [("1/model.py", b"ok"), ("1/zeros.bin", bytes(100 * 1024 * 1024))], deflate=True
+    )
+    assert len(data) < 200 * 1024
+    url = http_server.add("/bomb.zip", data)
+    result = env.sync(model_doc({"http": {"url": url, "archive": "zip"}}))
+    assert result.rc == 6, result.err
+    assert "limit --max-expansion-ratio" in result.err and "'1/zeros.bin'" in result.err
+    assert (env.files(), env.link()) == before
+    assert env.staging_entries() == []
+    # The same archive with the check turned off (and room for it) goes through.
+    result = env.sync(
+        model_doc({"http": {"url": url, "archive": "zip"}}), "--max-expansion-ratio", "0"
+    )
+    assert result.rc == 0, result.err
+
+
+def test_a_zip_with_too_many_members_is_refused_from_its_end_record(
+    env: Env, http_server: ModelHttpServer
+) -> None:
+    data = make_zip([(f"1/f{i}", b"") for i in range(3000)])
+    url = http_server.add("/many.zip", data)
+    result = env.sync(model_doc({"http": {"url": url, "archive": "zip"}}), "--max-members", "1000")
+    assert result.rc == 6, result.err
+    assert "declares 3000 members, more than 1000" in result.err
+
+
+def test_a_download_over_the_size_limit_is_refused_with_or_without_a_length(
+    env: Env, http_server: ModelHttpServer, http_published: tuple[dict[str, bytes], str]
+) -> None:
+    before = env.files(), env.link()
+    body = os.urandom(3 * 1024 * 1024)
+    for send_length in (True, False):
+        url = http_server.add(f"/big-{send_length}.bin", body, send_length=send_length)
+        doc = model_doc({"http": {"url": url, "path": "1/model.py"}})
+        result = env.sync(doc, "--max-download-bytes", "1MiB")
+        assert result.rc == 6, result.err
+        assert "limit --max-download-bytes" in result.err
+        assert (env.files(), env.link()) == before
+        assert env.staging_entries() == []
+
+
+def test_a_source_sending_more_than_its_length_publishes_exactly_its_length(
+    env: Env, http_server: ModelHttpServer
+) -> None:
+    body = os.urandom(256 * 1024)
+    url = http_server.add("/extra.bin", body, extra_bytes=b"TRAILING GARBAGE" * 1000)
+    result = env.sync(model_doc({"http": {"url": url, "sha256": sha(body), "path": "1/model.py"}}))
+    assert result.rc == 0, result.err
+    assert env.files()["1/model.py"] == body
+    without_digest = model_doc({"http": {"url": url, "path": "2/model.py"}})
+    result = env.sync(without_digest)
+    assert result.rc == 0, result.err
+    assert env.files()["2/model.py"] == body
+
+
+def test_a_member_name_too_long_for_any_filesystem_is_unsafe_not_a_disk_error(
+    env: Env, http_server: ModelHttpServer
+) -> None:
+    data = make_tar([("1/model.py", b"ok"), ("1/" + "n" * 300, b"x")])
+    url = http_server.add("/long.tgz", data)
+    result = env.sync(model_doc({"http": {"url": url, "archive": "tgz"}}))
+    assert result.rc == 6, result.err
+    assert "longer than 255 bytes" in result.err
 
 
 def test_rollback_republishes_without_fetching(env: Env, http_server: ModelHttpServer) -> None:

@@ -387,3 +387,19 @@ def test_every_address_the_testbed_hands_out_is_loopback(testbed: Testbed) -> No
         testbed.kubectl("create", "service", "clusterip", "web", "--tcp=80:8080", "-n", ns)
         svc = testbed.get("service", "web", namespace=ns)
         assert ipaddress.ip_address(svc["spec"]["clusterIP"]) in network
+
+
+def test_api_server_crash_restart_keeps_the_cluster_and_its_objects(testbed: Testbed) -> None:
+    # The chaos suite's control-plane fault, short: the API server SIGKILLed and
+    # started again on its own port, objects kept (etcd untouched), nodes Ready.
+    name = f"restart-{uuid.uuid4().hex[:6]}"
+    testbed.kubectl("create", "configmap", name, "-n", "default")
+    try:
+        before = testbed.component_pid("kube-apiserver")
+        down_s = testbed.restart_component("kube-apiserver")
+        assert testbed.component_pid("kube-apiserver") != before
+        assert testbed.get("configmap", name, namespace="default") is not None
+        assert testbed.is_healthy()
+        assert down_s < 60
+    finally:
+        testbed.kubectl("delete", "configmap", name, "-n", "default", check=False)

@@ -224,6 +224,7 @@ class FakeKube:
         message: str,
         component: str = "tritonfleet-operator",
     ) -> None:
+        self._raise_if_told("event", str(involved.get("kind")))
         self.calls.append(("event", str(involved.get("kind")), involved["metadata"]["name"]))
         self.events.append((type_, reason, message))
 

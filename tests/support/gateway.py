@@ -23,6 +23,7 @@ from tritonfleet.desired.gateway.routes import RouteTable
 from tritonfleet.desired.gateway.routes_file import load_routes
 from tritonfleet.gateway.app import Gateway, GatewaySettings
 from tritonfleet.gateway.secrets import ClientTokens
+from tritonfleet.gateway.server import GatewayRunner, runner_kwargs
 
 T = TypeVar("T")
 
@@ -50,6 +51,20 @@ async def until(condition: Callable[[], bool], what: str, within_s: float = 5.0)
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not within {within_s} s: {what}")
         await asyncio.sleep(0.01)
+
+
+class GatewayTestServer(TestServer):
+    """The test server running the app as ``tritonfleet gateway`` does (its runner,
+    with its connection settings), not with aiohttp's test defaults."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway.app, host="127.0.0.1")
+        self._settings = gateway.settings
+
+    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
+        kwargs.pop("handler_cancellation", None)  # the product's own choice below
+        kwargs.update(runner_kwargs(self._settings.keepalive_timeout_s))
+        return GatewayRunner(self.app, **kwargs)
 
 
 class RunningGateway:
@@ -92,7 +107,7 @@ async def running_gateway(
         settings=settings or GatewaySettings(max_request_bytes=4096),
         tokens=tokens,
     )
-    async with TestClient(TestServer(gateway.app, host="127.0.0.1")) as client:
+    async with TestClient(GatewayTestServer(gateway)) as client:
         yield RunningGateway(gateway, client)
 
 

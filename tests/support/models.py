@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from hack.devtools.operator import condition
 from hack.devtools.testbed import Testbed
 
 
@@ -34,13 +35,6 @@ def inline_model(name: str, **serving: Any) -> dict[str, Any]:
 
 def apply(testbed: Testbed, ns: str, *docs: dict[str, Any]) -> None:
     testbed.apply(yaml.safe_dump_all(list(docs)), namespace=ns)
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or ():
-        if cond["type"] == type_:
-            return dict(cond)
-    return {}
 
 
 def wait_condition(

@@ -35,6 +35,8 @@ class TritonBehaviour:
     error_after_events: int | None = None  # send Triton's error event after N stream events
     ready: bool = True
     queue_ms_per_request: float = 0.0  # what /metrics reports as mean queue time
+    delay_s: float = 0.0  # before answering an inference (a slow model)
+    hung: bool = False  # accept, then answer nothing at all (a SIGSTOPped process)
 
 
 @dataclass
@@ -44,11 +46,44 @@ class TritonAPI:
     )
     behaviour: TritonBehaviour = field(default_factory=TritonBehaviour)
     requests: list[tuple[str, Any]] = field(default_factory=list)  # (path, JSON body)
+    in_flight: int = 0  # inferences being answered now
+    max_in_flight: int = 0  # the most at once
+    cancelled: int = 0  # inferences whose caller hung up before the answer
     app: web.Application = field(init=False)
     _queue: tuple[float, float] = (0.0, 0.0)  # (queue µs, successes) that /metrics reports
+    _resume: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def hang(self) -> None:
+        """From now on nothing is answered, probes included (SIGSTOP)."""
+        self.behaviour.hung = True
+        self._resume = asyncio.Event()
+
+    def resume(self) -> None:
+        """Answer again, the requests held meanwhile included (SIGCONT)."""
+        self.behaviour.hung = False
+        self._resume.set()
+
+    @web.middleware
+    async def _hold(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        inference = request.method == "POST"
+        if inference:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.behaviour.hung:
+                await self._resume.wait()
+            if inference and self.behaviour.delay_s:
+                await asyncio.sleep(self.behaviour.delay_s)
+            response: web.StreamResponse = await handler(request)
+            return response
+        except asyncio.CancelledError:
+            self.cancelled += inference
+            raise
+        finally:
+            self.in_flight -= inference
 
     def __post_init__(self) -> None:
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._hold])
         r = self.app.router
         r.add_post("/v2/models/{model}/generate", self.generate)
         r.add_post("/v2/models/{model}/generate_stream", self.generate_stream)

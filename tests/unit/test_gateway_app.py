@@ -7,6 +7,8 @@ where a request gets that far (tests/support/gateway.py).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 from typing import Any
 
@@ -178,3 +180,69 @@ def test_a_metrics_port_takes_metrics_off_the_client_port() -> None:
             await runner.cleanup()
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"model": "llm", "messages": [{"role": "user", "content": "\\ud800"}]}', "surrogate"),
+        (b'{"model": "llm", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
+        (b'{"model": "llm", "messages": ' + b"[" * 65 + b"]" * 65 + b"}", "nested"),
+        (b'{"model": "llm", "messages": [], "temperature": NaN}', "NaN"),
+        (b'{"model": "llm", "messages": [], "temperature": 1e999}', "64-bit float"),
+        (b'{"model": "llm", "messages": [], "max_tokens": 99999999999999999999}', "64 bits"),
+        (b'{"model": "llm", "messages": [], "seed": -' + b"9" * 5000 + b"}", "64 bits"),
+        (b'{"model": "llm", "messages": "\xff\xfe"}', "UTF-8"),
+    ],
+)
+def test_hostile_bodies_get_a_400_and_no_traceback(
+    body: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        settings = GatewaySettings(max_request_bytes=65536)
+        async with running_gateway(routes(), settings=settings) as gw:
+            resp = await gw.client.post(
+                "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+            )
+            answer = await resp.json()
+            assert_openai_error(resp, answer, 400, "invalid_json", None)
+            assert why in answer["error"]["message"]
+
+    run(main())
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+
+
+def test_every_refusal_is_an_openai_error_aiohttps_own_included(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        async with running_gateway(routes()) as gw:
+            resp = await gw.client.post("/v1/nothing-here", json={})
+            assert_openai_error(resp, await resp.json(), 404, "unknown_url", None)
+            resp = await gw.client.get("/v1/chat/completions")
+            assert_openai_error(resp, await resp.json(), 405, "method_not_allowed", None)
+            assert resp.headers["Allow"] == "POST"
+            # A request aiohttp cannot parse never reaches a handler.
+            assert gw.client.port is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.client.port)
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+            raw = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            head, _, payload = raw.partition(b"\r\n\r\n")
+            assert (
+                head.startswith((b"HTTP/1.1 400", b"HTTP/1.0 400")) and b"application/json" in head
+            )
+            error = json.loads(payload)["error"]
+            assert error["code"] == "bad_http_request" and error["type"] == "invalid_request_error"
+
+    run(main())
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+
+
+def test_the_bearer_scheme_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TF_UNIT_TOKENS", TOKEN)
+    tokens = ClientTokens(env="TF_UNIT_TOKENS")
+    for header in (f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER  {TOKEN} "):
+        assert tokens.check(header), header
+    for header in (f"Basic {TOKEN}", "bearer", f"Bearer{TOKEN}", f"bearer {TOKEN}x"):
+        assert not tokens.check(header), header

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -181,6 +182,31 @@ def test_a_re_created_object_is_not_mistaken_for_the_old_one() -> None:
     run(test)
 
 
+def test_a_revisions_configmap_is_written_before_the_sync_job_that_mounts_it() -> None:
+    """A Job created before its ConfigMap waits on a real kubelet; if the operator died
+    in between, a Job that ran anyway (kwok, a retrying kubelet) would count as synced
+    and the ConfigMap would never be written. So: ConfigMap first, then the rest; a
+    ConfigMap that cannot be written holds back the Job."""
+
+    async def test(op: Operator) -> None:
+        key = op.apply(model_doc("toy"))
+        op.kube.fail[("apply", "ConfigMap")] = ApiError(
+            500, "InternalError", "etcd is slow", "apply", "/api/v1"
+        )
+        mark = len(op.kube.calls)
+        with pytest.raises(ApiError):
+            await op.reconcile(key)
+        assert op.kube.of_kind("Job") == [] and op.kube.of_kind("Deployment") == []
+        watch(op.world, op.kube)
+        await op.reconcile(key)
+        writes = [(verb, kind) for verb, kind, _ in op.kube.writes_since(mark)]
+        first_job = writes.index(("apply", "Job"))
+        assert ("apply", "ConfigMap") in writes[:first_job]
+        assert len(op.kube.of_kind("Job")) == 1 and len(op.kube.of_kind("ConfigMap")) == 1
+
+    run(test)
+
+
 def test_a_failed_child_write_is_a_warning_and_an_error_to_retry() -> None:
     async def test(op: Operator) -> None:
         key = op.apply(model_doc("toy"))
@@ -198,6 +224,33 @@ def test_a_failed_child_write_is_a_warning_and_an_error_to_retry() -> None:
         watch(op.world, op.kube)
         await op.converge(key)  # the retry creates it
         assert len(op.kube.of_kind("Deployment")) == 1
+
+    run(test)
+
+
+@pytest.mark.parametrize(
+    ("error", "warned"),
+    [
+        (ApiError(500, "InternalError", "etcd is slow", "create", "/api/v1/events"), True),
+        (
+            ApiError(403, "Forbidden", "unable to create new content in namespace ml "
+                     "because it is being terminated", "create", "/api/v1/events"),
+            False,
+        ),
+    ],
+    ids=["failure", "namespace-going"],
+)  # fmt: skip
+def test_an_event_refused_because_its_namespace_is_going_is_no_warning(
+    error: ApiError, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A namespace deleted with models in it once logged a warning per model and event.
+    async def test(op: Operator) -> None:
+        key = op.apply(model_doc("toy"))
+        op.kube.fail[("event", "TritonModel")] = error
+        with caplog.at_level(logging.DEBUG, logger="tritonfleet"):
+            await op.converge(key)  # its first Event (Syncing) is posted on the way
+        records = [r for r in caplog.records if "could not post event" in r.getMessage()]
+        assert [r.levelno for r in records] == [logging.WARNING if warned else logging.DEBUG]
 
     run(test)
 

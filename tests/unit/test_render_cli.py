@@ -506,3 +506,55 @@ print(heavy, int(rss[0].split()[1]) // 1024)
     heavy, rss_mb = out.rsplit(" ", 1)
     assert heavy == "[]", f"the operator process imported {heavy}"
     assert int(rss_mb) < 80, f"{rss_mb.strip()} MB resident before the first object"
+
+
+HEAD = "apiVersion: tritonfleet.io/v1alpha1\nkind: TritonModel\n"
+SOURCE = 'source: {inline: {files: {"1/model.py": "x"}}}'
+HOSTILE: dict[str, tuple[str, int, str]] = {
+    "10,000-digit integer": (
+        f"{HEAD}metadata: {{name: m}}\nspec:\n  {SOURCE}\n"
+        f"  config: {{backend: python, maxBatchSize: {'9' * 10_000}}}\n",
+        2,
+        "an integer of more than 4300 digits",
+    ),
+    "2,000-deep flow nesting": ("a: " + "[" * 2000 + "]" * 2000 + "\n", 2, "nested too deeply"),
+    "duplicate key": (
+        f"{HEAD}metadata: {{name: m}}\nspec:\n  {SOURCE}\n"
+        "  config: {backend: python, maxBatchSize: 4, maxBatchSize: 8}\n",
+        2,
+        "found the key 'maxBatchSize' twice",
+    ),
+    "10 MB name": (
+        f'{HEAD}metadata: {{name: "{"n" * 10_000_000}"}}\nspec:\n  {SOURCE}\n'
+        "  config: {backend: python}\n",
+        1,
+        "more characters",
+    ),
+    "10 MB field name in extra": (
+        f"{HEAD}metadata: {{name: m}}\nspec:\n  {SOURCE}\n"
+        f'  config: {{backend: python, extra: "{"f" * 10_000_000} 1"}}\n',
+        1,
+        "more characters",
+    ),
+    "billion laughs": (
+        "a0: &a0 [x,x,x,x,x,x,x,x,x,x]\n"
+        + "".join(f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)),
+        2,
+        "aliases expand to more than",
+    ),
+    "non-UTF-8 bytes": ("\udcff\udcfe", 2, "cannot read"),
+    "a List of scalars": ("kind: List\nitems: [1, 2]\n", 2, "items of a List must be mappings"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_input_is_refused_briefly_and_without_a_traceback(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, code, expected = HOSTILE[case]
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    got, out, err = run(capsys, "-f", str(path))
+    assert (got, out) == (code, ""), err[:2000]
+    assert expected in err
+    assert "Traceback" not in err and len(err) < 4096, f"{len(err)} bytes on stderr"

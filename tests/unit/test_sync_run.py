@@ -8,12 +8,15 @@ S3/HTTP servers and processes: tests/integration/test_sync.py."""
 from __future__ import annotations
 
 import fcntl
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.support.builders import model_doc
+from tritonfleet.adapters.sources import Staging, SyncError
 from tritonfleet.api.model import InlineSource, ModelSource, TritonModel
 from tritonfleet.cli import main
 from tritonfleet.desired.triton.render import render_model
@@ -139,6 +142,58 @@ def test_a_second_sync_of_the_model_waits_for_the_lock_then_gives_up(repo: Path)
         with pytest.raises(LockBusy, match="still holds"):
             sync_model(request(repo, "v2", "r2", lock_timeout=0.3))
     assert live(repo) == "r1"
+
+
+def _fds_on(path: Path) -> int:
+    return sum(1 for fd in Path("/proc/self/fd").iterdir() if fd.resolve() == path)
+
+
+def test_the_lock_holds_across_a_remove_that_deletes_its_file(repo: Path) -> None:
+    """``--remove`` deletes locks/<model>.lock while holding it. A sync already
+    waiting on that file and one started after the remove must still take turns,
+    or the second's staging clean-up deletes the first's files mid-copy."""
+    r = Repository(layout_for(repo))
+    r.ensure_dirs()
+    lock = Path(r.layout.lock_path("m"))
+    inside: list[tuple[float, float]] = []
+
+    def sync_holding_the_lock() -> None:
+        with r.lock("m", 10):
+            entered = time.monotonic()
+            time.sleep(0.4)  # the work done under the lock
+            inside.append((entered, time.monotonic()))
+
+    with r.lock("m", 10):  # the remove
+        waiter = threading.Thread(target=sync_holding_the_lock)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while _fds_on(lock) < 2:  # the waiter has the old file open
+            assert time.monotonic() < deadline, "the waiter never opened the lock file"
+            time.sleep(0.01)
+        lock.unlink()
+    newcomer = threading.Thread(target=sync_holding_the_lock)
+    newcomer.start()
+    waiter.join(10)
+    newcomer.join(10)
+    (_, first_out), (second_in, _) = sorted(inside)
+    assert first_out <= second_in, f"both held the lock at once: {inside}"
+
+
+def test_a_revision_that_lost_files_under_the_sync_is_never_published(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync_model(request(repo, "v1", "r1"))
+    finish = Staging.finish
+
+    def finish_then_lose_a_file(self: Staging, manifest: object) -> None:
+        finish(self, manifest)  # type: ignore[arg-type]
+        (self.root / "1" / "model.py").unlink()  # what a racing clean-up did
+
+    monkeypatch.setattr(Staging, "finish", finish_then_lose_a_file)
+    with pytest.raises(SyncError, match=r"incomplete \(1 of 2 files .*1/model.py \(missing\)"):
+        sync_model(request(repo, "v2", "r2"))
+    assert live(repo) == "r1" and (repo / "m" / "1" / "model.py").read_text() == "v1"
+    assert Repository(layout_for(repo)).revision_names("m") == ["r1"]
 
 
 def test_the_state_lives_beside_the_repository(repo: Path) -> None:

@@ -47,10 +47,11 @@ app.kubernetes.io/part-of: tritonfleet
 {{- end -}}
 {{- end -}}
 
-{{/* kopf peering name when several replicas run (one active), empty when standalone. */}}
-{{- define "tritonfleet.peering" -}}
+{{/* "true" when several operator replicas run: the holder of a Lease works, the
+     others watch and stand by (leader election); empty for a single replica. */}}
+{{- define "tritonfleet.leaderElection" -}}
 {{- if gt (int .Values.operator.replicaCount) 1 -}}
-{{- include "tritonfleet.fullname" . -}}
+true
 {{- end -}}
 {{- end -}}
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Iterable, Mapping
 import aiohttp
 
 from tritonfleet.adapters.streams import OpenStream
-from tritonfleet.adapters.triton_http import classify
+from tritonfleet.adapters.triton_http import UpstreamTimeoutError, classify
 
 __all__ = ["HostedClient", "HostedResponse", "HostedStream", "parse_retry_after", "redact"]
 
@@ -83,8 +83,14 @@ class HostedResponse:
 class HostedStream(OpenStream):
     """An open SSE answer; iterate ``lines()`` for raw lines (without newline)."""
 
-    def __init__(self, response: aiohttp.ClientResponse, idle_s: float, what: str) -> None:
-        super().__init__(response, idle_s, what)
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        idle_s: float,
+        what: str,
+        first_by: float | None = None,
+    ) -> None:
+        super().__init__(response, idle_s, what, first_by)
         self.retry_after = parse_retry_after(response.headers) if response.status == 429 else None
 
     async def read_all(self) -> bytes:
@@ -94,14 +100,29 @@ class HostedStream(OpenStream):
             raise classify(err, self._what) from err
 
     async def lines(self) -> AsyncGenerator[bytes, None]:
+        """Raw lines; the stream's first-event deadline bounds the wait for the
+        first ``data:`` line (a provider sending only comments or blank lines does
+        not keep it waiting), the idle timeout each line."""
         content = self.response.content
+        first_by = self.first_by
         while True:
+            wait = self._idle_s
+            if first_by is not None:
+                wait = min(wait, self.first_wait())
             try:
-                line = await asyncio.wait_for(content.readline(), self._idle_s)
-            except (TimeoutError, aiohttp.ClientError, OSError) as err:
+                line = await asyncio.wait_for(content.readline(), wait)
+            except TimeoutError as err:
+                if first_by is not None and time.perf_counter() >= first_by:
+                    raise UpstreamTimeoutError(f"{self._what}: no first event in time") from err
+                raise UpstreamTimeoutError(
+                    f"{self._what}: no event for {self._idle_s:.3g} s"
+                ) from err
+            except (aiohttp.ClientError, OSError) as err:
                 raise classify(err, self._what) from err
             if not line:
                 return
+            if first_by is not None and line.startswith(b"data:"):
+                first_by = None
             yield line.rstrip(b"\r\n")
 
 
@@ -127,7 +148,12 @@ class HostedClient:
                 raw = await resp.read()
                 retry = parse_retry_after(resp.headers) if resp.status == 429 else None
                 return HostedResponse(resp.status, raw, retry)
-        except (TimeoutError, aiohttp.ClientError, OSError) as err:
+        except TimeoutError as err:
+            # The total covers the body too: a provider dripping its answer is cut here.
+            raise UpstreamTimeoutError(
+                f"{what}: no whole answer within {client_timeout.total or 0:.3g} s"
+            ) from err
+        except (aiohttp.ClientError, OSError) as err:
             raise classify(err, what) from err
 
     async def stream(
@@ -138,12 +164,20 @@ class HostedClient:
         api_key: str | None,
         client_timeout: aiohttp.ClientTimeout,
         idle_s: float,
+        first_s: float | None = None,
     ) -> HostedStream:
+        """Open an SSE answer; ``first_s`` bounds the headers and the first event together."""
         what = f"hosted {base_url}"
+        first_by = time.perf_counter() + first_s if first_s is not None else None
         try:
-            resp = await self.session.post(
-                base_url + path, data=body, headers=_headers(api_key), timeout=client_timeout
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError) as err:
+            # asyncio.timeout, not wait_for: no extra task, so no extra loop turns in
+            # which a connection closed right after its first bytes loses them.
+            async with asyncio.timeout(first_s):
+                resp = await self.session.post(
+                    base_url + path, data=body, headers=_headers(api_key), timeout=client_timeout
+                )
+        except TimeoutError as err:
+            raise UpstreamTimeoutError(f"{what}: no answer within {first_s or 0:.3g} s") from err
+        except (aiohttp.ClientError, OSError) as err:
             raise classify(err, what) from err
-        return HostedStream(resp, idle_s, what)
+        return HostedStream(resp, idle_s, what, first_by)

@@ -122,6 +122,7 @@ RESOURCES: dict[str, Resource] = {
     "Deployment": Resource("apps/v1", "deployments"),
     "Job": Resource("batch/v1", "jobs"),
     "HorizontalPodAutoscaler": Resource("autoscaling/v2", "horizontalpodautoscalers"),
+    "Lease": Resource("coordination.k8s.io/v1", "leases"),
     "TritonModel": Resource("tritonfleet.io/v1alpha1", "tritonmodels"),
     "ModelEnsemble": Resource("tritonfleet.io/v1alpha1", "modelensembles"),
     "TritonServerPool": Resource("tritonfleet.io/v1alpha1", "tritonserverpools"),

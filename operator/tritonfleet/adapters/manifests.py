@@ -5,6 +5,14 @@ Shared by ``tritonfleet render`` and ``tritonfleet sync``: files, directories
 (their YAML/JSON files, sorted), ``-`` for stdin, multi-document YAML and
 ``kind: List`` are all accepted, so an ensemble and its members can be given
 together however the user keeps them.
+
+Input is untrusted: a key given twice in one mapping is refused (YAML says keys
+are unique; PyYAML would keep the last one silently, and the API server refuses
+such a manifest too), so are aliases that expand to more than
+:data:`MAX_EXPANDED_NODES` nodes (a "billion laughs" document is tiny until
+something walks it), and whatever the parser cannot take (an integer of
+thousands of digits, nesting thousands deep) is a :class:`ManifestError` naming
+the file, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +24,10 @@ from typing import Any
 
 import yaml
 
+from tritonfleet.api.problems import clip
+
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_EXPANDED_NODES = 1_000_000  # nodes of one document with every alias expanded
 
 
 class ManifestError(ValueError):
@@ -33,22 +44,85 @@ def expand_paths(paths: Sequence[str]) -> Iterator[str]:
             yield name
 
 
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes under ``node`` counting each alias as a copy of what it names."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    memo[id(node)] = size
+    return size
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that gives a key twice and documents
+    whose aliases expand beyond :data:`MAX_EXPANDED_NODES`."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"the document's aliases expand to more than {MAX_EXPANDED_NODES} nodes",
+                node.start_mark,
+            )
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges, and may override, on purpose
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping says so below
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found the key {clip(repr(key), 80)} twice (first at line {first.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_all(text: str) -> list[Any]:
+    return list(yaml.load_all(text, Loader=_UniqueKeyLoader))
+
+
 def read_documents(paths: Sequence[str]) -> list[dict[str, Any]]:
     """Every mapping document in ``paths``, Lists unpacked, empty documents dropped."""
     documents: list[dict[str, Any]] = []
     for name in expand_paths(paths):
         try:
             text = sys.stdin.read() if name == "-" else Path(name).read_text()
-            loaded = list(yaml.safe_load_all(text))
+            loaded = _load_all(text)
         except (OSError, yaml.YAMLError) as error:
-            raise ManifestError(f"cannot read {name}: {error}") from error
+            raise ManifestError(clip(f"cannot read {name}: {error}", 2000)) from error
+        except RecursionError:
+            raise ManifestError(f"cannot read {name}: it is nested too deeply") from None
+        except ValueError as error:
+            if "integer string conversion" in str(error):
+                error = ValueError("it holds an integer of more than 4300 digits")
+            raise ManifestError(clip(f"cannot read {name}: {error}")) from None
         for doc in loaded:
             if doc is None:
                 continue
             if not isinstance(doc, dict):
                 raise ManifestError(f"{name}: every YAML document must be a mapping")
             if doc.get("kind") == "List":
-                documents.extend(item for item in doc.get("items") or [] if item)
+                items = doc.get("items") or []
+                if not isinstance(items, list) or not all(isinstance(i, dict) for i in items if i):
+                    raise ManifestError(f"{name}: the items of a List must be mappings")
+                documents.extend(item for item in items if item)
             else:
                 documents.append(doc)
     return documents

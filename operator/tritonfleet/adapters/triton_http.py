@@ -8,7 +8,11 @@ protocol and sorts failures into the three kinds the breaker cares about
 (could not connect, timed out, broke off).
 
 One shared ``aiohttp.ClientSession`` (keep-alive pool) is passed in; this
-module never creates sessions per request. It does not use tritonclient: its
+module never creates sessions per request. Every call in flight is known per
+pod, so :meth:`TritonClient.abandon` can fail them all at once when the prober
+finds a pod hung (a stopped process still accepts connections; only the
+prober's missing answers tell): whole answers raise before anything reached
+the client, so the gateway retries them elsewhere. It does not use tritonclient: its
 HTTP client is synchronous (gevent) and has no generate/SSE support, and the
 gateway's hot path needs neither JSON re-encoding nor thread hops.
 """
@@ -18,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncGenerator
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,6 +33,9 @@ from tritonfleet.adapters.streams import OpenStream
 
 # identity: Triton gzips infer answers otherwise, costing CPU on both sides.
 JSON_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+
+# What a readiness probe found (see TritonClient.model_ready).
+Readiness = Literal["ready", "not_ready", "down", "timeout", "broken"]
 
 
 class UpstreamError(Exception):
@@ -81,6 +89,8 @@ class TritonStream(OpenStream):
     when the stream was abandoned) whatever happens.
     """
 
+    abandoned: str | None = None  # why the pod was given up, set by TritonClient.abandon
+
     async def error_body(self) -> str:
         """For status != 200: Triton's error message (it frames it as SSE too)."""
         raw = await self.response.read()
@@ -90,24 +100,37 @@ class TritonStream(OpenStream):
                 return _error_message(data)
         return _error_message(raw)
 
-    async def events(self, first_s: float | None = None) -> AsyncGenerator[dict[str, Any], None]:
-        """Each event as a dict; ``first_s`` bounds the wait for the first one
-        (queue + prefill), the idle timeout every later one. A mid-stream
-        ``{"error": ...}`` event or a broken connection raises
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
+        """Each event as a dict; the wait for the first one (queue + prefill) is
+        bounded by the stream's first-event deadline, every later one by the idle
+        timeout. A mid-stream ``{"error": ...}`` event or a broken connection raises
         :class:`UpstreamDisconnectedError`."""
         content = self.response.content
-        wait = first_s if first_s is not None else self._idle_s
+        wait = self.first_wait()
+        first = True
         while True:
             try:
                 line = await asyncio.wait_for(content.readline(), wait)
             except (TimeoutError, aiohttp.ClientError, OSError) as err:
+                if self.abandoned is not None:
+                    raise UpstreamTimeoutError(f"{self._what}: {self.abandoned}") from err
+                if isinstance(err, TimeoutError):
+                    what = (
+                        f"no first event within {wait:.3g} s"
+                        if first
+                        else f"no event for {wait:.3g} s"
+                    )
+                    raise UpstreamTimeoutError(f"{self._what}: {what}") from err
                 raise classify(err, self._what) from err
             if not line:
+                if self.abandoned is not None:
+                    raise UpstreamTimeoutError(f"{self._what}: {self.abandoned}")
                 return
             data = sse_data(line)
             if not data:
                 continue
             wait = self._idle_s
+            first = False
             try:
                 event = json.loads(data)
             except ValueError as err:
@@ -296,9 +319,9 @@ class _Connection(asyncio.Protocol):
         )
 
 
-def _expire(fut: asyncio.Future[_ResponseParser]) -> None:
+def _expire(fut: asyncio.Future[_ResponseParser], total_s: float) -> None:
     if not fut.done():
-        fut.set_exception(UpstreamTimeoutError("timed out waiting for the answer"))
+        fut.set_exception(UpstreamTimeoutError(f"no whole answer within {total_s:.3g} s"))
 
 
 class KeepAlivePool:
@@ -313,8 +336,25 @@ class KeepAlivePool:
 
     def __init__(self, max_idle_per_host: int = 64) -> None:
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._busy: dict[tuple[str, int], set[_Connection]] = {}
         self._max_idle = max_idle_per_host
         self._heads: dict[tuple[str, int, str], bytes] = {}
+
+    def abandon(self, host: str, port: int, why: str) -> int:
+        """Fail every request in flight to ``host:port`` with a timeout naming
+        ``why``, close their connections and the idle ones; returns how many."""
+        key = (host, port)
+        for conn in self._idle.pop(key, []):
+            if conn.transport is not None:
+                conn.transport.close()
+        busy = self._busy.pop(key, set())
+        for conn in busy:
+            waiter = conn._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(UpstreamTimeoutError(why))
+            if conn.transport is not None:
+                conn.transport.close()
+        return len(busy)
 
     async def _connect(self, host: str, port: int, connect_s: float, what: str) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -368,7 +408,9 @@ class KeepAlivePool:
             if conn is None:
                 conn = await self._connect(host, port, connect_s, what)
             fut = conn.send(data, loop)
-            timer = loop.call_later(total_s, _expire, fut)
+            timer = loop.call_later(total_s, _expire, fut, total_s)
+            busy = self._busy.setdefault(key, set())
+            busy.add(conn)
             try:
                 parser = await fut
             except UpstreamDisconnectedError as err:
@@ -379,16 +421,19 @@ class KeepAlivePool:
                 if reused and attempt == 0 and not (conn._parser and conn._parser.buf):
                     continue
                 raise UpstreamDisconnectedError(f"{what}: {err.message}") from None
-            except UpstreamTimeoutError:
+            except UpstreamTimeoutError as err:
                 if conn.transport is not None:
                     conn.transport.close()
-                raise UpstreamTimeoutError(f"{what}: timed out") from None
+                raise UpstreamTimeoutError(f"{what}: {err.message}") from None
             except asyncio.CancelledError:
                 if conn.transport is not None:
                     conn.transport.close()
                 raise
             finally:
                 timer.cancel()
+                busy.discard(conn)
+                if not busy and self._busy.get(key) is busy:
+                    del self._busy[key]
             if conn.reusable():
                 pool = self._idle.setdefault(key, [])
                 if len(pool) < self._max_idle:
@@ -425,14 +470,30 @@ class TritonClient:
         self.session = session
         self.pool = pool or KeepAlivePool()
         self._targets: dict[str, tuple[str, int, str]] = {}
+        self._streams: dict[str, set[TritonStream]] = {}  # open streams by base URL
+
+    def abandon(self, base_url: str, why: str) -> int:
+        """Fail every call in flight to the pod at ``base_url`` (the prober found
+        it hung): whole answers raise a timeout naming ``why``, open streams are
+        closed. Returns how many calls were cut."""
+        host, port, _ = self._target(base_url)
+        cut = self.pool.abandon(host, port, why)
+        for stream in self._streams.pop(base_url, set()):
+            stream.abandoned = why
+            stream.response.close()
+            cut += 1
+        return cut
+
+    def _target(self, base_url: str) -> tuple[str, int, str]:
+        target = self._targets.get(base_url)
+        if target is None:
+            target = self._targets[base_url] = split_base_url(base_url)
+        return target
 
     async def _post_lean(
         self, base_url: str, path: str, body: bytes, client_timeout: aiohttp.ClientTimeout
     ) -> tuple[int, bytes]:
-        target = self._targets.get(base_url)
-        if target is None:
-            target = self._targets[base_url] = split_base_url(base_url)
-        host, port, prefix = target
+        host, port, prefix = self._target(base_url)
         return await self.pool.post(
             host,
             port,
@@ -460,34 +521,47 @@ class TritonClient:
         body: bytes,
         client_timeout: aiohttp.ClientTimeout,
         idle_s: float,
+        first_s: float | None = None,
     ) -> TritonStream:
-        """Open the SSE stream (headers received); iterate with ``events()``."""
+        """Open the SSE stream (headers received); iterate with ``events()``.
+        ``first_s`` bounds the wait for the headers and the first event together."""
         what = f"triton {base_url}"
+        first_by = time.perf_counter() + first_s if first_s is not None else None
         try:
-            resp = await self.session.post(
-                f"{base_url}/v2/models/{model}/generate_stream",
-                data=body,
-                headers=JSON_HEADERS,
-                timeout=client_timeout,
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError) as err:
+            # asyncio.timeout, not wait_for: no extra task (see adapters/hosted.py).
+            async with asyncio.timeout(first_s):
+                resp = await self.session.post(
+                    f"{base_url}/v2/models/{model}/generate_stream",
+                    data=body,
+                    headers=JSON_HEADERS,
+                    timeout=client_timeout,
+                )
+        except TimeoutError as err:
+            raise UpstreamTimeoutError(f"{what}: no answer within {first_s or 0:.3g} s") from err
+        except (aiohttp.ClientError, OSError) as err:
             raise classify(err, what) from err
-        return TritonStream(resp, idle_s, what)
+        stream = TritonStream(resp, idle_s, what, first_by)
+        streams = self._streams.setdefault(base_url, set())
+        streams.add(stream)
+        stream.on_close = streams.discard
+        return stream
 
-    async def model_ready(self, base_url: str, model: str, timeout_s: float = 2.0) -> bool | None:
-        """True: ready; False: Triton answered "not ready" or nothing listens;
-        None: no verdict (timed out or broke off — an overloaded pod is slow,
-        not gone, and its breaker judges the real requests)."""
+    async def model_ready(self, base_url: str, model: str, timeout_s: float = 2.0) -> Readiness:
+        """``ready``; ``not_ready`` (Triton said so); ``down`` (nothing listens);
+        ``timeout`` (no answer within ``timeout_s``: hung, or badly overloaded);
+        ``broken`` (the connection broke off: no verdict)."""
         try:
             async with self.session.get(
                 f"{base_url}/v2/models/{model}/ready",
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
-                return resp.status == 200
+                return "ready" if resp.status == 200 else "not_ready"
         except (aiohttp.ClientConnectorError, ConnectionRefusedError):
-            return False
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return None
+            return "down"
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            return "timeout"
+        except (aiohttp.ClientError, OSError):
+            return "broken"
 
     async def metrics_text(self, metrics_url: str, timeout_s: float = 2.0) -> str | None:
         try:

@@ -14,6 +14,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+# A problem line stays readable whatever the input held: a 10 MB value, or a
+# field name that long, is shown clipped, never echoed whole.
+LINE_LIMIT = 500
+
+
+def clip(text: str, limit: int = LINE_LIMIT) -> str:
+    """``text``, cut to ``limit`` characters with the cut shown."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 30]} ... ({len(text) - limit + 30} more characters)"
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -21,7 +32,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        return clip(f"{self.path}: {self.message}" if self.path else self.message)
 
 
 class InvalidSpec(ValueError):  # noqa: N818 - reads better at call sites than InvalidSpecError

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tritonfleet import __version__
-from tritonfleet.api.base import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, Quantity
+from tritonfleet.api.base import DNS_SUBDOMAIN_PATTERN, Quantity
 from tritonfleet.api.model import ResourceRequirements
 
 ENV_PREFIX = "TRITONFLEET_"
@@ -177,9 +177,29 @@ class OperatorSettings(BaseModel):
     )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     health_port: Annotated[int, Field(ge=0, le=65535)] = 8081
-    peering: Annotated[str, Field(pattern=DNS_LABEL_PATTERN)] | None = Field(
-        default=None,
-        description="kopf peering name for HA (several replicas, one active). Unset: standalone.",
+    leader_election: bool = Field(
+        default=False,
+        description="Several replicas, one active: the holder of a Lease does the work, the "
+        "others watch and stand by (see desired/kube/leadership.py). Off: this process is "
+        "the only operator.",
+    )
+    lease_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] = Field(
+        default="tritonfleet-operator", description="Name of the leader-election Lease."
+    )
+    lease_namespace: str = Field(
+        default="",
+        description="Namespace of the Lease (the operator's own); empty: the service "
+        "account's namespace, else default.",
+    )
+    lease_duration_seconds: Annotated[float, Field(ge=3, le=300)] = Field(
+        default=15.0,
+        description="A standby takes over when the Lease went unrenewed this long; the "
+        "active replica renews it every third of that.",
+    )
+    pod_name: str = Field(
+        default="",
+        description="This replica's pod (downward API): its identity in the Lease, and the "
+        "pod labelled as the leader for the external metrics API's Service.",
     )
 
     @field_validator("triton_pod_labels", "sync_pod_labels", mode="before")

@@ -83,6 +83,29 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="largest request body accepted (default 4 MiB)",
     )
     parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request body must arrive within this (else 408; default 30)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=75.0,
+        metavar="SECONDS",
+        help="close a client connection idle (or slow to send its request head) this long "
+        "(default 75)",
+    )
+    parser.add_argument(
+        "--max-inflight-per-pod",
+        type=int,
+        default=128,
+        metavar="N",
+        help="requests in flight to one Triton pod; more wait for a slot or spill over "
+        "(default 128, 0: no limit)",
+    )
+    parser.add_argument(
         "--probe-interval",
         type=float,
         default=1.0,
@@ -220,6 +243,9 @@ def cmd_gateway(args: argparse.Namespace, out: TextIO) -> int:
         max_request_bytes=args.max_request_bytes,
         probe_interval_s=args.probe_interval,
         queue_interval_s=args.queue_interval,
+        body_timeout_s=args.body_timeout,
+        keepalive_timeout_s=args.keepalive_timeout,
+        max_inflight_per_pod=max(0, args.max_inflight_per_pod),
         metrics_port=args.metrics_port,
     )
     gateway = Gateway(table, source, settings=settings, tokens=tokens, keys=keys)

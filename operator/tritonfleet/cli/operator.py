@@ -12,6 +12,12 @@ the queue-time collector, external metrics API, scale to zero and canary measure
 (``scaling.in_operator``). ``handlers`` and ``scaling`` are sibling layers that never
 import each other; both are handed the same World and views here, and the reconciler
 the scaling side's ``measure`` (what canary steps are judged on).
+
+With ``leader_election`` (several replicas), the watches run on every replica
+but the work only on the holder of the Lease (``handlers.leadership``):
+:func:`register_leadership` starts and stops the reconciler and the scaling
+parts on each change, and labels the pod of the active replica for the external
+metrics API's Service.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
 
     from tritonfleet.adapters.kube import Endpoint
     from tritonfleet.desired.kube.views import OwnerViews
+    from tritonfleet.handlers.leadership import LeaderElection
     from tritonfleet.handlers.reconcile import Reconciler
     from tritonfleet.handlers.state import World
     from tritonfleet.handlers.watches import Watches
@@ -61,7 +68,10 @@ def add_parser(subparsers: Any) -> None:
         "TRITONFLEET_NAMESPACES, or all namespaces",
     )
     parser.add_argument(
-        "--peering", help="kopf peering name: several replicas, one active (default: standalone)"
+        "--leader-election",
+        action="store_true",
+        default=None,
+        help="several replicas, one active (a Lease); default: TRITONFLEET_LEADER_ELECTION",
     )
     parser.add_argument("--metrics-port", type=int, help="port of /metrics (0: off)")
     parser.add_argument("--health-port", type=int, help="port of /healthz and /readyz (0: off)")
@@ -74,7 +84,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
     settings = OperatorSettings.from_env(env)
     overrides: dict[str, Any] = {
         "namespaces": namespaces_of(args.namespaces) or None,
-        "peering": args.peering,
+        "leader_election": args.leader_election,
         "metrics_port": args.metrics_port,
         "health_port": args.health_port,
         "log_format": args.log_format,
@@ -95,6 +105,7 @@ class Operator:
     reconciler: Reconciler
     watches: Watches
     scaling: Scaling
+    election: LeaderElection | None = None
 
 
 def compose(
@@ -118,7 +129,8 @@ def compose(
     world = World()
     views = OwnerViews()
     registry = kopf.OperatorRegistry()
-    queue_scaling = scaling.register(registry, world, views, settings, endpoint)
+    alone = not settings.leader_election
+    queue_scaling = scaling.register(registry, world, views, settings, endpoint, autostart=alone)
     # Canary steps are judged on what the scaling side measured (memory only).
     reconciler = Reconciler(
         KubeClient(endpoint),
@@ -131,8 +143,80 @@ def compose(
     watches = Watches(
         KubeClient(endpoint, label="watch"), world, views, reconciler, settings.namespaces
     )
-    handlers.register(registry, reconciler, watches, endpoint, probes)
-    return Operator(registry, world, views, reconciler, watches, queue_scaling)
+    handlers.register(registry, reconciler, watches, endpoint, probes, start_reconciler=alone)
+    operator = Operator(registry, world, views, reconciler, watches, queue_scaling)
+    if alone:
+        return operator
+    election = register_leadership(registry, operator, settings, endpoint)
+    return Operator(registry, world, views, reconciler, watches, queue_scaling, election)
+
+
+def register_leadership(
+    registry: kopf.OperatorRegistry,
+    operator: Operator,
+    settings: OperatorSettings,
+    endpoint: Endpoint,
+) -> LeaderElection:
+    """The Lease loop, started with kopf, starting and stopping the work it gates."""
+    import socket
+
+    import kopf
+
+    from tritonfleet.adapters.kube import ApiError, KubeClient
+    from tritonfleet.desired.kube.leadership import LEADER_LABEL
+    from tritonfleet.handlers.leadership import LeaderElection
+
+    namespace = settings.lease_namespace or endpoint.default_namespace or "default"
+    identity = settings.pod_name or socket.gethostname()
+    client = KubeClient(endpoint, field_manager="tritonfleet-leader", timeout=10)
+
+    async def label(leading: bool) -> None:
+        """The metrics API's Service selects the leader's pod by this label."""
+        if not settings.pod_name:
+            return
+        patch = {"metadata": {"labels": {LEADER_LABEL: "true" if leading else "false"}}}
+        try:
+            await client.patch("Pod", namespace, settings.pod_name, patch)
+        except (ApiError, OSError) as error:
+            log.warning("could not label pod %s/%s: %s", namespace, settings.pod_name, error)
+
+    async def started() -> None:
+        operator.reconciler.start()
+        await operator.scaling.start()
+        await label(True)
+
+    async def stopped() -> None:
+        await label(False)
+        await operator.reconciler.stop()
+        await operator.scaling.stop()
+
+    lease_s = settings.lease_duration_seconds
+    election = LeaderElection(
+        client,
+        namespace,
+        settings.lease_name,
+        identity,
+        on_started=started,
+        on_stopped=stopped,
+        lease_s=lease_s,
+        renew_s=lease_s / 3,
+        retry_s=min(2.0, lease_s / 5),
+    )
+    tasks: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start_election(**_: Any) -> None:
+        await label(False)  # a restarted process is a standby until it holds the Lease
+        tasks.append(asyncio.create_task(election.run(), name="leader-election"))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_election(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
+        await election.release()
+        await client.close()
+
+    return election
 
 
 def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -180,15 +264,16 @@ def cmd_operator(args: argparse.Namespace, out: TextIO | None = None) -> int:
     log.info(
         "starting: %s, %s, triton image %s",
         f"namespaces {namespaces}" if namespaces else "all namespaces",
-        f"peering {settings.peering}" if settings.peering else "standalone",
+        f"leader election (lease {settings.lease_name})" if settings.leader_election else "alone",
         settings.triton_image,
     )
     asyncio.run(
         kopf.operator(
             registry=operator.registry,
             settings=kopf_settings,
-            standalone=settings.peering is None,
-            peering_name=settings.peering,
+            # Replicas never use kopf's peering: every one watches, the Lease decides
+            # which one works (see register_leadership).
+            standalone=True,
             clusterwide=not namespaces,
             namespaces=namespaces,
         )

@@ -40,10 +40,14 @@ from tritonfleet.api.model import InlineSource, ModelSource, TritonModel
 from tritonfleet.cli.codes import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from tritonfleet.desired.triton.render import Rendered, render_documents
 from tritonfleet.desired.triton.repository import (
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_MAX_EXPANSION_RATIO,
     DEFAULT_MAX_EXTRACT_BYTES,
     DEFAULT_MAX_MEMBERS,
+    EXPANSION_FLOOR_BYTES,
     ExtractionLimits,
     RepositoryLayout,
+    format_bytes,
 )
 from tritonfleet.desired.triton.revision import stamp_revision
 from tritonfleet.sync import logfmt
@@ -62,7 +66,9 @@ EXIT_CODES = {
     4: "source access denied: missing/wrong credentials, S3 403, HTTP 401/403, PVC EACCES",
     5: "integrity: sha256 mismatch (both digests shown), truncated transfer, S3 MD5",
     6: "unsafe source: archive member or key with an absolute path, '..', a link "
-    "outside the model, a device file; archive over --max-extract-bytes/--max-members",
+    "outside the model, a device file, a name too long for any filesystem; archive over "
+    "--max-extract-bytes/--max-members/--max-expansion-ratio; download over "
+    "--max-download-bytes",
     7: "local storage: disk full (ENOSPC), permission denied, read-only, state dir on "
     "another filesystem",
     8: "source unavailable (retry): connection refused, timeout, HTTP 5xx/429",
@@ -204,6 +210,21 @@ def add_parser(subparsers: Any) -> None:
         type=int,
         default=DEFAULT_MAX_MEMBERS,
         help=f"refuse archives with more members (default {DEFAULT_MAX_MEMBERS})",
+    )
+    parser.add_argument(
+        "--max-expansion-ratio",
+        type=float,
+        default=DEFAULT_MAX_EXPANSION_RATIO,
+        help="refuse archives that unpack to more than this many times their size, past "
+        f"{format_bytes(EXPANSION_FLOOR_BYTES)} unpacked (default "
+        f"{DEFAULT_MAX_EXPANSION_RATIO:g}; 0: no ratio check)",
+    )
+    parser.add_argument(
+        "--max-download-bytes",
+        type=parse_size,
+        default=DEFAULT_MAX_DOWNLOAD_BYTES,
+        help="refuse a model whose download (HTTP body, or S3 objects together) is larger "
+        "(default 200GiB)",
     )
     parser.add_argument(
         "--concurrency", type=int, default=8, help="parallel S3 transfers (default 8)"
@@ -348,7 +369,10 @@ def _request(args: argparse.Namespace, layout: RepositoryLayout, target: Target)
         options=FetchOptions(
             credentials_dir=args.credentials_dir,
             pvc_root=args.pvc_root,
-            limits=ExtractionLimits(args.max_extract_bytes, args.max_members),
+            limits=ExtractionLimits(
+                args.max_extract_bytes, args.max_members, max(0.0, args.max_expansion_ratio)
+            ),
+            max_download_bytes=args.max_download_bytes,
             concurrency=max(1, args.concurrency),
             multipart_chunk_bytes=max(5 * 1024 * 1024, args.multipart_chunk_size),
             timeout=args.timeout,

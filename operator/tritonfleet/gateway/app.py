@@ -6,11 +6,15 @@ process is alive), ``/readyz`` (a routing table is loaded), ``/metrics``
 (Prometheus) for the platform.
 
 This module does what is common to every request — client authentication,
-the size limit, JSON parsing, looking the model up, turning a
+the size limit, reading the body within a deadline, JSON parsing (numbers that
+fit 64 bits, no NaN, bounded nesting, text that is valid UTF-8), looking the
+model up, turning a
 :class:`~tritonfleet.desired.gateway.openai_mapping.RequestError` into an OpenAI 400 —
-and hands the rest to :class:`~tritonfleet.gateway.proxy.Dispatcher`. It also
-owns the lifecycle: one keep-alive client session per backend kind, the route
-source, the health and queue-time probers.
+and hands the rest to :class:`~tritonfleet.gateway.proxy.Dispatcher`. Every
+refusal, aiohttp's own (unknown path, wrong method) included, is an
+OpenAI-shaped JSON error; an unexpected failure is a JSON 500 and one log entry.
+It also owns the lifecycle: one keep-alive client session per backend kind, the
+route source, the health and queue-time probers.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import gc
 import importlib.util
 import json
 import logging
+import math
+import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +43,7 @@ from tritonfleet.desired.gateway.openai_mapping import (
     build_generate_request,
 )
 from tritonfleet.desired.gateway.routes import RouteTable
+from tritonfleet.gateway import server
 from tritonfleet.gateway.errors import error_response
 from tritonfleet.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from tritonfleet.gateway.prober import Prober
@@ -50,15 +57,92 @@ log = logging.getLogger("tritonfleet.gateway")
 STATE_KEY = web.AppKey("state", GatewayState)
 
 
+MAX_JSON_DEPTH = 64  # nesting a request body may have; OpenAI's requests need a handful
+_INT64 = 1 << 63
+# A JSON escape of a UTF-16 surrogate: paired ones are fine (an emoji), a lone one
+# cannot be encoded as UTF-8 again and must be refused before it reaches a backend.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     max_request_bytes: int = 4 * 1024 * 1024
     probe_interval_s: float = 1.0
     queue_interval_s: float = 1.0
     max_connections: int = 1024
+    body_timeout_s: float = 30.0  # to receive a request's whole body
+    keepalive_timeout_s: float = 75.0  # an idle client connection (or one slow to send its head)
+    max_inflight_per_pod: int = 128  # requests in flight to one Triton pod (0: no cap)
+    max_waiting: int = 1024  # requests waiting for a pod with room, beyond: answered at once
     # A port of its own for /metrics (and /healthz): then the client port does not
     # serve it, and a NetworkPolicy can open one to Prometheus only. 0: the client port.
     metrics_port: int = 0
+
+
+class BadBody(ValueError):  # noqa: N818 - named for what happened
+    """The body is not JSON the gateway will take; the message says why."""
+
+
+def _bounded_int(text: str) -> int:
+    # Length first: int() of a 5,000-digit literal is slow, and refused past 4,300.
+    if len(text) > 20 or not -_INT64 <= (value := int(text)) < _INT64:
+        raise BadBody("the request body holds an integer that does not fit in 64 bits")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise BadBody("the request body holds a number too large for a 64-bit float")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise BadBody(f"the request body holds {name}, which is not JSON")
+
+
+def _too_deep(obj: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def parse_body(raw: bytes) -> Any:
+    """The request body as JSON, or :class:`BadBody` saying what is wrong with it."""
+    try:
+        body = json.loads(
+            raw, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant
+        )
+    except RecursionError:
+        raise BadBody(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except UnicodeDecodeError:
+        raise BadBody("the request body is not valid UTF-8") from None
+    except BadBody:
+        raise
+    except ValueError:
+        raise BadBody("The request body is not valid JSON.") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(body, MAX_JSON_DEPTH):
+        raise BadBody(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if _SURROGATE_ESCAPE.search(raw) is not None:
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BadBody(
+                "the request body holds an unpaired UTF-16 surrogate (\\ud800-\\udfff escape), "
+                "which is not text"
+            ) from None
+    return body
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# aiohttp's own refusals, as OpenAI names them.
+_HTTP_CODES = {404: "unknown_url", 405: "method_not_allowed", 413: "request_too_large"}
 
 
 class Gateway:
@@ -75,7 +159,9 @@ class Gateway:
     ) -> None:
         self.settings = settings or GatewaySettings()
         self.metrics = GatewayMetrics()
-        self.state = GatewayState(self.metrics)
+        self.state = GatewayState(
+            self.metrics, self.settings.max_inflight_per_pod, self.settings.max_waiting
+        )
         if table is not None:
             self.state.publish(table)
         self.source = source
@@ -87,7 +173,10 @@ class Gateway:
 
     def _build_app(self) -> web.Application:
         # +1 so a body of exactly the limit is accepted and we can tell "over".
-        middlewares = [self._port_split] if self.settings.metrics_port else []
+        # The errors first: what the port split refuses is an OpenAI-shaped 404 too.
+        middlewares: list[Any] = [self._openai_errors]
+        if self.settings.metrics_port:
+            middlewares.append(self._port_split)
         app = web.Application(
             client_max_size=self.settings.max_request_bytes + 1, middlewares=middlewares
         )
@@ -102,6 +191,34 @@ class Gateway:
         app.router.add_get("/metrics", self.metrics_endpoint)
         app.cleanup_ctx.append(self._lifecycle)
         return app
+
+    @web.middleware
+    async def _openai_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """aiohttp's refusals (404, 405...) and any unexpected failure as OpenAI errors."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+            if exc.status == 404:
+                message = f"Invalid URL ({request.method} {request.path})"
+            elif exc.status == 405:
+                message = f"Method {request.method} is not allowed on {request.path}"
+            else:
+                message = exc.reason
+            return error_response(
+                exc.status, message, code=_HTTP_CODES.get(exc.status), headers=headers
+            )
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("unexpected failure on %s %s", request.method, request.path)
+            return error_response(
+                500,
+                "The gateway failed to handle this request; it is logged.",
+                code="internal_error",
+            )
 
     @web.middleware
     async def _port_split(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -174,17 +291,23 @@ class Gateway:
         if request.content_length is not None and request.content_length > limit:
             return None, self._too_big()
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), self.settings.body_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             return None, self._too_big()
+        except TimeoutError:
+            resp = error_response(
+                408,
+                f"The request body did not arrive within {self.settings.body_timeout_s:g} s.",
+                code="request_timeout",
+            )
+            resp.force_close()
+            return None, resp
         if len(raw) > limit:
             return None, self._too_big()
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return None, error_response(
-                400, "The request body is not valid JSON.", code="invalid_json"
-            )
+            body = parse_body(raw)
+        except BadBody as err:
+            return None, error_response(400, str(err), code="invalid_json")
         if not isinstance(body, dict):
             return None, error_response(
                 400, "The request body must be a JSON object.", code="invalid_json"
@@ -324,13 +447,13 @@ def serve(
         metrics_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         metrics_socket.bind((host, metrics_port))
         extra.append(metrics_socket)
-    web.run_app(
+    server.serve(
         gateway.app,
         host=host,
         port=port,
-        sock=extra or None,
-        access_log=logging.getLogger("aiohttp.access") if access_log else None,
-        print=None,
         loop=loop,
-        shutdown_timeout=5.0,
+        socks=extra,
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        keepalive_timeout_s=gateway.settings.keepalive_timeout_s,
+        shutdown_timeout_s=5.0,
     )

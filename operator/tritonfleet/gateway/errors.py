@@ -37,11 +37,14 @@ _TYPES = {
     401: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+    431: "invalid_request_error",
     500: "server_error",
     502: "server_error",
     503: "service_unavailable_error",
+    504: "server_error",
 }
 
 
@@ -49,6 +52,11 @@ def error_payload(
     message: str, type_: str, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_body(status: int, message: str, code: str | None = None) -> bytes:
+    """The JSON body of an error answer (for callers that build the response themselves)."""
+    return json.dumps(error_payload(message, _TYPES.get(status, "server_error"), code)).encode()
 
 
 def error_response(

@@ -2,11 +2,14 @@
 
 * Health: every ``interval`` seconds, ``GET /v2/models/<m>/ready`` on each
   (model, pod). Not ready (or connection refused) → the pod is skipped for
-  that model; a probe that times out changes nothing (a busy pod is slow, not
-  gone — its breaker judges the real requests); ready again
-  while its breaker is open → the breaker goes half-open at once, so traffic
-  returns to a restarted pod within one probe interval instead of waiting out
-  the open period.
+  that model. No answer in time, :data:`HUNG_AFTER` probes in a row → the pod
+  is hung (a stopped or wedged process still accepts connections, so only
+  missing answers tell): skipped, its breaker opened, and every call in flight
+  to it cut so those requests are retried elsewhere at once instead of waiting
+  out their deadlines. One slow probe alone changes nothing (a busy pod is slow,
+  not gone). Ready again while its breaker is open → the breaker goes half-open
+  at once, so traffic returns to a restarted (or resumed) pod within one probe
+  interval instead of waiting out the open period.
 * Queue time (only for models with ``queueTimeAboveMs``): scrape each pod's
   Triton ``/metrics`` and turn the ``nv_inference_queue_duration_us`` and
   ``nv_inference_request_success`` counters into a mean queue time per request
@@ -28,6 +31,8 @@ from tritonfleet.gateway.breaker import BreakerState
 from tritonfleet.gateway.state import GatewayState, PodRuntime, RouteRuntime
 
 log = logging.getLogger("tritonfleet.gateway")
+
+HUNG_AFTER = 2  # health probes in a row without an answer that make a pod "hung"
 
 
 class Prober:
@@ -63,12 +68,23 @@ class Prober:
         if jobs:
             await asyncio.gather(*jobs)
 
+    def probe_timeout_s(self) -> float:
+        return max(1.0, 2 * self.interval_s)
+
     async def _probe(self, rr: RouteRuntime, pod: PodRuntime) -> None:
-        ready = await self.triton.model_ready(
-            pod.endpoint.url, rr.route.triton_model, timeout_s=max(1.0, 2 * self.interval_s)
+        timeout_s = self.probe_timeout_s()
+        found = await self.triton.model_ready(
+            pod.endpoint.url, rr.route.triton_model, timeout_s=timeout_s
         )
-        if ready is None:
+        if found == "broken":
             return  # no verdict: keep what we knew
+        if found == "timeout":
+            pod.probe_timeouts += 1
+            if pod.probe_timeouts == HUNG_AFTER:
+                self._hung(rr, pod, timeout_s)
+            return
+        pod.probe_timeouts = 0
+        ready = found == "ready"
         if ready != pod.healthy:
             log.info(
                 "model %s on pod %s is %s",
@@ -79,6 +95,19 @@ class Prober:
         pod.healthy = ready
         if ready and pod.breaker.state is BreakerState.OPEN:
             pod.breaker.probe_ok()
+
+    def _hung(self, rr: RouteRuntime, pod: PodRuntime, timeout_s: float) -> None:
+        why = f"pod stopped answering ({HUNG_AFTER} health probes got no answer in {timeout_s:g} s)"
+        pod.healthy = False
+        pod.breaker.failure(hard=True)
+        cut = self.triton.abandon(pod.endpoint.url, why)
+        log.warning(
+            "model %s on pod %s: %s; %d call(s) in flight cut and retried elsewhere",
+            rr.route.name,
+            pod.endpoint.name,
+            why,
+            cut,
+        )
 
     async def run_queue(self) -> None:
         while True:

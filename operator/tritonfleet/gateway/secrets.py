@@ -147,12 +147,14 @@ class ClientTokens:
     def check(self, header: str | None) -> bool:
         if not self.enabled:
             return True
-        if not header or not header.startswith("Bearer "):
+        scheme, _, credentials = (header or "").strip().partition(" ")
+        # The scheme is case-insensitive (RFC 9110 section 11.1): "bearer" is "Bearer".
+        if scheme.lower() != "bearer" or not credentials.strip():
             return False
         if self._file is not None:
             with contextlib.suppress(MissingKeyError):  # keep the tokens read last time
                 self._load_file()
-        given = header[7:].strip().encode()
+        given = credentials.strip().encode()
         ok = False
         # Compare against every token (no early exit): timing says nothing.
         for token in (*self._static, *self._from_file):

@@ -12,12 +12,20 @@ does not forget that a pod is down.
 route has a canary split it first picks the request's revision
 (:func:`~tritonfleet.desired.gateway.plan.next_revision`, whose credits the route's
 runtime keeps while the split stays the same).
+
+Requests in flight are counted per pod URL (a pod serves several models), and
+``max_inflight_per_pod`` caps them: a request that finds every pod of its model
+at the cap waits here (:meth:`GatewayState.wait_for_slot`) until an attempt on
+one of them ends, instead of opening yet another connection to a pod that is
+already saturated.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 
 from tritonfleet.desired.gateway.plan import Plan, PodView, next_revision, plan
@@ -29,7 +37,7 @@ log = logging.getLogger("tritonfleet.gateway")
 
 
 class PodRuntime:
-    __slots__ = ("breaker", "endpoint", "healthy", "queue_ms")
+    __slots__ = ("breaker", "endpoint", "healthy", "probe_timeouts", "queue_ms")
 
     def __init__(self, endpoint: Endpoint, breaker: CircuitBreaker) -> None:
         self.endpoint = endpoint
@@ -39,6 +47,7 @@ class PodRuntime:
         # breaker on the first refused connection, at no cost to the client.
         self.healthy = True
         self.queue_ms: float | None = None
+        self.probe_timeouts = 0  # health probes in a row that got no answer in time
 
 
 class RouteRuntime:
@@ -70,13 +79,70 @@ class RouteRuntime:
 
 
 class GatewayState:
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, metrics: GatewayMetrics, max_inflight_per_pod: int = 0, max_waiting: int = 1024
+    ) -> None:
         self.metrics = metrics
         self.table = RouteTable({})
         self.routes: dict[str, RouteRuntime] = {}
         self.outstanding: defaultdict[str, int] = defaultdict(int)  # by pod URL
         self.loaded = False  # a table was published at least once (readiness)
         metrics.pods = self.pod_samples
+        self.max_inflight_per_pod = max_inflight_per_pod  # 0: no cap
+        self.max_waiting = max_waiting
+        self._waiters: defaultdict[str, deque[asyncio.Future[None]]] = defaultdict(deque)
+        self.waiting = 0
+
+    # -- requests in flight per pod ------------------------------------------------------
+
+    def has_slot(self, url: str) -> bool:
+        cap = self.max_inflight_per_pod
+        return not cap or self.outstanding.get(url, 0) < cap
+
+    def acquire(self, url: str) -> None:
+        self.outstanding[url] += 1
+
+    def release(self, url: str) -> None:
+        """An attempt on ``url`` ended: its slot goes to the longest waiter for that pod."""
+        left = self.outstanding[url] - 1
+        if left > 0:
+            self.outstanding[url] = left
+        else:
+            # Gone pods must not leave a key behind for ever.
+            del self.outstanding[url]
+        waiters = self._waiters.get(url)
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                break
+        if waiters is not None and not waiters:
+            del self._waiters[url]
+
+    async def wait_for_slot(self, urls: Iterable[str], timeout_s: float) -> bool:
+        """Wait until an attempt on one of ``urls`` ends (True), or ``timeout_s``
+        passes or too many requests already wait (False)."""
+        if self.waiting >= self.max_waiting or timeout_s <= 0:
+            return False
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        keys = list(urls)
+        for url in keys:
+            self._waiters[url].append(fut)
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.waiting -= 1
+            for url in keys:
+                queue = self._waiters.get(url)
+                if queue is not None:
+                    with contextlib.suppress(ValueError):
+                        queue.remove(fut)
+                    if not queue:
+                        del self._waiters[url]
 
     def _watch(self, model: str, backend: str, pod: str) -> Callable[[BreakerState], None]:
         def changed(state: BreakerState) -> None:
@@ -152,16 +218,13 @@ class GatewayState:
 
     def plan_for(self, rr: RouteRuntime) -> Plan:
         outstanding = self.outstanding
-        views = [
-            PodView(
-                p.endpoint,
-                outstanding[url],
-                p.healthy,
-                p.breaker.admits(),
-                p.queue_ms,
+        cap = self.max_inflight_per_pod or 1 << 62
+        views = []
+        for url, p in rr.pods.items():
+            n = outstanding.get(url, 0)
+            views.append(
+                PodView(p.endpoint, n, p.healthy, p.breaker.admits(), p.queue_ms, n >= cap)
             )
-            for url, p in rr.pods.items()
-        ]
         rr.rotation += 1
         revision = None
         if rr.route.split:

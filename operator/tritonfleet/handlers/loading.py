@@ -257,6 +257,9 @@ class Loader:
             self.poke(key)
 
     async def stop(self) -> None:
+        """Cancel every pass and forget what was wanted: a stopped loader stays idle
+        until the reconcile tracks objects again (a replica standing by must not
+        load or write)."""
         for handle in self._timers.values():
             handle.cancel()
         tasks: list[asyncio.Task[Any]] = [
@@ -269,6 +272,10 @@ class Loader:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for memory in (self._wanted, self._by_pods, self._tasks, self._timers, self._unloads):
+            memory.clear()
+        self._dirty.clear()
+        self._failures.clear()
         await self.repositories.close()
 
     # --- passes ----------------------------------------------------------------------

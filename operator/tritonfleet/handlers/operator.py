@@ -51,14 +51,23 @@ def register(
     watches: Watches,
     endpoint: Endpoint,
     probes: tuple[str, int] | None = None,
+    *,
+    start_reconciler: bool = True,
 ) -> None:
     """Register the operator's start, stop and login on kopf's ``registry``;
-    ``probes``: (host, port) of ``/healthz`` and ``/readyz`` (None: not served)."""
+    ``probes``: (host, port) of ``/healthz`` and ``/readyz`` (None: not served).
+
+    ``start_reconciler=False``: the watches only; the reconciler is started (and
+    stopped) by the leader election (``handlers.leadership``) instead.
+    """
     runners: list[Any] = []
     metrics.collect_model_status(watches.world.owner_bodies)  # per-model series on /metrics
 
     def not_ready() -> str | None:
-        return watches.not_ready() or reconciler.not_ready()
+        # A standby replica is ready once its memory is complete: it has nothing to
+        # look at until it holds the Lease.
+        working = reconciler.not_ready() if reconciler.running else None
+        return watches.not_ready() or working
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.AiohttpSession:
@@ -75,7 +84,8 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
-        reconciler.start()
+        if start_reconciler:
+            reconciler.start()
         watches.start()
         if probes is not None:
             runners.append(await serve_probes(*probes, not_ready))

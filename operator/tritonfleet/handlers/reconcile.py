@@ -57,6 +57,7 @@ log = logging.getLogger("tritonfleet.reconcile")
 MAX_BACKOFF = 300.0
 NAMESPACE_TERMINATING_RECHECK = 15.0  # s; the owner's own deletion event comes sooner
 CLAIM = "RepositoryClaim"  # pseudo-kind of the per-namespace claim check
+MOUNTED_KINDS = ("ConfigMap", "PersistentVolumeClaim")  # written before what mounts them
 
 
 class Reconciler:
@@ -169,20 +170,39 @@ class Reconciler:
             for key in self._parked.pop(parked):
                 self.request(key)
 
+    @property
+    def running(self) -> bool:
+        """Started and not stopped (a standby replica's reconciler is not)."""
+        return bool(self._tasks)
+
     def start(self) -> None:
+        """Start the workers, and re-check every object already known (the
+        watches of a standby replica taking over have filled the memory)."""
         for _ in range(self.workers):
             self._tasks.append(asyncio.create_task(self._worker()))
         self._tasks.append(asyncio.create_task(self._resync()))
+        self._request_everything()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """Stop every worker, timer and loading pass (a replica standing by: it
+        must not write); :meth:`start` again picks up from the memory."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for handle in self._timers.values():
             handle.cancel()
+        self._timers.clear()
+        self._failures.clear()
         await self.loader.stop()
+
+    def _request_everything(self) -> None:
+        for key in list(self.world.owner_keys(OWNER_KINDS)):
+            self.request(key)
+        for namespace in self.world.claim_namespaces():
+            self.request_claim_check(namespace)
 
     async def _resync(self) -> None:
         """Level-based safety net: every interval, every object whose inputs moved since
@@ -410,6 +430,11 @@ class Reconciler:
         if self.settings.creates_repository_claim:
             self.request((CLAIM, namespace, self.settings.repository_claim_name), delay=1.0)
 
+    async def _try_all(self, key: Key, body: dict[str, Any], actions: list[Action]) -> list[str]:
+        """Carry out ``actions`` concurrently; what failed, one message each."""
+        outcomes = await asyncio.gather(*(self._try(key, body, a) for a in actions))
+        return [f for f in outcomes if f]
+
     async def _execute(self, key: Key, body: dict[str, Any], decided: Plan) -> None:
         """Carry out a plan: owner metadata first, then the children concurrently, then status."""
         for action in decided.actions:
@@ -421,8 +446,14 @@ class Reconciler:
             # The finalizer lands before anything that needs cleaning up is created.
             for action in owner_first:
                 body = await self._act(key, body, action)
-            outcomes = await asyncio.gather(*(self._try(key, body, a) for a in children))
-            failures = [f for f in outcomes if f]
+            # What pods mount (a revision's ConfigMap, the shared claim) is written before
+            # the Jobs and Deployments that mount it: a kill or a failure in between must
+            # never leave a sync Job whose ConfigMap was not written.
+            mounted = [a for a in children if a.kind in MOUNTED_KINDS and a.verb != "delete"]
+            failures = await self._try_all(key, body, mounted)
+            if not failures:
+                rest = [a for a in children if a not in mounted]
+                failures = await self._try_all(key, body, rest)
             if not failures:
                 for action in owner_last:
                     body = await self._act(key, body, action)
@@ -541,6 +572,14 @@ class Reconciler:
         try:
             await self.client.post_event(body, type_=type_, reason=reason, message=message)
         except (TimeoutError, ApiError, OSError) as error:
-            # An event is not worth failing (or retrying) the reconcile for.
+            # An event is not worth failing (or retrying) the reconcile for, nor one
+            # refused because its namespace is going a warning per model.
             name = body["metadata"]["name"]
-            log.warning("could not post event %s on %s: %s", reason, name, error)
+            expected = isinstance(error, ApiError) and self._namespace_terminating(error)
+            log.log(
+                logging.DEBUG if expected else logging.WARNING,
+                "could not post event %s on %s: %s",
+                reason,
+                name,
+                error,
+            )

@@ -228,14 +228,19 @@ def register(
     views: OwnerViews,
     settings: OperatorSettings,
     endpoint: Endpoint,
+    *,
+    autostart: bool = True,
 ) -> Scaling:
     """The collector, the metrics API and scale to zero, started and stopped with the
-    operator (they read the pod watch the handlers registered)."""
+    operator (they read the pod watch the handlers registered). ``autostart=False``:
+    started and stopped by the leader election instead (the active replica alone
+    scrapes, serves the metrics API and scales to zero)."""
     scaling = Scaling(world, views, settings, endpoint)
 
     @kopf.on.startup(registry=registry)
     async def start_scaling(**_: Any) -> None:
-        await scaling.start()
+        if autostart:
+            await scaling.start()
 
     @kopf.on.cleanup(registry=registry)
     async def stop_scaling(**_: Any) -> None:

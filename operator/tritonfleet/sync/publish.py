@@ -117,28 +117,44 @@ class Repository:
 
     @contextmanager
     def lock(self, model: str, timeout: float) -> Iterator[None]:
+        """Hold ``locks/<model>.lock`` (flock) for the duration.
+
+        ``--remove`` deletes the lock file while holding it, and another sync may
+        be waiting on that very file: after getting the lock, check that the path
+        still names the file locked (same inode), else start over on the new one.
+        Without that check, a waiter and a newcomer would each lock a different
+        file and publish at once.
+        """
         path = Path(self.layout.lock_path(model))
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as error:
-            raise local_error(error, f"opening lock {path}", self.state) from None
-        try:
-            deadline = time.monotonic() + timeout
-            waited = False
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as error:
+                raise local_error(error, f"opening lock {path}", self.state) from None
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise LockBusy(
+                                f"another sync of model {model!r} still holds {path} after "
+                                f"{timeout:.0f}s"
+                            ) from None
+                        if not waited:
+                            emit(log, "waiting for another sync of this model", lock=str(path))
+                            waited = True
+                        time.sleep(0.2)
+                if _same_file(fd, path):
                     break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockBusy(
-                            f"another sync of model {model!r} still holds {path} after "
-                            f"{timeout:.0f}s"
-                        ) from None
-                    if not waited:
-                        emit(log, "waiting for another sync of this model", lock=str(path))
-                        waited = True
-                    time.sleep(0.2)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # the file was removed (and maybe re-created) meanwhile
+        try:
             yield
         finally:
             os.close(fd)  # releases the flock
@@ -372,6 +388,15 @@ class Repository:
             elif path.exists():
                 path.unlink()
         return found
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _link_text(path: Path) -> str:

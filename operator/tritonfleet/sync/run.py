@@ -12,6 +12,7 @@ live revision is untouched.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -128,6 +129,7 @@ def sync_model(request: SyncRequest) -> SyncOutcome:
             directory, manifest, fetched = _stage(repo, name, request, previous)
         if manifest is None:
             raise SyncError(f"revision directory {directory} lost its manifest while publishing")
+        _check_complete(repo, name, directory, manifest)
 
         before = repo.switch(name, directory)
         repo.pin(name, request.revision, directory)
@@ -165,6 +167,23 @@ def sync_model(request: SyncRequest) -> SyncOutcome:
             previous=before,
             collected=tuple(collected),
         )
+
+
+def _check_complete(repo: Repository, name: str, directory: str, manifest: Manifest) -> None:
+    """Refuse to publish a revision that does not hold every file of its manifest
+    (something removed files under the sync: a person, or a process ignoring the
+    lock). The directory is dropped, so no later sync takes it as complete."""
+    path = repo.revision_path(name, directory)
+    problems = repo.problems(path, manifest, deep=False)
+    if not problems:
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    shown = ", ".join(f"{f} ({p})" for f, p in sorted(problems.items())[:5])
+    raise SyncError(
+        f"revision {manifest.revision} of {name} is incomplete ({len(problems)} of "
+        f"{len(manifest.files)} files differ from its manifest: {shown}): not published, "
+        "the live revision is unchanged"
+    )
 
 
 def _complete_unpublished(

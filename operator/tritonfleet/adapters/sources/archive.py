@@ -3,16 +3,21 @@
 An archive is untrusted input that decides file names, so nothing is written
 until every member has passed ``desired.triton.repository.check_member``: no absolute
 paths, no ``..``, no device files, symlinks only to places inside the model,
-hard links only to earlier members. Member count and *unpacked* bytes are capped
-(``--max-members``, ``--max-extract-bytes``); bytes are counted as they are
-written, so a zip bomb whose headers lie still trips the cap. The first
-offending member is named in the error, and nothing of the archive is published.
+hard links only to earlier members. Member count, *unpacked* bytes and the
+expansion ratio (unpacked over archive size) are capped (``--max-members``,
+``--max-extract-bytes``, ``--max-expansion-ratio``); bytes are counted as they
+are written, so a zip bomb whose headers lie still trips the cap. A zip's member
+count is read from its end record before its central directory is parsed, so a
+zip of a million members is refused without holding a million entries in
+memory. The first offending member is named in the error, and nothing of the
+archive is published.
 """
 
 from __future__ import annotations
 
 import logging
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -93,28 +98,67 @@ def _checked(name: str, kind: MemberKind, link: str | None) -> PurePosixPath:
         raise UnsafeSource(f"archive refused: member {name!r}: {error.reason}") from None
 
 
-def _check_limits(limits: ExtractionLimits, count: int, total: int, name: str) -> None:
-    problem = limits.check(count, total)
+def _check_limits(
+    limits: ExtractionLimits, count: int, total: int, name: str, archive_bytes: int
+) -> None:
+    problem = limits.check(count, total, archive_bytes)
     if problem:
         raise UnsafeSource(f"archive refused at member {name!r}: {problem}")
+
+
+_EOCD = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+
+
+def zip_entry_count(path: Path) -> int | None:
+    """The member count a zip's end-of-central-directory record declares (zip64
+    included), read from its last 64 KiB; None when there is no such record."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        start = max(0, size - (65535 + 22))
+        handle.seek(start)
+        tail = handle.read()
+        at = tail.rfind(_EOCD)
+        if at < 0 or len(tail) < at + 22:
+            return None
+        (count,) = struct.unpack_from("<H", tail, at + 10)
+        locator = at - 20
+        if count != 0xFFFF or locator < 0 or tail[locator : locator + 4] != _ZIP64_LOCATOR:
+            return int(count)
+        (offset,) = struct.unpack_from("<Q", tail, locator + 8)
+        handle.seek(offset)
+        record = handle.read(56)
+        if len(record) < 40 or not record.startswith(b"PK\x06\x06"):
+            return None
+        (total,) = struct.unpack_from("<Q", record, 32)
+        return int(total)
 
 
 @contextmanager
 def _members(path: Path, kind: ArchiveKind, limits: ExtractionLimits) -> Iterator[list[Member]]:
     """Every member, checked, with a way to read it; refuses the whole archive
     on the first bad member before anything is extracted."""
+    archive_bytes = path.stat().st_size
     try:
         if kind == "zip":
+            declared = zip_entry_count(path)
+            if declared is not None and declared > limits.max_members:
+                raise UnsafeSource(
+                    f"archive refused: it declares {declared} members, more than "
+                    f"{limits.max_members} (limit --max-members)"
+                )
             with zipfile.ZipFile(path) as archive:
-                yield _zip_members(archive, limits)
+                yield _zip_members(archive, limits, archive_bytes)
         else:
             with tarfile.open(path, mode="r:gz" if kind == "tgz" else "r:") as tar:
-                yield _tar_members(tar, limits)
+                yield _tar_members(tar, limits, archive_bytes)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:
         raise UnsafeSource(f"not a valid {kind} archive: {error}") from None
 
 
-def _zip_members(archive: zipfile.ZipFile, limits: ExtractionLimits) -> list[Member]:
+def _zip_members(
+    archive: zipfile.ZipFile, limits: ExtractionLimits, archive_bytes: int
+) -> list[Member]:
     members = []
     declared = 0
     for count, info in enumerate(archive.infolist(), start=1):
@@ -127,7 +171,7 @@ def _zip_members(archive: zipfile.ZipFile, limits: ExtractionLimits) -> list[Mem
                 raise UnsafeSource(f"archive refused: member {info.filename!r}: oversized symlink")
             link = archive.read(info).decode("utf-8", "replace")
         declared += info.file_size
-        _check_limits(limits, count, declared, info.filename)
+        _check_limits(limits, count, declared, info.filename, archive_bytes)
         members.append(
             Member(
                 info.filename,
@@ -142,14 +186,16 @@ def _zip_members(archive: zipfile.ZipFile, limits: ExtractionLimits) -> list[Mem
     return members
 
 
-def _tar_members(tar: tarfile.TarFile, limits: ExtractionLimits) -> list[Member]:
+def _tar_members(
+    tar: tarfile.TarFile, limits: ExtractionLimits, archive_bytes: int
+) -> list[Member]:
     members = []
     declared = 0
     for count, info in enumerate(tar, start=1):
         mkind = _tar_kind(info)
         link = info.linkname if mkind in (MemberKind.SYMLINK, MemberKind.HARDLINK) else None
         declared += info.size if mkind is MemberKind.FILE else 0
-        _check_limits(limits, count, declared, info.name)
+        _check_limits(limits, count, declared, info.name, archive_bytes)
         members.append(
             Member(
                 info.name,
@@ -198,15 +244,15 @@ def extract_archive(
         total = 0
         count = 0
         progress = Progress(f"{kind}-extract", None, progress_interval)
+        archive_bytes = path.stat().st_size
 
         def count_bytes(n: int) -> None:
             nonlocal total
             total += n
             progress.add(n)
-            if total > limits.max_bytes:
-                raise UnsafeSource(
-                    f"archive refused at member {current.name!r}: {limits.check(0, total)}"
-                )
+            problem = limits.check(0, total, archive_bytes)
+            if problem:
+                raise UnsafeSource(f"archive refused at member {current.name!r}: {problem}")
 
         for current in members:
             if not wanted(current.path, plan):

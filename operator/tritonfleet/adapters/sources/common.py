@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from tritonfleet.adapters.sources.errors import LocalStorageError, SourceNotFound
+from tritonfleet.adapters.sources.errors import LocalStorageError, SourceNotFound, UnsafeSource
 from tritonfleet.adapters.sources.staging import Staging, emit
 from tritonfleet.desired.triton.repository import (
+    DEFAULT_MAX_DOWNLOAD_BYTES,
     ExtractionLimits,
     FileSelection,
     Policy,
@@ -35,6 +36,7 @@ class FetchOptions:
     credentials_dir: Path | None = None
     pvc_root: Path | None = None  # where the claim is mounted; default /pvc/<claimName>
     limits: ExtractionLimits = field(default_factory=ExtractionLimits)
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES  # one model's download, in all
     concurrency: int = 8
     multipart_chunk_bytes: int = 16 * 1024 * 1024
     timeout: float = 60.0
@@ -46,6 +48,15 @@ class FetchResult:
     selection: FileSelection
     source_fingerprint: str | None = None
     fetched_bytes: int = 0
+
+
+def check_download_size(size: int, options: FetchOptions, where: str) -> None:
+    """Refuse a download over ``--max-download-bytes`` (declared or counted so far)."""
+    if size > options.max_download_bytes:
+        raise UnsafeSource(
+            f"{where}: more than {format_bytes(options.max_download_bytes)} to download "
+            "(limit --max-download-bytes)"
+        )
 
 
 def choose(paths: Iterable[PurePosixPath], policy: Policy, where: str) -> FileSelection:

@@ -44,6 +44,7 @@ from tritonfleet.desired.triton.repository import (
     FileSelection,
     Policy,
     UnsafeMember,
+    format_bytes,
     safe_relative_path,
 )
 
@@ -92,11 +93,14 @@ def download(
     progress: Progress,
     timeout: float,
     digest_of_sink: Callable[[], str] | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[int, str]:
     """Stream ``url`` into ``sink``; returns (bytes, sha256) once both checks pass.
 
     When the sink hashes what it is given (a staged file does), pass its digest
     as ``digest_of_sink``: hashing twice would cost more than the disk write.
+    ``max_bytes`` caps the download, announced (``Content-Length``) or counted:
+    a source with neither a length nor a digest cannot fill the volume.
     """
     shown = display_url(url)
     request = urllib.request.Request(  # noqa: S310 - the scheme is http(s), checked by the API
@@ -123,12 +127,17 @@ def download(
         expected_length = int(length_header) if length_header and length_header.isdigit() else None
         progress.total = expected_length
         emit(log, "http download", url=shown, content_length=expected_length or "unknown")
+        cap = max_bytes if max_bytes is not None else -1
+        if cap >= 0 and expected_length is not None and expected_length > cap:
+            raise _too_big(shown, cap, f"Content-Length says {expected_length} bytes")
         try:
             while chunk := response.read(CHUNK):
+                received += len(chunk)
+                if 0 <= cap < received:
+                    raise _too_big(shown, cap, f"{received} bytes received so far")
                 if digest is not None:
                     digest.update(chunk)
                 sink(chunk)
-                received += len(chunk)
                 progress.add(len(chunk))
         except http.client.IncompleteRead as error:
             got = received + len(error.partial)
@@ -162,6 +171,12 @@ def download(
     return received, actual
 
 
+def _too_big(shown: str, cap: int, what: str) -> UnsafeSource:
+    return UnsafeSource(
+        f"GET {shown}: {what}, more than {format_bytes(cap)} (limit --max-download-bytes)"
+    )
+
+
 def fetch_http(
     spec: HttpSource, policy: Policy, staging: Staging, options: FetchOptions
 ) -> FetchResult:
@@ -193,6 +208,7 @@ def fetch_http(
                 progress=progress,
                 timeout=options.timeout,
                 digest_of_sink=target.sha256,
+                max_bytes=options.max_download_bytes,
             )
         progress.finish()
         return FetchResult(selection, fingerprint, progress.done)
@@ -217,6 +233,7 @@ def fetch_http(
                 expected_sha256=spec.sha256,
                 progress=progress,
                 timeout=options.timeout,
+                max_bytes=options.max_download_bytes,
             )
     except OSError as error:
         raise local_error(error, f"saving {archive_path.name}", staging.root) from None

@@ -36,6 +36,7 @@ from s3transfer.subscribers import BaseSubscriber
 from tritonfleet.adapters.sources.common import (
     FetchOptions,
     FetchResult,
+    check_download_size,
     choose,
     ensure_space,
     register_secret,
@@ -242,6 +243,7 @@ def fetch_s3(
             bytes=staging.reused_bytes,
         )
     total = sum(o.size for o in todo)
+    check_download_size(total, options, f"s3://{bucket}")
     ensure_space(staging, total)
     emit(log, "s3 download", uri=spec.uri, files=len(todo), total_bytes=total)
     progress = Progress("s3", total, options.progress_interval, files=len(todo))

@@ -270,6 +270,28 @@ def _is_neutral(name: str, value: Any) -> bool:
     return value is None or value in _NEUTRAL.get(name, ())
 
 
+# Bounds on values that leave the gateway, so a value no backend can read is the
+# client's 400 here, never a backend failure held against a pod: Triton reads
+# max_tokens as INT32 (and silently wraps larger values), and cannot parse
+# integers beyond 64 bits or nested JSON into a tensor.
+MAX_TOKENS_LIMIT = 2**31 - 1
+_FLOAT32_MAX = 3.4028234663852886e38
+_PENALTY = (-2.0, 2.0)  # presence_penalty and frequency_penalty, as OpenAI bounds them
+
+
+def _tensor_value(value: Any, name: str) -> Any:
+    """A custom field bound for a Triton input: a scalar or a flat list of scalars."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, float) and not -_FLOAT32_MAX <= item <= _FLOAT32_MAX:
+            raise RequestError(f"'{name}' is out of range for a 32-bit float", param=name)
+        if not isinstance(item, str | int | float | bool):
+            raise RequestError(
+                f"'{name}' must be a string, number or boolean, or a list of them", param=name
+            )
+    return value
+
+
 def build_generate_request(
     req: Mapping[str, Any], mapping: GenerateMapping, *, chat: bool
 ) -> GenerateRequest:
@@ -295,13 +317,27 @@ def build_generate_request(
         if name == "max_tokens":
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RequestError("'max_tokens' must be a positive integer", param=name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 1 <= value <= MAX_TOKENS_LIMIT
+            ):
+                raise RequestError(
+                    f"'max_tokens' must be a positive integer up to {MAX_TOKENS_LIMIT}", param=name
+                )
             max_tokens = value
         elif name == "temperature" and value is not None:
             _number(value, name, 0.0, 2.0)
         elif name == "top_p" and value is not None:
             _number(value, name, 0.0, 1.0)
+        elif name in ("presence_penalty", "frequency_penalty") and value is not None:
+            _number(value, name, *_PENALTY)
+        elif (
+            name == "seed"
+            and value is not None
+            and (isinstance(value, bool) or not isinstance(value, int))
+        ):
+            raise RequestError("'seed' must be an integer", param=name)
         elif name == "stop":
             stops = _stops(value)
             if "stop" in mapping.inputs:
@@ -314,7 +350,7 @@ def build_generate_request(
         target = mapping.inputs.get(name)
         if target is not None:
             if value is not None:
-                body[target] = value
+                body[target] = _tensor_value(value, name)
         elif not (name in mapping.ignore or _is_neutral(name, value)):
             if name in _NEUTRAL or name in SAMPLING_FIELDS or name in ("seed", "stop"):
                 message = f"Unsupported parameter for this model: '{name}'"

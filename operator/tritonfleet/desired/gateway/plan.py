@@ -33,6 +33,7 @@ Reason = Literal[
     "no_ready_replica",  # nothing ready: cold start, scaled to zero, sync in progress
     "breaker_open",  # pods exist but every breaker is open (crash, 5xx, timeouts)
     "queue_time",  # every pod is over the queue-time budget
+    "saturated",  # every pod that could answer is at its in-flight limit
 ]
 
 
@@ -45,6 +46,7 @@ class PodView(NamedTuple):
     healthy: bool = True  # health probe and in-cluster readiness
     admits: bool = True  # its breaker lets a request through
     queue_ms: float | None = None  # Triton's recent average queue time for the model
+    saturated: bool = False  # at the gateway's in-flight limit per pod
 
 
 class Plan(NamedTuple):
@@ -97,8 +99,14 @@ def plan(
         pods = [p for p in pods if p.endpoint.revision in served]
     candidates, reason = _candidates(route, pods, model_admits, can_host)
     if not candidates:
-        unavailable = route.failover is not None and route.failover.on_unavailable
-        host = can_host and (unavailable or reason != "no_ready_replica")
+        fo = route.failover
+        if reason == "saturated":
+            # Busy, not broken: the request waits for a slot unless the model opted
+            # into load-based spill-over (a queue-time budget).
+            host = can_host and fo is not None and fo.queue_time_above_ms is not None
+        else:
+            unavailable = fo is not None and fo.on_unavailable
+            host = can_host and (unavailable or reason != "no_ready_replica")
         return Plan((), host, reason)
     tries = max(1, route.retry.max_triton_attempts)
     if route.split and revision is not None:
@@ -125,7 +133,10 @@ def _candidates(
         admitted = [p for p in admitted if p.queue_ms is None or p.queue_ms <= limit]
         if not admitted:
             return [], "queue_time"
-    return admitted, "triton"
+    free = [p for p in admitted if not p.saturated]
+    if not free:
+        return [], "saturated"
+    return free, "triton"
 
 
 def _order(candidates: Sequence[PodView], rotation: int) -> tuple[Endpoint, ...]:

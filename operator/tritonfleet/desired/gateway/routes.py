@@ -81,10 +81,14 @@ class Failover:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
+    """Deadlines of one request; each attempt gets the smaller of its own and what
+    is left of ``total_s``, so no request outlives ``total_s`` however often it is retried."""
+
     connect_s: float = 1.0
-    first_byte_s: float = 30.0  # until Triton's first answer byte (queue + prefill)
+    first_byte_s: float = 30.0  # a stream's first event (queue + prefill), per attempt
     idle_s: float = 30.0  # between two streamed events
-    total_s: float = 300.0
+    total_s: float = 300.0  # the whole request, every attempt included
+    answer_s: float = 120.0  # a whole (non-streamed) answer from one backend, per attempt
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,7 @@ class TimeoutsSpec(ApiModel):
     first_byte_ms: Annotated[float, Field(gt=0)] = 30_000
     idle_ms: Annotated[float, Field(gt=0)] = 30_000
     total_ms: Annotated[float, Field(gt=0)] = 300_000
+    answer_ms: Annotated[float, Field(gt=0)] = 120_000
 
 
 class BreakerSpec(ApiModel):
@@ -251,7 +252,11 @@ def _timeouts(spec: TimeoutsSpec | None, base: Timeouts) -> Timeouts:
     if spec is None:
         return base
     return Timeouts(
-        spec.connect_ms / 1000, spec.first_byte_ms / 1000, spec.idle_ms / 1000, spec.total_ms / 1000
+        spec.connect_ms / 1000,
+        spec.first_byte_ms / 1000,
+        spec.idle_ms / 1000,
+        spec.total_ms / 1000,
+        spec.answer_ms / 1000,
     )
 
 

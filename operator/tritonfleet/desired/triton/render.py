@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from tritonfleet.api.ensemble import ModelEnsemble
 from tritonfleet.api.model import ModelConfigSpec, TritonModel
 from tritonfleet.api.pool import TritonServerPool
-from tritonfleet.api.problems import Problem, problems_from_validation_error
+from tritonfleet.api.problems import Problem, clip, problems_from_validation_error
 from tritonfleet.desired.triton.config import merge_extra, render_config
 from tritonfleet.desired.triton.ensemble import render_ensemble_config
 from tritonfleet.desired.triton.proto import mc
@@ -41,7 +41,7 @@ class Rendered:
 
     @property
     def resource(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}"
+        return clip(f"{self.kind} {self.namespace}/{self.name}", 300)
 
     @property
     def ok(self) -> bool:

@@ -48,6 +48,13 @@ STATE_DIRNAME = ".tritonfleet"
 
 DEFAULT_MAX_EXTRACT_BYTES = 200 * 1024**3
 DEFAULT_MAX_MEMBERS = 100_000
+# An archive may unpack to this many times its own size (model weights barely
+# compress; text 5-10x); below the floor any ratio is fine (a few small configs).
+DEFAULT_MAX_EXPANSION_RATIO = 100.0
+EXPANSION_FLOOR_BYTES = 64 * 1024**2
+DEFAULT_MAX_DOWNLOAD_BYTES = 200 * 1024**3
+NAME_MAX = 255
+PATH_MAX = 4096
 
 # Triton turns version directory names into integers; anything else it skips with
 # a warning, so only all-digit names count as versions here too.
@@ -89,6 +96,12 @@ def safe_relative_path(name: str) -> PurePosixPath:
         raise UnsafeMember(name, "'..' component escapes the model directory")
     if not parts:
         raise UnsafeMember(name, "names the model directory itself")
+    # Linux's NAME_MAX and PATH_MAX: beyond them no filesystem can hold the entry,
+    # which is the source's doing, not a fault of the local disk.
+    if any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
+        raise UnsafeMember(name, f"a path component is longer than {NAME_MAX} bytes")
+    if len(name.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise UnsafeMember(name, f"the path is longer than {PATH_MAX} bytes")
     return PurePosixPath(*parts)
 
 
@@ -179,14 +192,26 @@ class ExtractionLimits:
 
     max_bytes: int = DEFAULT_MAX_EXTRACT_BYTES
     max_members: int = DEFAULT_MAX_MEMBERS
+    max_ratio: float = DEFAULT_MAX_EXPANSION_RATIO  # 0: no ratio check
 
-    def check(self, members: int, total_bytes: int) -> str | None:
+    def check(self, members: int, total_bytes: int, archive_bytes: int | None = None) -> str | None:
+        """What is over a limit, or None; ``archive_bytes``: the archive's own size,
+        for the expansion ratio."""
         if members > self.max_members:
             return f"more than {self.max_members} members (limit --max-members)"
         if total_bytes > self.max_bytes:
             return (
                 f"more than {format_bytes(self.max_bytes)} once unpacked "
                 "(limit --max-extract-bytes)"
+            )
+        if (
+            archive_bytes
+            and self.max_ratio
+            and total_bytes > max(EXPANSION_FLOOR_BYTES, self.max_ratio * archive_bytes)
+        ):
+            return (
+                f"unpacks to more than {self.max_ratio:g} times its size of "
+                f"{format_bytes(archive_bytes)} (limit --max-expansion-ratio)"
             )
         return None
 

@@ -15,7 +15,14 @@ runs it:
    retried up to ``maxHostedAttempts``; a 429 is waited out when its
    Retry-After fits the budget, else passed on with Retry-After; a 401/403
    becomes a 502; other 4xx are passed on, redacted.
-3. Nobody could answer: 503 with an OpenAI-style error naming each reason.
+3. Nobody could answer: 503 with an OpenAI-style error naming each reason; a
+   request whose ``totalMs`` ran out: 504.
+
+Every pod of the model at the gateway's in-flight cap: the request waits for a
+slot (up to ``firstByteMs``), or spills over at once when the model has a
+queue-time budget; still no slot: the provider if failover covers unavailability,
+else 503. A client that leaves cancels its request, attempts included: nothing
+is sent anywhere on behalf of a client who is gone.
 
 The calls (:mod:`.triton_calls`, :mod:`.hosted_calls`) do one attempt each and
 report its outcome in the vocabulary defined here: an :data:`Attempt` (the
@@ -34,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tritonfleet.adapters.triton_http import UpstreamError
+from tritonfleet.desired.gateway.plan import Plan
 from tritonfleet.desired.gateway.routes import Endpoint, Route
 from tritonfleet.gateway.errors import BACKEND_HEADER, error_response, pod_headers
 from tritonfleet.gateway.proxy.accounting import Ledger
@@ -53,8 +61,13 @@ REASON_TEXT: dict[str, str] = {
     "no_ready_replica": "no Triton replica is ready",
     "breaker_open": "Triton circuit breaker is open",
     "queue_time": "Triton queue time is over budget",
+    "saturated": "every Triton pod is at the gateway's in-flight limit",
     "triton_failed": "Triton failed",
 }
+
+
+class DeadlineExceeded(Exception):  # noqa: N818 - named for what happened
+    """The request's ``totalMs`` is used up: no further attempt is started."""
 
 
 class TritonRejectedError(Exception):
@@ -85,14 +98,38 @@ class AttemptPolicy:
         self,
         rr: RouteRuntime,
         ledger: Ledger,
+        slot_wait_s: Callable[[], float],
         on_triton: TritonAttempt,
         on_hosted: HostedAttempt,
+    ) -> web.StreamResponse:
+        """``slot_wait_s``: how long the request may still wait for a free pod
+        (raises :class:`DeadlineExceeded` when nothing is left of it)."""
+        notes: list[str] = []
+        try:
+            return await self._run(rr, ledger, slot_wait_s, on_triton, on_hosted, notes)
+        except DeadlineExceeded as err:
+            return _timed_out(rr.route, str(err), notes, ledger)
+
+    async def _run(
+        self,
+        rr: RouteRuntime,
+        ledger: Ledger,
+        slot_wait_s: Callable[[], float],
+        on_triton: TritonAttempt,
+        on_hosted: HostedAttempt,
+        notes: list[str],
     ) -> web.StreamResponse:
         route = rr.route
         rr.budget.deposit()
         plan = self.state.plan_for(rr)
         ledger.demand(plan.activation)
-        notes: list[str] = []
+        if plan.reason == "saturated" and not plan.hosted:
+            plan = await self._wait_for_slot(rr, plan, slot_wait_s())
+        hosted = plan.hosted
+        if plan.reason == "saturated" and not hosted:
+            # Waited long enough: the provider takes it if failover covers Triton
+            # being unable to answer.
+            hosted = route.can_host and route.failover is not None and route.failover.on_unavailable
         reason: str = plan.reason
         if plan.pods:
             if rr.model_breaker.acquire():
@@ -104,16 +141,27 @@ class AttemptPolicy:
                 reason = "breaker_open"
         if reason != "triton_failed":
             notes.append(REASON_TEXT[reason])
-        if not plan.hosted or route.hosted is None:
+        if not hosted or route.hosted is None:
             if route.hosted is None:
                 notes.append("no hosted failover is configured")
             elif route.mode == "triton":
                 notes.append("failover is disabled (mode: triton)")
-            return _unavailable(route, notes, ledger)
+            return _no_answer(route, notes, ledger)
         if reason != "mode_hosted":
             ledger.failover(reason)
             log.debug("model %s: failing over to hosted (%s)", route.name, reason)
         return await self._try_hosted(rr, reason, on_hosted, notes, ledger)
+
+    async def _wait_for_slot(self, rr: RouteRuntime, plan: Plan, within_s: float) -> Plan:
+        """Wait (up to ``within_s``) until a pod of the route has room; the new plan."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + within_s
+        urls = [ep.url for ep in rr.route.endpoints]
+        while plan.reason == "saturated" and not plan.hosted:
+            if not await self.state.wait_for_slot(urls, until - loop.time()):
+                break
+            plan = self.state.plan_for(rr)
+        return plan
 
     async def _try_triton(
         self,
@@ -125,10 +173,10 @@ class AttemptPolicy:
     ) -> web.StreamResponse | None:
         """The first answer from the plan's pods, or None when none answered."""
         attempted = 0
-        outstanding = self.state.outstanding
+        state = self.state
         for ep in pods:
             pod = rr.pods.get(ep.url)
-            if pod is None or not pod.breaker.acquire():
+            if pod is None or not state.has_slot(ep.url) or not pod.breaker.acquire():
                 continue
             if attempted:
                 if not rr.budget.try_withdraw():
@@ -138,14 +186,18 @@ class AttemptPolicy:
                     break
                 ledger.retried()
             attempted += 1
-            outstanding[ep.url] += 1
+            state.acquire(ep.url)
             started = time.perf_counter()
             try:
                 resp, broken = await attempt(pod)
+            except DeadlineExceeded:
+                pod.breaker.release()
+                rr.model_breaker.release()
+                raise
             except UpstreamError as err:
                 _pod_failed(rr.route, pod, err, ledger)
                 ledger.attempt(ep.revision, "failed", started)
-                notes.append(f"Triton pod {ep.name}: {err.kind}")
+                notes.append(f"Triton pod {ep.name}: {_why(err)}")
                 continue
             except TritonRejectedError as rej:
                 pod.breaker.release()
@@ -174,7 +226,7 @@ class AttemptPolicy:
                 rr.model_breaker.release()
                 raise
             finally:
-                outstanding[ep.url] -= 1
+                state.release(ep.url)
             if broken is not None:
                 _pod_failed(rr.route, pod, broken, ledger)
                 rr.model_breaker.release()
@@ -214,10 +266,13 @@ class AttemptPolicy:
                 break
             try:
                 resp, broken = await attempt(key, reason)
+            except DeadlineExceeded:
+                rr.hosted_breaker.release()
+                raise
             except UpstreamError as err:
                 rr.hosted_breaker.failure(hard=err.kind == "connect")
                 ledger.error("hosted", err.kind)
-                notes.append(f"hosted provider: {err.kind}")
+                notes.append(f"hosted provider: {_why(err)}")
                 continue
             except HostedStatusError as hs:
                 if hs.status == 429:
@@ -246,7 +301,14 @@ class AttemptPolicy:
             else:
                 rr.hosted_breaker.success()
             return resp
-        return _unavailable(route, notes, ledger)
+        return _no_answer(route, notes, ledger)
+
+
+def _why(err: UpstreamError) -> str:
+    """A failure as the client reads it: the kind, and for a timeout which limit."""
+    if err.kind == "timeout":
+        return f"timeout ({err.message.split(': ', 1)[-1]})"
+    return err.kind
 
 
 def _pod_failed(route: Route, pod: PodRuntime, err: UpstreamError, ledger: Ledger) -> None:
@@ -270,6 +332,25 @@ def _unavailable(route: Route, notes: list[str], ledger: Ledger) -> web.Response
         f"Model '{route.name}' is temporarily unavailable: {reasons}.",
         code="backend_unavailable",
         headers={"Retry-After": "1"},
+    )
+
+
+def _no_answer(route: Route, notes: list[str], ledger: Ledger) -> web.Response:
+    """503, or 504 when the attempts ran into the request's ``totalMs``."""
+    total = route.timeouts.total_s
+    if time.perf_counter() >= ledger.t0 + total - 0.005:
+        return _timed_out(route, f"no answer within totalMs ({total:g} s)", notes, ledger)
+    return _unavailable(route, notes, ledger)
+
+
+def _timed_out(route: Route, why: str, notes: list[str], ledger: Ledger) -> web.Response:
+    tried = "; ".join(dict.fromkeys(notes))
+    ledger.answered("none", 504)
+    log.warning("model %s: %s (%s)", route.name, why, tried or "nothing tried")
+    return error_response(
+        504,
+        f"Model '{route.name}': {why}" + (f": {tried}." if tried else "."),
+        code="upstream_timeout",
     )
 
 

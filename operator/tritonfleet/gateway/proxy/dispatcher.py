@@ -9,6 +9,7 @@ one way to try the hosted provider (:mod:`.hosted_calls`) for it.
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import Any
 
@@ -50,17 +51,30 @@ class Dispatcher:
     ) -> web.StreamResponse:
         """A chat or text completion, whole or streamed."""
         job = GenerateJob(request, rr.route, body, treq, self._ledger(rr))
-        return await self.policy.run(
-            rr, job.ledger, partial(self.triton.generate, job), partial(self.hosted.generate, job)
-        )
+        try:
+            return await self.policy.run(
+                rr,
+                job.ledger,
+                job.deadlines.slot_wait,
+                partial(self.triton.generate, job),
+                partial(self.hosted.generate, job),
+            )
+        except asyncio.CancelledError:
+            job.ledger.answered("none", 499)  # the client left; its attempts were cancelled
+            raise
 
     async def embeddings(
         self, rr: RouteRuntime, body: dict[str, Any], ereq: EmbeddingRequest
     ) -> web.StreamResponse:
         job = EmbeddingJob(rr.route, body, ereq, self._ledger(rr))
-        return await self.policy.run(
-            rr,
-            job.ledger,
-            partial(self.triton.embeddings, job),
-            partial(self.hosted.embeddings, job),
-        )
+        try:
+            return await self.policy.run(
+                rr,
+                job.ledger,
+                job.deadlines.slot_wait,
+                partial(self.triton.embeddings, job),
+                partial(self.hosted.embeddings, job),
+            )
+        except asyncio.CancelledError:
+            job.ledger.answered("none", 499)
+            raise

@@ -49,7 +49,7 @@ class HostedCalls:
         data = json_bytes(upstream)
         path = "/chat/completions" if treq.chat else "/completions"
         if not treq.stream:
-            r = await self.client.post(target.base_url, path, data, key, job.whole_timeout)
+            r = await self.client.post(target.base_url, path, data, key, job.deadlines.whole())
             if r.status != 200:
                 raise HostedStatusError(r.status, r.body, r.retry_after)
             prompt, completion, estimated = hosted_usage(r.body, treq)
@@ -59,7 +59,13 @@ class HostedCalls:
                 body=r.body, content_type="application/json", headers=_headers(reason)
             ), None
         stream = await self.client.stream(
-            target.base_url, path, data, key, job.stream_timeout, route.timeouts.idle_s
+            target.base_url,
+            path,
+            data,
+            key,
+            job.deadlines.stream(),
+            route.timeouts.idle_s,
+            job.deadlines.first_byte(),
         )
         async with stream:
             if stream.status != 200:
@@ -83,7 +89,7 @@ class HostedCalls:
         upstream = dict(job.body)
         upstream["model"] = target.model
         r = await self.client.post(
-            target.base_url, "/embeddings", json_bytes(upstream), key, job.whole_timeout
+            target.base_url, "/embeddings", json_bytes(upstream), key, job.deadlines.whole()
         )
         if r.status != 200:
             raise HostedStatusError(r.status, r.body, r.retry_after)

@@ -8,7 +8,9 @@ model's stream assembled) is read and translated completely before it is
 returned; a stream is read up to its first token and only then handed to
 :func:`~tritonfleet.gateway.proxy.relay.relay_triton`. Triton's error statuses
 are sorted here (:func:`triton_http_failure`): 5xx, 404, 429 and "model not
-ready" are the pod's failure (try elsewhere), other 4xx the client's.
+ready" are the pod's failure (try elsewhere); other 4xx, and a 5xx saying Triton
+could not parse the request's values, are the client's (a 400, never held against
+the pod: one client's bad value must not open a breaker for everyone).
 """
 
 from __future__ import annotations
@@ -50,9 +52,17 @@ class UpstreamHTTPError(UpstreamError):
         self.kind = kind
 
 
+# Triton 2.51 answers 500 to a value it cannot read into the input's type
+# ("Unable to parse 'data': attempt to access JSON non-signed-integer as
+# signed-integer", "Unable to parse JSON bytes array: ..."): the request's fault.
+_CLIENT_PARSE_ERRORS = ("unable to parse", "failed to parse")
+
+
 def triton_http_failure(status: int, message: str) -> Exception:
     """Sort a Triton error status into retry-elsewhere or client error."""
     lowered = message.lower()
+    if lowered.startswith(_CLIENT_PARSE_ERRORS):
+        return TritonRejectedError(400, message)
     if status >= 500:
         return UpstreamHTTPError(f"http_{status}", message)
     if status in (404, 429) or "unknown model" in lowered or "not ready" in lowered:
@@ -71,12 +81,19 @@ class TritonCalls:
         return await self._whole(job, pod), None
 
     @contextlib.asynccontextmanager
-    async def _open_stream(self, job: GenerateJob, url: str) -> AsyncIterator[TritonStream]:
+    async def _open_stream(
+        self, job: GenerateJob, url: str, whole: bool = False
+    ) -> AsyncIterator[TritonStream]:
         """An accepted generate_stream answer; a refusal raises as a Triton failure
         (so it is retried elsewhere), and the connection is always released."""
         route = job.route
         stream = await self.client.generate_stream(
-            url, route.triton_model, job.triton_body, job.stream_timeout, route.timeouts.idle_s
+            url,
+            route.triton_model,
+            job.triton_body,
+            job.deadlines.stream(whole),
+            route.timeouts.idle_s,
+            job.deadlines.first_byte(),
         )
         async with stream:
             if stream.status != 200:
@@ -88,9 +105,9 @@ class TritonCalls:
         url = pod.endpoint.url
         if mapping.decoupled:
             # A decoupled model answers only on generate_stream: assemble it.
-            async with self._open_stream(job, url) as stream:
+            async with self._open_stream(job, url, whole=True) as stream:
                 asm = StreamAssembler(mapping, treq)
-                async for event in stream.events(route.timeouts.first_byte_s):
+                async for event in stream.events():
                     asm.feed(event)
                     if asm.done:
                         break
@@ -98,7 +115,7 @@ class TritonCalls:
                 gen = asm.result()
         else:
             status, raw = await self.client.generate(
-                url, route.triton_model, job.triton_body, job.whole_timeout
+                url, route.triton_model, job.triton_body, job.deadlines.whole()
             )
             if status != 200:
                 raise triton_http_failure(status, error_message(raw))
@@ -121,7 +138,7 @@ class TritonCalls:
         mapping, treq = job.mapping, job.treq
         async with self._open_stream(job, pod.endpoint.url) as stream:
             asm = StreamAssembler(mapping, treq)
-            events = stream.events(job.route.timeouts.first_byte_s)
+            events = stream.events()
             try:
                 # Nothing is sent until the first token is in hand: until then a
                 # failure (raised from here) is retried elsewhere.
@@ -146,7 +163,9 @@ class TritonCalls:
         url = pod.endpoint.url
 
         async def one(batch_size: int, body: bytes) -> list[list[float]]:
-            status, raw = await self.client.infer(url, route.triton_model, body, job.whole_timeout)
+            status, raw = await self.client.infer(
+                url, route.triton_model, body, job.deadlines.whole()
+            )
             if status != 200:
                 raise triton_http_failure(status, error_message(raw))
             try:
