@@ -93,7 +93,7 @@ def register(
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         for runner in runners:
-            await runner.cleanup()
+            await runner.stop()
         await watches.stop()
         await watches.client.close()
         await reconciler.stop()
