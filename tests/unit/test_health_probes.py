@@ -12,9 +12,9 @@ import urllib.request
 from tritonfleet.adapters.health import serve_probes
 
 
-def get(port: int, path: str) -> tuple[int, str]:
+def get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=2) as answer:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
@@ -55,6 +55,17 @@ def test_a_busy_loop_is_alive_a_stuck_one_is_not_and_readiness_follows_the_loop(
             await asyncio.sleep(0.2)  # the loop beats again: alive again
             assert (await asyncio.to_thread(get, probes.port, "/healthz"))[0] == 200
             assert (await asyncio.to_thread(get, probes.port, "/nope"))[0] == 404
+        finally:
+            await probes.stop()
+
+    asyncio.run(main())
+
+
+def test_an_ipv6_listen_address_is_served() -> None:
+    async def main() -> None:
+        probes = await serve_probes("::1", 0, lambda: None, beat_s=0.05)
+        try:
+            assert await asyncio.to_thread(get, probes.port, "/healthz", "[::1]") == (200, "ok\n")
         finally:
             await probes.stop()
 

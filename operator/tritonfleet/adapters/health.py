@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -61,6 +62,10 @@ class ProbeServer:
             await self.beat
         await asyncio.to_thread(self.server.shutdown)
         self.server.server_close()
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _handler(heartbeat: Heartbeat, stall_s: float) -> type[BaseHTTPRequestHandler]:
@@ -108,7 +113,8 @@ async def serve_probes(
             heartbeat.at = time.monotonic()
             await asyncio.sleep(beat_s)
 
-    server = ThreadingHTTPServer((host, port), _handler(heartbeat, stall_s))
+    server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+    server = server_class((host, port), _handler(heartbeat, stall_s))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="probes", daemon=True)
     thread.start()
