@@ -1,6 +1,9 @@
 """A proxy in front of the testbed's API server that can misbehave on demand, for
 the chaos suite: for a window it answers 429 (with Retry-After) and 500 instead of
-forwarding, and cuts the watches open through it.
+forwarding, and cuts the watches open through it. It can also answer watches from a
+resourceVersion as the API server does once that version is compacted away ("410
+Gone", in the stream as the watch cache sends it, or before it as etcd does), which
+a young testbed never does by itself: its watch cache still replays its whole store.
 
 The operator under test gets a kubeconfig naming the proxy (plain HTTP on
 loopback); the proxy forwards every request to the real API server with the
@@ -39,6 +42,7 @@ class FaultyApiServer:
         self.url = ""
         self.counts: Counter[str] = Counter()  # "forwarded", "429", "500", "watches cut"
         self._failing_until = 0.0
+        self._expire: list[str] = []  # "event" or "status": how to refuse the next watches
         self._watches: set[web.StreamResponse] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -60,6 +64,11 @@ class FaultyApiServer:
         """From now on for ``seconds``: 429 and 500 in turn, and the open watches cut."""
         self._failing_until = time.monotonic() + seconds
         asyncio.run_coroutine_threadsafe(self._cut_watches(), self._loop).result(10)
+
+    def expire_next_watch(self, form: str = "event") -> None:
+        """The next watch from a resourceVersion is refused with 410: ``"event"`` as an
+        ERROR event in a 200 stream (the watch cache), ``"status"`` as an HTTP 410."""
+        self._expire.append(form)
 
     def kubeconfig(self, path: Path) -> Path:
         """A kubeconfig naming the proxy (no credentials: the proxy has them)."""
@@ -117,6 +126,10 @@ class FaultyApiServer:
         fault = self._fault()
         if fault is not None:
             return fault
+        if self._expire and request.query.get("watch") in ("true", "1"):
+            version = request.query.get("resourceVersion")
+            if version not in (None, "", "0"):
+                return await self._expired(request, self._expire.pop(0), version)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         body = await request.read()
@@ -139,6 +152,18 @@ class FaultyApiServer:
                 self._watches.discard(resp)
             await resp.write_eof()
             return resp
+
+    async def _expired(self, request: web.Request, form: str, version: str) -> web.StreamResponse:
+        self.counts["410"] += 1
+        message = f"too old resource version: {version}"
+        if form == "status":
+            return _status(410, "Expired", message, {})
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        status = json.loads(_status(410, "Expired", message, {}).text or "{}")
+        await resp.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
+        await resp.write_eof()
+        return resp
 
 
 def _status(code: int, reason: str, message: str, headers: dict[str, str]) -> web.Response:

@@ -359,38 +359,6 @@ class Testbed:
         local process and writes its pid in <cluster dir>/pids/)."""
         return int((self.cluster_dir / "pids" / f"{component}.pid").read_text().strip())
 
-    @property
-    def etcd_url(self) -> str:
-        """etcd's client URL, as the API server is told it (``--etcd-servers``)."""
-        config = (self.cluster_dir / "kwok.yaml").read_text()
-        match = re.search(r"--etcd-servers=(\S+)", config)
-        if not match:
-            raise TestbedError(f"no --etcd-servers in {self.cluster_dir / 'kwok.yaml'}")
-        return match.group(1).split(",")[0]
-
-    def compact_etcd(self) -> int:
-        """Compact etcd's history up to now, as the API server does every five minutes,
-        so that a watch from an older resourceVersion is answered "410 Gone" (a testbed
-        younger than that still has its whole history). Returns the revision."""
-        import base64
-        import urllib.request
-
-        def call(path: str, body: dict[str, Any]) -> dict[str, Any]:
-            request = urllib.request.Request(
-                self.etcd_url + path,
-                data=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                result: dict[str, Any] = json.load(answer)
-                return result
-
-        # etcd's JSON gateway: a count-only range read says the current revision.
-        key = base64.b64encode(b"/registry/").decode()
-        revision = int(call("/v3/kv/range", {"key": key, "count_only": True})["header"]["revision"])
-        call("/v3/kv/compaction", {"revision": revision, "physical": True})
-        return revision
-
     def restart_component(self, component: str, *, down_s: float = 0.0) -> float:
         """Crash a control-plane component (SIGKILL), keep it down ``down_s``
         seconds, start it again exactly as kwokctl did (same argv, environment,
