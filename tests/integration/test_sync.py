@@ -31,34 +31,14 @@ import yaml
 from hack.devtools.http_server import ModelHttpServer
 from hack.devtools.s3 import MotoS3
 from hack.devtools.triton import TritonProcess
+from tests.support.echo_model import ECHO_CONFIG, echo_model_py, infer_echo
+from tests.support.tmpfs import tmpfs
 from tritonfleet.cli import main as tritonfleet_main
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ".tritonfleet-manifest.json"
-
-ECHO_PY = """\
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        out = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
-            y = (x * FACTOR).astype(np.float32)
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", y)]))
-        return out
-"""
-
-ECHO_CONFIG: dict[str, Any] = {
-    "backend": "python",
-    "inputs": [{"name": "x", "dataType": "TYPE_FP32", "dims": [3]}],
-    "outputs": [{"name": "y", "dataType": "TYPE_FP32", "dims": [3]}],
-    "instanceGroups": [{"kind": "KIND_CPU", "count": 1}],
-}
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -882,15 +862,8 @@ def test_usage_errors(env: Env) -> None:
 @pytest.fixture
 def small_volume(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs as the repository volume (root only: the machine's own mount)."""
-    if os.geteuid() != 0:
-        pytest.fail("the disk-full test mounts an 8 MiB tmpfs, which needs root: run as root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "size=8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_full_is_reported_and_cleaned_up(
@@ -931,36 +904,28 @@ def test_repository_at_the_root_of_its_volume_keeps_state_inside(small_volume: P
 # --- a real tritonserver loads what sync publishes ---------------------------------------------
 
 
-def _infer(triton: TritonProcess) -> list[float]:
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [1, 2, 3]}]}
-    status, answer = triton.post("/v2/models/echo/infer", body)
-    assert status == 200, answer
-    data: list[float] = answer["outputs"][0]["data"]
-    return data
-
-
 def test_triton_loads_the_published_layout_and_reloads_new_revisions(
     env: Env, triton_factory: Callable[..., TritonProcess]
 ) -> None:
     def doc(factor: int) -> dict[str, Any]:
-        files = {"1/model.py": ECHO_PY.replace("FACTOR", str(factor))}
+        files = {"1/model.py": echo_model_py(factor)}
         return model_doc({"inline": {"files": files}}, name="echo", config=ECHO_CONFIG)
 
     assert env.sync(doc(2)).rc == 0
     triton = triton_factory(env.repo, load_models=["echo"])
     triton.wait_model_ready("echo")
-    assert _infer(triton) == [2.0, 4.0, 6.0]
+    assert infer_echo(triton) == [2.0, 4.0, 6.0]
 
     result = env.sync(doc(3))
     assert result.rc == 0, result.err
     assert len(env.revisions("echo")) == 2  # the new one and the previous, beside the repo
     names = sorted(entry["name"] for entry in triton.index())
     assert names == ["echo"]  # no state, staging or revision directory is a model
-    assert _infer(triton) == [2.0, 4.0, 6.0]  # Triton serves what it loaded until told
+    assert infer_echo(triton) == [2.0, 4.0, 6.0]  # Triton serves what it loaded until told
     status, body = triton.load("echo")
     assert status == 200, body
     triton.wait_model_ready("echo")
-    assert _infer(triton) == [3.0, 6.0, 9.0]
+    assert infer_echo(triton) == [3.0, 6.0, 9.0]
 
 
 def test_an_ensemble_is_published_after_its_members(env: Env) -> None:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.support.builders import model_doc
-from tritonfleet.adapters.sources import Staging, SyncError
+from tritonfleet.adapters.sources import LocalStorageError, Staging, SyncError
 from tritonfleet.api.model import InlineSource, ModelSource, TritonModel
 from tritonfleet.cli import main
 from tritonfleet.desired.triton.render import render_model
@@ -194,6 +194,28 @@ def test_a_revision_that_lost_files_under_the_sync_is_never_published(
         sync_model(request(repo, "v2", "r2"))
     assert live(repo) == "r1" and (repo / "m" / "1" / "model.py").read_text() == "v1"
     assert Repository(layout_for(repo)).revision_names("m") == ["r1"]
+
+
+def test_a_revision_that_cannot_be_pinned_is_not_published(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The volume out of inodes just before the pin (tests/chaos/test_sync_faults.py
+    finds it on a real tmpfs): the sync fails with the live revision unchanged, not
+    "failed" with the new revision already live; the rerun publishes it, no fetch."""
+    sync_model(request(repo, "v1", "r1"))
+    pin = Repository.pin
+
+    def disk_full(self: Repository, model: str, revision: str, dirname: str) -> None:
+        raise LocalStorageError("disk full while pinning: No space left on device")
+
+    monkeypatch.setattr(Repository, "pin", disk_full)
+    with pytest.raises(LocalStorageError, match="disk full while pinning"):
+        sync_model(request(repo, "v2", "r2"))
+    assert live(repo) == "r1" and (repo / "m" / "1" / "model.py").read_text() == "v1"
+    monkeypatch.setattr(Repository, "pin", pin)
+    rerun = sync_model(request(repo, "v2", "r2"))
+    assert rerun.changed and rerun.fetched_bytes == 0 and live(repo) == "r2"
+    assert (pinned(repo, "r2") / "m" / "1" / "model.py").read_text() == "v2"
 
 
 def test_the_state_lives_beside_the_repository(repo: Path) -> None:

@@ -6,12 +6,14 @@ with a complete model:
 
 1. staging is written and fsynced under the state directory (never linked);
 2. ``rename(staging, revisions/<model>/<rev>)`` — complete or absent;
-3. a new relative symlink is made in ``tmp/`` and ``rename(2)``-d over
+3. the revision's *pin* (``pins/<model>/<revision>/<model>``, the one-model
+   repository Triton pods of that revision read) is made or re-pointed: a link
+   made in ``tmp/`` and renamed over the old one;
+4. a new relative symlink is made in ``tmp/`` and ``rename(2)``-d over
    ``<repo>/<model>`` — Triton sees the old revision or the new one, never a
-   mix, never nothing; the repository directory is fsynced;
-4. the revision's *pin* (``pins/<model>/<revision>/<model>``, the one-model
-   repository Triton pods of that revision read) is made or re-pointed the same
-   way, with a rename over the old link;
+   mix, never nothing; the repository directory is fsynced. Last of the steps
+   that can fail for want of space (3 needs inodes), so a sync that fails on a
+   full volume leaves the live revision as it was;
 5. revisions other than the live one, the one it replaced and those still served
    (``keep``: their pins) are deleted, and pins left pointing at nothing go too.
 

@@ -1,7 +1,7 @@
 """One model sync, start to finish: the sequence behind ``tritonfleet sync``.
 
 check → lock → already there? → fetch into staging (adapters) → config.pbtxt +
-manifest → fsync → promote → atomic switch → pin → garbage-collect. The decisions
+manifest → fsync → promote → pin → atomic switch → garbage-collect. The decisions
 (layout, versions, revision names) come from ``desired.triton.repository``; the I/O
 from ``adapters.sources`` (fetching) and :mod:`tritonfleet.sync.publish`
 (moving into place). Errors are ``SyncError`` subclasses carrying exit codes;
@@ -131,8 +131,10 @@ def sync_model(request: SyncRequest) -> SyncOutcome:
             raise SyncError(f"revision directory {directory} lost its manifest while publishing")
         _check_complete(repo, name, directory, manifest)
 
-        before = repo.switch(name, directory)
+        # Pin before the switch: the pin needs an inode or two, and a full volume must
+        # fail the sync with the live revision as it was, not after it moved.
         repo.pin(name, request.revision, directory)
+        before = repo.switch(name, directory)
         removed_versions = (
             sorted(set(live_manifest.versions) - set(manifest.versions)) if live_manifest else []
         )
