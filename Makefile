@@ -89,7 +89,7 @@ soak: venv testbed-build triton ## steady load, model churn and Triton kills for
 	$(BIN)/python -m hack.soak --minutes $(SOAK_MINUTES)
 
 .PHONY: chaos
-chaos: venv testbed-build triton ## faults under load: hung Triton and hosted API, operator kills, API server and etcd restarts, leader failover
+chaos: venv testbed-build triton image ## faults under load: hung Triton and hosted API, operator kills, API server and etcd restarts, leader failover (also of the chart's two replicas)
 	$(BIN)/python -m pytest tests/chaos -s -p no:cacheprovider $(PYTEST_FLAGS)
 
 .PHONY: testbed-build

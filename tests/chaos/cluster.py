@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -58,13 +59,19 @@ def children_problems(testbed: Testbed, ns: str, live: set[str]) -> list[str]:
     return problems
 
 
-def work_writes(operator: OperatorProcess) -> float:
-    """API writes of an operator process other than leader election's own (the
-    Lease, and the label on its pod that selects the metrics API's endpoint)."""
+def writes_besides_leadership(samples: Iterable[tuple[str, dict[str, str], float]]) -> float:
+    """API writes counted in an operator's /metrics ``samples``, other than leader
+    election's own (the Lease, and the label on its pod that selects the metrics
+    API's endpoint)."""
     return sum(
         value
-        for name, labels, value in operator.metrics()
+        for name, labels, value in samples
         if name == "tritonfleet_api_requests_total"
         and labels.get("verb") in WRITE_VERBS
         and labels.get("resource") not in ("leases", "pods")
     )
+
+
+def work_writes(operator: OperatorProcess) -> float:
+    """:func:`writes_besides_leadership` of an operator process."""
+    return writes_besides_leadership(operator.metrics())

@@ -281,6 +281,27 @@ def test_operator_pod_is_pod_security_restricted(testbed: Testbed) -> None:
     assert not any(d["kind"] == "ClusterKopfPeering" for d in ha)
 
 
+def test_two_operator_replicas_spread_over_nodes_and_a_drain_takes_one(testbed: Testbed) -> None:
+    """A standby on the leader's node dies with it: several replicas are spread (preferred,
+    never blocking), and the PodDisruptionBudget lets a drain take one at a time."""
+    alone = named(rendered(testbed), "Deployment", "t-tritonfleet")["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in alone  # nothing to spread
+    ha = rendered(testbed, "operator.replicaCount=2")
+    pod = named(ha, "Deployment", "t-tritonfleet")["spec"]["template"]["spec"]
+    spread = {s["topologyKey"]: s for s in pod["topologySpreadConstraints"]}
+    assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    operators = {
+        "app.kubernetes.io/name": "tritonfleet",
+        "app.kubernetes.io/instance": "t",
+        "app.kubernetes.io/component": "operator",
+    }
+    for constraint in spread.values():
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert constraint["labelSelector"]["matchLabels"] == operators
+    pdb = named(ha, "PodDisruptionBudget", "t-tritonfleet")["spec"]
+    assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": operators}}
+
+
 def test_gateway_deployment_is_pod_security_restricted_with_service_and_pdb(
     testbed: Testbed,
 ) -> None:

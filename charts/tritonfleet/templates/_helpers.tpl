@@ -23,6 +23,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/*
+A component's topologySpreadConstraints: each one as given, its labelSelector
+defaulting to the component's own pods. (dict "constraints" list "selector" the
+component's selector labels, as YAML).
+*/}}
+{{- define "tritonfleet.topologySpread" -}}
+{{- $matchLabels := .selector | fromYaml -}}
+{{- range .constraints }}
+- {{- toYaml (merge (dict) . (dict "labelSelector" (dict "matchLabels" $matchLabels))) | nindent 2 }}
+{{- end }}
+{{- end -}}
+
 {{- define "tritonfleet.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "tritonfleet.selectorLabels" . }}
