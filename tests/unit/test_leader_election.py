@@ -165,6 +165,35 @@ def test_a_leader_shutting_down_hands_over_at_once() -> None:
     run(main)
 
 
+def test_a_released_lease_goes_to_the_warm_standby_not_to_a_replica_still_listing() -> None:
+    """A drain: the leader hands over on SIGTERM while its replacement pod starts. The
+    replacement, whose memory is not complete yet, must not campaign; the standby,
+    whose watches are warm, takes the Lease; the replacement stands by once listed."""
+
+    async def main() -> None:
+        async with replicas(2) as (kube, group, leaders):
+            await until(lambda: len(leaders) == 1, "a leader", 2)
+            first = next(r for r in group if r.name == leaders[0])
+            standby = next(r for r in group if r is not first)
+            listed = [False]
+            replacement = Replica(kube, "operator-new", leaders)
+            replacement.election.ready_to_lead = lambda: listed[0]
+            replacement.start()
+            group.append(replacement)
+            await first.crash()
+            await first.election.release()
+            await until(lambda: leaders == [standby.name], "the warm standby leading", 3)
+            # Now the standby goes too: the free Lease waits for the replacement's list.
+            await standby.crash()
+            await standby.election.release()
+            await asyncio.sleep(LEASE_S * 2)  # time enough to take a free Lease many times
+            assert leaders == [] and replacement.started == 0
+            listed[0] = True
+            await until(lambda: leaders == ["operator-new"], "the listed replacement leading", 3)
+
+    run(main)
+
+
 def test_a_leader_cut_off_from_the_api_stands_down_before_anyone_takes_over() -> None:
     """Renew deadline (2/3 of the lease) < lease: the overlap check of the fixture
     fails if the standby leads while the cut-off leader still works."""

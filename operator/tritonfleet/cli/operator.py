@@ -201,6 +201,7 @@ def register_leadership(
         lease_s=lease_s,
         renew_s=lease_s / 3,
         retry_s=min(2.0, lease_s / 5),
+        ready_to_lead=lambda: operator.watches.not_ready() is None,
     )
     tasks: list[asyncio.Task[None]] = []
 

@@ -3,7 +3,7 @@
 With several replicas (``TRITONFLEET_LEADER_ELECTION``), every replica runs its
 watches, and this loop decides which one does the work: it reads the Lease
 every ``retry_s`` seconds while standing by, takes it over when
-``desired.kube.leadership.decide`` says so, renews it every ``renew_s`` seconds
+``desired.kube.leadership.decide`` says so and its own memory is complete, renews it every ``renew_s`` seconds
 while active, and calls ``on_started``/``on_stopped`` on each change. The
 composition root (``cli.operator``) passes callbacks that start and stop the
 reconciler, the loader, scale to zero, the queue-time collector and the
@@ -53,6 +53,7 @@ class LeaderElection:
         lease_s: float = 15.0,
         renew_s: float = 5.0,
         retry_s: float = 2.0,
+        ready_to_lead: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -64,6 +65,10 @@ class LeaderElection:
         self.lease_s = lease_s
         self.renew_s = renew_s
         self.retry_s = retry_s
+        # A replica whose memory is still filling does not campaign: a warm standby
+        # takes a released Lease before a freshly started pod (a drain's replacement)
+        # that would have to list the whole fleet before acting.
+        self.ready_to_lead = ready_to_lead
         self.renew_deadline_s = lease_s * 2 / 3
         self.clock = clock
         self.leading = False
@@ -82,7 +87,7 @@ class LeaderElection:
                 # Only the Lease requests are bounded here, never the callbacks.
                 if self.leading:
                     lost = await asyncio.wait_for(self._renew(), self.retry_s)
-                else:
+                elif self.ready_to_lead():
                     acquired_from = await asyncio.wait_for(self._try_to_lead(), self.retry_s)
             except asyncio.CancelledError:
                 raise
