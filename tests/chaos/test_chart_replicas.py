@@ -197,9 +197,13 @@ def test_chart_with_two_operator_replicas_one_leads_and_a_standby_takes_over(
         assert set(reporters(testbed, ns)) <= {first}, reporters(testbed, ns)
 
         # 2. The leader evicted (a drain): it releases the Lease on SIGTERM.
+        was_standby = standby
         evict(testbed, system, first)
+        # The warm standby or the drained pod's replacement, whichever campaigns first
+        # once its memory is complete (with three models, the replacement lists them
+        # in well under the standby's retry period).
         second, drain_takeover_s = replicas.take_over(first, takeover_bound_s)
-        assert second == standby
+        assert second in (standby, *replicas.pods()), second
         leader, standby = testbed.wait_for(replicas.settled, timeout=240,
                                            what="the replacement standing by")  # fmt: skip
         assert leader == second and standby != first
@@ -240,6 +244,7 @@ def test_chart_with_two_operator_replicas_one_leads_and_a_standby_takes_over(
             (e["involvedObject"].get("uid"), e.get("reason"), e.get("message")) for e in events
         )
         assert [key for key, n in posted.items() if n > 1] == []
+        taker = "the standby" if second == was_standby else "its replacement"
         print(
             f"\n[chaos] chart replicaCount=2: both operator pods Ready, one leading, "
             f"{ready_s:.1f} s after helm install (Lease {lease_s:g} s)"
@@ -247,7 +252,7 @@ def test_chart_with_two_operator_replicas_one_leads_and_a_standby_takes_over(
             + ", ".join(f"{pod} {n:.0f}" for pod, n in writes.items())
             + "; by each standby: "
             + ", ".join(f"{pod} {n:.0f}" for pod, n in standing_by.items())
-            + f"\n[chaos] leader evicted: the standby held the Lease {drain_takeover_s:.1f} s "
+            + f"\n[chaos] leader evicted: {taker} held the Lease {drain_takeover_s:.1f} s "
             f"later; leader SIGKILLed: {kill_takeover_s:.1f} s later (bound "
             f"{takeover_bound_s:.0f} s)"
             f"\n[chaos] {len(versions)} models converged, no duplicate or orphaned child; "

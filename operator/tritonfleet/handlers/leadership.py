@@ -3,9 +3,9 @@
 With several replicas (``TRITONFLEET_LEADER_ELECTION``), every replica runs its
 watches, and this loop decides which one does the work: it reads the Lease
 every ``retry_s`` seconds while standing by, takes it over when
-``desired.kube.leadership.decide`` says so and its own memory is complete, renews it every ``renew_s`` seconds
-while active, and calls ``on_started``/``on_stopped`` on each change. The
-composition root (``cli.operator``) passes callbacks that start and stop the
+``desired.kube.leadership.decide`` says so and its own memory is complete, renews
+it every ``renew_s`` seconds while active, and calls ``on_started``/``on_stopped``
+on each change. The composition root (``cli.operator``) passes callbacks that start and stop the
 reconciler, the loader, scale to zero, the queue-time collector and the
 external metrics API, and label the pod for the metrics API's Service.
 
