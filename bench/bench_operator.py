@@ -138,7 +138,10 @@ class Progress:
         meta = obj.get("metadata") or {}
         if kind == "TritonModel":
             status = obj.get("status") or {}
-            if status.get("revision"):
+            # The first status names the revision it is rolling out to; once synced,
+            # also the one served.
+            rollout = status.get("rollout") or {}
+            if status.get("revision") or rollout.get("targetRevision"):
                 self.status.add(meta["name"])
             conditions = status.get("conditions") or []
             if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
@@ -147,6 +150,10 @@ class Progress:
             self.children[kind].add(meta["name"])
         if self.done_at is None and self.complete:
             self.done_at = time.perf_counter()
+
+    def __str__(self) -> str:
+        seen = ", ".join(f"{kind} {len(names)}" for kind, names in self.children.items())
+        return f"{len(self.status)} of {self.count} statuses, children: {seen}"
 
     @property
     def complete(self) -> bool:
@@ -216,11 +223,17 @@ class PodsToFleet:
 # --- helpers -------------------------------------------------------------------------
 
 
-async def wait_until(check: Callable[[], bool], within: float, what: str) -> float:
+async def wait_until(
+    check: Callable[[], bool],
+    within: float,
+    what: str,
+    seen: Callable[[], str] | None = None,
+) -> float:
     started = time.perf_counter()
     while not check():
         if time.perf_counter() - started > within:
-            raise TimeoutError(f"{what}: not within {within:.0f}s")
+            detail = f" ({seen()})" if seen is not None else ""
+            raise TimeoutError(f"{what}: not within {within:.0f}s{detail}")
         await asyncio.sleep(0.1)
     return time.perf_counter() - started
 
@@ -410,7 +423,10 @@ async def run_floor(bed: tb.Testbed, endpoint: Any, count: int) -> FloorRun:
         for task in workers:
             task.cancel()
         await wait_until(
-            lambda: progress.complete, 120, "the floor's writes to show in the watches"
+            lambda: progress.complete,
+            120,
+            "the floor's writes to show in the watches",
+            lambda: str(progress),
         )
         assert progress.done_at is not None
         run.seconds = progress.done_at - t0
