@@ -166,24 +166,20 @@ class Watches:
     # --- the sink (adapters.kube_watch.WatchSink) --------------------------------------
 
     def upsert(self, kind: str, obj: Obj) -> None:
-        if kind in OWNER_KINDS:
-            self._owner(kind, obj, deleted=False)
-        elif kind == POD:
-            self._pod(obj, deleted=False)
-        elif kind == NAMESPACE:
-            self._namespace(obj, deleted=False)
-        else:
-            self._child(obj, deleted=False)
+        self._route(kind, obj, deleted=False)
 
     def delete(self, kind: str, obj: Obj) -> None:
+        self._route(kind, obj, deleted=True)
+
+    def _route(self, kind: str, obj: Obj, *, deleted: bool) -> None:
         if kind in OWNER_KINDS:
-            self._owner(kind, obj, deleted=True)
+            self._owner(kind, obj, deleted=deleted)
         elif kind == POD:
-            self._pod(obj, deleted=True)
+            self._pod(obj, deleted=deleted)
         elif kind == NAMESPACE:
-            self._namespace(obj, deleted=True)
+            self._namespace(obj, deleted=deleted)
         else:
-            self._child(obj, deleted=True)
+            self._child(obj, deleted=deleted)
 
     def listed(
         self,
